@@ -1,0 +1,1 @@
+"""clozeformer: BERT, BART, ELECTRA and T5 with their real pretraining objectives."""

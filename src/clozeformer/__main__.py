@@ -1,0 +1,3 @@
+from clozeformer.cli import main
+
+raise SystemExit(main())
