@@ -1,1 +1,27 @@
 """clozeformer: BERT, BART, ELECTRA and T5 with their real pretraining objectives."""
+
+__version__ = "0.1.0"
+
+
+def load_model(path, *, allow_pickle: bool = False):
+    """A model from a clozeformer- or transformers-written directory."""
+    from clozeformer.interop.hf import load_model as _load
+
+    return _load(path, allow_pickle=allow_pickle)
+
+
+def load_tokenizer(path):
+    """A tokenizer from a directory with tokenizer.json or vocab.txt (or the file itself)."""
+    from clozeformer.tokenizer import Tokenizer
+
+    return Tokenizer.load(path)
+
+
+def save_model(model, directory, tokenizer=None):
+    """Write a model (and tokenizer) as a directory that also loads in `transformers`."""
+    from clozeformer.interop.hf import save_model as _save
+
+    return _save(model, directory, tokenizer)
+
+
+__all__ = ["__version__", "load_model", "load_tokenizer", "save_model"]

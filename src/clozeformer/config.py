@@ -1,0 +1,92 @@
+"""Frozen, validated model configs with named presets.
+
+One dataclass per family. `Config.preset("mini", vocab_size=8000)` builds a preset with
+overrides; `to_dict` / `from_dict` round-trip through JSON and refuse unknown keys, so a
+typo in a config file is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+ACTIVATIONS = ("gelu", "gelu_new", "relu")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Config:
+    model_type: ClassVar[str] = ""
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any):
+        if name not in cls.presets:
+            raise ConfigError(f"unknown {cls.model_type} preset {name!r}; choose from {sorted(cls.presets)}")
+        return cls(**{**cls.presets[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        data = dict(data)
+        kind = data.pop("model_type", cls.model_type)
+        if kind != cls.model_type:
+            raise ConfigError(f"config is for model_type {kind!r}, not {cls.model_type!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.model_type} config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    def _check(self, condition: bool, message: str) -> None:
+        if not condition:
+            raise ConfigError(f"{self.model_type} config: {message}")
+
+
+@dataclass(frozen=True)
+class BertConfig(Config):
+    """BERT (Devlin et al. 2019): post-norm encoder with learned absolute positions."""
+
+    model_type: ClassVar[str] = "bert"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # tiny/mini/small follow Turc et al. 2019 ("Well-read students"); base is BERT-Base.
+        "tiny": dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
+        "mini": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+        "small": dict(hidden_size=512, num_layers=4, num_heads=8, intermediate_size=2048),
+        "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+    }
+
+    vocab_size: int = 30522
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    nsp: bool = True  # build the next-sentence-prediction head
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_positions", "type_vocab_size"):
+            self._check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        self._check(self.hidden_size % self.num_heads == 0,
+                    f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        for name in ("dropout", "attention_dropout"):
+            self._check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
+        self._check(0 <= self.pad_token_id < self.vocab_size, "pad_token_id must be a vocabulary id")

@@ -1,0 +1,194 @@
+"""The one place that knows Hugging Face parameter names and config keys.
+
+A saved clozeformer model IS a Hugging Face model directory (config.json +
+model.safetensors [+ tokenizer.json]): it loads in `transformers` unchanged, and
+`load_model` reads directories written by either library the same way. Our own config
+rides along under the "clozeformer" key, which transformers ignores.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from clozeformer import __version__
+from clozeformer.config import BertConfig, ConfigError
+from clozeformer.io import load_tensors, read_json, save_tensors, write_json
+from clozeformer.models.bert import BertForPreTraining
+
+# ours -> HF, for one BERT layer ("bert.layers.{i}." <-> "bert.encoder.layer.{i}.")
+_BERT_LAYER = {
+    "attn.out.": "attention.output.dense.",
+    "attn_norm.": "attention.output.LayerNorm.",
+    "ffn.up.": "intermediate.dense.",
+    "ffn.down.": "output.dense.",
+    "ffn_norm.": "output.LayerNorm.",
+}
+_BERT_TOP = {
+    "bert.embeddings.tok.": "bert.embeddings.word_embeddings.",
+    "bert.embeddings.pos.": "bert.embeddings.position_embeddings.",
+    "bert.embeddings.token_type.": "bert.embeddings.token_type_embeddings.",
+    "bert.embeddings.norm.": "bert.embeddings.LayerNorm.",
+    "bert.pooler.dense.": "bert.pooler.dense.",
+    "mlm.dense.": "cls.predictions.transform.dense.",
+    "mlm.norm.": "cls.predictions.transform.LayerNorm.",
+    "mlm.bias": "cls.predictions.bias",
+    "nsp.": "cls.seq_relationship.",
+}
+_QKV = ("query", "key", "value")
+# HF keys that carry no information of their own (buffers, tied copies).
+_HF_REDUNDANT = re.compile(r"(position_ids|cls\.predictions\.decoder\.(weight|bias))$")
+
+
+def _rename(key: str, table: dict[str, str]) -> str | None:
+    for src, dst in table.items():
+        if key.startswith(src):
+            return dst + key[len(src):]
+    return None
+
+
+def bert_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for key, t in state.items():
+        if key == "mlm.embedding.weight":  # tied to the word embeddings
+            continue
+        m = re.match(r"bert\.layers\.(\d+)\.(.*)", key)
+        if m is None:
+            new = _rename(key, _BERT_TOP)
+            if new is None:
+                raise KeyError(f"no HF name for parameter {key!r}")
+            out[new] = t
+            continue
+        prefix, rest = f"bert.encoder.layer.{m[1]}.", m[2]
+        if rest.startswith("attn.qkv."):  # fused [3D, D] -> query/key/value [D, D]
+            for name, part in zip(_QKV, t.chunk(3, dim=0)):
+                out[f"{prefix}attention.self.{name}.{rest.split('.')[-1]}"] = part
+        else:
+            out[prefix + _rename(rest, _BERT_LAYER)] = t
+    return out
+
+
+def bert_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """HF state (BertModel / BertForMaskedLM / BertForPreTraining) -> (ours, ignored HF keys)."""
+    norm = {}
+    for key, t in hf.items():
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        if key.startswith(("embeddings.", "encoder.", "pooler.")):  # a bare BertModel
+            key = "bert." + key
+        norm[key] = t
+    inverse_top = {v: k for k, v in _BERT_TOP.items()}
+    inverse_layer = {v: k for k, v in _BERT_LAYER.items()}
+    ours, ignored, qkv = {}, [], {}
+    for key, t in norm.items():
+        m = re.match(r"bert\.encoder\.layer\.(\d+)\.(.*)", key)
+        if m is None:
+            new = _rename(key, inverse_top)
+        elif (q := re.match(r"attention\.self\.(query|key|value)\.(weight|bias)$", m[2])) is not None:
+            qkv[(m[1], q[2], q[1])] = t
+            continue
+        else:
+            new = _rename(m[2], inverse_layer)
+            new = new and f"bert.layers.{m[1]}.{new}"
+        if new is None:
+            if not _HF_REDUNDANT.search(key):
+                ignored.append(key)
+            continue
+        ours[new] = t
+    for layer, kind in sorted({(i, k) for i, k, _ in qkv}):
+        ours[f"bert.layers.{layer}.attn.qkv.{kind}"] = torch.cat([qkv[(layer, kind, n)] for n in _QKV])
+    return ours, ignored
+
+
+def bert_config_to_hf(cfg: BertConfig) -> dict:
+    return {
+        "architectures": ["BertForPreTraining" if cfg.nsp else "BertForMaskedLM"],
+        "model_type": "bert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "hidden_act": cfg.activation,
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_positions,
+        "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": cfg.initializer_range,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "pad_token_id": cfg.pad_token_id,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+    }
+
+
+def bert_config_from_hf(hf: dict, *, nsp: bool) -> BertConfig:
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ConfigError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported")
+    if hf.get("is_decoder") or hf.get("add_cross_attention"):
+        raise ConfigError("BERT decoders (is_decoder / add_cross_attention) are not supported")
+    return BertConfig(
+        vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+        activation=hf.get("hidden_act", "gelu"), dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        max_positions=hf.get("max_position_embeddings", 512), type_vocab_size=hf.get("type_vocab_size", 2),
+        initializer_range=hf.get("initializer_range", 0.02), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        pad_token_id=hf.get("pad_token_id") or 0, nsp=nsp)
+
+
+# model_type -> (config class, model class, state to HF, state from HF, config to HF, config from HF)
+FAMILIES = {
+    "bert": (BertConfig, BertForPreTraining, bert_state_to_hf, bert_state_from_hf,
+             bert_config_to_hf, bert_config_from_hf),
+}
+
+
+def save_model(model: nn.Module, directory: str | Path, tokenizer=None) -> Path:
+    """Write `model` (and its tokenizer) as a HF-layout directory; every file atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    _, _, to_hf, _, cfg_to_hf, _ = FAMILIES[cfg.model_type]
+    save_tensors(directory / "model.safetensors", to_hf(model.state_dict()), metadata={"format": "pt"})
+    write_json(directory / "config.json",
+               {**cfg_to_hf(cfg), "clozeformer": {"version": __version__, "config": cfg.to_dict()}})
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    return directory
+
+
+def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
+    """A model from a clozeformer- or transformers-written directory (detected by its config)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: not a model directory (expected config.json + model.safetensors)")
+    hf_cfg = read_json(directory / "config.json")
+    kind = hf_cfg.get("model_type")
+    if kind not in FAMILIES:
+        raise ConfigError(f"{directory}/config.json: model_type {kind!r} is not supported; known: {sorted(FAMILIES)}")
+    cfg_cls, model_cls, _, from_hf, _, cfg_from_hf = FAMILIES[kind]
+    weights = directory / "model.safetensors"
+    if not weights.exists():
+        pickles = [p for p in directory.glob("*") if p.suffix in (".bin", ".pt")]
+        if not pickles:
+            raise FileNotFoundError(f"{directory}: no model.safetensors")
+        weights = pickles[0]
+    state, ignored = from_hf(load_tensors(weights, allow_pickle=allow_pickle))
+    if "clozeformer" in hf_cfg:
+        cfg = cfg_cls.from_dict(hf_cfg["clozeformer"]["config"])
+    else:
+        cfg = cfg_from_hf(hf_cfg, nsp="nsp.weight" in state)
+    model = model_cls(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "mlm.embedding.weight"]
+    if unexpected:
+        raise ValueError(f"{weights}: parameters that do not fit a {kind} model: {unexpected[:8]}")
+    if missing or ignored:
+        warnings.warn(f"{directory}: {len(missing)} parameters not in the checkpoint were freshly initialised "
+                      f"({', '.join(missing[:4])}{'…' if len(missing) > 4 else ''}); "
+                      f"{len(ignored)} checkpoint tensors ignored ({', '.join(ignored[:4])})", stacklevel=2)
+    return model.eval()

@@ -1,0 +1,94 @@
+"""BERT: embeddings + post-norm encoder (+ pooler, MLM head, NSP head).
+
+Shapes: B batch, T length, D hidden width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clozeformer.config import BertConfig
+from clozeformer.models.heads import MLMHead, Pooler, masked_lm_loss
+from clozeformer.models.output import Output
+from clozeformer.nn import TransformerLayer, init_weights, padding_mask
+
+
+class BertEmbeddings(nn.Module):
+    """token + learned absolute position + token type, then LayerNorm and dropout."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.pos = nn.Embedding(cfg.max_positions, cfg.hidden_size)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = cfg.dropout
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        t = input_ids.shape[1]
+        x = self.tok(input_ids) + self.pos.weight[:t]  # [B, T, D]
+        x = x + (self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0])
+        return F.dropout(self.norm(x), self.dropout, self.training)
+
+
+class BertModel(nn.Module):
+    """The bare encoder: returns last_hidden_state and the pooled [CLS] vector."""
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embeddings = BertEmbeddings(cfg)
+        self.layers = nn.ModuleList(
+            TransformerLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, activation=cfg.activation,
+                             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, eps=cfg.layer_norm_eps)
+            for _ in range(cfg.num_layers))
+        self.pooler = Pooler(cfg.hidden_size)
+        init_weights(self, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Output:
+        if input_ids.shape[1] > self.config.max_positions:
+            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_positions "
+                             f"{self.config.max_positions}; truncate the input")
+        x = self.embeddings(input_ids, token_type_ids)  # [B, T, D]
+        mask = padding_mask(attention_mask)  # [B, 1, 1, T] or None
+        for layer in self.layers:
+            x = layer(x, mask)
+        return Output(last_hidden_state=x, pooled=self.pooler(x))
+
+
+class BertForPreTraining(nn.Module):
+    """BERT with the MLM head (tied to the token embeddings) and, if `config.nsp`, the NSP head.
+
+    With `labels` the MLM head runs only at labelled positions (sparse prediction) and
+    `logits` is [M, V]; without, it is [B, T, V].
+    """
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.bert = BertModel(cfg)
+        self.mlm = MLMHead(cfg.hidden_size, self.bert.embeddings.tok, cfg.activation, cfg.layer_norm_eps)
+        self.nsp = nn.Linear(cfg.hidden_size, 2) if cfg.nsp else None
+        init_weights(self.mlm.dense, cfg.initializer_range)
+        if self.nsp is not None:
+            init_weights(self.nsp, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None,
+                next_sentence_label: Tensor | None = None) -> Output:
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        h = out.last_hidden_state
+        if labels is not None:
+            out.losses["mlm"], out.logits = masked_lm_loss(self.mlm, h, labels)
+        else:
+            out.logits = self.mlm(h)  # [B, T, V]
+        if self.nsp is not None:
+            out.nsp_logits = self.nsp(out.pooled)  # [B, 2]
+            if next_sentence_label is not None:
+                out.losses["nsp"] = F.cross_entropy(out.nsp_logits.float(), next_sentence_label)
+        if out.losses:
+            out.loss = torch.stack(list(out.losses.values())).sum()
+        return out

@@ -1,0 +1,52 @@
+"""Small heads on top of an encoder, each its own module.
+
+Shapes: B batch, T length, D width, V vocabulary, M predicted (masked) positions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clozeformer.nn.layers import ACTIVATION_FNS
+
+
+class Pooler(nn.Module):
+    """tanh(W h_[CLS] + b): BERT's sentence vector, fed to the NSP head."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # [B, T, D] -> [B, D]
+
+
+class MLMHead(nn.Module):
+    """dense -> activation -> LayerNorm -> decoder tied to the input embeddings (+ bias)."""
+
+    def __init__(self, dim: int, embedding: nn.Embedding, activation: str = "gelu", eps: float = 1e-12) -> None:
+        super().__init__()
+        self.dense = nn.Linear(dim, embedding.embedding_dim)
+        self.norm = nn.LayerNorm(embedding.embedding_dim, eps=eps)
+        self.act = ACTIVATION_FNS[activation]
+        self.embedding = embedding  # tied: the decoder weight IS the input embedding matrix
+        self.bias = nn.Parameter(torch.zeros(embedding.num_embeddings))
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        h = self.norm(self.act(self.dense(hidden)))  # [..., D] -> [..., E]
+        return F.linear(h, self.embedding.weight, self.bias)  # [..., V]
+
+
+def masked_lm_loss(head: MLMHead, hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Sparse prediction: run the head only at positions with a label (labels != -100).
+
+    hidden [B, T, D], labels [B, T] -> (loss, logits [M, V]). With 15% masking this skips
+    85% of the vocabulary projection, the largest matmul of a small BERT.
+    """
+    where = labels != -100  # [B, T]
+    logits = head(hidden[where])  # [M, V]
+    if logits.shape[0] == 0:  # nothing to predict: a zero loss that still has a graph
+        return logits.sum(), logits
+    return F.cross_entropy(logits.float(), labels[where]), logits

@@ -1,0 +1,17 @@
+"""The one output type every model returns (HF-shaped field names, no tuples)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+
+@dataclass
+class Output:
+    last_hidden_state: Tensor | None = None  # [B, T, D]
+    logits: Tensor | None = None  # LM logits: [B, T, V]; with labels only masked rows, [M, V]
+    loss: Tensor | None = None  # scalar, the sum of `losses`
+    pooled: Tensor | None = None  # [B, D] pooler output
+    nsp_logits: Tensor | None = None  # [B, 2]; class 0 = B follows A (HF convention)
+    losses: dict[str, Tensor] = field(default_factory=dict)  # named parts of `loss`, for logging
