@@ -1,0 +1,167 @@
+"""`clozeformer` subcommands. Parsing only: every command calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from clozeformer import __version__
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_demo(args) -> None:
+    from clozeformer.demo import run_demo
+
+    run_demo(args.out, steps=args.steps, progress=not args.quiet)
+
+
+def cmd_pretrain(args) -> None:
+    from clozeformer.train.loop import TrainConfig
+    from clozeformer.train.pretrain import pretrain
+
+    train = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, schedule=args.schedule,
+                        weight_decay=args.weight_decay, clip_norm=args.clip, grad_accum=args.grad_accum,
+                        precision=args.precision, eval_every=args.eval_every, eval_batches=args.eval_batches,
+                        save_every=args.save_every, keep_last=args.keep_last, seed=args.seed, device=args.device,
+                        nan_policy=args.nan_policy)
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    summary = pretrain(args.corpus, model=args.model, config=args.config, run_dir=args.run_dir,
+                       tokenizer=args.tokenizer, vocab_size=args.vocab_size, lowercase=not args.cased,
+                       init=args.init, max_len=args.max_len, batch_size=args.batch_size, nsp=not args.no_nsp,
+                       whole_word=args.whole_word, mlm_rate=args.mlm_rate, train=train,
+                       model_overrides={k: _value(v) for k, v in overrides.items()}, text_field=args.text_field,
+                       blank_line_docs=args.blank_line_docs, cache_dir=args.cache_dir, resume=args.resume,
+                       progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_fill_mask(args) -> None:
+    from clozeformer import load_model, load_tokenizer
+    from clozeformer.infer import fill_mask
+
+    model, tok = load_model(args.model, allow_pickle=args.allow_pickle), load_tokenizer(args.model)
+    for text in args.text:
+        print(text)
+        for i, preds in enumerate(fill_mask(model, tok, text, top_k=args.top_k)):
+            print(f"  [MASK] #{i + 1}: " + ", ".join(f"{p.token} ({p.score:.3f})" for p in preds))
+
+
+def cmd_convert(args) -> None:
+    from clozeformer import load_model, load_tokenizer, save_model
+    from clozeformer.tokenizer import TokenizerError
+
+    model = load_model(args.src, allow_pickle=args.allow_pickle)
+    try:
+        tok = load_tokenizer(args.src)
+    except TokenizerError:
+        tok = None
+    out = save_model(model, args.dst, tok)
+    print(f"wrote {out} ({model.config.model_type}, {'with' if tok else 'without'} tokenizer)")
+
+
+def cmd_train_tokenizer(args) -> None:
+    from clozeformer.data.corpus import iter_texts
+    from clozeformer.tokenizer import Tokenizer
+
+    tok = Tokenizer.train_wordpiece(iter_texts(args.corpus, text_field=args.text_field,
+                                               blank_line_docs=args.blank_line_docs),
+                                    vocab_size=args.vocab_size, lowercase=not args.cased, show_progress=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    tok.save(args.out)
+    print(f"wrote {args.out}/tokenizer.json ({tok.vocab_size} tokens)")
+
+
+def _corpus_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
+    p.add_argument("--blank-line-docs", action="store_true",
+                   help="documents separated by blank lines, one sentence per line (default: one document per line)")
+    p.add_argument("--cased", action="store_true", help="keep case and accents when training a tokenizer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="clozeformer", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"clozeformer {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="pretrain a tiny BERT offline on the stdlib docs (< 5 min on 2 cores)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("pretrain", help="pretrain a model on text files")
+    p.add_argument("--model", default="bert", choices=["bert"])
+    p.add_argument("--config", default="mini", help="preset: tiny, mini, small, base")
+    p.add_argument("--corpus", nargs="+", required=True, help=".txt / .jsonl files, optionally .gz")
+    p.add_argument("--run-dir", default="runs/pretrain")
+    p.add_argument("--tokenizer", help="existing tokenizer (dir or file); default: train one on the corpus")
+    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--init", help="continue pretraining from this model directory")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override model config fields")
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-nsp", action="store_true", help="MLM only, packed full windows")
+    p.add_argument("--whole-word", action="store_true", help="whole-word masking")
+    p.add_argument("--mlm-rate", type=float, default=0.15)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--eval-batches", type=int, default=8)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--keep-last", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--nan-policy", default="stop", choices=["stop", "skip"])
+    p.add_argument("--cache-dir", help="token cache (default: $CLOZEFORMER_CACHE or ~/.cache/clozeformer)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last good checkpoint")
+    p.add_argument("--quiet", action="store_true")
+    _corpus_options(p)
+    p.set_defaults(fn=cmd_pretrain)
+
+    p = sub.add_parser("fill-mask", help="predict [MASK] tokens with a saved or imported model")
+    p.add_argument("model")
+    p.add_argument("text", nargs="+")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--allow-pickle", action="store_true", help="allow loading .bin/.pt weights (weights_only)")
+    p.set_defaults(fn=cmd_fill_mask)
+
+    p = sub.add_parser("convert", help="import a transformers model directory (or re-export ours)")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--allow-pickle", action="store_true")
+    p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("train-tokenizer", help="train a WordPiece tokenizer on text files")
+    p.add_argument("--corpus", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--vocab-size", type=int, default=8000)
+    _corpus_options(p)
+    p.set_defaults(fn=cmd_train_tokenizer)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except KeyboardInterrupt:
+        print("clozeformer: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, KeyError) as e:
+        print(f"clozeformer: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,177 @@
+"""Pretraining examples from a token cache, and the batches the objectives make of them.
+
+Every batch is a pure function of (seed, micro-batch index): the example order comes from a
+per-epoch `torch.randperm`, the objective's randomness from a generator seeded with the
+index. Resuming at step k therefore needs no data state beyond k itself.
+
+Examples (token ranges into the cache):
+- with NSP: runs of consecutive sentences of one document, at most max_len − 3 tokens;
+  each is split at a random sentence boundary into A and its true continuation B
+  (google-research/bert builds its pairs the same way; its short_seq_prob is left out).
+- without NSP: windows of max_len − 2 tokens over the token stream of the training
+  documents, crossing document ends (RoBERTa's FULL-SENTENCES packing), so no padding.
+Held-out documents (a seeded random `eval_fraction` of them, at least one) never appear in
+training examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from clozeformer.data.corpus import TokenCache
+from clozeformer.objectives.mlm import mlm_mask
+from clozeformer.objectives.nsp import nsp_pairs
+
+
+def _seeded(*parts: int) -> torch.Generator:
+    # a distinct, reproducible stream per (seed, purpose, index)
+    return torch.Generator().manual_seed(hash(parts) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def split_documents(n_docs: int, eval_fraction: float, seed: int) -> np.ndarray:
+    """bool [n_docs]: True for held-out documents."""
+    held = np.zeros(n_docs, dtype=bool)
+    if eval_fraction > 0 and n_docs > 1:
+        k = min(n_docs - 1, max(1, round(n_docs * eval_fraction)))
+        held[torch.randperm(n_docs, generator=_seeded(seed, 1)).numpy()[:k]] = True
+    return held
+
+
+def sentence_chunks(cache: TokenCache, docs: np.ndarray, budget: int) -> np.ndarray:
+    """[N, 2] token ranges: consecutive sentences of one document, each ≤ budget tokens.
+
+    A sentence longer than the budget is cut into budget-sized windows.
+    """
+    out = []
+    so, do = cache.sent_offsets, cache.doc_offsets
+    for d in docs:
+        start = so[do[d]]
+        for s in range(do[d], do[d + 1]):
+            s_begin, s_end = so[s], so[s + 1]
+            if s_end - start > budget and s_begin > start:
+                out.append((start, s_begin))
+                start = s_begin
+            while s_end - start > budget:
+                out.append((start, start + budget))
+                start += budget
+        if so[do[d + 1]] > start:
+            out.append((start, so[do[d + 1]]))
+    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+
+
+def stream_windows(cache: TokenCache, docs: np.ndarray, size: int) -> np.ndarray:
+    """[N, 2] windows of `size` tokens over each run of consecutive selected documents."""
+    out = []
+    if len(docs) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(docs) != 1) + 1
+    for run in np.split(docs, breaks):
+        t0, t1 = cache.sent_offsets[cache.doc_offsets[run[0]]], cache.sent_offsets[cache.doc_offsets[run[-1] + 1]]
+        starts = np.arange(t0, t1, size)
+        out.append(np.stack([starts, np.minimum(starts + size, t1)], 1))
+    return np.concatenate(out).astype(np.int64)
+
+
+def _pad_rows(rows: list[np.ndarray], fill: int) -> tuple[Tensor, Tensor]:
+    width = max(1, max(len(r) for r in rows))
+    out = np.full((len(rows), width), fill, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return torch.from_numpy(out), torch.tensor([len(r) for r in rows])
+
+
+@dataclass
+class MLMSpec:
+    """What the MLM objective needs from the tokenizer."""
+
+    mask_id: int
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    vocab_size: int
+    special_ids: list[int]
+    continuation: Tensor | None = None  # bool [V]: whole-word masking when set
+    rate: float = 0.15
+
+    @classmethod
+    def from_tokenizer(cls, tok, *, whole_word: bool = False, rate: float = 0.15) -> "MLMSpec":
+        cont = torch.from_numpy(tok.continuation_mask()) if whole_word else None
+        return cls(tok.mask_id, tok.cls_id, tok.sep_id, tok.pad_id, tok.vocab_size, tok.special_ids, cont, rate)
+
+
+class BertPretrainData:
+    """Batches for BERT pretraining: MLM (+ NSP) over a token cache."""
+
+    def __init__(self, cache: TokenCache, spec: MLMSpec, *, max_len: int = 128, batch_size: int = 32,
+                 nsp: bool = True, seed: int = 0, eval_fraction: float = 0.02) -> None:
+        if cache.n_tokens == 0:
+            raise ValueError("the corpus has no tokens")
+        self.cache, self.spec, self.max_len, self.batch_size = cache, spec, max_len, batch_size
+        self.nsp, self.seed = nsp, seed
+        held = split_documents(cache.n_documents, eval_fraction, seed)
+        make = (lambda docs: sentence_chunks(cache, docs, max_len - 3)) if nsp else \
+            (lambda docs: stream_windows(cache, docs, max_len - 2))
+        self.train_examples = make(np.flatnonzero(~held))
+        self.eval_examples = make(np.flatnonzero(held))
+        if len(self.train_examples) == 0:
+            raise ValueError("the corpus is too small to hold out evaluation documents and still train")
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            n = len(self.train_examples)
+            self._perm = (epoch, torch.randperm(n, generator=_seeded(self.seed, 2, epoch)).numpy())
+        return self._perm[1]
+
+    def train_batch(self, index: int) -> dict[str, Tensor]:
+        """The `index`-th micro-batch (deterministic in seed and index)."""
+        n = len(self.train_examples)
+        rows = []
+        for j in range(index * self.batch_size, (index + 1) * self.batch_size):
+            rows.append(self.train_examples[self._order(j // n)[j % n]])
+        return self.make_batch(np.stack(rows), _seeded(self.seed, 3, index))
+
+    def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
+        """Fixed held-out batches: the same examples and masks at every evaluation."""
+        ex = self.eval_examples[: max_batches * self.batch_size]
+        return [self.make_batch(ex[i: i + self.batch_size], _seeded(self.seed, 4, i))
+                for i in range(0, len(ex), self.batch_size)]
+
+    def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
+        s = self.spec
+        tokens = self.cache.tokens
+        if self.nsp:
+            a_rows, b_rows = [], []
+            u = torch.rand(len(ranges), generator=g).numpy()
+            for (t0, t1), ui in zip(ranges, u):
+                cuts = self._boundaries(t0, t1)
+                cut = cuts[int(ui * len(cuts))] if len(cuts) else t0 + 1 + int(ui * max(t1 - t0 - 1, 0))
+                a_rows.append(tokens[t0:cut])
+                b_rows.append(tokens[cut:t1])
+            a, a_len = _pad_rows(a_rows, s.pad_id)
+            b, b_len = _pad_rows(b_rows, s.pad_id)
+            sent = np.searchsorted(self.cache.sent_offsets, ranges[:, 0], "right") - 1
+            doc = torch.from_numpy(np.searchsorted(self.cache.doc_offsets, sent, "right") - 1)
+            batch = nsp_pairs(a, a_len, b, b_len, doc, max_len=self.max_len, cls_id=s.cls_id, sep_id=s.sep_id,
+                              pad_id=s.pad_id, generator=g)
+        else:
+            body, length = _pad_rows([tokens[t0:t1] for t0, t1 in ranges], s.pad_id)
+            n, w = body.shape
+            p = torch.arange(w + 2)[None, :]
+            ids = torch.full((n, w + 2), s.pad_id, dtype=torch.long)
+            ids[:, 1:-1] = body
+            ids[:, 0] = s.cls_id
+            ids = ids.scatter(1, (length + 1)[:, None], s.sep_id)
+            batch = {"input_ids": ids, "attention_mask": (p <= length[:, None] + 1).long()}
+        batch.update(mlm_mask(batch["input_ids"], mask_id=s.mask_id, vocab_size=s.vocab_size,
+                              special_ids=s.special_ids, generator=g, rate=s.rate, continuation=s.continuation))
+        return batch
+
+    def _boundaries(self, t0: int, t1: int) -> np.ndarray:
+        so = self.cache.sent_offsets
+        lo, hi = np.searchsorted(so, t0, "right"), np.searchsorted(so, t1, "left")
+        return so[lo:hi]

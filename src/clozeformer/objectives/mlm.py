@@ -1,0 +1,71 @@
+"""Masked language modelling (BERT §3.1), token-level or whole-word.
+
+Pure and batched: one explicit `torch.Generator`, no per-token Python loops.
+Shapes: B batch, T length, V vocabulary.
+
+Selection follows google-research/bert `create_pretraining_data.py`: a fixed number of
+predictions per row, round(rate × eligible tokens) (at least 1), chosen without
+replacement — not an independent coin per token — so every row of a packed batch predicts
+the same number of positions (static shapes for the sparse MLM head). Of the selected
+tokens 80% become [MASK], 10% a random non-special token, 10% stay unchanged (BERT §3.1).
+With whole-word masking a word's pieces are selected together and share one 80/10/10
+draw; words are taken in random order while they fit the budget, so a row may predict a
+few tokens less than round(rate × eligible), never more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+IGNORE = -100  # label of positions without a prediction (PyTorch's cross-entropy default)
+
+
+def mlm_mask(input_ids: Tensor, *, mask_id: int, vocab_size: int, special_ids: Sequence[int] | Tensor,
+             generator: torch.Generator, rate: float = 0.15, mask_frac: float = 0.8, random_frac: float = 0.1,
+             continuation: Tensor | None = None, max_predictions: int | None = None) -> dict[str, Tensor]:
+    """input_ids [B, T] -> {"input_ids": corrupted [B, T], "labels": [B, T] (IGNORE where not predicted)}.
+
+    special_ids: never selected (include the pad id). continuation: bool [V], True for
+    word-continuation pieces ("##ing"); given, masking is whole-word.
+    """
+    b, t = input_ids.shape
+    specials = torch.as_tensor(special_ids, dtype=input_ids.dtype)
+    eligible = ~torch.isin(input_ids, specials)  # [B, T]
+    # A word starts at an eligible token that is not a continuation of an eligible token.
+    start = eligible
+    if continuation is not None:
+        cont = continuation[input_ids] & eligible
+        after_eligible = torch.nn.functional.pad(eligible[:, :-1], (1, 0), value=False)
+        start = eligible & ~(cont & after_eligible)
+    pos = torch.arange(t).expand(b, t)
+    anchor = torch.where(start | ~eligible, pos, 0).cummax(dim=1).values  # [B, T] position of own word start
+    length = torch.zeros(b, t, dtype=torch.long).scatter_add_(1, anchor, eligible.long())  # [B, T] at starts
+
+    n_eligible = eligible.sum(1)  # [B]
+    budget = (n_eligible * rate).round().long().clamp(min=1)
+    if max_predictions is not None:
+        budget = budget.clamp(max=max_predictions)
+    budget = torch.minimum(budget, n_eligible)
+
+    # Visit words in a random order; take them while the running token count fits the budget.
+    key = torch.rand(b, t, generator=generator).masked_fill(~start, 2.0)  # non-starts sort last
+    order = key.argsort(dim=1)  # [B, T]
+    sorted_start = start.gather(1, order)
+    taken = (length.gather(1, order).cumsum(1) <= budget[:, None]) & sorted_start
+    chosen = torch.zeros_like(start).scatter_(1, order, taken)  # [B, T] chosen word starts
+    selected = chosen.gather(1, anchor) & eligible  # every piece of a chosen word
+
+    # One 80/10/10 draw per word (read at its start), one random replacement per token.
+    u = torch.rand(b, t, generator=generator).gather(1, anchor)
+    allowed = torch.ones(vocab_size, dtype=torch.bool)
+    allowed[specials[specials < vocab_size]] = False
+    allowed = allowed.nonzero().squeeze(1)  # [V'] non-special ids
+    random_ids = allowed[torch.randint(len(allowed), (b, t), generator=generator)]
+
+    corrupted = torch.where(selected & (u < mask_frac), mask_id, input_ids)
+    corrupted = torch.where(selected & (u >= mask_frac) & (u < mask_frac + random_frac), random_ids, corrupted)
+    labels = torch.where(selected, input_ids, IGNORE)
+    return {"input_ids": corrupted, "labels": labels}

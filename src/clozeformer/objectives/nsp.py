@@ -1,0 +1,64 @@
+"""Next-sentence prediction pairs (BERT §3.1): `[CLS] A [SEP] B [SEP]`.
+
+Pure and batched. Input: for every row a segment A and its TRUE continuation B (both
+without special tokens, right-padded) and the id of the document they come from. Half the
+rows (rate `next_prob`) keep B; the others take the B of another row from a different
+document, found by trying a few random row shifts. Label 0 = B follows A, 1 = B is
+random (the convention of HF `BertForPreTraining`).
+
+Truncation (google-research/bert `truncate_seq_pair`): while the pair is too long, drop a
+token from the longer segment (B on ties). Its closed form is used here: if the shorter
+side s fits with room, the longer becomes budget − s; otherwise A keeps ceil(budget/2) and
+B floor(budget/2). Tokens are dropped from the end.
+Shapes: N rows, La/Lb padded segment lengths, L = max_len.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SHIFT_TRIES = 4  # random row shifts tried to find a B from another document
+
+
+def nsp_pairs(a: Tensor, a_len: Tensor, b: Tensor, b_len: Tensor, doc: Tensor, *, max_len: int, cls_id: int,
+              sep_id: int, pad_id: int, generator: torch.Generator, next_prob: float = 0.5) -> dict[str, Tensor]:
+    """-> input_ids, token_type_ids, attention_mask [N, L]; next_sentence_label [N]."""
+    n = a.shape[0]
+    want_random = torch.rand(n, generator=generator) >= next_prob  # [N]
+    donor = torch.arange(n)
+    found = torch.zeros(n, dtype=torch.bool)
+    if n > 1:
+        for _ in range(SHIFT_TRIES):
+            cand = (torch.arange(n) + torch.randint(1, n, (n,), generator=generator)) % n
+            ok = want_random & ~found & (doc[cand] != doc)
+            donor = torch.where(ok, cand, donor)
+            found |= ok
+    b, b_len = b[donor], b_len[donor]  # rows without a foreign donor keep their true B (label 0)
+    label = found.long()
+
+    budget = max_len - 3  # [CLS], [SEP], [SEP]
+    short = torch.minimum(a_len, b_len)
+    over = a_len + b_len > budget
+    fits = budget - short >= short
+    half_a, half_b = (budget + 1) // 2, budget // 2
+    la = torch.where(~over, a_len, torch.where(fits, torch.where(a_len > b_len, budget - short, a_len), half_a))
+    lb = torch.where(~over, b_len, torch.where(fits, torch.where(a_len > b_len, b_len, budget - short), half_b))
+
+    p = torch.arange(max_len)[None, :]  # [1, L]
+    la_, lb_ = la[:, None], lb[:, None]
+    in_a = (p >= 1) & (p <= la_)
+    in_b = (p >= la_ + 2) & (p <= la_ + lb_ + 1)
+    a_tok = a.gather(1, (p - 1).clamp(0, a.shape[1] - 1).expand(n, -1))
+    b_tok = b.gather(1, (p - la_ - 2).clamp(0, b.shape[1] - 1))
+    ids = torch.full((n, max_len), pad_id, dtype=a.dtype)
+    ids = torch.where(in_a, a_tok, ids)
+    ids = torch.where(in_b, b_tok, ids)
+    ids = torch.where((p == 0), cls_id, ids)
+    ids = torch.where((p == la_ + 1) | (p == la_ + lb_ + 2), sep_id, ids)
+    return {
+        "input_ids": ids,
+        "token_type_ids": ((p >= la_ + 2) & (p <= la_ + lb_ + 2)).long(),
+        "attention_mask": (p <= la_ + lb_ + 2).long(),
+        "next_sentence_label": label,
+    }

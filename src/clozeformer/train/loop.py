@@ -1,0 +1,254 @@
+"""The training loop: one readable function, plus a pure learning-rate schedule.
+
+`fit` drives any model whose forward takes a batch dict and returns an Output with `loss`,
+over any data object with `train_batch(index) -> dict` and `eval_batches() -> list[dict]`.
+AMP, accumulation, clipping, evaluation, checkpoints, exact resume and logging are all here.
+
+Exact resume: a batch is a pure function of (seed, micro-batch index); dropout draws from
+torch's global RNG, whose state is checkpointed; the schedule is a pure function of the
+step. N straight steps and k + resume + (N − k) steps give bit-identical losses on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from clozeformer.io import atomic_write
+from clozeformer.train.checkpoint import latest_checkpoint, restore, save_checkpoint
+
+PRECISIONS = ("fp32", "bf16")
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    schedule: str = "linear"  # decay after warmup: linear or cosine to 0, or constant
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6  # BERT's AdamW epsilon
+    clip_norm: float = 1.0
+    grad_accum: int = 1
+    precision: str = "fp32"
+    eval_every: int = 200
+    eval_batches: int = 8
+    save_every: int = 500
+    keep_last: int = 2
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    nan_policy: str = "stop"  # on a non-finite loss: "stop" (checkpoints intact) or "skip" the step
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.nan_policy not in ("stop", "skip"):
+            raise ValueError("nan_policy must be 'stop' or 'skip'")
+        for name in ("steps", "grad_accum", "eval_every", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1")
+        if self.lr <= 0 or self.warmup_steps < 0:
+            raise ValueError("lr must be > 0 and warmup_steps ≥ 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of cfg.lr at optimizer step `step` (0-based): linear warmup, then decay."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and norm weights (BERT's exclusion list)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def evaluate(model: nn.Module, batches: list[dict[str, Tensor]], metrics_fn: Callable, device: torch.device,
+             precision: str = "fp32") -> dict[str, float]:
+    """Averages of metrics_fn's (sum, count) pairs over `batches`; model left in eval mode."""
+    model.eval()
+    sums: dict[str, list[float]] = {}
+    with torch.no_grad(), _autocast(device, precision):
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            for key, (s, n) in metrics_fn(model(**batch), batch).items():
+                acc = sums.setdefault(key, [0.0, 0.0])
+                acc[0] += float(s)
+                acc[1] += float(n)
+    return {k: s / n for k, (s, n) in sums.items() if n > 0}
+
+
+class MetricsLog:
+    """metrics.jsonl in the run directory; on resume, lines after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        self.rows: list[dict] = []
+        if resume_step is not None and path.exists():
+            self.rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= resume_step]
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def plot_losses(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for split, style in (("train", "-"), ("eval", "o-")):
+        pts = [(r["step"], r["loss"]) for r in rows if r["split"] == split and "loss" in r]
+        if pts:
+            ax.plot(*zip(*pts), style, label=f"{split} loss", markersize=4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metrics_fn: Callable,
+        resume: bool = False, tokenizer=None, extra_state: dict | None = None, progress: bool = True) -> dict:
+    """Train `model` on `data` for cfg.steps optimizer steps; returns the final summary.
+
+    metrics_fn(output, batch) -> {name: (sum, count)}; must include "loss".
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    state = {"train_config": cfg.to_dict(), "model_config": model.config.to_dict(), **(extra_state or {})}
+
+    step = 0
+    if resume:
+        found = latest_checkpoint(run_dir)
+        if found is None:
+            raise TrainingError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
+        ckpt, saved = found
+        _check_same(saved, state, ckpt)
+        restore(ckpt, saved, model, opt)
+        step = saved["step"]
+    else:
+        torch.manual_seed(cfg.seed)
+    log = MetricsLog(run_dir / "metrics.jsonl", step if resume else None)
+    eval_set = data.eval_batches(cfg.eval_batches)
+    summary: dict[str, Any] = {}
+    if not resume and eval_set:
+        summary["eval_before"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
+        log.write({"step": 0, "split": "eval", **summary["eval_before"]})
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+    window_tokens, window_start, skipped = 0, time.perf_counter(), 0
+    while step < cfg.steps:
+        model.train()
+        lr = cfg.lr * lr_factor(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            batch = {k: v.to(device) for k, v in data.train_batch(step * cfg.grad_accum + micro).items()}
+            with _autocast(device, cfg.precision):
+                out = model(**batch)
+            (out.loss / cfg.grad_accum).backward()
+            loss_sum += out.loss.item() / cfg.grad_accum
+            window_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        if not math.isfinite(loss_sum):
+            opt.zero_grad(set_to_none=True)
+            if cfg.nan_policy == "stop":
+                bar.close()
+                raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; stopped. Checkpoints in "
+                                    f"{run_dir / 'checkpoints'} are intact; lower the learning rate or use "
+                                    f"nan_policy='skip'")
+            skipped += 1
+            step += 1
+            continue
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            elapsed = time.perf_counter() - window_start
+            tps = window_tokens / max(elapsed, 1e-9)
+            log.write({"step": step, "split": "train", "loss": loss_sum, "lr": lr,
+                       "grad_norm": float(grad_norm), "tokens_per_s": tps})
+            bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
+            window_tokens, window_start = 0, time.perf_counter()
+        bar.update(1)
+        if eval_set and (step % cfg.eval_every == 0 or step == cfg.steps):
+            summary["eval"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
+            log.write({"step": step, "split": "eval", **summary["eval"]})
+            bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in summary["eval"].items()))
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_checkpoint(run_dir, step, model, opt, state, tokenizer, cfg.keep_last)
+            plot_losses(log.rows, run_dir / "loss.png")
+    bar.close()
+    summary.update(steps=step, skipped_steps=skipped, run_dir=str(run_dir),
+                   checkpoint=str(run_dir / "checkpoints" / f"step-{step:07d}"), plot=str(run_dir / "loss.png"))
+    return summary
+
+
+def _check_same(saved: dict, now: dict, ckpt: Path) -> None:
+    """Resuming with a different model or training setup would silently train something else."""
+    now = json.loads(json.dumps(now))  # compare as saved: tuples become lists
+    ignore = {"steps", "eval_every", "save_every", "keep_last", "log_every", "device", "eval_batches"}
+    for section in ("model_config", "train_config", "data"):
+        old, new = saved.get(section, {}), now.get(section, {})
+        diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+        if diff:
+            raise TrainingError(f"cannot resume from {ckpt}: {section} changed ({', '.join(diff)}: "
+                                f"{[old.get(k) for k in diff]} -> {[new.get(k) for k in diff]})")
+
+
+__all__ = ["TrainConfig", "TrainingError", "evaluate", "fit", "lr_factor"]

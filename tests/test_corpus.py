@@ -1,0 +1,224 @@
+"""Corpus reading (txt, blank-line docs, JSONL, gzip), its errors, and the token cache."""
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clozeformer.data import corpus
+from clozeformer.data.corpus import CorpusError, iter_texts, load_corpus, read_documents
+from clozeformer.tokenizer import Tokenizer
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+LINES_TEXT = "One sentence. Two! Three?\n\n  \nFour… five\n第一。第二。\n"
+LINES_DOCS = [(1, ["One sentence.", "Two!", "Three?"]), (4, ["Four…", "five"]), (5, ["第一。", "第二。"])]
+BLANK_TEXT = "\nFirst sentence. Still first.\nSecond line\n\n\nOther doc\n"
+BLANK_DOCS = [(2, ["First sentence. Still first.", "Second line"]), (6, ["Other doc"])]
+JSONL_TEXT = '{"text": "A b. C d.", "id": 1}\n\n{"id": 2, "text": "E f"}\n{"text": "   "}\n'
+JSONL_DOCS = [(1, ["A b.", "C d."]), (3, ["E f"])]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    texts = ["the quick brown fox jumps over the lazy dog", "walking talking singing people", "a b c d e f"] * 10
+    return Tokenizer.train_wordpiece(texts, vocab_size=150, min_frequency=1)
+
+
+def write(path, text, *, gz=False):
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize(
+    "name,text,kw,expected",
+    [
+        ("c.txt", LINES_TEXT, {}, LINES_DOCS),
+        ("c.txt", BLANK_TEXT, {"blank_line_docs": True}, BLANK_DOCS),
+        ("c.jsonl", JSONL_TEXT, {}, JSONL_DOCS),
+        ("c.json", JSONL_TEXT.replace('"text"', '"body"'), {"text_field": "body"}, JSONL_DOCS),
+    ],
+)
+def test_read_documents_formats(tmp_path, gz, name, text, kw, expected):
+    path = write(tmp_path / name, text, gz=gz)
+    assert list(read_documents(path, **kw)) == expected
+
+
+def test_crlf_and_bom(tmp_path):
+    path = write(tmp_path / "c.txt", "\ufeffHello there. Bye\r\n\r\nNext\r\n")
+    assert list(read_documents(path)) == [(1, ["Hello there.", "Bye"]), (3, ["Next"])]
+
+
+def test_iter_texts_spans_files(tmp_path):
+    a = write(tmp_path / "a.txt", LINES_TEXT)
+    b = write(tmp_path / "b.jsonl", JSONL_TEXT)
+    assert list(iter_texts(a)) == [s for _, doc in LINES_DOCS for s in doc]
+    assert list(iter_texts([a, b])) == [s for _, doc in LINES_DOCS + JSONL_DOCS for s in doc]
+
+
+@pytest.mark.parametrize(
+    "name,data,message",
+    [
+        ("bad.txt", b"fine line\nbad \xff byte\n", r"bad.txt:2: not valid UTF-8 \(byte 0xff at column 5\)"),
+        ("empty.txt", b"", r"empty.txt: empty corpus \(no text\)"),
+        ("blank.txt", b"\n  \n\t\n", r"blank.txt: empty corpus \(no text\)"),
+        ("blank.jsonl", b'\n{"text": ""}\n', r"blank.jsonl: empty corpus"),
+        ("nul.txt", b"text\nab\x00cd\n", r"nul.txt:2: NUL byte .*binary"),
+        ("field.jsonl", b'{"text": "ok"}\n{"body": "x", "id": 3}\n', r"field.jsonl:2: no field 'text' \(keys present: 'body', 'id'\)"),
+        ("type.jsonl", b'{"text": 5, "id": 3}\n', r"type.jsonl:1: field 'text' is int, not a string"),
+        ("json.jsonl", b'{"text": "ok"}\n\n{"text": "no end\n', r"json.jsonl:3: malformed JSON"),
+        ("list.jsonl", b'["text"]\n', r"list.jsonl:1: expected a JSON object, got list"),
+    ],
+)
+def test_read_errors_name_file_and_line(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(CorpusError, match=message):
+        list(read_documents(path))
+
+
+def test_errors_in_gzip_name_line(tmp_path):
+    path = write(tmp_path / "c.txt", b"ok\nok\n\xc3\x28\n", gz=True)
+    with pytest.raises(CorpusError, match=r"c.txt.gz:3: not valid UTF-8 \(byte 0xc3 at column 1\)"):
+        list(read_documents(path))
+    (tmp_path / "broken.txt.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(CorpusError, match="broken.txt.gz: corrupt gzip"):
+        list(read_documents(tmp_path / "broken.txt.gz"))
+
+
+def test_missing_file(tmp_path, tok):
+    with pytest.raises(CorpusError, match="nope.txt: no such file"):
+        list(read_documents(tmp_path / "nope.txt"))
+    with pytest.raises(CorpusError, match="nope.txt: no such file"):
+        load_corpus(tmp_path / "nope.txt", tok, cache_dir=tmp_path / "cache")
+
+
+def _direct(tok, path, **kw):
+    """What the cache should hold: per document, the non-empty token lists of its sentences."""
+    docs = [[ids for ids in tok.encode_batch(s) if ids] for _, s in read_documents(path, **kw)]
+    return [d for d in docs if d]
+
+
+def _cached(cache):
+    return [[s.tolist() for s in cache.document(d)] for d in range(cache.n_documents)]
+
+
+@pytest.mark.parametrize("batch_docs", [1, 2, 2048])
+def test_cache_equals_direct_tokenisation(tmp_path, tok, batch_docs):
+    # "\x07" normalises to nothing: that sentence, and the document made only of it, are dropped.
+    text = "The quick fox. Walking people\n\x07\nthe lazy dog! \x07\nsinging\n" * 3
+    path = write(tmp_path / "c.txt", text)
+    cache = load_corpus(path, tok, cache_dir=tmp_path / "cache", batch_docs=batch_docs)
+    expected = _direct(tok, path)
+    assert len(expected) == 9 and [len(d) for d in expected[:3]] == [2, 1, 1]
+    assert _cached(cache) == expected
+    assert cache.tokens.dtype == np.uint16 and isinstance(cache.tokens, np.memmap)
+    assert (cache.n_documents, cache.n_sentences) == (9, 12)
+    assert cache.n_tokens == sum(len(s) for d in expected for s in d)
+    assert cache.sent_offsets[0] == 0 and cache.sent_offsets[-1] == cache.n_tokens
+    assert cache.doc_offsets[-1] == cache.n_sentences
+    assert cache.meta["n_tokens"] == cache.n_tokens and cache.meta["tokenizer"] == tok.fingerprint
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_cache_spans_files_and_formats(tmp_path, tok):
+    a = write(tmp_path / "a.txt", BLANK_TEXT, gz=True)
+    b = write(tmp_path / "b.txt", "a b c\n\nd e f\n")
+    cache = load_corpus([a, b], tok, cache_dir=tmp_path, blank_line_docs=True)
+    assert _cached(cache) == _direct(tok, a, blank_line_docs=True) + _direct(tok, b, blank_line_docs=True)
+    assert cache.meta["files"] == [str(a), str(b)] and cache.meta["options"]["blank_line_docs"] is True
+
+
+def test_second_load_hits_cache(tmp_path, tok, monkeypatch):
+    path = write(tmp_path / "c.txt", "the lazy dog\nsinging people\n")
+    first = load_corpus(path, tok, cache_dir=tmp_path / "cache")
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("rebuilt a complete cache")
+
+    monkeypatch.setattr(corpus, "_build", no_build)
+    second = load_corpus(path, tok, cache_dir=tmp_path / "cache")
+    assert second.meta == first.meta and _cached(second) == _cached(first)
+    # A different option is a different cache.
+    with pytest.raises(AssertionError, match="rebuilt"):
+        load_corpus(path, tok, cache_dir=tmp_path / "cache", blank_line_docs=True)
+
+
+def test_changed_file_gets_new_key(tmp_path, tok):
+    path = write(tmp_path / "c.txt", "the lazy dog\n")
+    first = load_corpus(path, tok, cache_dir=tmp_path)
+    write(path, "the lazy dog\nthe quick fox\n")
+    second = load_corpus(path, tok, cache_dir=tmp_path)
+    assert second.meta["key"] != first.meta["key"]
+    assert _cached(second) == _direct(tok, path) and second.n_documents == 2
+
+
+@pytest.mark.parametrize("damage", ["shorten", "delete", "meta"])
+def test_damaged_cache_is_rebuilt(tmp_path, tok, damage):
+    path = write(tmp_path / "c.txt", "the quick brown fox\nwalking people\n")
+    key_dir = tmp_path / load_corpus(path, tok, cache_dir=tmp_path).meta["key"]
+    tokens = key_dir / "tokens.bin"
+    if damage == "shorten":
+        tokens.write_bytes(tokens.read_bytes()[:-2])
+    elif damage == "delete":
+        tokens.unlink()
+    else:
+        (key_dir / "meta.json").write_text("{torn", encoding="utf-8")
+    cache = load_corpus(path, tok, cache_dir=tmp_path)
+    assert _cached(cache) == _direct(tok, path)
+
+
+def test_interrupted_build_leaves_no_cache(tmp_path, tok, monkeypatch):
+    path = write(tmp_path / "c.txt", "the lazy dog\n" * 10)
+
+    def boom(texts, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(tok, "encode_batch", boom)
+        with pytest.raises(KeyboardInterrupt):
+            load_corpus(path, tok, cache_dir=tmp_path / "cache", batch_docs=3)
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+    assert _cached(load_corpus(path, tok, cache_dir=tmp_path / "cache")) == _direct(tok, path)
+
+
+def test_default_cache_dir_from_env(tmp_path, tok, monkeypatch):
+    monkeypatch.setenv("CLOZEFORMER_CACHE", str(tmp_path / "env"))
+    path = write(tmp_path / "c.txt", "the lazy dog\n")
+    cache = load_corpus(path, tok)
+    assert (tmp_path / "env" / cache.meta["key"] / "meta.json").is_file()
+
+
+def test_no_tokens_is_an_error(tmp_path, tok):
+    path = write(tmp_path / "c.txt", "\x07\n\x08\n")
+    with pytest.raises(CorpusError, match="no tokens"):
+        load_corpus(path, tok, cache_dir=tmp_path)
+
+
+def test_token_dtype_fits_ids():
+    assert corpus._token_dtype(30522) == "<u2"
+    assert corpus._token_dtype(65536) == "<u2"  # ids 0..65535
+    assert corpus._token_dtype(65537) == "<u4"
+
+
+def test_real_corpus_cache(tmp_path, tok):
+    path = DATA / "corpus" / "en_reviews.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    head = tmp_path / "head.txt"
+    with open(path, "rb") as f:
+        head.write_bytes(b"".join(f.readline() for _ in range(500)))
+    cache = load_corpus(head, tok, cache_dir=tmp_path, batch_docs=64)
+    assert _cached(cache) == _direct(tok, head)
+    assert cache.n_documents == 500
+    assert json.loads((tmp_path / cache.meta["key"] / "meta.json").read_text())["n_tokens"] == cache.n_tokens
