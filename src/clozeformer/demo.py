@@ -18,15 +18,15 @@ from clozeformer.infer import fill_mask
 from clozeformer.interop.hf import load_model
 from clozeformer.io import atomic_write
 from clozeformer.tokenizer import Tokenizer
-from clozeformer.train.loop import TrainConfig
+from clozeformer.train.loop import TrainConfig, fast_bf16, resolve_device
 from clozeformer.train.pretrain import pretrain
 
 PROBES = [
     "The [MASK] statement is used to leave a loop early.",
-    "A list is a mutable [MASK] of items.",
     "Raise an [MASK] if the file does not exist.",
-    "This function returns the number of [MASK] in the string.",
+    "Return true if the [MASK] is empty.",
     "Open the file for [MASK] and return a file object.",
+    "If the argument is not given, the default [MASK] is used.",
 ]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__", "ensurepip"}
@@ -77,7 +77,7 @@ def write_corpus(path: Path, docs: list[list[str]]) -> Path:
     return path
 
 
-def run_demo(out_dir: str | Path = "runs/demo", *, steps: int = 600, progress: bool = True) -> dict:
+def run_demo(out_dir: str | Path = "runs/demo", *, steps: int = 2000, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,17 +88,22 @@ def run_demo(out_dir: str | Path = "runs/demo", *, steps: int = 600, progress: b
     n_sent = sum(len(d) for d in docs)
     print(f"corpus   {corpus}  ({len(docs):,} documents, {n_sent:,} sentences, "
           f"{corpus.stat().st_size / 1e6:.1f} MB)")
-    train = TrainConfig(steps=steps, lr=1e-3, warmup_steps=steps // 10, schedule="linear", eval_every=steps // 4,
-                        save_every=steps, eval_batches=8, log_every=10, seed=0)
+    precision = "bf16" if fast_bf16(resolve_device("auto")) else "fp32"
+    # A 2-minute budget favours many small updates: MLM only on packed 64-token windows
+    # (RoBERTa found NSP unnecessary), no dropout (no time to overfit), a high peak lr.
+    train = TrainConfig(steps=steps, lr=2e-3, warmup_steps=steps // 10, schedule="linear",
+                        eval_every=max(1, steps // 4), save_every=steps, eval_batches=16, log_every=10,
+                        precision=precision, seed=0)
+    print(f"training BERT tiny: {steps} steps of 32 x 64 tokens, MLM only, {precision}")
     summary = pretrain([corpus], model="bert", config="tiny", run_dir=out_dir, vocab_size=8000,
-                       blank_line_docs=True, max_len=128, batch_size=32, train=train,
+                       blank_line_docs=True, max_len=64, batch_size=32, nsp=False, train=train,
+                       model_overrides={"dropout": 0.0, "attention_dropout": 0.0},
                        cache_dir=out_dir / "cache", progress=progress)
     before, after = summary["eval_before"], summary["eval"]
     print(f"\nmodel    BERT tiny, {summary['parameters'] / 1e6:.1f}M parameters, {steps} steps, "
           f"{summary['n_tokens']:,} corpus tokens")
     print(f"held-out MLM accuracy  {before['mlm_acc']:.1%} before -> {after['mlm_acc']:.1%} after "
-          f"(MLM loss {before['mlm_loss']:.2f} -> {after['mlm_loss']:.2f}; "
-          f"NSP accuracy {before['nsp_acc']:.1%} -> {after['nsp_acc']:.1%})\n")
+          f"(MLM loss {before['mlm_loss']:.2f} -> {after['mlm_loss']:.2f})\n")
     model, tok = load_model(summary["model_dir"]), Tokenizer.load(summary["model_dir"])
     print("fill-mask (top 3):")
     for text in PROBES:

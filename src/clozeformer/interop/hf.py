@@ -183,12 +183,23 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     else:
         cfg = cfg_from_hf(hf_cfg, nsp="nsp.weight" in state)
     model = model_cls(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "mlm.embedding.weight"]
-    if unexpected:
-        raise ValueError(f"{weights}: parameters that do not fit a {kind} model: {unexpected[:8]}")
+    missing = load_state(model, state, str(weights))
     if missing or ignored:
         warnings.warn(f"{directory}: {len(missing)} parameters not in the checkpoint were freshly initialised "
                       f"({', '.join(missing[:4])}{'…' if len(missing) > 4 else ''}); "
                       f"{len(ignored)} checkpoint tensors ignored ({', '.join(ignored[:4])})", stacklevel=2)
     return model.eval()
+
+
+def load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> list[str]:
+    """Load our-named `state` into `model`; returns the missing names, raises on misfits."""
+    model_state = model.state_dict()
+    unexpected = [k for k in state if k not in model_state]
+    wrong = [f"{k} {tuple(t.shape)} vs {tuple(model_state[k].shape)}" for k, t in state.items()
+             if k in model_state and t.shape != model_state[k].shape]
+    if unexpected or wrong:
+        raise ValueError(f"{source}: parameters that do not fit this {model.config.model_type} model: "
+                         f"{(unexpected + wrong)[:6]}")
+    model.load_state_dict(state, strict=False)
+    tied = {"mlm.embedding.weight"}
+    return [k for k in model_state if k not in state and k not in tied]

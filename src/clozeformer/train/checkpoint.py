@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clozeformer.interop.hf import save_model
+from clozeformer.interop.hf import FAMILIES, load_state, save_model
 from clozeformer.io import load_tensors, read_json, save_tensors, write_json
 
 STATE_FILE = "trainer_state.json"
@@ -103,12 +103,11 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 def restore(ckpt: Path, state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer) -> None:
-    from clozeformer.interop.hf import FAMILIES
-
-    kind = model.config.model_type
-    from_hf = FAMILIES[kind][3]
+    from_hf = FAMILIES[model.config.model_type][3]
     weights, _ = from_hf(load_tensors(ckpt / "model.safetensors"))
-    model.load_state_dict(weights, strict=False)
+    missing = load_state(model, weights, str(ckpt / "model.safetensors"))
+    if missing:
+        raise ValueError(f"{ckpt}: checkpoint lacks parameters {missing[:4]}")
     tensors = load_tensors(ckpt / "optimizer.safetensors")
     load_optimizer(opt, tensors, state["param_groups"])
     torch.set_rng_state(tensors["rng.torch_cpu"])

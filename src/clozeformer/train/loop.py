@@ -91,6 +91,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds this device up: CUDA with bf16, or a CPU with AVX512-BF16/AMX.
+
+    On CPUs without those instructions bf16 matmuls are emulated and slower than fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and norm weights (BERT's exclusion list)."""
     decay, no_decay = [], []
