@@ -1,0 +1,109 @@
+"""One BERT pretraining step (MLM + NSP): clozeformer vs transformers, same config, same batch.
+
+    python benchmarks/bench_pretrain.py [--steps 6] [--warmup 2] [--precision fp32,bf16]
+
+Config L4 H256 A4 F1024, vocab 30522, batch 32x128, dropout 0.1 in both; a step is
+forward + loss + backward + AdamW + zero_grad. Both models run in this process, alternated
+step by step, from the same initial weights. Prints median ms/step, tokens/s and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import transformers
+
+from clozeformer.config import BertConfig
+from clozeformer.interop.hf import bert_config_to_hf, bert_state_to_hf
+from clozeformer.models.bert import BertForPreTraining
+
+
+def make_batch(b: int, t: int, vocab: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    ids = torch.randint(5, vocab, (b, t), generator=g)
+    half = t // 2
+    ids[:, 0], ids[:, half - 1], ids[:, -1] = 101, 102, 102  # [CLS] A [SEP] B [SEP]
+    types = torch.zeros_like(ids)
+    types[:, half:] = 1
+    mask = torch.ones_like(ids)
+    mask[: b // 8, -t // 4:] = 0  # a few padded rows
+    pick = (torch.rand(b, t, generator=g) < 0.15) & mask.bool()
+    pick[:, [0, half - 1, t - 1]] = False
+    labels = torch.where(pick, ids, -100)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels,
+            "next_sentence_label": torch.randint(0, 2, (b,), generator=g)}
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--precision", default="fp32,bf16")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
+          f"{cpu_name()}")
+
+    torch.manual_seed(0)
+    cfg = BertConfig.preset("mini", vocab_size=30522)
+    ours = BertForPreTraining(cfg)
+    hf_cfg = transformers.BertConfig(**{k: v for k, v in bert_config_to_hf(cfg).items() if k != "architectures"})
+    theirs = transformers.BertForPreTraining(hf_cfg)
+    theirs.load_state_dict(bert_state_to_hf(ours.state_dict()), strict=False)  # same start
+    batch = make_batch(args.batch, args.seq, cfg.vocab_size, torch.Generator().manual_seed(0))
+    tokens = args.batch * args.seq
+
+    def step(model, opt, precision):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    rows = []
+    for precision in args.precision.split(","):
+        models = {"clozeformer": ours, "transformers": theirs}
+        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+        times: dict[str, list[float]] = {k: [] for k in models}
+        for i in range(args.warmup + args.steps):
+            for name, model in models.items():
+                model.train()
+                t0 = time.perf_counter()
+                step(model, opts[name], precision)
+                if i >= args.warmup:
+                    times[name].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append((precision, med))
+
+    print("\n| precision | clozeformer ms/step | tok/s | transformers ms/step | tok/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    for precision, med in rows:
+        ours_t, theirs_t = med["clozeformer"], med["transformers"]
+        print(f"| {precision} | {ours_t * 1e3:.0f} | {tokens / ours_t:,.0f} | {theirs_t * 1e3:.0f} | "
+              f"{tokens / theirs_t:,.0f} | {theirs_t / ours_t:.2f}x |")
+    best_hf_bf16 = dict(rows).get("bf16", {}).get("transformers")
+    if best_hf_bf16:
+        best_ours = min(m["clozeformer"] for _, m in rows)
+        print(f"\nours (best precision) vs transformers bf16: {best_hf_bf16 / best_ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

