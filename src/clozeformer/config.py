@@ -27,7 +27,7 @@ class Config:
     def preset(cls, name: str, **overrides: Any):
         if name not in cls.presets:
             raise ConfigError(f"unknown {cls.model_type} preset {name!r}; choose from {sorted(cls.presets)}")
-        return cls(**{**cls.presets[name], **overrides})
+        return cls.from_dict({**cls.presets[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": self.model_type, **dataclasses.asdict(self)}

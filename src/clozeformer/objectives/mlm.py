@@ -45,7 +45,7 @@ def mlm_mask(input_ids: Tensor, *, mask_id: int, vocab_size: int, special_ids: S
     length = torch.zeros(b, t, dtype=torch.long).scatter_add_(1, anchor, eligible.long())  # [B, T] at starts
 
     n_eligible = eligible.sum(1)  # [B]
-    budget = (n_eligible * rate).round().long().clamp(min=1)
+    budget = (n_eligible.double() * rate).round().long().clamp(min=1)  # float64: .5 ties as Python's round
     if max_predictions is not None:
         budget = budget.clamp(max=max_predictions)
     budget = torch.minimum(budget, n_eligible)

@@ -217,33 +217,32 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
             (out.loss / cfg.grad_accum).backward()
             loss_sum += out.loss.item() / cfg.grad_accum
             window_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-        if not math.isfinite(loss_sum):
-            opt.zero_grad(set_to_none=True)
-            if cfg.nan_policy == "stop":
-                bar.close()
-                raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; stopped. Checkpoints in "
-                                    f"{run_dir / 'checkpoints'} are intact; lower the learning rate or use "
-                                    f"nan_policy='skip'")
+        if math.isfinite(loss_sum):
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm))
+            opt.step()
+        elif cfg.nan_policy == "stop":
+            bar.close()
+            raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; stopped. Checkpoints in "
+                                f"{run_dir / 'checkpoints'} are intact; lower the learning rate or use "
+                                f"nan_policy='skip'")
+        else:  # skip this update (and its log row); evaluation and saving still happen
             skipped += 1
-            step += 1
-            continue
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-        opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
 
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if (step % cfg.log_every == 0 or step == cfg.steps) and math.isfinite(loss_sum):
             elapsed = time.perf_counter() - window_start
             tps = window_tokens / max(elapsed, 1e-9)
             log.write({"step": step, "split": "train", "loss": loss_sum, "lr": lr,
-                       "grad_norm": float(grad_norm), "tokens_per_s": tps})
+                       "grad_norm": grad_norm, "tokens_per_s": tps})
             bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
             window_tokens, window_start = 0, time.perf_counter()
         bar.update(1)
         if eval_set and (step % cfg.eval_every == 0 or step == cfg.steps):
             summary["eval"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
             log.write({"step": step, "split": "eval", **summary["eval"]})
-            bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in summary["eval"].items()))
+            if progress:
+                bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in summary["eval"].items()))
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_checkpoint(run_dir, step, model, opt, state, tokenizer, cfg.keep_last)
             plot_losses(log.rows, run_dir / "loss.png")

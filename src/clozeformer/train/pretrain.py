@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from clozeformer.config import BertConfig
@@ -73,6 +74,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
         cfg = recipe.config_cls.preset(config, **{"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id,
                                                   "max_positions": max(512, max_len), "nsp": nsp,
                                                   **(model_overrides or {})})
+        torch.manual_seed(train.seed)  # the seed fixes the initial weights too
         net = recipe.model_cls(cfg)
     if cfg.vocab_size < tok.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} ids but the model's vocabulary holds {cfg.vocab_size}")
