@@ -13,6 +13,7 @@ from clozeformer.config import BertConfig
 from clozeformer.models.heads import MLMHead, Pooler, masked_lm_loss
 from clozeformer.models.output import Output
 from clozeformer.nn import TransformerLayer, init_weights, padding_mask
+from clozeformer.nn.functional import dropout
 
 
 class BertEmbeddings(nn.Module):
@@ -30,7 +31,7 @@ class BertEmbeddings(nn.Module):
         t = input_ids.shape[1]
         x = self.tok(input_ids) + self.pos.weight[:t]  # [B, T, D]
         x = x + (self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0])
-        return F.dropout(self.norm(x), self.dropout, self.training)
+        return dropout(self.norm(x), self.dropout, self.training)
 
 
 class BertModel(nn.Module):

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clozeformer.nn.functional import dropout
+
 
 def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     """[B, S] 1/0 key mask -> [B, 1, 1, S] bool, or None when nothing is padded.
@@ -19,6 +21,20 @@ def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     if attention_mask is None or bool(attention_mask.all()):
         return None
     return attention_mask.bool()[:, None, None, :]
+
+
+def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, p: float) -> Tensor:
+    """softmax(q kᵀ / √d) with dropout on the probabilities, then · v.
+
+    SDPA has no fused dropout on CPU; its math fallback is several times slower than this.
+    """
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, H, T, S]
+    if causal:
+        t, s = scores.shape[-2:]
+        scores = scores.masked_fill(torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return dropout(scores.softmax(-1), p, True) @ v
 
 
 class Attention(nn.Module):
@@ -49,8 +65,10 @@ class Attention(nn.Module):
             k, v = self._heads(self.kv(context), 2)  # [B, H, S, d]
         else:
             q, k, v = self._heads(self.qkv(x), 3)  # [B, H, T, d] each
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-            dropout_p=self.dropout if self.training else 0.0)  # [B, H, T, d]
+        if self.training and self.dropout > 0:
+            y = _attention_with_dropout(q, k, v, mask, causal, self.dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+        # y: [B, H, T, d]
         b, _, t, _ = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, -1))  # [B, T, D]

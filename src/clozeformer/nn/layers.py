@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clozeformer.nn.attention import Attention
+from clozeformer.nn.functional import dropout
 
 
 def _gelu_tanh(x: Tensor) -> Tensor:
@@ -47,9 +48,8 @@ class TransformerLayer(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        drop = self.dropout if self.training else 0.0
-        x = self.attn_norm(x + F.dropout(self.attn(x, mask), drop, self.training))
-        return self.ffn_norm(x + F.dropout(self.ffn(x), drop, self.training))
+        x = self.attn_norm(x + dropout(self.attn(x, mask), self.dropout, self.training))
+        return self.ffn_norm(x + dropout(self.ffn(x), self.dropout, self.training))
 
 
 def init_weights(module: nn.Module, std: float) -> None:

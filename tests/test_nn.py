@@ -1,0 +1,38 @@
+"""The shared core: fast dropout statistics and the dropout attention path against SDPA."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from clozeformer.nn.attention import _attention_with_dropout
+from clozeformer.nn.functional import dropout
+
+
+def test_dropout_rate_and_expectation():
+    torch.manual_seed(0)
+    x = torch.ones(2000, 1000)
+    y = dropout(x, 0.1, True)
+    n = x.numel()
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 4 * math.sqrt(0.1 * 0.9 / n)
+    assert abs(y.mean().item() - 1.0) < 4 * math.sqrt(0.1 / 0.9 / n)  # unbiased: survivors scaled up
+    assert torch.equal(dropout(x, 0.1, False), x) and torch.equal(dropout(x, 0.0, True), x)
+
+
+def test_dropout_follows_the_global_generator():
+    torch.manual_seed(3)
+    a = dropout(torch.ones(64, 64), 0.5, True)
+    torch.manual_seed(3)
+    assert torch.equal(a, dropout(torch.ones(64, 64), 0.5, True))
+
+
+def test_dropout_attention_path_equals_sdpa_without_dropout():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[1, ..., 4:] = False
+    for m, causal in ((None, False), (mask, False), (None, True)):
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal)
+        got = _attention_with_dropout(q, k, v, m, causal, 0.0)
+        assert (got - ref).abs().max() < 1e-5
