@@ -36,3 +36,9 @@ def test_dropout_attention_path_equals_sdpa_without_dropout():
         ref = F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=causal)
         got = _attention_with_dropout(q, k, v, m, causal, 0.0)
         assert (got - ref).abs().max() < 1e-5
+
+
+def test_fully_padded_row_stays_finite_in_training():
+    q = torch.randn(1, 2, 4, 8)
+    mask = torch.zeros(1, 1, 1, 4, dtype=torch.bool)
+    assert torch.isfinite(_attention_with_dropout(q, q, q, mask, False, 0.1)).all()

@@ -29,11 +29,12 @@ def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
     SDPA has no fused dropout on CPU; its math fallback is several times slower than this.
     """
     scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, H, T, S]
+    low = torch.finfo(scores.dtype).min  # not -inf: a fully masked row must give weights, not NaN
     if causal:
         t, s = scores.shape[-2:]
-        scores = scores.masked_fill(torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        scores = scores.masked_fill(torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1), low)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill(~mask, low)
     return dropout(scores.softmax(-1), p, True) @ v
 
 
