@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import pytest
 import torch
@@ -61,8 +60,8 @@ def test_import_bare_and_mlm_checkpoints(tmp_path, cls_name):
     torch.manual_seed(1)
     hf = getattr(transformers, cls_name)(hf_config()).eval()
     hf.save_pretrained(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a bare encoder leaves the MLM head freshly initialised
+    # a bare encoder leaves the MLM head freshly initialised; BertForMaskedLM has no pooler
+    with pytest.warns(UserWarning, match="freshly initialised"):
         ours = clozeformer.load_model(tmp_path)
     assert ours.nsp is None
     ids, mask, types = padded_batch(211, seed=1)
@@ -87,12 +86,17 @@ def test_export_loads_in_transformers(tmp_path):
         out = ours(ids, mask, types)
         mlm = transformers.BertForMaskedLM.from_pretrained(tmp_path).eval()
         pre = transformers.BertForPreTraining.from_pretrained(tmp_path).eval()
+        bare = transformers.BertModel.from_pretrained(tmp_path).eval()
+        ref_bare = bare(input_ids=ids, attention_mask=mask, token_type_ids=types)
         ref_mlm = mlm(input_ids=ids, attention_mask=mask, token_type_ids=types)
         ref_pre = pre(input_ids=ids, attention_mask=mask, token_type_ids=types)
     assert (out.logits - ref_mlm.logits)[keep].abs().max() < TOL
     assert (out.logits - ref_pre.prediction_logits)[keep].abs().max() < TOL
     assert (out.nsp_logits - ref_pre.seq_relationship_logits).abs().max() < TOL
+    assert (out.last_hidden_state - ref_bare.last_hidden_state)[keep].abs().max() < TOL
+    assert (out.pooled - ref_bare.pooler_output).abs().max() < TOL
     back = clozeformer.load_model(tmp_path)
+    assert list(back.state_dict()) == list(ours.state_dict())
     for (k, a), (k2, b) in zip(ours.state_dict().items(), back.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
 
@@ -153,3 +157,13 @@ def test_real_minilm_matches_transformers():
     cos = torch.nn.functional.cosine_similarity(pool(got), pool(ref), dim=-1)
     assert cos.min() >= 0.99999
     assert (pool(got) - pool(ref)).abs().max() < 1e-4
+
+
+def test_non_weight_pickle_is_not_taken_for_weights(tmp_path, hf_pretraining):
+    # transformers.Trainer writes training_args.bin next to the weights; alone it must not load as a
+    # (then entirely random) model. Deterministic, unlike a test that relies on directory listing order.
+    _, path = hf_pretraining
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    torch.save({"learning_rate": 1e-4, "seed": 42}, tmp_path / "training_args.bin")
+    with pytest.raises((FileNotFoundError, ValueError)):
+        clozeformer.load_model(tmp_path, allow_pickle=True)

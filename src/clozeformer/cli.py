@@ -1,10 +1,18 @@
-"""`clozeformer` subcommands. Parsing only: every command calls the Python API."""
+"""`clozeformer` subcommands. Parsing only: every command calls the Python API.
+
+Errors that describe bad input or a failing environment (a clozeformer error class,
+ValueError, OSError, MemoryError) end the command with one line on stderr,
+`clozeformer: error: <what, where>`, and exit status 1; warnings print as one line
+`clozeformer: warning: <what>`. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 from clozeformer import __version__
@@ -24,15 +32,21 @@ def cmd_demo(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
+    from clozeformer.train import distributed
     from clozeformer.train.loop import TrainConfig
     from clozeformer.train.pretrain import pretrain
 
     train = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, schedule=args.schedule,
                         weight_decay=args.weight_decay, clip_norm=args.clip, grad_accum=args.grad_accum,
                         precision=args.precision, eval_every=args.eval_every, eval_batches=args.eval_batches,
-                        save_every=args.save_every, keep_last=args.keep_last, seed=args.seed, device=args.device,
-                        nan_policy=args.nan_policy)
-    overrides = dict(kv.split("=", 1) for kv in args.set)
+                        save_every=args.save_every, keep_last=args.keep_last, log_every=args.log_every,
+                        seed=args.seed, device=args.device, nan_policy=args.nan_policy, fsdp=args.fsdp)
+    overrides = {}
+    for kv in args.set:
+        key, eq, value = kv.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
+        overrides[key] = value
     summary = pretrain(args.corpus, model=args.model, config=args.config, run_dir=args.run_dir,
                        tokenizer=args.tokenizer, vocab_size=args.vocab_size, lowercase=not args.cased,
                        init=args.init, max_len=args.max_len, batch_size=args.batch_size, nsp=not args.no_nsp,
@@ -40,7 +54,8 @@ def cmd_pretrain(args) -> None:
                        model_overrides={k: _value(v) for k, v in overrides.items()}, text_field=args.text_field,
                        blank_line_docs=args.blank_line_docs, cache_dir=args.cache_dir, resume=args.resume,
                        progress=not args.quiet)
-    print(json.dumps(summary, indent=2))
+    if distributed.env_rank() == 0:  # under torchrun, one summary
+        print(json.dumps(summary, indent=2))
 
 
 def cmd_fill_mask(args) -> None:
@@ -48,7 +63,13 @@ def cmd_fill_mask(args) -> None:
     from clozeformer.infer import fill_mask
 
     model, tok = load_model(args.model, allow_pickle=args.allow_pickle), load_tokenizer(args.model)
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{args.model}: the tokenizer has {tok.vocab_size} ids but the model's vocabulary holds "
+                         f"{model.config.vocab_size}; they do not belong together")
     for text in args.text:
+        n = len(tok.encode(text))
+        if n > model.config.max_positions:
+            warnings.warn(f"text of {n} tokens truncated to the model's max_positions ({model.config.max_positions})")
         print(text)
         for i, preds in enumerate(fill_mask(model, tok, text, top_k=args.top_k)):
             print(f"  [MASK] #{i + 1}: " + ", ".join(f"{p.token} ({p.score:.3f})" for p in preds))
@@ -56,13 +77,12 @@ def cmd_fill_mask(args) -> None:
 
 def cmd_convert(args) -> None:
     from clozeformer import load_model, load_tokenizer, save_model
-    from clozeformer.tokenizer import TokenizerError
 
     model = load_model(args.src, allow_pickle=args.allow_pickle)
-    try:
-        tok = load_tokenizer(args.src)
-    except TokenizerError:
-        tok = None
+    src = Path(args.src)
+    # No tokenizer files: convert the model alone. A tokenizer that is there but broken is an error.
+    has_tokenizer = any((src / name).is_file() for name in ("tokenizer.json", "vocab.txt"))
+    tok = load_tokenizer(src) if has_tokenizer else None
     out = save_model(model, args.dst, tok)
     print(f"wrote {out} ({model.config.model_type}, {'with' if tok else 'without'} tokenizer)")
 
@@ -123,11 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batches", type=int, default=8)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--keep-last", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=10, help="steps between train rows in metrics.jsonl")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--nan-policy", default="stop", choices=["stop", "skip"])
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
     p.add_argument("--cache-dir", help="token cache (default: $CLOZEFORMER_CACHE or ~/.cache/clozeformer)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's last good checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run's last good checkpoint (on any number of processes)")
     p.add_argument("--quiet", action="store_true")
     _corpus_options(p)
     p.set_defaults(fn=cmd_pretrain)
@@ -154,14 +178,44 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# An error message longer than this is cut in the middle (it may quote a whole input text).
+_MAX_MESSAGE = 600
+
+
+def _one_line(message: str) -> str:
+    line = " ".join(str(message).split())
+    if len(line) > _MAX_MESSAGE:
+        half = _MAX_MESSAGE // 2
+        line = f"{line[:half]} … ({len(line) - 2 * half:,} characters) … {line[-half:]}"
+    return line
+
+
+def _user_error(e: BaseException) -> bool:
+    """Bad input or a failing environment (reported in one line), as opposed to a bug (traceback)."""
+    if isinstance(e, (ValueError, OSError, MemoryError)):
+        return True
+    if type(e).__module__.split(".")[0] == "clozeformer":  # our own error classes, e.g. TrainingError
+        return True
+    oom = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
+    return oom is not None and isinstance(e, oom)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"clozeformer: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.fn(args)
-    except KeyboardInterrupt:
-        print("clozeformer: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError, RuntimeError, KeyError) as e:
-        print(f"clozeformer: error: {e}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            args.fn(args)
+        except KeyboardInterrupt as e:  # Ctrl-C, or TrainingInterrupted: SIGINT/SIGTERM after saving a checkpoint
+            print(f"clozeformer: {e or 'interrupted'}", file=sys.stderr)
+            return 128 + getattr(e, "signum", signal.SIGINT)  # as a shell reports a signal: 130, 143
+        except Exception as e:
+            if not _user_error(e):
+                raise
+            print(f"clozeformer: error: {_one_line(e)}", file=sys.stderr)
+            return 1
     return 0

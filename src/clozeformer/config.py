@@ -8,10 +8,13 @@ typo in a config file is an error, not a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
+# Field annotations (strings under `from __future__ import annotations`) -> accepted JSON types.
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 
 class ConfigError(ValueError):
@@ -34,14 +37,27 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
+        """A config from JSON-like data: unknown keys and values of the wrong type are ConfigErrors."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a {cls.model_type} config must be a mapping of keys to values, "
+                              f"got {type(data).__name__}")
         data = dict(data)
         kind = data.pop("model_type", cls.model_type)
         if kind != cls.model_type:
             raise ConfigError(f"config is for model_type {kind!r}, not {cls.model_type!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(map(str, set(data) - set(fields)))
         if unknown:
-            raise ConfigError(f"unknown {cls.model_type} config keys {unknown}; known keys: {sorted(known)}")
+            hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, fields, 1)) else repr(k)
+                     for k in unknown]
+            raise ConfigError(f"unknown {cls.model_type} config key{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(hints)}; known keys: {', '.join(sorted(fields))}")
+        for name, value in data.items():
+            expected = _TYPES.get(str(fields[name].type))
+            # bool is an int in Python, but `num_layers=true` is a mistake, not a 1
+            if expected and (not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected)):
+                raise ConfigError(f"{cls.model_type} config: {name} must be {fields[name].type}, "
+                                  f"got {type(value).__name__} {value!r}")
         return cls(**data)
 
     def replace(self, **changes: Any):

@@ -1,15 +1,18 @@
 """Atomic writes and safe reads: the only way clozeformer touches files it owns.
 
 Every file is written to a temporary name in the same directory, flushed, fsynced and
-renamed into place, so a killed process leaves either the old file or the new one, never
-half of one. Weights are read from safetensors; pickles only on explicit request and then
-with `weights_only=True`.
+renamed into place, so a killed process (or a full disk) leaves either the old file or the
+new one, never half of one, and no temporary file. Weights are read from safetensors;
+pickles only on explicit request and then with `weights_only=True`. File names read from a
+file (a checkpoint's list of its files) go through `member`, which keeps them inside their
+directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,19 +29,46 @@ class UnsafeFileError(ValueError):
     pass
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+# mkstemp makes 0600 files; a saved model should be as readable as any file the user creates.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Replace path with data, or leave it as it was; an OSError names path (e.g. a full disk)."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, _FILE_MODE)
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # name the file being written, not its temporary name
+            if e.errno is None:
+                raise OSError(f"{path}: {e}") from e
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
@@ -46,14 +76,47 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, *, kind: type | None = None) -> Any:
+    """JSON data from path (never code); with kind, the top-level value must be of that type."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{path}: is a directory, not a JSON file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if kind is not None and not isinstance(data, kind):
+        raise ValueError(f"{path}: expected a JSON {_JSON_NAMES.get(kind, kind.__name__)}, got {type(data).__name__}")
+    return data
+
+
+_JSON_NAMES = {dict: "object", list: "array", str: "string"}
+
+
+def member(directory: str | Path, name: Any) -> Path:
+    """directory / name for a file name read from a file, refusing anything that leaves directory.
+
+    name must be a plain file name: a non-empty string without separators, not "." or "..",
+    not absolute; and if directory / name is a symlink it must resolve inside directory.
+    """
+    directory = Path(directory)
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name
+            or os.path.isabs(name)):
+        raise UnsafeFileError(f"{directory}: refusing file name {name!r} (not a plain file name inside this directory)")
+    path = directory / name
+    if path.is_symlink() and not path.resolve().is_relative_to(directory.resolve()):
+        raise UnsafeFileError(f"{path}: refusing a symlink that points outside {directory}")
+    return path
+
+
+def _torch_reason(e: Exception) -> str:
+    """The informative part of torch.load's many-paragraph messages, on one line."""
+    paragraphs = [" ".join(p.split()) for p in str(e).split("\n\n") if p.strip()] or [type(e).__name__]
+    if paragraphs[0].startswith("Weights only load failed") and len(paragraphs) > 1:
+        return paragraphs[1]  # e.g. "Trying to load unsupported GLOBAL posix.system …"
+    return paragraphs[0].split(". ")[0]
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -68,7 +131,17 @@ def load_tensors(path: str | Path, *, allow_pickle: bool = False) -> dict[str, t
         if not allow_pickle:
             raise UnsafeFileError(f"{path}: refusing to unpickle a {path.suffix} file (it can run code); "
                                   "convert it to safetensors or pass allow_pickle=True / --allow-pickle")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None
+        except pickle.UnpicklingError as e:  # weights_only met something beyond tensors and plain containers
+            raise UnsafeFileError(f"{path}: refused by weights_only: {_torch_reason(e)}") from None
+        except (RuntimeError, EOFError, ValueError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path}: not a readable torch file ({_torch_reason(e)})") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{path}: expected a flat dict of tensors (a state_dict), got {type(state).__name__}")
+        return state
     try:
         return st_load(path.read_bytes())
     except FileNotFoundError:

@@ -5,12 +5,30 @@ Formats, by extension after stripping a trailing `.gz`:
   anything else    plain text: one document per line, or (blank_line_docs=True) BERT's format:
                    one sentence per line, documents separated by blank lines
 
+Skipped, not errors: blank (whitespace-only) lines, JSONL records whose text is blank,
+sentences that tokenise to nothing (e.g. only control characters) and documents left with
+no sentence. A file with no text at all is an error (CorpusError "empty corpus"); so is
+invalid UTF-8, a NUL byte (a binary file), malformed JSON or a missing field, each named
+as file:line. Lines of any length work (a 100k-character line is one document whose
+sentences are cut into windows later).
+
+Memory stays bounded whatever the corpus size: files are read line by line, tokenised
+in batches of about `batch_chars` characters (a background thread reads the next batch
+while the tokenizer's Rust thread pool encodes this one, with the GIL released), and
+every token and offset goes straight to disk. A document of more than `_PIECE_SENTENCES`
+sentences (a blank-line corpus without blank lines) is tokenised in pieces.
+
 Cache layout, one directory per key under cache_dir (N tokens, S sentences, D documents):
   tokens.bin       <u2 or <u4 [N]   every sentence's ids concatenated, no special tokens
   sentences.bin    <i8 [S + 1]      sentence i is tokens[s[i]:s[i+1]]
   documents.bin    <i8 [D + 1]      document d is sentences d[d]:d[d+1]
   meta.json        counts, dtype, key, options; written last, so its presence (with file
                    sizes that agree with it) is what makes a cache complete
+
+The key hashes the files' contents, the tokenizer and the options, so a changed file is
+tokenised again into a new directory (a file that changes while it is being tokenised is
+an error). Processes that need the same cache at once (one per rank) take a lock on its
+directory: one builds, the others wait and map it.
 """
 
 from __future__ import annotations
@@ -21,11 +39,13 @@ import hashlib
 import itertools
 import json
 import os
+import queue
 import re
 import sys
 import tempfile
+import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +57,9 @@ __all__ = ["CorpusError", "TokenCache", "default_cache_dir", "iter_texts", "load
 
 FORMAT_VERSION = 1
 _FILES = ("tokens.bin", "sentences.bin", "documents.bin")
+# A document is tokenised in pieces of at most this many sentences (bounds memory; any
+# number above a batch's worth does).
+_PIECE_SENTENCES = 4096
 # Split after sentence-final punctuation followed by whitespace; after the CJK full stop
 # even without whitespace, since Chinese and Japanese put none between sentences.
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=。)\s*")
@@ -72,6 +95,12 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
+            head = f.peek(8192)[:8192]  # a NUL early on means binary (git's test), whatever comes first
+            if b"\0" in head:
+                at = head.index(0)
+                line, col = head.count(b"\n", 0, at) + 1, at - head.rfind(b"\n", 0, at)
+                raise CorpusError(f"{path}:{line}: NUL byte at column {col}; this looks like a binary file "
+                                  "(or UTF-16 text), not UTF-8 text")
             for n, raw in enumerate(f, 1):
                 raw = raw.rstrip(b"\r\n")
                 if b"\0" in raw:
@@ -106,33 +135,44 @@ def _jsonl_text(path: Path, n: int, line: str, field: str) -> str:
     return text
 
 
-def read_documents(
-    path, *, text_field: str = "text", blank_line_docs: bool = False
-) -> Iterator[tuple[int, list[str]]]:
-    """Yield (first line number, sentences) for each document of one file."""
-    path = Path(path)
+def _pieces(
+    path: Path, *, text_field: str = "text", blank_line_docs: bool = False, max_sentences: int | None = None
+) -> Iterator[tuple[int, list[str], bool]]:
+    """(first line number, sentences, ends_document) for one file, max_sentences at most per piece."""
     jsonl = Path(path.name.removesuffix(".gz")).suffix in (".jsonl", ".json")
+    cap = max_sentences or sys.maxsize
     found = False
     if blank_line_docs and not jsonl:
         start, sentences = 0, []
         for n, line in itertools.chain(_lines(path), [(0, "")]):  # a blank sentinel ends the last document
             if line := line.strip():
+                if len(sentences) == cap:  # a very long document: hand on what we have
+                    yield start, sentences, False
+                    start, sentences = 0, []
                 start = start or n
                 sentences.append(line)
             elif sentences:
                 found = True
-                yield start, sentences
+                yield start, sentences, True
                 start, sentences = 0, []
     else:
         for n, line in _lines(path):
             if not line.strip():
                 continue
             sentences = _split_sentences(_jsonl_text(path, n, line, text_field) if jsonl else line)
-            if sentences:
+            for i in range(0, len(sentences), cap):
                 found = True
-                yield n, sentences
+                yield n, sentences[i : i + cap], i + cap >= len(sentences)
     if not found:
         raise CorpusError(f"{path}: empty corpus (no text)")
+
+
+def read_documents(
+    path, *, text_field: str = "text", blank_line_docs: bool = False
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield (first line number, sentences) for each document of one file."""
+    for start, sentences, _ in _pieces(Path(path), text_field=text_field, blank_line_docs=blank_line_docs):
+        yield start, sentences
 
 
 def iter_texts(paths, **kw) -> Iterator[str]:
@@ -205,7 +245,79 @@ def _read_meta(directory: Path, key: str) -> dict | None:
         return None
     if not sizes_ok or meta.get("key") != key or meta.get("version") != FORMAT_VERSION:
         return None
+    if meta["dtype"] not in ("<u2", "<u4"):  # never map anything but token ids
+        return None
     return meta
+
+
+def _batches(paths: list[Path], options: dict, batch_docs: int, batch_chars: int):
+    """Lists of (sentences, ends_document) pieces: at most batch_docs pieces or about batch_chars characters."""
+    batch, chars = [], 0
+    for path in paths:
+        for _, sentences, ends in _pieces(path, **options, max_sentences=_PIECE_SENTENCES):
+            batch.append((sentences, ends))
+            chars += sum(map(len, sentences))
+            if len(batch) >= batch_docs or chars >= batch_chars:
+                yield batch
+                batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """items, produced `depth` ahead by a background thread; its exceptions re-raise here.
+
+    Reading and splitting text is Python (holds the GIL); encoding is Rust (releases it),
+    so the two overlap and both cores stay busy.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            put((done, e))
+
+    thread = threading.Thread(target=produce, name="clozeformer-corpus-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _stats(paths: list[Path]) -> list[tuple[int, int]]:
+    """(size, mtime) per file; (-1, -1) for one that has gone."""
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            out.append((-1, -1))
+        else:
+            out.append((st.st_size, st.st_mtime_ns))
+    return out
 
 
 def _build(
@@ -216,15 +328,21 @@ def _build(
     *,
     options: dict,
     batch_docs: int,
+    batch_chars: int,
     progress: bool,
+    stats: list[tuple[int, int]] | None = None,
 ) -> None:
-    """Tokenise paths into directory, streaming batch_docs documents at a time.
+    """Tokenise paths into directory, streaming about batch_chars characters at a time.
 
-    options are read_documents' keyword arguments (text_field, blank_line_docs)."""
+    options are read_documents' keyword arguments (text_field, blank_line_docs); stats are
+    the files' (size, mtime) when their key was computed, checked again before the cache
+    is declared complete.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     dtype = _token_dtype(tokenizer.vocab_size)
     temps = {}
     n_tokens = n_sentences = n_documents = 0
+    last_doc_end = 0  # sentence offset where the current document began
     try:
         with contextlib.ExitStack() as stack:
             files = {}
@@ -234,29 +352,35 @@ def _build(
             tok_f, sent_f, doc_f = (files[name] for name in _FILES)
             sent_f.write(np.zeros(1, "<i8").tobytes())
             doc_f.write(np.zeros(1, "<i8").tobytes())
-            docs = (doc for p in paths for _, doc in read_documents(p, **options))
             bar = stack.enter_context(_progress_bar(progress))
-            while batch := list(itertools.islice(docs, batch_docs)):
-                ids = tokenizer.encode_batch([s for doc in batch for s in doc])  # one list per sentence
+            for batch in _prefetch(_batches(paths, options, batch_docs, batch_chars)):
+                ids = tokenizer.encode_batch([s for piece, _ in batch for s in piece])  # one list per sentence
                 lengths = np.fromiter(map(len, ids), np.int64, len(ids))  # [sentences in batch]
-                # Sentences per document after dropping empty sentences, then empty documents.
-                doc_of_sentence = np.repeat(np.arange(len(batch)), [len(doc) for doc in batch])
-                per_doc = np.bincount(doc_of_sentence[lengths > 0], minlength=len(batch))
-                per_doc = per_doc[per_doc > 0]
+                piece_of_sentence = np.repeat(np.arange(len(batch)), [len(piece) for piece, _ in batch])
+                # Sentences that tokenise to nothing are dropped, and so are documents left empty.
+                kept = np.bincount(piece_of_sentence[lengths > 0], minlength=len(batch))  # [pieces]
+                after_piece = n_sentences + np.cumsum(kept)  # sentence offset after each piece
+                doc_ends = after_piece[np.fromiter((ends for _, ends in batch), bool, len(batch))]
+                nonempty = doc_ends > np.concatenate([[last_doc_end], doc_ends[:-1]])
                 lengths = lengths[lengths > 0]
                 flat = np.fromiter(itertools.chain.from_iterable(ids), dtype, int(lengths.sum()))
                 tok_f.write(flat.tobytes())
                 sent_f.write((n_tokens + np.cumsum(lengths)).astype("<i8").tobytes())
-                doc_f.write((n_sentences + np.cumsum(per_doc)).astype("<i8").tobytes())
+                doc_f.write(doc_ends[nonempty].astype("<i8").tobytes())
                 n_tokens += len(flat)
                 n_sentences += len(lengths)
-                n_documents += len(per_doc)
-                bar.update(len(batch))
+                n_documents += int(nonempty.sum())
+                last_doc_end = int(doc_ends[-1]) if len(doc_ends) else last_doc_end
+                bar.update(int(sum(ends for _, ends in batch)))
             for f in files.values():
                 f.flush()
                 os.fsync(f.fileno())
         if n_tokens == 0:
             raise CorpusError(f"{', '.join(map(str, paths))}: no tokens after tokenisation")
+        if stats is not None and _stats(paths) != stats:
+            changed = [str(p) for p, a, b in zip(paths, stats, _stats(paths)) if a != b]
+            raise CorpusError(f"{', '.join(changed)}: changed (or removed) while being tokenised; "
+                              "run again once it is complete")
         meta = {
             "version": FORMAT_VERSION,
             "key": key,
@@ -276,9 +400,29 @@ def _build(
             os.fsync(f.fileno())
         for name in (*_FILES, "meta.json"):  # meta last: until it lands, the cache is incomplete
             os.replace(temps[name], directory / name)
+    except OSError as e:
+        if e.filename is None or str(e.filename).startswith(str(directory)):  # not an error reading the corpus
+            raise OSError(e.errno, f"cannot write the token cache ({e.strerror or e})", str(directory)) from e
+        raise
     finally:
         for tmp in temps.values():
             Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    """An exclusive lock on directory (flock on the directory itself: no lock file left behind)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, concurrent builders just duplicate work
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _progress_bar(enabled: bool):
@@ -299,17 +443,30 @@ def load_corpus(
     text_field: str = "text",
     blank_line_docs: bool = False,
     batch_docs: int = 2048,
+    batch_chars: int = 1 << 20,
     progress: bool = False,
 ) -> TokenCache:
-    """Tokenise paths (a path or a list) once; later calls with the same content map the cache."""
+    """Tokenise paths (a path or a list) once; later calls with the same content map the cache.
+
+    batch_docs / batch_chars bound a tokenisation batch (documents / characters), and with
+    it the memory used, whatever the corpus size.
+    """
     paths = _as_paths(paths)
+    for p in paths:
+        _check_file(p)
+    stats = _stats(paths)  # before hashing: a change from here on is caught at the end of the build
     key = _cache_key(paths, tokenizer, text_field, blank_line_docs)
     directory = Path(cache_dir if cache_dir is not None else default_cache_dir()) / key
     meta = _read_meta(directory, key)
     if meta is None:
-        options = {"text_field": text_field, "blank_line_docs": blank_line_docs}
-        _build(directory, key, paths, tokenizer, options=options, batch_docs=batch_docs, progress=progress)
-        meta = _read_meta(directory, key)
+        directory.mkdir(parents=True, exist_ok=True)
+        with _locked(directory):
+            meta = _read_meta(directory, key)  # another process may have built it while we waited
+            if meta is None:
+                options = {"text_field": text_field, "blank_line_docs": blank_line_docs}
+                _build(directory, key, paths, tokenizer, options=options, batch_docs=batch_docs,
+                       batch_chars=batch_chars, progress=progress, stats=stats)
+                meta = _read_meta(directory, key)
         if meta is None:
             raise CorpusError(f"{directory}: token cache is incomplete right after building it")
     return TokenCache(

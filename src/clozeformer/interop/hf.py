@@ -8,7 +8,10 @@ rides along under the "clozeformer" key, which transformers ignores.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from torch import Tensor, nn
 
 from clozeformer import __version__
 from clozeformer.config import BertConfig, ConfigError
-from clozeformer.io import load_tensors, read_json, save_tensors, write_json
+from clozeformer.io import PICKLE_SUFFIXES, load_tensors, read_json, save_tensors, write_json
 from clozeformer.models.bert import BertForPreTraining
 
 # ours -> HF, for one BERT layer ("bert.layers.{i}." <-> "bert.encoder.layer.{i}.")
@@ -99,6 +102,9 @@ def bert_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[s
             continue
         ours[new] = t
     for layer, kind in sorted({(i, k) for i, k, _ in qkv}):
+        absent = [n for n in _QKV if (layer, kind, n) not in qkv]
+        if absent:
+            raise ValueError(f"layer {layer}: attention {kind} has no {'/'.join(absent)} tensor")
         ours[f"bert.layers.{layer}.attn.qkv.{kind}"] = torch.cat([qkv[(layer, kind, n)] for n in _QKV])
     return ours, ignored
 
@@ -130,14 +136,18 @@ def bert_config_from_hf(hf: dict, *, nsp: bool) -> BertConfig:
         raise ConfigError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported")
     if hf.get("is_decoder") or hf.get("add_cross_attention"):
         raise ConfigError("BERT decoders (is_decoder / add_cross_attention) are not supported")
-    return BertConfig(
+    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                           "intermediate_size") if k not in hf]
+    if missing:
+        raise ConfigError(f"BERT config lacks {', '.join(missing)}")
+    return BertConfig.from_dict(dict(  # from_dict checks the value types
         vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
         num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
         activation=hf.get("hidden_act", "gelu"), dropout=hf.get("hidden_dropout_prob", 0.1),
         attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
         max_positions=hf.get("max_position_embeddings", 512), type_vocab_size=hf.get("type_vocab_size", 2),
         initializer_range=hf.get("initializer_range", 0.02), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-        pad_token_id=hf.get("pad_token_id") or 0, nsp=nsp)
+        pad_token_id=hf.get("pad_token_id") or 0, nsp=nsp))
 
 
 # model_type -> (config class, model class, state to HF, state from HF, config to HF, config from HF)
@@ -148,17 +158,51 @@ FAMILIES = {
 
 
 def save_model(model: nn.Module, directory: str | Path, tokenizer=None) -> Path:
-    """Write `model` (and its tokenizer) as a HF-layout directory; every file atomically."""
+    """Write `model` (and its tokenizer) as a HF-layout directory.
+
+    Every file is first written into a staging directory inside `directory` and only then
+    renamed into place, so a failure (a full disk) leaves the previous files as they were.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     _, _, to_hf, _, cfg_to_hf, _ = FAMILIES[cfg.model_type]
-    save_tensors(directory / "model.safetensors", to_hf(model.state_dict()), metadata={"format": "pt"})
-    write_json(directory / "config.json",
-               {**cfg_to_hf(cfg), "clozeformer": {"version": __version__, "config": cfg.to_dict()}})
-    if tokenizer is not None:
-        tokenizer.save(directory)
+    stage = Path(tempfile.mkdtemp(dir=directory, prefix=".saving."))
+    try:
+        save_tensors(stage / "model.safetensors", to_hf(model.state_dict()), metadata={"format": "pt"})
+        write_json(stage / "config.json",
+                   {**cfg_to_hf(cfg), "clozeformer": {"version": __version__, "config": cfg.to_dict()}})
+        if tokenizer is not None:
+            tokenizer.save(stage)
+        for f in sorted(stage.iterdir()):
+            os.replace(f, directory / f.name)
+    except OSError as e:
+        if e.errno is None or e.filename is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(directory / Path(e.filename).name)) from e  # not the staging name
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return directory
+
+
+def _weights_file(directory: Path) -> Path:
+    """model.safetensors, else the one pickle of weights (pytorch_model.bin preferred)."""
+    weights = directory / "model.safetensors"
+    if weights.is_file():
+        return weights
+    index = [p.name for p in directory.glob("*.index.json")]
+    if index:
+        raise ValueError(f"{directory}: sharded weights ({index[0]}) are not supported; "
+                         "save the model unsharded (save_pretrained(..., max_shard_size='100GB'))")
+    pickles = sorted(p for p in directory.iterdir()
+                     if p.suffix in PICKLE_SUFFIXES and p.is_file() and p.name != "training_args.bin")
+    if not pickles:
+        raise FileNotFoundError(f"{directory}: no model.safetensors")
+    preferred = [p for p in pickles if p.name == "pytorch_model.bin"]
+    if preferred or len(pickles) == 1:
+        return (preferred or pickles)[0]
+    raise ValueError(f"{directory}: no model.safetensors and several pickled weight files "
+                     f"({', '.join(p.name for p in pickles)}); keep one")
 
 
 def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
@@ -166,22 +210,29 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     directory = Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: not a model directory (expected config.json + model.safetensors)")
-    hf_cfg = read_json(directory / "config.json")
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{directory}: not a model directory (no config.json)")
+    hf_cfg = read_json(config_file, kind=dict)
     kind = hf_cfg.get("model_type")
     if kind not in FAMILIES:
-        raise ConfigError(f"{directory}/config.json: model_type {kind!r} is not supported; known: {sorted(FAMILIES)}")
+        raise ConfigError(f"{config_file}: model_type {kind!r} is not supported; known: {sorted(FAMILIES)}")
     cfg_cls, model_cls, _, from_hf, _, cfg_from_hf = FAMILIES[kind]
-    weights = directory / "model.safetensors"
-    if not weights.exists():
-        pickles = [p for p in directory.glob("*") if p.suffix in (".bin", ".pt")]
-        if not pickles:
-            raise FileNotFoundError(f"{directory}: no model.safetensors")
-        weights = pickles[0]
-    state, ignored = from_hf(load_tensors(weights, allow_pickle=allow_pickle))
-    if "clozeformer" in hf_cfg:
-        cfg = cfg_cls.from_dict(hf_cfg["clozeformer"]["config"])
-    else:
-        cfg = cfg_from_hf(hf_cfg, nsp="nsp.weight" in state)
+    ours = hf_cfg.get("clozeformer")
+    try:
+        if ours is not None and not (isinstance(ours, dict) and isinstance(ours.get("config"), dict)):
+            raise ConfigError('"clozeformer" must be an object with a "config" object')
+        cfg = cfg_cls.from_dict(ours["config"]) if ours is not None else None
+        weights = _weights_file(directory)
+        tensors = load_tensors(weights, allow_pickle=allow_pickle)
+        try:
+            state, ignored = from_hf(tensors)
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"{weights}: {e.args[0] if e.args else e}") from None
+        if cfg is None:
+            cfg = cfg_from_hf(hf_cfg, nsp="nsp.weight" in state)
+    except ConfigError as e:
+        raise ConfigError(f"{config_file}: {e}") from None
     model = model_cls(cfg)
     missing = load_state(model, state, str(weights))
     if missing or ignored:

@@ -6,14 +6,18 @@
         trainer_state.json                                step, configs, sha256 of every file
 
 A checkpoint is assembled in a temporary directory and renamed into place, so a killed run
-leaves only complete checkpoints; a checkpoint whose files do not match the checksums in
-its trainer_state.json is skipped with a warning and the previous one is used.
+leaves only complete checkpoints, and a failed save (a full disk) stops the run with a
+CheckpointError that names the file and leaves no temporary directory behind. A checkpoint
+whose files do not match the checksums in its trainer_state.json is skipped with a warning
+and the previous one is used. trainer_state.json names files: each must be a plain name
+inside the checkpoint (no separators, no "..", no symlink out), or the checkpoint is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -24,9 +28,15 @@ import torch
 from torch import nn
 
 from clozeformer.interop.hf import FAMILIES, load_state, save_model
-from clozeformer.io import load_tensors, read_json, save_tensors, write_json
+from clozeformer.io import load_tensors, member, read_json, save_tensors, write_json
 
 STATE_FILE = "trainer_state.json"
+REQUIRED_FILES = ("config.json", "model.safetensors", "optimizer.safetensors")
+_NAME = re.compile(r"step-(\d{7,})")  # step-{step:07d}
+
+
+class CheckpointError(OSError):
+    """A checkpoint that could not be written; the checkpoints before it are untouched."""
 
 
 def _sha256(path: Path) -> str:
@@ -54,11 +64,18 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
 
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, opt: torch.optim.Optimizer,
                     state: dict[str, Any], tokenizer=None, keep_last: int = 2) -> Path:
+    """Write run_dir/checkpoints/step-NNNNNNN; on failure raise CheckpointError, leaving the earlier ones intact.
+
+    keep_last > 0 then deletes all but the keep_last newest checkpoints up to this step
+    (never this one; checkpoints of later steps, from a run this one resumed before, stay).
+    """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:07d}."))
+    name = f"step-{step:07d}"
+    final = root / name
+    tmp = None
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
         save_model(model, tmp, tokenizer)
         tensors, groups = optimizer_tensors(opt)
         tensors["rng.torch_cpu"] = torch.get_rng_state()
@@ -67,28 +84,90 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, opt: torch.optim
         save_tensors(tmp / "optimizer.safetensors", tensors)
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         write_json(tmp / STATE_FILE, {**state, "step": step, "param_groups": groups, "files": files})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _swap_in(tmp, final)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise CheckpointError(_failure(root, name, e)) from e
         raise
-    for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(root)
+    if keep_last > 0:
+        older = [c for c in list_checkpoints(run_dir) if _step_of(c) < step]
+        for old in older[: max(0, len(older) - (keep_last - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename tmp to final; an existing final (the same step saved again) is replaced, or kept on failure."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    aside = tmp.with_name(tmp.name + ".old")
+    os.replace(final, aside)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(aside, final)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _failure(root: Path, name: str, e: OSError) -> str:
+    """One line: which checkpoint and file failed, why, and what is still there."""
+    what = f"{Path(e.filename).name}: {e.strerror}" if e.filename and e.strerror else str(e)
+    intact = [c.name for c in list_checkpoints(root.parent)] if root.is_dir() else []
+    if not intact:
+        return f"checkpoint {name} not saved: {what}; no earlier checkpoint in {root}"
+    return f"checkpoint {name} not saved: {what}; earlier checkpoints intact in {root}: {', '.join(intact)}"
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the renames in path durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _step_of(ckpt: Path) -> int:
+    return int(_NAME.fullmatch(ckpt.name)[1])
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
+    """run_dir/checkpoints/step-N directories (not symlinks, not temporaries), oldest first."""
     root = Path(run_dir) / "checkpoints"
-    return sorted(p for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    return sorted(found, key=_step_of)
 
 
 def verify(ckpt: Path) -> dict[str, Any]:
-    """trainer_state.json of a complete, uncorrupted checkpoint, else ValueError."""
-    state = read_json(ckpt / STATE_FILE)
-    for name, digest in state["files"].items():
-        if not (ckpt / name).is_file() or _sha256(ckpt / name) != digest:
-            raise ValueError(f"{ckpt / name}: missing or corrupted (checksum mismatch)")
+    """trainer_state.json of a complete, uncorrupted checkpoint, else ValueError (or OSError)."""
+    state_file = ckpt / STATE_FILE
+    state = read_json(state_file, kind=dict)
+    files, step = state.get("files"), state.get("step")
+    if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+        raise ValueError(f"{state_file}: 'files' must map file names to sha256 digests")
+    absent = [n for n in REQUIRED_FILES if n not in files]
+    if absent:
+        raise ValueError(f"{state_file}: no checksum for {', '.join(absent)}")
+    if not isinstance(step, int) or isinstance(step, bool) or ckpt.name != f"step-{step:07d}":
+        raise ValueError(f"{state_file}: step {step!r} does not match the directory name {ckpt.name}")
+    if not isinstance(state.get("param_groups"), list):
+        raise ValueError(f"{state_file}: 'param_groups' must be a list")
+    for name, digest in files.items():
+        path = member(ckpt, name)  # refuses "../x", "/etc/x", "a/b", symlinks out
+        if not path.is_file() or _sha256(path) != digest:
+            raise ValueError(f"{path}: missing or corrupted (checksum mismatch)")
     return state
 
 
@@ -97,19 +176,23 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     for ckpt in reversed(list_checkpoints(run_dir)):
         try:
             return ckpt, verify(ckpt)
-        except (ValueError, FileNotFoundError, KeyError) as e:
+        except (ValueError, OSError) as e:
             warnings.warn(f"skipping checkpoint {ckpt.name}: {e}", stacklevel=2)
     return None
 
 
 def restore(ckpt: Path, state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Model, optimizer and RNG state from a checkpoint that `verify` accepted."""
     from_hf = FAMILIES[model.config.model_type][3]
     weights, _ = from_hf(load_tensors(ckpt / "model.safetensors"))
     missing = load_state(model, weights, str(ckpt / "model.safetensors"))
     if missing:
         raise ValueError(f"{ckpt}: checkpoint lacks parameters {missing[:4]}")
     tensors = load_tensors(ckpt / "optimizer.safetensors")
-    load_optimizer(opt, tensors, state["param_groups"])
-    torch.set_rng_state(tensors["rng.torch_cpu"])
+    try:
+        load_optimizer(opt, tensors, state["param_groups"])
+        torch.set_rng_state(tensors["rng.torch_cpu"])
+    except (KeyError, TypeError, IndexError, RuntimeError) as e:
+        raise ValueError(f"{ckpt}: optimizer state does not fit this model ({type(e).__name__}: {e})") from None
     if "rng.torch_cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.torch_cuda"])
