@@ -5,8 +5,15 @@ over any data object with `train_batch(index) -> dict` and `eval_batches() -> li
 AMP, accumulation, clipping, evaluation, checkpoints, exact resume and logging are all here.
 
 Exact resume: a batch is a pure function of (seed, micro-batch index); dropout draws from
-torch's global RNG, whose state is checkpointed; the schedule is a pure function of the
-step. N straight steps and k + resume + (N − k) steps give bit-identical losses on CPU.
+torch's global RNG, reseeded at every step from (seed, step, rank); the schedule is a pure
+function of the step. N straight steps and k + resume + (N − k) steps give bit-identical
+losses on CPU, also on W ranks under torchrun resumed on W ranks (train/distributed.py;
+resumed on another number of ranks, only the dropout masks differ).
+
+Faults: checkpoints are written atomically, so a killed run (even SIGKILL) resumes from
+its last complete one. SIGINT and SIGTERM only raise a flag; between two steps the loop
+saves a checkpoint at the current step and raises TrainingInterrupted (exit 130 / 143 from
+the CLI); a second signal stops at once, leaving the last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +34,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from clozeformer.io import atomic_write
-from clozeformer.train.checkpoint import latest_checkpoint, restore, save_checkpoint
+from clozeformer.train import distributed
+from clozeformer.train.checkpoint import latest_checkpoint, restore
+from clozeformer.train.distributed import resolve_device  # re-exported: demo.py picks its precision by it
 
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -33,6 +44,15 @@ SCHEDULES = ("linear", "cosine", "constant")
 
 class TrainingError(RuntimeError):
     pass
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training between two steps, after saving a checkpoint there."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; saved {checkpoint}; "
+                         f"continue with --resume (resume=True)")
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     nan_policy: str = "stop"  # on a non-finite loss: "stop" (checkpoints intact) or "skip" the step
+    fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of replicating it (DDP)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -83,12 +104,6 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0 - progress
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def fast_bf16(device: torch.device) -> bool:
@@ -134,19 +149,61 @@ def evaluate(model: nn.Module, batches: list[dict[str, Tensor]], metrics_fn: Cal
 
 
 class MetricsLog:
-    """metrics.jsonl in the run directory; on resume, lines after the checkpoint are dropped."""
+    """metrics.jsonl in the run directory, written by rank 0 only (enabled).
 
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        self.path = path
+    On resume, lines after the checkpoint are dropped, and so is a last line torn by a killed run.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
         self.rows: list[dict] = []
+        if not enabled:
+            return
         if resume_step is not None and path.exists():
-            self.rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= resume_step]
+            text = path.read_text()
+            complete = text[: text.rfind("\n") + 1]  # only newline-terminated lines were fully written
+            self.rows = [r for r in map(json.loads, complete.splitlines()) if r["step"] <= resume_step]
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def write(self, row: dict) -> None:
         self.rows.append(row)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only set `signum`, so the loop can stop between steps.
+
+    A second signal raises KeyboardInterrupt at once. Handlers can only be installed from
+    the main thread; elsewhere this does nothing and signals keep their usual effect.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+def dropout_seed(seed: int, step: int, rank: int) -> int:
+    """The global RNG's seed for optimizer step `step` on `rank`: dropout then needs no saved RNG state."""
+    # 5: a purpose tag apart from data/pretrain.py's 1-4; ints (unlike str) hash alike in every process
+    return hash((seed, 5, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def plot_losses(rows: list[dict], path: Path) -> None:
@@ -175,17 +232,24 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
         resume: bool = False, tokenizer=None, extra_state: dict | None = None, progress: bool = True) -> dict:
     """Train `model` on `data` for cfg.steps optimizer steps; returns the final summary.
 
-    metrics_fn(output, batch) -> {name: (sum, count)}; must include "loss".
+    metrics_fn(output, batch) -> {name: (sum, count)}; must include "loss". Under torchrun
+    every rank calls fit alike; rank 0 alone logs and writes files.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    dist = distributed.init(cfg.device)
+    device = dist.device
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+    def make_opt(module: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+    opt = make_opt(model)
     state = {"train_config": cfg.to_dict(), "model_config": model.config.to_dict(), **(extra_state or {})}
 
     step = 0
-    if resume:
+    if resume:  # every rank reads the full checkpoint, whatever world size wrote it
         found = latest_checkpoint(run_dir)
         if found is None:
             raise TrainingError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
@@ -193,59 +257,75 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
         _check_same(saved, state, ckpt)
         restore(ckpt, saved, model, opt)
         step = saved["step"]
-    else:
-        torch.manual_seed(cfg.seed)
-    log = MetricsLog(run_dir / "metrics.jsonl", step if resume else None)
+    par = distributed.parallelize(model, opt, make_opt, dist, fsdp=cfg.fsdp)
+    log = MetricsLog(run_dir / "metrics.jsonl", step if resume else None, enabled=dist.is_main)
+    # every rank evaluates the whole (small) eval set: single-process results, no reduction
     eval_set = data.eval_batches(cfg.eval_batches)
     summary: dict[str, Any] = {}
     if not resume and eval_set:
         summary["eval_before"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
         log.write({"step": 0, "split": "eval", **summary["eval_before"]})
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and dist.is_main), desc="train",
+               dynamic_ncols=True)
     window_tokens, window_start, skipped = 0, time.perf_counter(), 0
-    while step < cfg.steps:
-        model.train()
-        lr = cfg.lr * lr_factor(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        loss_sum = 0.0
-        for micro in range(cfg.grad_accum):
-            batch = {k: v.to(device) for k, v in data.train_batch(step * cfg.grad_accum + micro).items()}
-            with _autocast(device, cfg.precision):
-                out = model(**batch)
-            (out.loss / cfg.grad_accum).backward()
-            loss_sum += out.loss.item() / cfg.grad_accum
-            window_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-        if math.isfinite(loss_sum):
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm))
-            opt.step()
-        elif cfg.nan_policy == "stop":
-            bar.close()
-            raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; stopped. Checkpoints in "
-                                f"{run_dir / 'checkpoints'} are intact; lower the learning rate or use "
-                                f"nan_policy='skip'")
-        else:  # skip this update (and its log row); evaluation and saving still happen
-            skipped += 1
-        opt.zero_grad(set_to_none=True)
-        step += 1
+    with StopSignals() as stop:
+        while step < cfg.steps:
+            par.net.train()
+            torch.manual_seed(dropout_seed(cfg.seed, step, dist.rank))
+            lr = cfg.lr * lr_factor(step, cfg)
+            for group in par.opt.param_groups:
+                group["lr"] = lr
+            loss_sum, tokens = 0.0, 0
+            for micro in range(cfg.grad_accum):
+                # this rank's rows of the global micro-batch
+                batch = distributed.shard(data.train_batch(step * cfg.grad_accum + micro), dist)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with par.grad_sync(micro == cfg.grad_accum - 1):
+                    with _autocast(device, cfg.precision):
+                        loss = par.net(**batch)  # scalar: this rank's mean loss
+                    (loss / cfg.grad_accum).backward()
+                loss_sum += loss.item() / cfg.grad_accum
+                mask = batch.get("attention_mask")
+                tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+            # one all_reduce a step: every rank sees the same mean loss (so takes the same branch
+            # below), the global token count, and whether any rank was signalled to stop
+            loss_sum, tokens, stopping = distributed.sum_over_ranks([loss_sum, tokens, stop.signum is not None], dist)
+            loss_sum /= dist.world_size
+            window_tokens += tokens
+            if math.isfinite(loss_sum):
+                grad_norm = par.clip_grad_norm(cfg.clip_norm)
+                par.opt.step()
+            elif cfg.nan_policy == "stop":
+                bar.close()
+                raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; stopped. Checkpoints in "
+                                    f"{run_dir / 'checkpoints'} are intact; lower the learning rate or use "
+                                    f"nan_policy='skip'")
+            else:  # skip this update (and its log row); evaluation and saving still happen
+                skipped += 1
+            par.opt.zero_grad(set_to_none=True)
+            step += 1
 
-        if (step % cfg.log_every == 0 or step == cfg.steps) and math.isfinite(loss_sum):
-            elapsed = time.perf_counter() - window_start
-            tps = window_tokens / max(elapsed, 1e-9)
-            log.write({"step": step, "split": "train", "loss": loss_sum, "lr": lr,
-                       "grad_norm": grad_norm, "tokens_per_s": tps})
-            bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
-            window_tokens, window_start = 0, time.perf_counter()
-        bar.update(1)
-        if eval_set and (step % cfg.eval_every == 0 or step == cfg.steps):
-            summary["eval"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
-            log.write({"step": step, "split": "eval", **summary["eval"]})
-            if progress:
-                bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in summary["eval"].items()))
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            save_checkpoint(run_dir, step, model, opt, state, tokenizer, cfg.keep_last)
-            plot_losses(log.rows, run_dir / "loss.png")
+            if (step % cfg.log_every == 0 or step == cfg.steps) and math.isfinite(loss_sum):
+                elapsed = time.perf_counter() - window_start
+                tps = window_tokens / max(elapsed, 1e-9)
+                log.write({"step": step, "split": "train", "loss": loss_sum, "lr": lr,
+                           "grad_norm": grad_norm, "tokens_per_s": tps})
+                bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
+                window_tokens, window_start = 0, time.perf_counter()
+            bar.update(1)
+            if eval_set and (step % cfg.eval_every == 0 or step == cfg.steps):
+                summary["eval"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
+                log.write({"step": step, "split": "eval", **summary["eval"]})
+                if progress and dist.is_main:
+                    bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in summary["eval"].items()))
+            if step % cfg.save_every == 0 or step == cfg.steps or stopping:
+                saved_to = par.save(run_dir, step, state, tokenizer, cfg.keep_last)
+                if dist.is_main:
+                    plot_losses(log.rows, run_dir / "loss.png")
+            if stopping and step < cfg.steps:  # never mid-step: the step just taken is in the checkpoint
+                bar.close()
+                raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, saved_to)
     bar.close()
     summary.update(steps=step, skipped_steps=skipped, run_dir=str(run_dir),
                    checkpoint=str(run_dir / "checkpoints" / f"step-{step:07d}"), plot=str(run_dir / "loss.png"))
@@ -255,7 +335,8 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
 def _check_same(saved: dict, now: dict, ckpt: Path) -> None:
     """Resuming with a different model or training setup would silently train something else."""
     now = json.loads(json.dumps(now))  # compare as saved: tuples become lists
-    ignore = {"steps", "eval_every", "save_every", "keep_last", "log_every", "device", "eval_batches"}
+    # checkpoints hold the full model and optimizer, so DDP <-> FSDP may change on resume too
+    ignore = {"steps", "eval_every", "save_every", "keep_last", "log_every", "device", "eval_batches", "fsdp"}
     for section in ("model_config", "train_config", "data"):
         old, new = saved.get(section, {}), now.get(section, {})
         diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
@@ -264,4 +345,4 @@ def _check_same(saved: dict, now: dict, ckpt: Path) -> None:
                                 f"{[old.get(k) for k in diff]} -> {[new.get(k) for k in diff]})")
 
 
-__all__ = ["TrainConfig", "TrainingError", "evaluate", "fit", "lr_factor"]
+__all__ = ["TrainConfig", "TrainingError", "TrainingInterrupted", "evaluate", "fit", "lr_factor"]

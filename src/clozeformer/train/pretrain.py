@@ -20,6 +20,7 @@ from clozeformer.interop.hf import load_model, save_model
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.models.output import Output
 from clozeformer.tokenizer import Tokenizer
+from clozeformer.train import distributed
 from clozeformer.train.loop import TrainConfig, fit
 
 
@@ -56,16 +57,20 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
              progress: bool = True) -> dict[str, Any]:
     """Pretrain a model from scratch (or continue from `init`) on text files; returns a summary.
 
-    The final model (HF layout, with its tokenizer) is saved to run_dir/model.
+    The final model (HF layout, with its tokenizer) is saved to run_dir/model. Under torchrun
+    every rank calls this alike (see train/distributed.py).
     """
     if model not in RECIPES:
         raise ValueError(f"unknown model family {model!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[model]
     run_dir = Path(run_dir)
     corpus = [Path(p) for p in corpus]
-    tok = _tokenizer(tokenizer, init, run_dir, corpus, vocab_size, lowercase, text_field, blank_line_docs, resume)
-    cache = load_corpus(corpus, tok, cache_dir=cache_dir, text_field=text_field, blank_line_docs=blank_line_docs,
-                        progress=progress)
+    dist = distributed.init(train.device)
+    with distributed.main_first(dist):  # rank 0 trains the tokenizer and builds the cache; the others reuse them
+        tok = _tokenizer(tokenizer, init, run_dir, corpus, vocab_size, lowercase, text_field, blank_line_docs,
+                         resume or not dist.is_main)
+        cache = load_corpus(corpus, tok, cache_dir=cache_dir, text_field=text_field, blank_line_docs=blank_line_docs,
+                            progress=progress and dist.is_main)
 
     if init is not None:
         net = load_model(init)
@@ -90,7 +95,10 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
                   "whole_word": whole_word, "mlm_rate": mlm_rate, "eval_fraction": eval_fraction}
     summary = fit(net, data, train, run_dir, metrics_fn=recipe.metrics, resume=resume, tokenizer=tok,
                   extra_state={"data": data_state}, progress=progress)
-    summary["model_dir"] = str(save_model(net.cpu(), run_dir / "model", tok))
+    if dist.is_main:  # the final checkpoint's model: complete even when FSDP sharded `net`
+        save_model(load_model(summary["checkpoint"]), run_dir / "model", tok)
+    distributed.barrier(dist)
+    summary["model_dir"] = str(run_dir / "model")
     summary.update(n_tokens=cache.n_tokens, train_examples=len(data.train_examples),
                    eval_examples=len(data.eval_examples), parameters=sum(p.numel() for p in net.parameters()))
     return summary
