@@ -43,17 +43,3 @@ def test_fully_padded_row_stays_finite_in_training():
     mask = torch.zeros(1, 1, 1, 4, dtype=torch.bool)
     assert torch.isfinite(_attention_with_dropout(q, q, q, mask, False, 0.1)).all()
 
-
-def test_bf16_autocast_keeps_stream_in_bf16_and_close_to_fp32():
-    from clozeformer.config import BertConfig
-    from clozeformer.models.bert import BertModel
-
-    torch.manual_seed(0)
-    model = BertModel(BertConfig.preset("tiny", vocab_size=300)).eval()
-    ids = torch.randint(5, 300, (2, 24))
-    with torch.no_grad():
-        ref = model(ids).last_hidden_state
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            got = model(ids).last_hidden_state
-    assert got.dtype == torch.bfloat16
-    assert F.cosine_similarity(got.float().flatten(1), ref.flatten(1)).min() > 0.999

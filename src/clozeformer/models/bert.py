@@ -13,7 +13,7 @@ from clozeformer.config import BertConfig
 from clozeformer.models.heads import MLMHead, Pooler, masked_lm_loss
 from clozeformer.models.output import Output
 from clozeformer.nn import TransformerLayer, init_weights, padding_mask
-from clozeformer.nn.functional import autocast_stream, dropout
+from clozeformer.nn.functional import dropout
 
 
 class BertEmbeddings(nn.Module):
@@ -53,7 +53,7 @@ class BertModel(nn.Module):
         if input_ids.shape[1] > self.config.max_positions:
             raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_positions "
                              f"{self.config.max_positions}; truncate the input")
-        x = autocast_stream(self.embeddings(input_ids, token_type_ids))  # [B, T, D]
+        x = self.embeddings(input_ids, token_type_ids)  # [B, T, D]
         mask = padding_mask(attention_mask)  # [B, 1, 1, T] or None
         for layer in self.layers:
             x = layer(x, mask)

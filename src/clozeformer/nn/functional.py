@@ -1,6 +1,4 @@
-"""Functional pieces of the shared core: dropout without `bernoulli_`, the autocast stream.
-
-Dropout without `bernoulli_`.
+"""Dropout without `bernoulli_`.
 
 On CPU, torch's dropout draws one Bernoulli sample per element through a slow scalar path
 (~10x the time of drawing random int16s), and SDPA with dropout_p > 0 falls back to its
@@ -31,15 +29,3 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     keep, scale = keep_mask(x.shape, p, x.device)
     return x * keep * scale
 
-
-def autocast_stream(x: Tensor) -> Tensor:
-    """Under autocast, move the residual stream to the autocast dtype once.
-
-    Embeddings come out in fp32; every `x + sublayer(x)` would then promote the bf16 sublayer
-    output back to fp32 and every next matmul cast it down again (a third of a CPU bf16
-    step). LayerNorm takes bf16 input with fp32 weights and accumulates in fp32.
-    """
-    kind = x.device.type
-    if torch.is_autocast_enabled(kind):
-        return x.to(torch.get_autocast_dtype(kind))
-    return x
