@@ -33,13 +33,7 @@ TINY_SET = ["--config", "tiny", "--set", "hidden_size=32", "num_layers=1", "num_
 STEP = "step-{:07d}".format
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and OpenMP spin-waits crawl on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lines(n: int = 400) -> list[str]:

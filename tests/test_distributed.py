@@ -37,12 +37,7 @@ TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, dro
 STEPS, BATCH, MAX_LEN = 4, 8, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,7 @@ TINY = ["hidden_size=32", "num_layers=1", "num_heads=2", "intermediate_size=64"]
 STEPS = 150
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread here and OMP_NUM_THREADS=1 in the subprocesses: the same kernels, bit for bit."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
