@@ -132,7 +132,7 @@ def calibrate(tok_dir: str) -> dict:
 
 
 def one_size(gb: float, tok_dir: str, args) -> dict:
-    from clozeformer.data import corpus
+    from clozeformer.data import cache
     from clozeformer.tokenizer import Tokenizer
 
     result: dict = {"gb": gb}
@@ -153,7 +153,7 @@ def one_size(gb: float, tok_dir: str, args) -> dict:
         sampler = RssSampler()
         sampler.start()
         cpu0, t0 = cpu_seconds(), time.perf_counter()
-        cache = corpus.load_corpus(text, tok, cache_dir=tmp / "cache")
+        cache = cache.load_corpus(text, tok, cache_dir=tmp / "cache")
         wall = time.perf_counter() - t0
         cpu = cpu_seconds() - cpu0
         sampler.stop()
@@ -165,7 +165,7 @@ def one_size(gb: float, tok_dir: str, args) -> dict:
 
         # A second load finds the cache: the key (sha256 of the file) is all it computes.
         t = time.perf_counter()
-        again = corpus.load_corpus(text, tok, cache_dir=tmp / "cache")
+        again = cache.load_corpus(text, tok, cache_dir=tmp / "cache")
         result["cache_hit_s"] = time.perf_counter() - t
         assert again.n_tokens == cache.n_tokens
 

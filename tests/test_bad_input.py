@@ -18,8 +18,10 @@ import torch
 
 from clozeformer.cli import main
 from clozeformer.config import BertConfig
+from clozeformer.data import cache as cache_mod
 from clozeformer.data import corpus as corpus_mod
-from clozeformer.data.corpus import CorpusError, load_corpus
+from clozeformer.data.cache import load_corpus
+from clozeformer.data.corpus import CorpusError
 from clozeformer.data.pretrain import sentence_chunks
 from clozeformer.interop.hf import save_model
 from clozeformer.io import UnsafeFileError, member
@@ -186,7 +188,7 @@ def test_huge_document_is_tokenised_in_pieces(base, tmp_path, monkeypatch):
     path.write_text("\n".join(lines(300)) + "\n\n" + "\n".join(lines(30)) + "\n", encoding="utf-8")
     tok = Tokenizer.load(base["tok"])
     whole = load_corpus(path, tok, cache_dir=tmp_path / "a", blank_line_docs=True)
-    monkeypatch.setattr(corpus_mod, "_PIECE_SENTENCES", 7)
+    monkeypatch.setattr(cache_mod, "_PIECE_SENTENCES", 7)
     pieces = load_corpus(path, tok, cache_dir=tmp_path / "b", blank_line_docs=True, batch_docs=3, batch_chars=500)
     assert pieces.n_documents == whole.n_documents == 2
     for name in ("tokens", "sent_offsets", "doc_offsets"):
@@ -459,7 +461,7 @@ def test_disk_full_while_caching_tokens(base, tmp_path, capsys, monkeypatch):
         def __exit__(self, *exc):
             return self.f.__exit__(*exc)
 
-    monkeypatch.setattr(corpus_mod.os, "fdopen", lambda fd, *a, **k: FullFile(real(fd, *a, **k)))
+    monkeypatch.setattr(cache_mod.os, "fdopen", lambda fd, *a, **k: FullFile(real(fd, *a, **k)))
     fails(pretrain_args(base["corpus"], tmp_path / "run", tmp_path / "cache", tokenizer=base["tok"]), capsys,
           "cannot write the token cache (No space left on device)", str(tmp_path / "cache"))
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
@@ -501,8 +503,8 @@ def test_two_processes_building_one_cache(base, tmp_path, monkeypatch):
     import threading
 
     tok = Tokenizer.load(base["tok"])
-    builds, real = [], corpus_mod._build
-    monkeypatch.setattr(corpus_mod, "_build", lambda *a, **k: (builds.append(1), real(*a, **k)))
+    builds, real = [], cache_mod._build
+    monkeypatch.setattr(cache_mod, "_build", lambda *a, **k: (builds.append(1), real(*a, **k)))
     results = [None, None]
 
     def load(i):

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clozeformer.data import corpus
-from clozeformer.data.corpus import CorpusError, iter_texts, load_corpus, read_documents
+from clozeformer.data import cache
+from clozeformer.data.cache import load_corpus
+from clozeformer.data.corpus import CorpusError, iter_texts, read_documents
 from clozeformer.tokenizer import Tokenizer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -146,7 +147,7 @@ def test_second_load_hits_cache(tmp_path, tok, monkeypatch):
     def no_build(*args, **kwargs):
         raise AssertionError("rebuilt a complete cache")
 
-    monkeypatch.setattr(corpus, "_build", no_build)
+    monkeypatch.setattr(cache, "_build", no_build)
     second = load_corpus(path, tok, cache_dir=tmp_path / "cache")
     assert second.meta == first.meta and _cached(second) == _cached(first)
     # A different option is a different cache.
@@ -206,9 +207,9 @@ def test_no_tokens_is_an_error(tmp_path, tok):
 
 
 def test_token_dtype_fits_ids():
-    assert corpus._token_dtype(30522) == "<u2"
-    assert corpus._token_dtype(65536) == "<u2"  # ids 0..65535
-    assert corpus._token_dtype(65537) == "<u4"
+    assert cache._token_dtype(30522) == "<u2"
+    assert cache._token_dtype(65536) == "<u2"  # ids 0..65535
+    assert cache._token_dtype(65537) == "<u4"
 
 
 def test_real_corpus_cache(tmp_path, tok):

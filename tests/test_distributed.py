@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from clozeformer.cli import main
-from clozeformer.data.corpus import load_corpus
+from clozeformer.data.cache import load_corpus
 from clozeformer.data.pretrain import BertPretrainData, MLMSpec
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.config import BertConfig

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from clozeformer.data.corpus import load_corpus
+from clozeformer.data.cache import load_corpus
 from clozeformer.data.pretrain import BertPretrainData, MLMSpec, sentence_chunks, split_documents, stream_windows
 from clozeformer.tokenizer import Tokenizer
 

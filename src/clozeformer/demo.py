@@ -18,7 +18,8 @@ from clozeformer.infer import fill_mask
 from clozeformer.interop.hf import load_model
 from clozeformer.io import atomic_write
 from clozeformer.tokenizer import Tokenizer
-from clozeformer.train.loop import TrainConfig, fast_bf16, resolve_device
+from clozeformer.train.distributed import resolve_device
+from clozeformer.train.loop import TrainConfig, fast_bf16
 from clozeformer.train.pretrain import pretrain
 
 PROBES = [

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clozeformer.data.corpus import TokenCache
+from clozeformer.data.cache import TokenCache
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.nsp import nsp_pairs
 

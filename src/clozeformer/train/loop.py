@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 from clozeformer.io import atomic_write
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import latest_checkpoint, restore
-from clozeformer.train.distributed import resolve_device  # re-exported: demo.py picks its precision by it
 
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("linear", "cosine", "constant")

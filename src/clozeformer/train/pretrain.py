@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from clozeformer.config import BertConfig
-from clozeformer.data.corpus import iter_texts, load_corpus
+from clozeformer.data.cache import load_corpus
+from clozeformer.data.corpus import iter_texts
 from clozeformer.data.pretrain import BertPretrainData, MLMSpec
 from clozeformer.interop.hf import load_model, save_model
 from clozeformer.models.bert import BertForPreTraining
