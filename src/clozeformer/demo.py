@@ -93,7 +93,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, steps: int = 2000, progress: 
     # A 2-minute budget favours many small updates: MLM only on packed 64-token windows
     # (RoBERTa found NSP unnecessary), no dropout (no time to overfit), a high peak lr.
     train = TrainConfig(steps=steps, lr=2e-3, warmup_steps=steps // 10, schedule="linear",
-                        eval_every=max(1, steps // 4), save_every=steps, eval_batches=16, log_every=10,
+                        eval_every=max(1, steps // 8), save_every=steps, eval_batches=16, log_every=10,
                         precision=precision, seed=0)
     print(f"training BERT tiny: {steps} steps of 32 x 64 tokens, MLM only, {precision}")
     summary = pretrain([corpus], model="bert", config="tiny", run_dir=out_dir, vocab_size=8000,
