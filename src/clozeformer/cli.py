@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nan-policy", default="stop", choices=["stop", "skip"])
     p.add_argument("--fsdp", action="store_true",
                    help="under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
-    p.add_argument("--cache-dir", help="token cache (default: $CLOZEFORMER_CACHE or ~/.cache/clozeformer)")
+    p.add_argument("--cache-dir", help="token cache (default: $CLOZEFORMER_CACHE or ~/.cache/clozeformer/tokens)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run's last good checkpoint (on any number of processes)")
     p.add_argument("--quiet", action="store_true")
