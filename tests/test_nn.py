@@ -43,3 +43,18 @@ def test_fully_padded_row_stays_finite_in_training():
     mask = torch.zeros(1, 1, 1, 4, dtype=torch.bool)
     assert torch.isfinite(_attention_with_dropout(q, q, q, mask, False, 0.1)).all()
 
+
+
+def test_cross_attention_matches_a_hand_computation():
+    from clozeformer.nn.attention import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(16, 4, cross=True).eval()
+    x, ctx = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[0, ..., 3:] = False
+    q = attn.q(x).view(2, 5, 4, 4).transpose(1, 2)  # [B, H, T, d]
+    k, v = (t.view(2, 7, 4, 4).transpose(1, 2) for t in attn.kv(ctx).chunk(2, dim=-1))
+    w = ((q @ k.transpose(-1, -2)) / 2.0).masked_fill(~mask, float("-inf")).softmax(-1)  # √d = 2
+    ref = attn.out((w @ v).transpose(1, 2).reshape(2, 5, 16))
+    assert (attn(x, mask, context=ctx) - ref).abs().max() < 1e-5
