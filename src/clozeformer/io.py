@@ -1,5 +1,7 @@
 """Atomic writes and safe reads: the only way clozeformer touches files it owns.
 
+Torch is imported only by the tensor functions, so the tokenizer can use this room too.
+
 Every file is written to a temporary name in the same directory, flushed, fsynced and
 renamed into place, so a killed process (or a full disk) leaves either the old file or the
 new one, never half of one, and no temporary file. Weights are read from safetensors;
@@ -15,12 +17,11 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+if TYPE_CHECKING:
+    import torch
+
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
@@ -120,12 +121,18 @@ def _torch_reason(e: Exception) -> str:
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save as st_save  # torch loads only where tensors are written
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, st_save(tensors, metadata=metadata))
 
 
 def load_tensors(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """safetensors always; `.bin`/`.pt` pickles only with allow_pickle, and then weights_only."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
     path = Path(path)
     if path.suffix in PICKLE_SUFFIXES:
         if not allow_pickle:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from clozeformer.io import atomic_write
 
 __all__ = ["Tokenizer", "TokenizerError"]
 
@@ -104,20 +104,6 @@ def _lowercases(normalizer: dict | None) -> bool:
     if kind == "Sequence":
         return any(_lowercases(n) for n in normalizer.get("normalizers", []))
     return False
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file in the same directory, fsync, then rename into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _as_list(ids) -> list[int]:
@@ -252,9 +238,9 @@ class Tokenizer:
                 "tokenize_chinese_chars": normalizer.get("handle_chinese_chars", True),
             }
         config |= {f"{role}_token": token for role, token in self.specials.items()}
-        _write_atomic(directory / "tokenizer.json", self.backend.to_str(pretty=True))
+        atomic_write(directory / "tokenizer.json", self.backend.to_str(pretty=True))
         config_text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
-        _write_atomic(directory / "tokenizer_config.json", config_text)
+        atomic_write(directory / "tokenizer_config.json", config_text)
 
     # ---- encoding ----------------------------------------------------------------
 
