@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from clozeformer import __version__
-from clozeformer.config import BertConfig, ConfigError
+from clozeformer.config import BartConfig, BertConfig, ConfigError
 from clozeformer.io import PICKLE_SUFFIXES, load_tensors, read_json, save_tensors, write_json
+from clozeformer.models.bart import BartForConditionalGeneration
 from clozeformer.models.bert import BertForPreTraining
 
 # ours -> HF, for one BERT layer ("bert.layers.{i}." <-> "bert.encoder.layer.{i}.")
@@ -150,10 +151,142 @@ def bert_config_from_hf(hf: dict, *, nsp: bool) -> BertConfig:
         pad_token_id=hf.get("pad_token_id") or 0, nsp=nsp))
 
 
+# --- BART --------------------------------------------------------------------------------
+# ours (under "bart.encoder." / "bart.decoder.") -> HF (under "model.encoder." / "model.decoder.");
+# a fused projection of ours maps to several HF projections, split along the output rows.
+_BART_LAYER = {
+    "attn.qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "attn.out": ("self_attn.out_proj",),
+    "attn_norm": ("self_attn_layer_norm",),
+    "cross.q": ("encoder_attn.q_proj",),
+    "cross.kv": ("encoder_attn.k_proj", "encoder_attn.v_proj"),
+    "cross.out": ("encoder_attn.out_proj",),
+    "cross_norm": ("encoder_attn_layer_norm",),
+    "ffn.up": ("fc1",),
+    "ffn.down": ("fc2",),
+    "ffn_norm": ("final_layer_norm",),
+}
+_BART_TOP = {
+    "bart.shared.weight": "model.shared.weight",
+    "bart.encoder.pos.weight": "model.encoder.embed_positions.weight",
+    "bart.encoder.norm.weight": "model.encoder.layernorm_embedding.weight",
+    "bart.encoder.norm.bias": "model.encoder.layernorm_embedding.bias",
+    "bart.decoder.pos.weight": "model.decoder.embed_positions.weight",
+    "bart.decoder.norm.weight": "model.decoder.layernorm_embedding.weight",
+    "bart.decoder.norm.bias": "model.decoder.layernorm_embedding.bias",
+    "dense.weight": "classification_head.dense.weight",
+    "dense.bias": "classification_head.dense.bias",
+    "out.weight": "classification_head.out_proj.weight",
+    "out.bias": "classification_head.out_proj.bias",
+    "classifier.weight": "classifier.weight",
+    "classifier.bias": "classifier.bias",
+}
+_BART_LAYER_KEY = re.compile(r"(bart|model)\.(encoder|decoder)\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+# HF keys that are copies of `model.shared.weight` (tied) or buffers
+_BART_REDUNDANT = re.compile(r"(embed_tokens\.weight|lm_head\.weight|\.version)$")
+
+
+def bart_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for key, t in state.items():
+        if key == "final_logits_bias":
+            out[key] = t[None]  # HF keeps [1, V]
+            continue
+        m = _BART_LAYER_KEY.match(key)
+        if m is None:
+            if key not in _BART_TOP:
+                raise KeyError(f"no HF name for parameter {key!r}")
+            out[_BART_TOP[key]] = t
+            continue
+        _, stack, i, module, kind = m.groups()
+        hf_modules = _BART_LAYER[module]
+        for name, part in zip(hf_modules, t.chunk(len(hf_modules), dim=0)):
+            out[f"model.{stack}.layers.{i}.{name}.{kind}"] = part
+    return out  # the embed_tokens and lm_head copies are tied to model.shared.weight: transformers restores them
+
+
+def bart_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """HF state (BartModel / …ForConditionalGeneration / …ForSequenceClassification) -> (ours, ignored)."""
+    hf = {("model." + k if k.startswith(("encoder.", "decoder.", "shared.")) else k): t for k, t in hf.items()}
+    if "model.shared.weight" not in hf and "model.encoder.embed_tokens.weight" in hf:
+        hf["model.shared.weight"] = hf["model.encoder.embed_tokens.weight"]
+    inverse_top = {v: k for k, v in _BART_TOP.items()}
+    inverse_layer = {name: (module, j, len(names)) for module, names in _BART_LAYER.items()
+                     for j, name in enumerate(names)}
+    ours, ignored, parts = {}, [], {}
+    for key, t in hf.items():
+        m = _BART_LAYER_KEY.match(key)
+        if key == "final_logits_bias":
+            ours[key] = t.reshape(-1)
+        elif key in inverse_top:
+            ours[inverse_top[key]] = t
+        elif m is not None and m[4] in inverse_layer:
+            module, j, n = inverse_layer[m[4]]
+            parts.setdefault(f"bart.{m[2]}.layers.{m[3]}.{module}.{m[5]}", [None] * n)[j] = t
+        elif not _BART_REDUNDANT.search(key):
+            ignored.append(key)
+    for key, pieces in parts.items():
+        if any(p is None for p in pieces):
+            raise ValueError(f"{key}: the checkpoint lacks part of this projection")
+        ours[key] = torch.cat(pieces)
+    return ours, ignored
+
+
+def bart_config_to_hf(cfg: BartConfig) -> dict:
+    return {
+        "architectures": ["BartForConditionalGeneration"],
+        "model_type": "bart",
+        "vocab_size": cfg.vocab_size,
+        "d_model": cfg.hidden_size,
+        "encoder_layers": cfg.encoder_layers,
+        "decoder_layers": cfg.decoder_layers,
+        "encoder_attention_heads": cfg.num_heads,
+        "decoder_attention_heads": cfg.num_heads,
+        "encoder_ffn_dim": cfg.intermediate_size,
+        "decoder_ffn_dim": cfg.intermediate_size,
+        "max_position_embeddings": cfg.max_positions,
+        "dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout,
+        "activation_dropout": cfg.activation_dropout,
+        "activation_function": cfg.activation,
+        "init_std": cfg.initializer_range,
+        "scale_embedding": cfg.scale_embedding,
+        "pad_token_id": cfg.pad_token_id,
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "decoder_start_token_id": cfg.decoder_start_token_id,
+        "is_encoder_decoder": True,
+        "tie_word_embeddings": True,
+    }
+
+
+def bart_config_from_hf(hf: dict, **_) -> BartConfig:
+    for a, b in (("encoder_attention_heads", "decoder_attention_heads"), ("encoder_ffn_dim", "decoder_ffn_dim")):
+        if hf.get(a) != hf.get(b):
+            raise ConfigError(f"{a} ({hf.get(a)}) differs from {b} ({hf.get(b)}); not supported")
+    if hf.get("add_final_layer_norm") or hf.get("normalize_before"):
+        raise ConfigError("pre-norm BART variants (mBART: normalize_before/add_final_layer_norm) are not supported")
+    missing = [k for k in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+                           "encoder_ffn_dim") if k not in hf]
+    if missing:
+        raise ConfigError(f"BART config lacks {', '.join(missing)}")
+    return BartConfig.from_dict(dict(
+        vocab_size=hf["vocab_size"], hidden_size=hf["d_model"], encoder_layers=hf["encoder_layers"],
+        decoder_layers=hf["decoder_layers"], num_heads=hf["encoder_attention_heads"],
+        intermediate_size=hf["encoder_ffn_dim"], max_positions=hf.get("max_position_embeddings", 1024),
+        dropout=hf.get("dropout", 0.1), attention_dropout=hf.get("attention_dropout", 0.0),
+        activation_dropout=hf.get("activation_dropout", 0.0), activation=hf.get("activation_function", "gelu"),
+        initializer_range=hf.get("init_std", 0.02), scale_embedding=hf.get("scale_embedding", False),
+        pad_token_id=hf.get("pad_token_id", 1), bos_token_id=hf.get("bos_token_id", 0),
+        eos_token_id=hf.get("eos_token_id", 2), decoder_start_token_id=hf.get("decoder_start_token_id", 2)))
+
+
 # model_type -> (config class, model class, state to HF, state from HF, config to HF, config from HF)
 FAMILIES = {
     "bert": (BertConfig, BertForPreTraining, bert_state_to_hf, bert_state_from_hf,
              bert_config_to_hf, bert_config_from_hf),
+    "bart": (BartConfig, BartForConditionalGeneration, bart_state_to_hf, bart_state_from_hf,
+             bart_config_to_hf, bart_config_from_hf),
 }
 
 

@@ -1,10 +1,15 @@
 """Multi-head attention on `F.scaled_dot_product_attention`, shared by every family.
 
-Shapes: B batch, T query length, S key length, D model width, H heads, d = D / H.
-Masks are boolean, True where attention is allowed, broadcastable to [B, H, T, S].
+Shapes: B batch, T query length, S key length, D model width, H heads, d head width
+(D / H unless given, as T5's d_kv).
+A mask is either boolean (True where attention is allowed) or additive float (T5's
+position bias, with padding folded in as a large negative), broadcastable to [B, H, T, S].
+Decoding caches keys and values in a `KV` per attention module (see `Cache`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -23,53 +28,127 @@ def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     return attention_mask.bool()[:, None, None, :]
 
 
-def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, p: float) -> Tensor:
-    """softmax(q kᵀ / √d) with dropout on the probabilities, then · v.
+def causal_mask(t: int, s: int, device: torch.device | None = None) -> Tensor:
+    """bool [T, S]: query i (the last T of S positions) sees keys 0 … S − T + i."""
+    return torch.ones(t, s, dtype=torch.bool, device=device).tril(s - t)
+
+
+def additive(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A boolean mask as an additive one (0 allowed, dtype's min blocked); floats pass through."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    # finfo.min, not -inf: a fully masked row must give weights, not NaN
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, p: float,
+                            scale: float | None = None) -> Tensor:
+    """softmax(q kᵀ · scale + mask) with dropout on the probabilities, then · v.
 
     SDPA has no fused dropout on CPU; its math fallback is several times slower than this.
     """
-    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, H, T, S]
-    low = torch.finfo(scores.dtype).min  # not -inf: a fully masked row must give weights, not NaN
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scale is None else scale)  # [B, H, T, S]
+    low = torch.finfo(scores.dtype).min
     if causal:
-        t, s = scores.shape[-2:]
-        scores = scores.masked_fill(torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1), low)
+        scores = scores.masked_fill(~causal_mask(*scores.shape[-2:], q.device), low)
     if mask is not None:
-        scores = scores.masked_fill(~mask, low)
+        scores = scores.masked_fill(~mask, low) if mask.dtype == torch.bool else scores + mask
     return dropout(scores.softmax(-1), p, True) @ v
 
 
+@dataclass
+class KV:
+    """One attention module's cached keys and values, [B, H, S, d] each."""
+
+    k: Tensor | None = None
+    v: Tensor | None = None
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows `index` (beam search)."""
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+
+@dataclass
+class Cache:
+    """A decoder's key/value cache: per layer, its self-attention and cross-attention KV.
+
+    Self-attention keys grow by one position per step; cross-attention keys are computed
+    from the encoder output once, at the first step, and reused.
+    """
+
+    layers: list[tuple[KV, KV]] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, num_layers: int) -> "Cache":
+        return cls([(KV(), KV()) for _ in range(num_layers)])
+
+    @property
+    def length(self) -> int:
+        """Positions already decoded."""
+        k = self.layers[0][0].k if self.layers else None
+        return 0 if k is None else k.shape[2]
+
+    def reorder(self, index: Tensor) -> None:
+        for self_kv, cross_kv in self.layers:
+            self_kv.reorder(index)
+            cross_kv.reorder(index)
+
+
 class Attention(nn.Module):
-    """Self-attention (one fused q/k/v projection) or cross-attention (q, fused k/v)."""
+    """Self-attention (one fused q/k/v projection) or cross-attention (q, fused k/v).
+
+    `scale` multiplies q·kᵀ: None is 1/√d; T5 uses 1.0 (its init absorbs the scaling).
+    """
 
     def __init__(self, dim: int, num_heads: int, *, bias: bool = True, dropout: float = 0.0,
-                 cross: bool = False) -> None:
+                 cross: bool = False, head_dim: int | None = None, scale: float | None = None) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.dropout = dropout
         self.cross = cross
+        self.scale = scale
+        inner = num_heads * (head_dim or dim // num_heads)
         if cross:
-            self.q = nn.Linear(dim, dim, bias=bias)
-            self.kv = nn.Linear(dim, 2 * dim, bias=bias)
+            self.q = nn.Linear(dim, inner, bias=bias)
+            self.kv = nn.Linear(dim, 2 * inner, bias=bias)
         else:
-            self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
-        self.out = nn.Linear(dim, dim, bias=bias)
+            self.qkv = nn.Linear(dim, 3 * inner, bias=bias)
+        self.out = nn.Linear(inner, dim, bias=bias)
 
-    def _heads(self, x: Tensor, n: int) -> Tensor:
-        # [B, T, n*D] -> n tensors of [B, H, T, d]
+    def _heads(self, x: Tensor, n: int) -> tuple[Tensor, ...]:
+        # [B, T, n*H*d] -> n tensors of [B, H, T, d]
         b, t, _ = x.shape
         return x.view(b, t, n, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, context: Tensor | None = None,
-                causal: bool = False) -> Tensor:
+                causal: bool = False, kv: KV | None = None) -> Tensor:
+        """x [B, T, D] -> [B, T, D]. With `kv`, keys/values are cached there (decoding)."""
         if self.cross:
             (q,) = self._heads(self.q(x), 1)  # [B, H, T, d]
-            k, v = self._heads(self.kv(context), 2)  # [B, H, S, d]
+            if kv is not None and kv.k is not None:  # the encoder output does not change while decoding
+                k, v = kv.k, kv.v
+            else:
+                k, v = self._heads(self.kv(context), 2)  # [B, H, S, d]
         else:
             q, k, v = self._heads(self.qkv(x), 3)  # [B, H, T, d] each
+            if kv is not None and kv.k is not None:
+                k, v = torch.cat([kv.k, k], 2), torch.cat([kv.v, v], 2)  # [B, H, S_past + T, d]
+        if kv is not None:
+            kv.k, kv.v = k, v
+        t, s = q.shape[2], k.shape[2]
+        if causal and t == 1:  # one new query sees every cached key
+            causal = False
+        elif causal and (mask is not None or t != s):  # fold the causal structure into the mask
+            c = causal_mask(t, s, q.device)
+            mask = c if mask is None else (mask & c if mask.dtype == torch.bool else mask + additive(c, mask.dtype))
+            causal = False
         if self.training and self.dropout > 0:
-            y = _attention_with_dropout(q, k, v, mask, causal, self.dropout)
+            y = _attention_with_dropout(q, k, v, mask, causal, self.dropout, self.scale)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+            if mask is not None and mask.dtype != torch.bool:
+                mask = mask.to(q.dtype)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
         # y: [B, H, T, d]
-        b, _, t, _ = y.shape
+        b = y.shape[0]
         return self.out(y.transpose(1, 2).reshape(b, t, -1))  # [B, T, D]

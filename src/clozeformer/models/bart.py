@@ -1,0 +1,209 @@
+"""BART: a bidirectional encoder and an autoregressive decoder, both post-norm (Lewis et al. 2020).
+
+Pretrained as a denoising autoencoder (objectives/denoise.py): the encoder reads the
+corrupted text, the decoder reconstructs the original. Learned absolute positions with
+fairseq's offset of 2, a LayerNorm on the embeddings, GELU, every decoder layer
+cross-attending to the encoder's final output, and an LM head tied to the shared
+embeddings plus `final_logits_bias`.
+
+Heads for fine-tuning (BART §3): sequence classification reads the decoder's final state at
+the last `</s>` of the input (fed to both encoder and decoder); token classification reads
+every decoder position; generation uses the LM head (see generate.py).
+
+Shapes: B batch, S source length, T target length, D width, V vocabulary, M labelled positions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clozeformer.config import BartConfig
+from clozeformer.models.output import Output
+from clozeformer.nn import Cache, TransformerLayer, init_weights, padding_mask
+from clozeformer.nn.functional import dropout
+
+POSITION_OFFSET = 2  # fairseq reserved the first two position rows; HF BART keeps the layout
+
+
+def shift_right(labels: Tensor, start_id: int, pad_id: int) -> Tensor:
+    """decoder_input_ids [B, T]: start token, then labels[:, :-1]; -100 becomes pad."""
+    out = labels.new_full(labels.shape, pad_id)
+    out[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, pad_id)
+    out[:, 0] = start_id
+    return out
+
+
+class BartStack(nn.Module):
+    """Learned positions + embedding LayerNorm + post-norm layers; a decoder's layers cross-attend."""
+
+    def __init__(self, cfg: BartConfig, *, decoder: bool) -> None:
+        super().__init__()
+        self.config, self.decoder = cfg, decoder
+        self.pos = nn.Embedding(cfg.max_positions + POSITION_OFFSET, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        n = cfg.decoder_layers if decoder else cfg.encoder_layers
+        self.layers = nn.ModuleList(
+            TransformerLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, activation=cfg.activation,
+                             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, eps=cfg.layer_norm_eps,
+                             ffn_dropout=cfg.activation_dropout, cross=decoder)
+            for _ in range(n))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, *, context: Tensor | None = None,
+                context_mask: Tensor | None = None, cache: Cache | None = None) -> Tensor:
+        """Token embeddings [B, T, D] -> hidden states [B, T, D]."""
+        start = cache.length if cache is not None else 0
+        t = x.shape[1]
+        if start + t > self.config.max_positions:
+            raise ValueError(f"sequence length {start + t} exceeds max_positions {self.config.max_positions}; "
+                             "truncate the input")
+        x = x + self.pos.weight[start + POSITION_OFFSET: start + t + POSITION_OFFSET]
+        x = dropout(self.norm(x), self.config.dropout, self.training)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, causal=self.decoder, context=context, context_mask=context_mask,
+                      cache=cache.layers[i] if cache is not None else None)
+        return x
+
+
+class BartModel(nn.Module):
+    """The bare encoder–decoder; `encode`/`decode_hidden` are the pieces generation needs."""
+
+    def __init__(self, cfg: BartConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.shared = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.encoder = BartStack(cfg, decoder=False)
+        self.decoder = BartStack(cfg, decoder=True)
+        self.embed_scale = cfg.hidden_size ** 0.5 if cfg.scale_embedding else 1.0
+        init_weights(self, cfg.initializer_range)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return self.shared(ids) * self.embed_scale  # [B, T] -> [B, T, D]
+
+    def encode(self, input_ids: Tensor | None, attention_mask: Tensor | None = None, *,
+               embeds: Tensor | None = None) -> Tensor:
+        """Source ids [B, S] (or ready input `embeds` [B, S, D], as the translation encoder gives) -> [B, S, D]."""
+        x = self.embed(input_ids) if embeds is None else embeds
+        return self.encoder(x, padding_mask(attention_mask))  # [B, S, D]
+
+    def decode_hidden(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, attention_mask: Tensor | None = None,
+                      cache: Cache | None = None) -> Tensor:
+        # Causal self-attention only: padding sits at the end of a target, where causality already hides it.
+        return self.decoder(self.embed(decoder_input_ids), context=encoder_hidden,
+                            context_mask=padding_mask(attention_mask), cache=cache)  # [B, T, D]
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None) -> Output:
+        if decoder_input_ids is None:  # BART §3.1: the same input to both (classification)
+            decoder_input_ids = shift_right(input_ids, self.config.decoder_start_token_id, self.config.pad_token_id)
+        h = self.encode(input_ids, attention_mask)
+        return Output(last_hidden_state=self.decode_hidden(decoder_input_ids, h, attention_mask))
+
+
+class _EncoderDecoder(nn.Module):
+    """What every BART head shares: the model, its config, and the generation protocol."""
+
+    config: BartConfig
+    bart: BartModel
+
+    def new_cache(self) -> Cache:
+        return Cache.empty(self.config.decoder_layers)
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.bart.encode(input_ids, attention_mask)
+
+    def decoder_inputs(self, labels: Tensor) -> Tensor:
+        return shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
+
+
+class BartForConditionalGeneration(_EncoderDecoder):
+    """BART with the LM head: denoising pretraining, summarization, translation, generation.
+
+    With `labels` the head runs only at labelled positions and `logits` is [M, V] (like
+    BERT's sparse MLM); without, it is [B, T, V].
+    """
+
+    def __init__(self, cfg: BartConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.bart = BartModel(cfg)
+        self.register_buffer("final_logits_bias", torch.zeros(cfg.vocab_size))  # [V]; zero unless imported
+
+    def lm_head(self, hidden: Tensor) -> Tensor:
+        return F.linear(hidden, self.bart.shared.weight, self.final_logits_bias)  # [..., V]
+
+    def decode(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, attention_mask: Tensor | None = None,
+               cache: Cache | None = None) -> Tensor:
+        return self.lm_head(self.bart.decode_hidden(decoder_input_ids, encoder_hidden, attention_mask, cache))
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("pass decoder_input_ids or labels")
+            decoder_input_ids = self.decoder_inputs(labels)
+        enc = self.bart.encode(input_ids, attention_mask)
+        h = self.bart.decode_hidden(decoder_input_ids, enc, attention_mask)  # [B, T, D]
+        out = Output(last_hidden_state=h)
+        if labels is None:
+            out.logits = self.lm_head(h)  # [B, T, V]
+            return out
+        where = labels != -100
+        out.logits = self.lm_head(h[where])  # [M, V]
+        out.loss = out.losses["lm"] = F.cross_entropy(out.logits.float(), labels[where])
+        return out
+
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
+        """Token ids [B, ≤ 1 + max_new_tokens] as `transformers` returns them; see generate.generate."""
+        from clozeformer.generate import generate
+
+        return generate(self, input_ids, attention_mask, **kwargs)
+
+
+class BartForSequenceClassification(_EncoderDecoder):
+    """Decoder's final state at the last `</s>` -> dense -> tanh -> classes (BART §3.1)."""
+
+    def __init__(self, cfg: BartConfig, num_labels: int, *, classifier_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.config, self.num_labels = cfg, num_labels
+        self.bart = BartModel(cfg)
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.out = nn.Linear(cfg.hidden_size, num_labels)
+        self.classifier_dropout = classifier_dropout
+        init_weights(nn.ModuleList([self.dense, self.out]), cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None) -> Output:
+        h = self.bart(input_ids, attention_mask).last_hidden_state  # [B, T, D]
+        eos = input_ids == self.config.eos_token_id  # [B, T]
+        if not bool(eos.any(1).all()):
+            raise ValueError("every input row must contain </s>: the classifier reads the state at the last one")
+        last = (eos * torch.arange(eos.shape[1], device=eos.device)).argmax(1)  # [B] index of the last </s>
+        x = h[torch.arange(h.shape[0], device=h.device), last]  # [B, D]
+        p, train = self.classifier_dropout, self.training
+        out = Output(last_hidden_state=h, pooled=x)
+        out.logits = self.out(dropout(torch.tanh(self.dense(dropout(x, p, train))), p, train))  # [B, C]
+        if labels is not None:
+            out.loss = (F.mse_loss(out.logits.squeeze(-1).float(), labels.float()) if self.num_labels == 1
+                        else F.cross_entropy(out.logits.float(), labels))
+        return out
+
+
+class BartForTokenClassification(_EncoderDecoder):
+    """Per-position decoder states -> classes (BART §3.2, token classification)."""
+
+    def __init__(self, cfg: BartConfig, num_labels: int, *, classifier_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.config, self.num_labels = cfg, num_labels
+        self.bart = BartModel(cfg)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.classifier_dropout = classifier_dropout
+        init_weights(self.classifier, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None) -> Output:
+        h = self.bart(input_ids, attention_mask).last_hidden_state  # [B, T, D]
+        out = Output(last_hidden_state=h)
+        out.logits = self.classifier(dropout(h, self.classifier_dropout, self.training))  # [B, T, C]
+        if labels is not None:
+            out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        return out
