@@ -1,13 +1,18 @@
 """Tokenizer: WordPiece training (Korean-safe), load/save, parity with transformers."""
 
+import base64
+import io
 import itertools
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tokenizers import models, pre_tokenizers
 
 from clozeformer.tokenizer import Tokenizer, TokenizerError
 
@@ -227,3 +232,265 @@ def test_load_errors_name_the_path(tmp_path):
 def test_unknown_special_token_rejected(english):
     with pytest.raises(TokenizerError, match="<nope>"):
         Tokenizer(english.backend, {"pad": "<nope>"})
+
+
+# ---- byte-level BPE (BART) and Unigram (T5) -------------------------------------------------
+
+MIXED = [
+    ("a <mask> b", None),
+    ("Hello, World!  café naïve ＡＢＣ", "A second Sentence here."),
+    (KO_PHRASE, "영화 정말 재밌어요 ㅋㅋ"),
+    ("x <extra_id_0> y <extra_id_2>", None),
+]
+
+
+def _lines(name: str, n: int) -> list[str]:
+    path = DATA / "corpus" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in itertools.islice(f, n)]
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus():
+    # Korean first: the test sentences' syllables must all be seen by the Unigram trainer.
+    return _lines("en_reviews.txt", 400) + _lines("ko_reviews.txt", 1500) + [KO_PHRASE] + SMALL_CORPUS
+
+
+@pytest.fixture(scope="module")
+def bpe(mixed_corpus):
+    return Tokenizer.train_bpe(mixed_corpus, vocab_size=1200)
+
+
+@pytest.fixture(scope="module")
+def unigram(mixed_corpus):
+    return Tokenizer.train_unigram(mixed_corpus, vocab_size=2000, extra_ids=100)
+
+
+def test_bpe_bart_layout_and_no_unknown_bytes(bpe):
+    assert bpe.tokens(range(4)) == ["<s>", "<pad>", "</s>", "<unk>"]
+    assert [bpe.bos_id, bpe.pad_id, bpe.eos_id, bpe.unk_id] == [0, 1, 2, 3]
+    assert bpe.mask_id == bpe.vocab_size - 1 == 1199 and bpe.tokens([bpe.mask_id]) == ["<mask>"]
+    assert (bpe.cls_id, bpe.sep_id) == (bpe.bos_id, bpe.eos_id)
+    assert bpe.special_ids == [0, 1, 2, 3, 1199] and bpe.sentinel_ids == [] and bpe.lowercase is False
+    vocab = bpe.backend.get_vocab()
+    assert all(ch in vocab for ch in pre_tokenizers.ByteLevel.alphabet())
+    unseen = "Ωμέγα ☃ 🙂 𝔘 \u0000 ぁ"  # nothing of this is in the corpus, yet nothing is unknown
+    ids = bpe.encode(unseen)
+    assert bpe.unk_id not in ids and bpe.decode(ids) == unseen
+    assert bpe.decode(bpe.encode(KO_PHRASE)) == KO_PHRASE
+
+
+def test_bpe_templates_and_mask_lstrip(bpe):
+    a, b = bpe.encode("the fox", add_special_tokens=False), bpe.encode("크리스찬", add_special_tokens=False)
+    assert bpe.encode("the fox") == [0, *a, 2]
+    assert bpe.encode("the fox", "크리스찬") == [0, *a, 2, 2, *b, 2]
+    # <mask> eats the space before it (lstrip), so "b" keeps its own "Ġb" as in HF's BART.
+    assert bpe.encode("a <mask> b") == [0, bpe.token_to_id("a"), bpe.mask_id, bpe.token_to_id("Ġb"), 2]
+    assert bpe.decode(bpe.encode("a <mask> b")) == "a b"
+    ids = bpe.encode(" ".join(SMALL_CORPUS[:2]), "the fox jumps", max_length=12)
+    assert len(ids) == 12 and ids[0] == 0 and ids[-1] == 2 and ids.count(2) == 3
+
+
+def test_unigram_t5_layout_sentinels_and_hangul(unigram):
+    V = unigram.vocab_size
+    assert unigram.tokens(range(3)) == ["<pad>", "</s>", "<unk>"]
+    assert [unigram.pad_id, unigram.eos_id, unigram.unk_id] == [0, 1, 2] and V == 2000
+    assert unigram.sentinel_ids == [V - 1 - i for i in range(100)]
+    assert unigram.sentinel_id(0) == V - 1 and unigram.tokens([V - 1, V - 100]) == ["<extra_id_0>", "<extra_id_99>"]
+    assert set(unigram.special_ids) == {0, 1, 2, *range(V - 100, V)}
+    with pytest.raises(TokenizerError, match="no sentinel 100"):
+        unigram.sentinel_id(100)
+    with pytest.raises(TokenizerError, match="'bos'"):
+        unigram.bos_id
+    a = unigram.encode("the fox", add_special_tokens=False)
+    assert unigram.encode("the fox") == [*a, 1] and unigram.encode("the fox", "a dog")[-1] == 1
+    assert unigram.encode("the fox", "the fox") == [*a, 1, *a, 1]
+    assert unigram.tokens(unigram.encode("x <extra_id_0> y"))[-4:] == ["<extra_id_0>", "▁", "y", "</s>"]
+    assert unigram.backend.normalizer.normalize_str("ＡＢＣ ①") == "ABC 1"  # NFKC, as T5's SentencePiece
+    for text in (KO_PHRASE, "영화 정말 재밌어요"):
+        ids = unigram.encode(text)
+        assert unigram.unk_id not in ids and unigram.decode(ids) == text
+        assert not any(map(_is_jamo, "".join(unigram.tokens(ids))))
+
+
+def test_train_dispatch_by_kind_and_family():
+    tok = Tokenizer.train("t5", SMALL_CORPUS, vocab_size=120, extra_ids=3)
+    assert isinstance(tok.backend.model, models.Unigram) and len(tok.sentinel_ids) == 3
+    V = tok.vocab_size
+    assert tok.sentinel_ids == [V - 1, V - 2, V - 3]  # the trainer stops short of 120 on 4 sentences
+    assert Tokenizer.train("bpe", SMALL_CORPUS, vocab_size=300).mask_id == 299
+    assert Tokenizer.train("bert", SMALL_CORPUS, vocab_size=200).specials == Tokenizer.train(
+        "wordpiece", SMALL_CORPUS, vocab_size=200).specials
+    with pytest.raises(TokenizerError, match="unknown tokenizer kind 'gpt'"):
+        Tokenizer.train("gpt", SMALL_CORPUS, vocab_size=100)
+    with pytest.raises(TokenizerError, match="no room"):
+        Tokenizer.train_bpe(SMALL_CORPUS, vocab_size=200)
+    lower = Tokenizer.train_bpe(SMALL_CORPUS, vocab_size=300, lowercase=True)
+    assert lower.lowercase and lower.decode(lower.encode("Café QUICK")) == "café quick"
+
+
+def test_continuation_mask_bpe_and_unigram(bpe, unigram, english):
+    for tok, start in ((bpe, "Ġ"), (unigram, "▁")):
+        mask = tok.continuation_mask()
+        assert mask.shape == (tok.vocab_size,) and mask.dtype == bool and mask.any() and not mask.all()
+        special = set(tok.special_ids)
+        for token, i in tok.backend.get_vocab().items():
+            assert mask[i] == (i not in special and not token.startswith(start)), token
+    ids = bpe.encode("the unbelievably singing", add_special_tokens=False)
+    assert [bool(m) for m in bpe.continuation_mask()[ids]] == [not t.startswith("Ġ") for t in bpe.tokens(ids)]
+    assert not bpe.continuation_mask()[bpe.encode("x", "y")[0]]
+    assert english.sentinel_ids == [] and english.continuation_mask().sum() > 0  # WordPiece unchanged
+
+
+def test_saved_bpe_and_unigram_load_again_and_in_transformers(bpe, unigram, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    for tok in (bpe, unigram):
+        tok.save(tmp_path / "hf")
+        loaded = Tokenizer.load(tmp_path / "hf")
+        assert loaded.specials == tok.specials and loaded.sentinels == tok.sentinels
+        assert loaded.fingerprint == tok.fingerprint and loaded.lowercase is False
+        hf = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+        assert len(hf) == tok.vocab_size
+        for text, pair in MIXED + ENGLISH:
+            out = hf(text, pair)["input_ids"]
+            assert out == tok.encode(text, pair) == loaded.encode(text, pair), (text, pair)
+            assert hf.decode(out, skip_special_tokens=True) == tok.decode(out)
+        assert hf.pad_token_id == tok.pad_id and hf.eos_token_id == tok.eos_id and hf.unk_token_id == tok.unk_id
+        assert set(hf.all_special_ids) == set(tok.special_ids)
+        assert hf.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(len(tok.sentinels))]) == tok.sentinel_ids
+    assert hf.convert_tokens_to_ids("<extra_id_0>") == unigram.vocab_size - 1
+    # Without the config the sentinels are found in the vocab, the roles by their names.
+    (tmp_path / "hf" / "tokenizer_config.json").unlink()
+    bare = Tokenizer.load(tmp_path / "hf" / "tokenizer.json")
+    assert bare.sentinel_ids == unigram.sentinel_ids and bare.specials == unigram.specials
+
+
+def test_load_t5_tokenizer_json_written_by_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("sentencepiece")
+    model = _train_spiece(tmp_path / "spm")
+    spm = Tokenizer.load(model)  # only for its pieces and NFKC charsmap
+    vocab = json.loads(spm.backend.to_str())["model"]["vocab"]
+    charsmap = json.loads(spm.backend.to_str())["normalizer"]["normalizers"][0]["precompiled_charsmap"]
+    vocab = [tuple(v) for v in vocab] + [(f"<extra_id_{i}>", 0.0) for i in reversed(range(20))]
+    t5 = transformers.T5Tokenizer(vocab=vocab, extra_ids=20, _spm_precompiled_charsmap=base64.b64decode(charsmap))
+    t5.save_pretrained(tmp_path / "t5")
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path / "t5")
+    tok = Tokenizer.load(tmp_path / "t5")
+    assert tok.specials == {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"} and len(tok.sentinels) == 20
+    assert tok.sentinel_ids == [len(vocab) - 1 - i for i in range(20)] == hf.convert_tokens_to_ids(tok.sentinels)
+    for text, pair in MIXED + ENGLISH:
+        out = hf(text, pair)["input_ids"]
+        assert tok.encode(text, pair) == out, (text, pair)
+        assert tok.decode(out) == hf.decode(out, skip_special_tokens=True)
+
+
+def _train_spiece(directory: Path) -> Path:
+    """A tiny T5-layout spiece.model (<pad>=0 </s>=1 <unk>=2, no <s>) trained in memory."""
+    import sentencepiece
+
+    directory.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    texts = _lines("en_reviews.txt", 400) + _lines("ko_reviews.txt", 600) + [KO_PHRASE]
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=buffer, vocab_size=1500, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, minloglevel=2,
+    )
+    (directory / "spiece.model").write_bytes(buffer.getvalue())
+    return directory / "spiece.model"
+
+
+def test_load_spiece_model_matches_sentencepiece(tmp_path):
+    sentencepiece = pytest.importorskip("sentencepiece")
+    path = _train_spiece(tmp_path)
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+    tok = Tokenizer.load(tmp_path)
+    assert tok.vocab_size == sp.get_piece_size() == 1500 and tok.sentinels == []
+    assert [tok.pad_id, tok.eos_id, tok.unk_id] == [0, 1, 2]
+    texts = _lines("en_reviews.txt", 430)[400:] + _lines("ko_reviews.txt", 630)[600:]
+    texts += [KO_PHRASE, "  Hello,   World!  café  ＡＢＣ ① ", "영화 정말 재밌어요"]
+    for text in texts:
+        # T5 appends </s>; the pieces are exactly SentencePiece's own segmentation.
+        assert tok.encode(text) == sp.encode(text) + [1], text
+        assert tok.decode(tok.encode(text)) == sp.decode(sp.encode(text)).replace(" ⁇ ", "").replace("⁇", ""), text
+    # A T5 config beside it brings the sentinels, appended from the last down.
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 5}))
+    tok = Tokenizer.load(tmp_path / "spiece.model")
+    assert tok.sentinel_ids == [1504, 1503, 1502, 1501, 1500] and tok.vocab_size == 1505
+    assert tok.encode("x <extra_id_1>")[-2:] == [1503, 1]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer"}))
+    assert len(Tokenizer.load(tmp_path).sentinels) == 100  # HF T5Tokenizer's default extra_ids
+
+
+def test_spiece_without_sentencepiece_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "spiece.model").write_bytes(b"\x0a\x00")
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)  # import fails
+    with pytest.raises(TokenizerError, match="spiece.model.*needs the `sentencepiece` package"):
+        Tokenizer.load(tmp_path)
+
+
+def test_load_bart_tokenizer_json_and_vocab_merges(bpe, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    # tokenizer.json as transformers' BartTokenizerFast writes it.
+    transformers.BartTokenizerFast(tokenizer_object=bpe.backend).save_pretrained(tmp_path / "bart")
+    # vocab.json + merges.txt as fairseq/HF ship BART (with <mask> in vocab.json, the last id).
+    files = tmp_path / "files"
+    files.mkdir()
+    bpe.backend.model.save(str(files))
+    vocab = json.loads((files / "vocab.json").read_text(encoding="utf-8")) | {"<mask>": bpe.mask_id}
+    (files / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    # The mask_token as transformers 4 saved it: lstrip (bare "<mask>" gets none in transformers 5).
+    mask = {"__type": "AddedToken", "content": "<mask>", "lstrip": True, "rstrip": False, "normalized": False,
+            "single_word": False, "special": True}
+    config = {"tokenizer_class": "BartTokenizer", "mask_token": mask}
+    (files / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    for directory in (tmp_path / "bart", files):
+        hf = transformers.AutoTokenizer.from_pretrained(directory)
+        tok = Tokenizer.load(directory)
+        assert [tok.bos_id, tok.pad_id, tok.eos_id, tok.unk_id, tok.mask_id] == [0, 1, 2, 3, bpe.mask_id]
+        assert (tok.cls_id, tok.sep_id) == (0, 2) and tok.vocab_size == bpe.vocab_size
+        for text, pair in MIXED + ENGLISH:
+            out = hf(text, pair)["input_ids"]
+            assert tok.encode(text, pair) == out == bpe.encode(text, pair), (directory.name, text, pair)
+            assert tok.decode(out) == hf.decode(out, skip_special_tokens=True)
+    assert Tokenizer.load(files / "merges.txt").fingerprint == Tokenizer.load(files).fingerprint
+    (files / "merges.txt").unlink()
+    with pytest.raises(TokenizerError, match="vocab.json and merges.txt"):
+        Tokenizer.load(files)
+
+
+def test_config_sentinel_keys(unigram, tmp_path):
+    unigram.save(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["extra_ids"] == 100 and config["additional_special_tokens"][:2] == ["<extra_id_0>", "<extra_id_1>"]
+    # transformers 5 writes extra_special_tokens; a config may also name fewer sentinels than the vocab holds.
+    config.pop("additional_special_tokens")
+    config |= {"extra_ids": 0, "extra_special_tokens": [f"<extra_id_{i}>" for i in (1, 0, 2)]}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert Tokenizer.load(tmp_path).sentinel_ids == unigram.sentinel_ids[:3]
+    config["extra_special_tokens"] = ["<extra_id_0>", "<extra_id_2>"]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(TokenizerError, match="without gaps"):
+        Tokenizer.load(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
+def test_cli_train_tokenizer_kinds(kind, tmp_path, capsys):
+    from clozeformer.cli import main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(SMALL_CORPUS + [KO_PHRASE] * 3) + "\n", encoding="utf-8")
+    argv = ["train-tokenizer", "--corpus", str(corpus), "--out", str(tmp_path / "tok"), "--vocab-size", "400"]
+    argv += ["--kind", kind] + (["--extra-ids", "7"] if kind == "unigram" else [])
+    assert main(argv) == 0
+    tok = Tokenizer.load(tmp_path / "tok")
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'tok'}/tokenizer.json ({tok.vocab_size} tokens)"
+    model = {"wordpiece": "WordPiece", "bpe": "BPE", "unigram": "Unigram"}[kind]
+    assert type(tok.backend.model).__name__ == model
+    assert tok.lowercase is (kind == "wordpiece")  # BART and T5 keep case by default
+    assert len(tok.sentinels) == (7 if kind == "unigram" else 0)
+    assert tok.decode(tok.encode(KO_PHRASE)) == KO_PHRASE
+    if kind != "unigram":
+        assert main(argv[:-2] + ["--kind", kind, "--extra-ids", "3"]) == 1

@@ -1,12 +1,22 @@
 """Tokenizers: train, load and save a `tokenizers.Tokenizer`, and know its special tokens.
 
-`Tokenizer` wraps the Rust backend and a role -> token map (roles: "pad", "unk", "cls",
-"sep", "mask"; later families add "bos", "eos", sentinels). Everything that needs a
-special id asks by role, so no id is hard-coded outside this file.
+`Tokenizer` wraps the Rust backend, a role -> token map (roles: "pad", "unk", "cls", "sep",
+"mask", "bos", "eos") and T5's sentinels (`<extra_id_i>`, index i -> token). Everything that
+needs a special id asks by role (or `sentinel_id(i)`), so no id is hard-coded outside this file.
+
+Three kinds, one per family:
+
+- `wordpiece` (BERT, ELECTRA): "##" continues a word; [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
+- `bpe` (BART): GPT-2's byte-level BPE, "Ġ" starts a word; <s>=0 <pad>=1 </s>=2 <unk>=3,
+  <mask>=V-1; cls/sep alias bos/eos.
+- `unigram` (T5): SentencePiece-style Unigram, "▁" starts a word; <pad>=0 </s>=1 <unk>=2,
+  sentinel <extra_id_i>=V-1-i.
 
 A saved tokenizer is a directory with `tokenizer.json` (the backend, exactly) and
-`tokenizer_config.json` (the HF keys for the specials and `do_lower_case`), so the same
-directory loads in `transformers.AutoTokenizer`.
+`tokenizer_config.json` (the HF keys for the specials, sentinels and `do_lower_case`), so
+the same directory loads in `transformers.AutoTokenizer` with the same ids. `load` also
+reads what others wrote: BERT's vocab.txt, BART/RoBERTa's vocab.json + merges.txt, and T5's
+SentencePiece spiece.model (with the `sentencepiece` package).
 
 Shapes: V = vocab_size (with added tokens).
 """
@@ -15,19 +25,38 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import re
+import struct
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from tokenizers import AddedToken, Regex
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from clozeformer.io import atomic_write
 
-__all__ = ["Tokenizer", "TokenizerError"]
+__all__ = ["KINDS", "KIND_OF_FAMILY", "Tokenizer", "TokenizerError"]
 
 # BERT's specials in BERT's order, so a trained vocab has [PAD]=0 ... [MASK]=4.
 BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+# BART's (fairseq's dictionary) order: <s>=0 <pad>=1 </s>=2 <unk>=3; <mask> is appended after
+# the merges, so it is the last id (50264 in bart-base). cls/sep alias bos/eos as in HF's
+# BartTokenizer config, so BERT-shaped code (classification heads, MLM specs) asks by role.
+BART_SPECIALS = {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>", "mask": "<mask>"}
+BART_ALIASES = {"cls": "bos", "sep": "eos"}
+# T5's SentencePiece order: <pad>=0 </s>=1 <unk>=2 (the spiece.model of t5-base).
+T5_SPECIALS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
+T5_EXTRA_IDS = 100  # T5's sentinels <extra_id_0..99> (HF T5Tokenizer's default extra_ids)
+_SENTINEL = "<extra_id_{}>"
+_SENTINEL_RE = re.compile(r"<extra_id_(\d+)>")
+_METASPACE = "\u2581"  # "▁": SentencePiece's visible space, the start of a word
+_BYTE_LEVEL_SPACE = "\u0120"  # "Ġ": GPT-2's byte-to-unicode image of the space byte 0x20
+KINDS = ("wordpiece", "bpe", "unigram")
+# Which kind each family pretrains with: BERT's WordPiece (BERT §3; ELECTRA reuses BERT's
+# vocabulary), GPT-2's byte-level BPE for BART, a SentencePiece Unigram vocabulary for T5.
+KIND_OF_FAMILY = {"bert": "wordpiece", "electra": "wordpiece", "bart": "bpe", "t5": "unigram"}
 # Conventional names per role, used to find the specials of a vocab that comes without a config.
 _CONVENTIONAL = {
     "pad": ("[PAD]", "<pad>"),
@@ -82,14 +111,164 @@ def _config_specials(config: dict) -> dict[str, str]:
 
 
 def _detect_specials(backend: Backend) -> dict[str, str]:
-    """Roles whose conventional name is in the vocab (first match wins)."""
+    """Roles whose conventional name is in the vocab (first match wins).
+
+    A vocab with <s> and </s> but no [CLS]/[SEP] is RoBERTa/BART's: cls and sep alias bos and eos.
+    """
     specials = {}
     for role, names in _CONVENTIONAL.items():
         for name in names:
             if backend.token_to_id(name) is not None:
                 specials[role] = name
                 break
+    if "bos" in specials and "eos" in specials:
+        for alias, role in BART_ALIASES.items():
+            specials.setdefault(alias, specials[role])
     return specials
+
+
+def _detect_sentinels(backend: Backend) -> list[str]:
+    """<extra_id_0>, <extra_id_1>, ... as far as the vocab holds them without a gap."""
+    sentinels = []
+    while backend.token_to_id(_SENTINEL.format(len(sentinels))) is not None:
+        sentinels.append(_SENTINEL.format(len(sentinels)))
+    return sentinels
+
+
+def _config_sentinels(config: dict) -> list[str] | None:
+    """Sentinels a config names (T5: `extra_ids`, and `additional_special_tokens` in transformers 4
+    or `extra_special_tokens` in 5); None when it names none, so the vocab decides."""
+    found = {}
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+        values = config.get(key) or []
+        for value in values.values() if isinstance(values, dict) else values:
+            value = value.get("content") if isinstance(value, dict) else value
+            match = _SENTINEL_RE.fullmatch(value) if isinstance(value, str) else None
+            if match:
+                found[int(match.group(1))] = value
+    n = config.get("extra_ids")
+    if not found and isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+        return [_SENTINEL.format(i) for i in range(n)]
+    if not found:
+        return None
+    if sorted(found) != list(range(len(found))):
+        raise TokenizerError(f"sentinels must be <extra_id_0> ... <extra_id_{len(found) - 1}> without gaps, "
+                             f"got indices {sorted(found)}")
+    return [found[i] for i in range(len(found))]
+
+
+def _find(component: dict | None, kind: str) -> dict | None:
+    """The first serialised normalizer/pre-tokenizer of this type, Sequences searched; else None."""
+    if not isinstance(component, dict):
+        return None
+    if component.get("type") == kind:
+        return component
+    for key in ("normalizers", "pretokenizers"):
+        for child in component.get(key) or []:
+            if (found := _find(child, kind)) is not None:
+                return found
+    return None
+
+
+def _t5_template(eos_token: str, backend: Backend) -> processors.TemplateProcessing:
+    """T5's `A </s>` and `A </s> B </s>` (HF T5Tokenizer's template; one segment id)."""
+    return processors.TemplateProcessing(
+        single=f"$A {eos_token}",
+        pair=f"$A {eos_token} $B {eos_token}",
+        special_tokens=[(eos_token, backend.token_to_id(eos_token))],
+    )
+
+
+def _bart_processor(specials: dict[str, str], backend: Backend, add_prefix_space: bool) -> processors.RobertaProcessing:
+    """RoBERTa/BART's `<s> A </s>` and `<s> A </s> </s> B </s>` (one segment id)."""
+    cls_token, sep_token = specials.get("cls", specials["bos"]), specials.get("sep", specials["eos"])
+    return processors.RobertaProcessing(
+        (sep_token, backend.token_to_id(sep_token)),
+        (cls_token, backend.token_to_id(cls_token)),
+        trim_offsets=True,
+        add_prefix_space=add_prefix_space,
+    )
+
+
+def _unigram_pipeline(backend: Backend) -> None:
+    """T5's SentencePiece pre-tokenisation as HF's T5Tokenizer builds it: split on whitespace
+    (which also drops repeated and edge spaces), then mark each word's start with "▁"."""
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement=_METASPACE, prepend_scheme="always")]
+    )
+    backend.decoder = decoders.Metaspace(replacement=_METASPACE, prepend_scheme="always")
+
+
+def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(buf):
+            raise TokenizerError("truncated protobuf varint")
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not byte & 0x80:
+            return value, i
+
+
+def _proto_fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of one serialised protobuf message, top level only: varints as int,
+    length-delimited fields and fixed32/64 as raw bytes (the protobuf wire format)."""
+    i = 0
+    while i < len(buf):
+        key, i = _read_varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _read_varint(buf, i)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = buf[i : i + size], i + size
+        elif wire == 2:
+            size, i = _read_varint(buf, i)
+            value, i = buf[i : i + size], i + size
+        else:
+            raise TokenizerError(f"unsupported protobuf wire type {wire}")
+        yield field, value
+
+
+# SentencePiece's ModelProto field numbers (sentencepiece_model.proto): pieces=1,
+# trainer_spec=2, normalizer_spec=3; a piece is piece=1, score=2 (float32), type=3.
+_SPM_NORMAL, _SPM_UNKNOWN, _SPM_CONTROL, _SPM_USER_DEFINED, _SPM_UNUSED, _SPM_BYTE = 1, 2, 3, 4, 5, 6
+_SPM_UNIGRAM = 1
+
+
+def _read_spm_proto(buf: bytes) -> dict:
+    """The parts of a SentencePiece model the backend needs: pieces (piece, score, type),
+    model_type and byte_fallback (TrainerSpec 3, 35), and the NormalizerSpec's
+    precompiled_charsmap (2), add_dummy_prefix (3, default true) and remove_extra_whitespaces (4)."""
+    out = {"pieces": [], "model_type": _SPM_UNIGRAM, "byte_fallback": False,
+           "charsmap": b"", "add_dummy_prefix": True, "remove_extra_whitespaces": True}
+    for field, value in _proto_fields(buf):
+        if field == 1:
+            piece, score, kind = "", 0.0, _SPM_NORMAL
+            for f, v in _proto_fields(value):
+                if f == 1:
+                    piece = v.decode("utf-8")
+                elif f == 2:
+                    score = struct.unpack("<f", v)[0]
+                elif f == 3:
+                    kind = v
+            out["pieces"].append((piece, score, kind))
+        elif field == 2:
+            for f, v in _proto_fields(value):
+                if f == 3:
+                    out["model_type"] = v
+                elif f == 35:
+                    out["byte_fallback"] = bool(v)
+        elif field == 3:
+            for f, v in _proto_fields(value):
+                if f == 2:
+                    out["charsmap"] = v
+                elif f == 3:
+                    out["add_dummy_prefix"] = bool(v)
+                elif f == 4:
+                    out["remove_extra_whitespaces"] = bool(v)
+    return out
 
 
 def _lowercases(normalizer: dict | None) -> bool:
@@ -114,16 +293,28 @@ def _as_list(ids) -> list[int]:
 class Tokenizer:
     """Our thin wrapper around a `tokenizers.Tokenizer` plus the roles of its special tokens."""
 
-    def __init__(self, backend: Backend, specials: dict[str, str], lowercase: bool | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        specials: dict[str, str],
+        lowercase: bool | None = None,
+        sentinels: list[str] | None = None,
+    ):
+        """sentinels: the tokens of sentinel 0, 1, ...; None finds <extra_id_0>, ... in the vocab."""
         for role, token in specials.items():
             if backend.token_to_id(token) is None:
                 raise TokenizerError(f"special token {token!r} for role {role!r} is not in the vocabulary")
+        sentinels = _detect_sentinels(backend) if sentinels is None else list(sentinels)
+        for i, token in enumerate(sentinels):
+            if backend.token_to_id(token) is None:
+                raise TokenizerError(f"sentinel {i} {token!r} is not in the vocabulary")
         # Padding and truncation are per call here (a tokenizer.json may carry e.g. MiniLM's
         # fixed padding to 128), so the backend itself never pads or truncates.
         backend.no_padding()
         backend.no_truncation()
         self.backend = backend
         self.specials = dict(specials)
+        self.sentinels = sentinels
         if lowercase is None:
             lowercase = _lowercases(json.loads(backend.to_str()).get("normalizer"))
         self.lowercase = lowercase
@@ -165,39 +356,207 @@ class Tokenizer:
         )
         backend.train_from_iterator(texts, trainer)
         backend.post_processor = _bert_template(BERT_SPECIALS["cls"], BERT_SPECIALS["sep"], backend)
-        return cls(backend, BERT_SPECIALS, lowercase=lowercase)
+        return cls(backend, BERT_SPECIALS, lowercase=lowercase, sentinels=[])
+
+    @classmethod
+    def train_bpe(
+        cls,
+        texts: Iterable[str],
+        *,
+        vocab_size: int,
+        lowercase: bool = False,
+        min_frequency: int = 2,
+        show_progress: bool = False,
+    ) -> Tokenizer:
+        """Train BART's byte-level BPE (GPT-2's): <s>=0 <pad>=1 </s>=2 <unk>=3, <mask>=V-1.
+
+        Every one of the 256 bytes is in the initial alphabet, so no text is ever unknown (<unk>
+        exists for HF's config only). No prefix space (BART's add_prefix_space=False): the first
+        word of a text is "Hello", later ones "ĠHello". <mask> matches with lstrip, as in HF's
+        BartTokenizer, so "a <mask> b" is `a`, ` <mask>`, `Ġb`. cls/sep alias bos/eos.
+        """
+        if vocab_size <= 256 + len(BART_SPECIALS):
+            raise TokenizerError(f"vocab_size={vocab_size} leaves no room beside the 256 bytes and 5 specials")
+        backend = Backend(models.BPE())
+        if lowercase:
+            backend.normalizer = normalizers.Lowercase()
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size - 1,  # <mask> is added after the merges, as the last id
+            min_frequency=min_frequency,
+            special_tokens=[BART_SPECIALS[r] for r in ("bos", "pad", "eos", "unk")],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=show_progress,
+        )
+        backend.train_from_iterator(texts, trainer)
+        backend.add_special_tokens([AddedToken(BART_SPECIALS["mask"], lstrip=True, normalized=False, special=True)])
+        specials = BART_SPECIALS | {alias: BART_SPECIALS[role] for alias, role in BART_ALIASES.items()}
+        backend.post_processor = _bart_processor(specials, backend, add_prefix_space=False)
+        return cls(backend, specials, lowercase=lowercase, sentinels=[])
+
+    @classmethod
+    def train_unigram(
+        cls,
+        texts: Iterable[str],
+        *,
+        vocab_size: int,
+        lowercase: bool = False,
+        extra_ids: int = T5_EXTRA_IDS,
+        show_progress: bool = False,
+    ) -> Tokenizer:
+        """Train T5's SentencePiece-style Unigram: <pad>=0 </s>=1 <unk>=2, sentinel i = V-1-i.
+
+        NFKC first (T5's SentencePiece normalisation; it composes Hangul, never splits it).
+        vocab_size counts the extra_ids sentinels; the trainer may stop below it on a small
+        corpus. Characters never seen in training map to <unk>.
+        """
+        if extra_ids < 0 or vocab_size <= extra_ids + len(T5_SPECIALS):
+            raise TokenizerError(f"vocab_size={vocab_size} leaves no room beside {extra_ids} sentinels and 3 specials")
+        backend = Backend(models.Unigram())
+        steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+        backend.normalizer = normalizers.Sequence(steps)
+        _unigram_pipeline(backend)
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size - extra_ids,
+            special_tokens=[T5_SPECIALS[r] for r in ("pad", "eos", "unk")],
+            unk_token=T5_SPECIALS["unk"],
+            show_progress=show_progress,
+        )
+        backend.train_from_iterator(texts, trainer)
+        # Through JSON once: the reader rounds some trained f64 scores by an ulp, and a second
+        # pass is stable, so the fingerprint of this tokenizer equals that of its saved copy.
+        backend = Backend.from_str(backend.to_str())
+        # Added from the last down, so <extra_id_0> gets the highest id (T5's layout).
+        sentinels = [_SENTINEL.format(i) for i in range(extra_ids)]
+        backend.add_special_tokens(sentinels[::-1])
+        backend.post_processor = _t5_template(T5_SPECIALS["eos"], backend)
+        return cls(backend, T5_SPECIALS, lowercase=lowercase, sentinels=sentinels)
+
+    @classmethod
+    def train(cls, kind: str, texts: Iterable[str], **kwargs) -> Tokenizer:
+        """train_wordpiece / train_bpe / train_unigram by kind ("wordpiece", "bpe", "unigram")
+        or by family ("bert", "electra", "bart", "t5"; see KIND_OF_FAMILY)."""
+        kind = KIND_OF_FAMILY.get(kind, kind)
+        if kind not in KINDS:
+            choices = ", ".join(KINDS + tuple(KIND_OF_FAMILY))
+            raise TokenizerError(f"unknown tokenizer kind {kind!r}; choose from {choices}")
+        return getattr(cls, f"train_{kind}")(texts, **kwargs)
 
     @classmethod
     def load(cls, path) -> Tokenizer:
-        """Load a directory holding tokenizer.json (preferred) or vocab.txt, or either file."""
+        """Load a directory, or one of its files: tokenizer.json (preferred), vocab.json +
+        merges.txt (BART/RoBERTa), spiece.model (T5, needs `sentencepiece`) or vocab.txt (BERT).
+
+        Roles and sentinels come from tokenizer_config.json beside the file when there is one,
+        else from the conventional names in the vocab.
+        """
         path = Path(path)
         if path.is_dir():
-            for name in ("tokenizer.json", "vocab.txt"):
+            for name in ("tokenizer.json", "vocab.json", "spiece.model", "vocab.txt"):
                 if (path / name).is_file():
                     path = path / name
                     break
             else:
-                raise TokenizerError(f"{path}: no tokenizer.json or vocab.txt in this directory")
+                raise TokenizerError(f"{path}: no tokenizer.json or vocab.txt "
+                                     "(nor vocab.json + merges.txt, spiece.model) in this directory")
         elif not path.is_file():
             raise TokenizerError(f"{path}: no such tokenizer file or directory")
         config = _read_config(path.parent / "tokenizer_config.json")
+        lowercase = config.get("do_lower_case")
+        lowercase = lowercase if isinstance(lowercase, bool) else None
+        sentinels = _config_sentinels(config)
+        if path.name in ("vocab.json", "merges.txt"):
+            kind = "bpe_files"
+        else:
+            kind = {".json": "tokenizer_json", ".model": "spiece"}.get(path.suffix, "vocab_txt")
 
-        if path.suffix == ".json":
+        if kind == "tokenizer_json":
             try:
                 backend = Backend.from_file(str(path))
             except Exception as e:  # tokenizers raises a bare Exception on bad JSON
                 raise TokenizerError(f"{path}: not a valid tokenizer.json ({e})") from None
-            lowercase = config.get("do_lower_case")
-            lowercase = lowercase if isinstance(lowercase, bool) else None
+        elif kind == "bpe_files":
+            backend = cls._from_vocab_json(path.parent / "vocab.json", path.parent / "merges.txt", config)
+        elif kind == "spiece":
+            backend = cls._from_spiece(path)
+            if sentinels is None and str(config.get("tokenizer_class", "")).startswith("T5"):
+                sentinels = [_SENTINEL.format(i) for i in range(T5_EXTRA_IDS)]  # HF T5Tokenizer's default
+            # T5's converter appends them after the pieces from the last down: <extra_id_0> = V-1.
+            backend.add_special_tokens([t for t in (sentinels or [])[::-1] if backend.token_to_id(t) is None])
         else:
             backend, lowercase = cls._from_vocab_txt(path, config)
         specials = _detect_specials(backend) | _config_specials(config)
-        if path.suffix != ".json":
+
+        if kind != "tokenizer_json":
             # Specials must match whole before normalisation, else "[MASK]" splits into "[", "mask", "]".
-            backend.add_special_tokens(sorted(set(specials.values())))
-            if "cls" in specials and "sep" in specials:
-                backend.post_processor = _bert_template(specials["cls"], specials["sep"], backend)
-        return cls(backend, specials, lowercase=lowercase)
+            # A byte-level <mask> also eats the space before it (BART/RoBERTa's mask_token has lstrip).
+            mask = config.get("mask_token")
+            lstrip = kind == "bpe_files" and (mask.get("lstrip", True) if isinstance(mask, dict) else True)
+            backend.add_special_tokens(
+                [AddedToken(t, lstrip=lstrip and t == specials.get("mask"), normalized=False, special=True)
+                 for t in sorted(set(specials.values()))]
+            )
+        if kind == "vocab_txt" and "cls" in specials and "sep" in specials:
+            backend.post_processor = _bert_template(specials["cls"], specials["sep"], backend)
+        elif kind == "bpe_files" and "cls" in specials and "sep" in specials:
+            backend.post_processor = _bart_processor(specials, backend, bool(config.get("add_prefix_space", False)))
+        elif kind == "spiece" and "eos" in specials:
+            backend.post_processor = _t5_template(specials["eos"], backend)
+        return cls(backend, specials, lowercase=lowercase, sentinels=sentinels)
+
+    @staticmethod
+    def _from_vocab_json(vocab: Path, merges: Path, config: dict) -> Backend:
+        """BART/RoBERTa/GPT-2's vocab.json + merges.txt as byte-level BPE (HF RobertaTokenizer's build)."""
+        if not (vocab.is_file() and merges.is_file()):
+            raise TokenizerError(f"{vocab.parent}: a byte-level BPE needs both vocab.json and merges.txt")
+        try:
+            model = models.BPE.from_file(str(vocab), str(merges))
+        except Exception as e:
+            raise TokenizerError(f"{vocab.parent}: not a valid vocab.json + merges.txt pair ({e})") from None
+        backend = Backend(model)
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(config.get("add_prefix_space", False)))
+        backend.decoder = decoders.ByteLevel()
+        return backend
+
+    @staticmethod
+    def _from_spiece(path: Path) -> Backend:
+        """A SentencePiece Unigram model (T5's spiece.model) as HF's converter builds it.
+
+        `sentencepiece` reads and checks the file; the few fields its API does not expose
+        (piece types, the normaliser's precompiled charsmap) are read from its serialised proto.
+        """
+        try:
+            import sentencepiece
+        except ImportError:
+            raise TokenizerError(f"{path}: reading a SentencePiece model needs the `sentencepiece` package "
+                                 "(pip install 'clozeformer[hf]'), or give a tokenizer.json instead") from None
+        try:
+            sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        except Exception as e:
+            raise TokenizerError(f"{path}: not a valid SentencePiece model ({e})") from None
+        spm = _read_spm_proto(sp.serialized_model_proto())
+        if spm["model_type"] != _SPM_UNIGRAM:
+            raise TokenizerError(f"{path}: only Unigram SentencePiece models are supported "
+                                 f"(model_type={spm['model_type']})")
+        pieces = spm["pieces"]
+        if len(pieces) != sp.get_piece_size():
+            raise TokenizerError(f"{path}: read {len(pieces)} pieces but sentencepiece has {sp.get_piece_size()}")
+        unk_id = sp.unk_id() if sp.unk_id() >= 0 else None
+        vocab = [(piece, score) for piece, score, _ in pieces]
+        backend = Backend(models.Unigram(vocab, unk_id=unk_id, byte_fallback=spm["byte_fallback"]))
+        steps = [normalizers.Precompiled(spm["charsmap"])] if spm["charsmap"] else []
+        if spm["remove_extra_whitespaces"]:
+            steps += [normalizers.Strip(left=True, right=True), normalizers.Replace(Regex(" {2,}"), " ")]
+        if steps:
+            backend.normalizer = normalizers.Sequence(steps)
+        scheme = "always" if spm["add_dummy_prefix"] else "never"
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_METASPACE, prepend_scheme=scheme)
+        backend.decoder = decoders.Metaspace(replacement=_METASPACE, prepend_scheme=scheme)
+        # Control and unknown pieces never come out of a segmentation; user-defined ones match whole.
+        backend.add_special_tokens([p for p, _, kind in pieces if kind in (_SPM_CONTROL, _SPM_UNKNOWN)])
+        backend.add_tokens([AddedToken(p, normalized=False) for p, _, kind in pieces if kind == _SPM_USER_DEFINED])
+        return backend
 
     @staticmethod
     def _from_vocab_txt(path: Path, config: dict) -> tuple[Backend, bool]:
@@ -225,19 +584,28 @@ class Tokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": self.lowercase}
-        normalizer = json.loads(self.backend.to_str()).get("normalizer") or {}
+        serialised = json.loads(self.backend.to_str())
+        normalizer = serialised.get("normalizer") or {}
         if isinstance(self.backend.model, models.WordPiece):
             config["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
+        else:
+            config["model_input_names"] = ["input_ids", "attention_mask"]  # BART/T5: no segment ids
         if isinstance(self.backend.model, models.WordPiece) and normalizer.get("type") == "BertNormalizer":
             # transformers 5's BertTokenizer rebuilds its normaliser from these keys and drops
             # the one in tokenizer.json, so it is named only when the rebuild is identical;
             # anything else (our Hangul-safe Sequence) loads verbatim as PreTrainedTokenizerFast.
+            # So do BART (RobertaTokenizer) and T5 (T5Tokenizer): ours load verbatim too.
             config |= {
                 "tokenizer_class": "BertTokenizerFast",
                 "strip_accents": normalizer.get("strip_accents"),
                 "tokenize_chinese_chars": normalizer.get("handle_chinese_chars", True),
             }
+        if byte_level := _find(serialised.get("pre_tokenizer"), "ByteLevel"):
+            config["add_prefix_space"] = bool(byte_level.get("add_prefix_space"))
         config |= {f"{role}_token": token for role, token in self.specials.items()}
+        if self.sentinels:
+            # T5Tokenizer's keys: transformers 4 reads additional_special_tokens, 5 extra_special_tokens.
+            config |= {"extra_ids": len(self.sentinels), "additional_special_tokens": list(self.sentinels)}
         atomic_write(directory / "tokenizer.json", self.backend.to_str(pretty=True))
         config_text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
         atomic_write(directory / "tokenizer_config.json", config_text)
@@ -315,29 +683,68 @@ class Tokenizer:
         return self.special_id("mask")
 
     @property
+    def bos_id(self) -> int:
+        return self.special_id("bos")
+
+    @property
+    def eos_id(self) -> int:
+        return self.special_id("eos")
+
+    @property
+    def sentinel_ids(self) -> list[int]:
+        """Index i -> id of <extra_id_i> (T5: V-1-i); [] when the tokenizer has none."""
+        return [self.backend.token_to_id(t) for t in self.sentinels]
+
+    def sentinel_id(self, i: int) -> int:
+        if not 0 <= i < len(self.sentinels):
+            raise TokenizerError(f"no sentinel {i}: this tokenizer has {len(self.sentinels)} (<extra_id_0> ...)")
+        return self.backend.token_to_id(self.sentinels[i])
+
+    @property
     def special_ids(self) -> list[int]:
-        return sorted({self.backend.token_to_id(t) for t in self.specials.values()})
+        """Ids of every role's token and every sentinel, sorted."""
+        return sorted({self.backend.token_to_id(t) for t in self.specials.values()} | set(self.sentinel_ids))
 
     def continuation_mask(self) -> np.ndarray:
-        """bool [V]: True where a token continues a word ("##ing"); all False for non-WordPiece models."""
+        """bool [V]: True where a token continues the word before it, for whole-word masking.
+
+        WordPiece: "##ing" (the model's continuing prefix). Byte-level BPE: a token not starting
+        with "Ġ" (the space byte), e.g. "ing" in "Ġsing|ing"; the first word of a text has no
+        space before it, so callers treat the token after a special (or position 0) as a word
+        start. Unigram/Metaspace: a piece not starting with "▁". Special tokens (roles,
+        sentinels, any added special) are False; other models are all False.
+        """
         mask = np.zeros(self.vocab_size, dtype=bool)
-        prefix = getattr(self.backend.model, "continuing_subword_prefix", None)
-        if not isinstance(self.backend.model, models.WordPiece) or not prefix:
+        model = self.backend.model
+        pre_tokenizer = json.loads(self.backend.to_str()).get("pre_tokenizer")
+        prefix = getattr(model, "continuing_subword_prefix", None)
+        if isinstance(model, (models.WordPiece, models.BPE)) and prefix:
+            continues = lambda t: t.startswith(prefix) and len(t) > len(prefix)  # noqa: E731
+        elif isinstance(model, models.BPE) and _find(pre_tokenizer, "ByteLevel"):
+            continues = lambda t: not t.startswith(_BYTE_LEVEL_SPACE)  # noqa: E731
+        elif metaspace := _find(pre_tokenizer, "Metaspace"):
+            start = metaspace.get("replacement", _METASPACE)
+            continues = lambda t: not t.startswith(start)  # noqa: E731
+        else:
             return mask
-        special = set(self.specials.values())
+        special = set(self.specials.values()) | set(self.sentinels)
+        special |= {t.content for t in self.backend.get_added_tokens_decoder().values() if t.special}
         for token, i in self.backend.get_vocab(with_added_tokens=True).items():
-            mask[i] = token.startswith(prefix) and len(token) > len(prefix) and token not in special
+            mask[i] = token not in special and continues(token)
         return mask
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the serialised backend and the specials: equal fingerprints tokenise equally."""
+        """sha256 of the serialised backend, the specials and sentinels: equal fingerprints tokenise equally."""
         h = hashlib.sha256(self.backend.to_str().encode("utf-8"))
         h.update(json.dumps(self.specials, sort_keys=True).encode("utf-8"))
+        if self.sentinels:  # only when there are any, so WordPiece fingerprints stay as they were
+            h.update(json.dumps(self.sentinels).encode("utf-8"))
         return h.hexdigest()
 
     def __repr__(self) -> str:
         kind = type(self.backend.model).__name__
         return (
-            f"Tokenizer({kind}, vocab_size={self.vocab_size}, lowercase={self.lowercase}, specials={self.specials})"
+            f"Tokenizer({kind}, vocab_size={self.vocab_size}, lowercase={self.lowercase}, specials={self.specials}, "
+            f"sentinels={len(self.sentinels)})"
         )
