@@ -47,6 +47,43 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def race(models: dict, batch: dict, precision: str, steps: int, warmup: int, loss_fn=None) -> dict[str, float]:
+    """Median seconds per training step (forward, loss, backward, AdamW) of each model.
+
+    The models take turns step by step, so a slow spell of the machine hits them alike.
+    `loss_fn(model, batch)` defaults to `model(**batch).loss`.
+    """
+    loss_fn = loss_fn or (lambda model, b: model(**b).loss)
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for i in range(warmup + steps):
+        for name, model in models.items():
+            model.train()
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = loss_fn(model, batch)
+            loss.backward()
+            opts[name].step()
+            opts[name].zero_grad(set_to_none=True)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def print_race(rows: list[tuple[str, dict[str, float]]], tokens: int) -> None:
+    """The markdown table of `race` results (tokens per step given) and the ratio to transformers' bf16."""
+    print("\n| precision | clozeformer ms/step | tok/s | transformers ms/step | tok/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    for precision, med in rows:
+        ours_t, theirs_t = med["clozeformer"], med["transformers"]
+        print(f"| {precision} | {ours_t * 1e3:.0f} | {tokens / ours_t:,.0f} | {theirs_t * 1e3:.0f} | "
+              f"{tokens / theirs_t:,.0f} | {theirs_t / ours_t:.2f}x |")
+    best_hf_bf16 = dict(rows).get("bf16", {}).get("transformers")
+    if best_hf_bf16:
+        best_ours = min(m["clozeformer"] for _, m in rows)
+        print(f"\nours (best precision) vs transformers bf16: {best_hf_bf16 / best_ours:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=6)
@@ -70,39 +107,10 @@ def main() -> None:
     batch = make_batch(args.batch, args.seq, cfg.vocab_size, torch.Generator().manual_seed(0))
     tokens = args.batch * args.seq
 
-    def step(model, opt, precision):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.item()
+    rows = [(precision, race({"clozeformer": ours, "transformers": theirs}, batch, precision, args.steps,
+                             args.warmup)) for precision in args.precision.split(",")]
 
-    rows = []
-    for precision in args.precision.split(","):
-        models = {"clozeformer": ours, "transformers": theirs}
-        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
-        times: dict[str, list[float]] = {k: [] for k in models}
-        for i in range(args.warmup + args.steps):
-            for name, model in models.items():
-                model.train()
-                t0 = time.perf_counter()
-                step(model, opts[name], precision)
-                if i >= args.warmup:
-                    times[name].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        rows.append((precision, med))
-
-    print("\n| precision | clozeformer ms/step | tok/s | transformers ms/step | tok/s | ratio |")
-    print("|---|---|---|---|---|---|")
-    for precision, med in rows:
-        ours_t, theirs_t = med["clozeformer"], med["transformers"]
-        print(f"| {precision} | {ours_t * 1e3:.0f} | {tokens / ours_t:,.0f} | {theirs_t * 1e3:.0f} | "
-              f"{tokens / theirs_t:,.0f} | {theirs_t / ours_t:.2f}x |")
-    best_hf_bf16 = dict(rows).get("bf16", {}).get("transformers")
-    if best_hf_bf16:
-        best_ours = min(m["clozeformer"] for _, m in rows)
-        print(f"\nours (best precision) vs transformers bf16: {best_hf_bf16 / best_ours:.2f}x")
+    print_race(rows, tokens)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from clozeformer.data.cache import TokenCache
+from clozeformer.objectives.denoise import PRESETS, NoiseIds, NoiseStep, denoise
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.nsp import nsp_pairs
 
@@ -84,6 +85,24 @@ def _pad_rows(rows: list[np.ndarray], fill: int) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(out), torch.tensor([len(r) for r in rows])
 
 
+class _EpochOrder:
+    """Training examples in a fresh seeded permutation each epoch; batch k is rows [k·b, (k+1)·b)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _epoch(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, torch.randperm(self.n, generator=_seeded(self.seed, 2, epoch)).numpy())
+        return self._perm[1]
+
+    def rows(self, examples: np.ndarray, index: int, batch_size: int) -> np.ndarray:
+        picks = [examples[self._epoch(j // self.n)[j % self.n]]
+                 for j in range(index * batch_size, (index + 1) * batch_size)]
+        return np.stack(picks)
+
+
 @dataclass
 class MLMSpec:
     """What the MLM objective needs from the tokenizer."""
@@ -119,21 +138,12 @@ class BertPretrainData:
         self.eval_examples = make(np.flatnonzero(held))
         if len(self.train_examples) == 0:
             raise ValueError("the corpus is too small to hold out evaluation documents and still train")
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if self._perm is None or self._perm[0] != epoch:
-            n = len(self.train_examples)
-            self._perm = (epoch, torch.randperm(n, generator=_seeded(self.seed, 2, epoch)).numpy())
-        return self._perm[1]
+        self._order = _EpochOrder(len(self.train_examples), seed)
 
     def train_batch(self, index: int) -> dict[str, Tensor]:
         """The `index`-th micro-batch (deterministic in seed and index)."""
-        n = len(self.train_examples)
-        rows = []
-        for j in range(index * self.batch_size, (index + 1) * self.batch_size):
-            rows.append(self.train_examples[self._order(j // n)[j % n]])
-        return self.make_batch(np.stack(rows), _seeded(self.seed, 3, index))
+        return self.make_batch(self._order.rows(self.train_examples, index, self.batch_size),
+                               _seeded(self.seed, 3, index))
 
     def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
         """Fixed held-out batches: the same examples and masks at every evaluation."""
@@ -175,3 +185,67 @@ class BertPretrainData:
         so = self.cache.sent_offsets
         lo, hi = np.searchsorted(so, t0, "right"), np.searchsorted(so, t1, "left")
         return so[lo:hi]
+
+
+def noise_ids(tok) -> NoiseIds:
+    """BART's special ids from a tokenizer (bos/eos/pad/mask; <unk> is never drawn as a random token)."""
+    return NoiseIds(bos=tok.bos_id, eos=tok.eos_id, pad=tok.pad_id, mask=tok.mask_id, vocab_size=tok.vocab_size,
+                    special_ids=tuple(i for i in tok.special_ids if i not in (tok.bos_id, tok.eos_id, tok.pad_id,
+                                                                              tok.mask_id)))
+
+
+# Tokens that end a sentence for BART's sentence permutation, once the BPE/Unigram word-start
+# marks are stripped: ".", "!", "?", the ellipsis and the CJK full stop, alone or repeated.
+_SENTENCE_ENDS = set(".!?…。")
+
+
+def full_stop_ids(tok) -> list[int]:
+    stops = []
+    for i in range(tok.vocab_size):
+        piece = tok.tokens([i])[0].lstrip("Ġ▁")
+        if piece and set(piece) <= _SENTENCE_ENDS and i not in tok.special_ids:
+            stops.append(i)
+    return stops
+
+
+class DenoisePretrainData:
+    """Batches for BART pretraining: packed windows of max_len − 2 tokens, `<s> … </s>`, noised.
+
+    Windows run over consecutive training documents (like BERT without NSP), so a row holds
+    several sentences for sentence permutation to shuffle. The targets are the clean rows.
+    """
+
+    def __init__(self, cache: TokenCache, spec: NoiseIds, noise: str | tuple[NoiseStep, ...] = "bart-base", *,
+                 full_stops: list[int], max_len: int = 128, batch_size: int = 32, seed: int = 0,
+                 eval_fraction: float = 0.02) -> None:
+        if cache.n_tokens == 0:
+            raise ValueError("the corpus has no tokens")
+        if isinstance(noise, str) and noise not in PRESETS:
+            raise ValueError(f"unknown noise preset {noise!r}; choose from {sorted(PRESETS)}")
+        self.cache, self.spec, self.noise, self.full_stops = cache, spec, noise, torch.tensor(full_stops)
+        self.max_len, self.batch_size, self.seed = max_len, batch_size, seed
+        held = split_documents(cache.n_documents, eval_fraction, seed)
+        self.train_examples = stream_windows(cache, np.flatnonzero(~held), max_len - 2)
+        self.eval_examples = stream_windows(cache, np.flatnonzero(held), max_len - 2)
+        if len(self.train_examples) == 0:
+            raise ValueError("the corpus is too small to hold out evaluation documents and still train")
+        self._order = _EpochOrder(len(self.train_examples), seed)
+
+    def train_batch(self, index: int) -> dict[str, Tensor]:
+        return self.make_batch(self._order.rows(self.train_examples, index, self.batch_size),
+                               _seeded(self.seed, 3, index))
+
+    def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
+        ex = self.eval_examples[: max_batches * self.batch_size]
+        return [self.make_batch(ex[i: i + self.batch_size], _seeded(self.seed, 4, i))
+                for i in range(0, len(ex), self.batch_size)]
+
+    def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
+        s = self.spec
+        body, length = _pad_rows([self.cache.tokens[t0:t1] for t0, t1 in ranges], s.pad)
+        ids = torch.full((len(ranges), body.shape[1] + 2), s.pad, dtype=torch.long)
+        ids[:, 1:-1] = body
+        ids[:, 0] = s.bos
+        ids = ids.scatter(1, (length + 1)[:, None], s.eos)  # <s> body </s> <pad>…
+        return denoise(ids, length + 2, self.noise, spec=s, generator=g, full_stop_ids=self.full_stops,
+                       max_len=self.max_len)
