@@ -111,7 +111,7 @@ class _EncoderDecoder(nn.Module):
         return Cache.empty(self.config.decoder_layers)
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        return self.bart.encode(input_ids, attention_mask)
+        return self.bart.encode(input_ids, attention_mask)  # [B, S, D]
 
     def decoder_inputs(self, labels: Tensor) -> Tensor:
         return shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
@@ -143,7 +143,7 @@ class BartForConditionalGeneration(_EncoderDecoder):
             if labels is None:
                 raise ValueError("pass decoder_input_ids or labels")
             decoder_input_ids = self.decoder_inputs(labels)
-        enc = self.bart.encode(input_ids, attention_mask)
+        enc = self.encode(input_ids, attention_mask)  # [B, S, D]
         h = self.bart.decode_hidden(decoder_input_ids, enc, attention_mask)  # [B, T, D]
         out = Output(last_hidden_state=h)
         if labels is None:
@@ -207,3 +207,46 @@ class BartForTokenClassification(_EncoderDecoder):
         if labels is not None:
             out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
         return out
+
+
+class SourceEncoder(nn.Module):
+    """BART §3.4's new encoder: a small randomly initialised encoder over the source language's own
+    vocabulary, whose output replaces BART's input token embeddings."""
+
+    def __init__(self, cfg: BartConfig, vocab_size: int, num_layers: int = 2, pad_token_id: int = 1) -> None:
+        super().__init__()
+        small = cfg.replace(vocab_size=vocab_size, encoder_layers=num_layers, pad_token_id=pad_token_id,
+                            bos_token_id=0, eos_token_id=min(2, vocab_size - 1), decoder_start_token_id=0)
+        self.config = small
+        self.embed = nn.Embedding(vocab_size, cfg.hidden_size, padding_idx=pad_token_id)
+        self.stack = BartStack(small, decoder=False)
+        init_weights(self, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.stack(self.embed(input_ids), padding_mask(attention_mask))  # [B, S, D]
+
+
+class BartForTranslation(BartForConditionalGeneration):
+    """A pretrained BART (target language) fed by a new source-language encoder (BART §3.4).
+
+    Stage 1 trains only the new encoder, BART's positional embeddings and the self-attention
+    input projection of BART's first encoder layer; stage 2 trains everything, briefly.
+    `input_ids` are source-vocabulary ids; labels and generation use BART's vocabulary.
+    """
+
+    def __init__(self, cfg: BartConfig, source_vocab_size: int, *, source_layers: int = 2,
+                 source_pad_id: int = 1) -> None:
+        super().__init__(cfg)
+        self.source = SourceEncoder(cfg, source_vocab_size, source_layers, source_pad_id)
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.bart.encode(None, attention_mask, embeds=self.source(input_ids, attention_mask))
+
+    def set_stage(self, stage: int) -> list[str]:
+        """Freeze for training stage 1 or 2; returns the names of the trainable parameters."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        stage1 = ("source.", "bart.encoder.pos.", "bart.encoder.layers.0.attn.qkv.")
+        for name, p in self.named_parameters():
+            p.requires_grad_(stage == 2 or name.startswith(stage1))
+        return [n for n, p in self.named_parameters() if p.requires_grad]
