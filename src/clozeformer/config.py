@@ -151,3 +151,134 @@ class BartConfig(Config):
         self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
             self._check(0 <= getattr(self, name) < self.vocab_size, f"{name} must be a vocabulary id")
+
+
+@dataclass(frozen=True)
+class ElectraConfig(Config):
+    """ELECTRA (Clark et al. 2020): a BERT-like discriminator and a smaller MLM generator.
+
+    The fields describe the discriminator. The generator has the same depth, embedding size
+    and vocabulary; its width is derived as google-research/electra's `get_generator_config`
+    does: hidden = round(generator_fraction × H), heads = max(1, hidden // 64),
+    intermediate = 4 × hidden. The generator_* size fields, when non-zero, override the
+    derivation (needed to load checkpoints whose generator was sized otherwise).
+    """
+
+    model_type: ClassVar[str] = "electra"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # ELECTRA-Small (paper Table 6): H256, E128, L12, A4, F1024
+        "small": dict(embedding_size=128, hidden_size=256, num_layers=12, num_heads=4, intermediate_size=1024),
+        # ELECTRA-Small's widths at BERT-mini's depth (Turc et al. 2019's L4/H256)
+        "mini": dict(embedding_size=128, hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+        # BERT-tiny's shape (L2/H128); E = H/2 keeps ELECTRA-Small's E:H ratio. Generator H32, A1, F128.
+        "tiny": dict(embedding_size=64, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
+    }
+
+    vocab_size: int = 30522
+    embedding_size: int = 128  # E: token/position/type embedding width, shared by both networks
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    generator_fraction: float = 0.25  # google-research/electra's generator_hidden_size default
+    generator_hidden_size: int = 0  # 0: round(generator_fraction × hidden_size)
+    generator_num_heads: int = 0  # 0: max(1, generator hidden // 64)
+    generator_intermediate_size: int = 0  # 0: 4 × generator hidden
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    discriminator_weight: float = 50.0  # λ, ELECTRA §3.2
+
+    @property
+    def generator_hidden(self) -> int:
+        return self.generator_hidden_size or max(1, round(self.generator_fraction * self.hidden_size))
+
+    @property
+    def generator_heads(self) -> int:
+        return self.generator_num_heads or max(1, self.generator_hidden // 64)
+
+    @property
+    def generator_intermediate(self) -> int:
+        return self.generator_intermediate_size or 4 * self.generator_hidden
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_positions", "type_vocab_size"):
+            self._check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("generator_hidden_size", "generator_num_heads", "generator_intermediate_size"):
+            self._check(getattr(self, name) >= 0, f"{name} must be ≥ 0 (0 derives it), got {getattr(self, name)}")
+        self._check(self.hidden_size % self.num_heads == 0,
+                    f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        self._check(0.0 < self.generator_fraction <= 1.0, "generator_fraction must be in (0, 1]")
+        self._check(self.generator_hidden % self.generator_heads == 0,
+                    f"generator hidden {self.generator_hidden} is not divisible by its {self.generator_heads} heads")
+        for name in ("dropout", "attention_dropout"):
+            self._check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
+        self._check(0 <= self.pad_token_id < self.vocab_size, "pad_token_id must be a vocabulary id")
+        self._check(self.discriminator_weight > 0, "discriminator_weight must be positive")
+
+
+FEED_FORWARDS = ("relu", "gated-gelu")
+
+
+@dataclass(frozen=True)
+class T5Config(Config):
+    """T5 (Raffel et al. 2020): pre-norm encoder–decoder with RMSNorm and bucketed relative positions.
+
+    The presets are T5 v1.0 (ReLU feed-forward, LM head tied to the shared embedding with the
+    decoder output scaled by d_model^-0.5). T5 v1.1 is `feed_forward="gated-gelu",
+    tie_word_embeddings=False` (gated tanh-GELU, untied LM head, no output scaling), e.g.
+    `T5Config.preset("small", feed_forward="gated-gelu", tie_word_embeddings=False)`; the
+    `*-v1_1` presets spell out google/t5-v1_1-{small,base} (whose widths differ from v1.0's).
+    """
+
+    model_type: ClassVar[str] = "t5"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(d_model=128, d_kv=32, d_ff=512, num_layers=2, num_decoder_layers=2, num_heads=4),
+        "mini": dict(d_model=256, d_kv=64, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=4),
+        # google-t5/t5-small and t5-base
+        "small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8),
+        "base": dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12),
+        # google/t5-v1_1-small and t5-v1_1-base
+        "small-v1_1": dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6,
+                           feed_forward="gated-gelu", tie_word_embeddings=False),
+        "base-v1_1": dict(d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12,
+                          feed_forward="gated-gelu", tie_word_embeddings=False),
+    }
+
+    vocab_size: int = 32128  # 32k SentencePiece + 100 sentinels, padded to a multiple of 128
+    d_model: int = 256
+    d_kv: int = 64  # width of one attention head (need not be d_model / num_heads)
+    d_ff: int = 1024
+    num_layers: int = 4  # encoder layers
+    num_decoder_layers: int = 4
+    num_heads: int = 4
+    relative_attention_num_buckets: int = 32  # T5 §2.1
+    relative_attention_max_distance: int = 128  # offsets beyond this share the last bucket
+    dropout: float = 0.1  # embeddings, every residual branch, attention probabilities, FFN activations
+    layer_norm_eps: float = 1e-6
+    feed_forward: str = "relu"  # "relu" (v1.0) or "gated-gelu" (v1.1)
+    tie_word_embeddings: bool = True  # v1.0 True (and decoder output × d_model^-0.5), v1.1 False
+    initializer_factor: float = 1.0  # scales every init std (Mesh TF / HF T5 init)
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    decoder_start_token_id: int = 0  # T5 starts the decoder with <pad>
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+                     "relative_attention_num_buckets", "relative_attention_max_distance"):
+            self._check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        self._check(self.relative_attention_num_buckets >= 4 and self.relative_attention_num_buckets % 2 == 0,
+                    "relative_attention_num_buckets must be even and at least 4")
+        self._check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        self._check(self.layer_norm_eps > 0, "layer_norm_eps must be positive")
+        self._check(self.initializer_factor > 0, "initializer_factor must be positive")
+        self._check(self.feed_forward in FEED_FORWARDS, f"feed_forward must be one of {FEED_FORWARDS}")
+        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
+            self._check(0 <= getattr(self, name) < self.vocab_size, f"{name} must be a vocabulary id")

@@ -19,10 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from clozeformer import __version__
-from clozeformer.config import BartConfig, BertConfig, ConfigError
+from clozeformer.config import BartConfig, BertConfig, ConfigError, ElectraConfig, T5Config
 from clozeformer.io import PICKLE_SUFFIXES, load_tensors, read_json, save_tensors, write_json
-from clozeformer.models.bart import BartForConditionalGeneration
+from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
 from clozeformer.models.bert import BertForPreTraining
+from clozeformer.models.electra import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
+from clozeformer.models.t5 import T5ForConditionalGeneration
 
 # ours -> HF, for one BERT layer ("bert.layers.{i}." <-> "bert.encoder.layer.{i}.")
 _BERT_LAYER = {
@@ -149,6 +151,270 @@ def bert_config_from_hf(hf: dict, *, nsp: bool) -> BertConfig:
         max_positions=hf.get("max_position_embeddings", 512), type_vocab_size=hf.get("type_vocab_size", 2),
         initializer_range=hf.get("initializer_range", 0.02), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
         pad_token_id=hf.get("pad_token_id") or 0, nsp=nsp))
+
+
+# --- ELECTRA -----------------------------------------------------------------------------
+# A saved ELECTRA model is the discriminator as HF ElectraForPreTraining, with the generator
+# as HF ElectraForMaskedLM in generator/ inside it. Both use "electra." for the encoder.
+_ELECTRA_TOP = {
+    "electra.embeddings.tok.": "electra.embeddings.word_embeddings.",
+    "electra.embeddings.pos.": "electra.embeddings.position_embeddings.",
+    "electra.embeddings.token_type.": "electra.embeddings.token_type_embeddings.",
+    "electra.embeddings.norm.": "electra.embeddings.LayerNorm.",
+    "electra.project.": "electra.embeddings_project.",
+    "head.dense.": "discriminator_predictions.dense.",
+    "head.out.": "discriminator_predictions.dense_prediction.",
+    "mlm.dense.": "generator_predictions.dense.",
+    "mlm.norm.": "generator_predictions.LayerNorm.",
+    "mlm.bias": "generator_lm_head.bias",
+}
+_ELECTRA_REDUNDANT = re.compile(r"(position_ids|generator_lm_head\.weight)$")  # buffer; tied copy
+
+
+def electra_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Our discriminator or generator state -> HF ElectraForPreTraining / ElectraForMaskedLM state."""
+    out, layers = {}, {}
+    for key, t in state.items():
+        if key == "mlm.embedding.weight":  # tied to the word embeddings
+            continue
+        if key.startswith("electra.layers."):  # BERT's layer names, under "electra."
+            layers["bert" + key[len("electra"):]] = t
+            continue
+        new = _rename(key, _ELECTRA_TOP)
+        if new is None:
+            raise KeyError(f"no HF name for parameter {key!r}")
+        out[new] = t
+    out.update({"electra" + k[len("bert"):]: t for k, t in bert_state_to_hf(layers).items()})
+    return out
+
+
+def electra_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """HF state (ElectraModel / …ForPreTraining / …ForMaskedLM) -> (ours, ignored HF keys)."""
+    inverse_top = {v: k for k, v in _ELECTRA_TOP.items()}
+    ours, ignored, layers = {}, [], {}
+    for key, t in hf.items():
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        if key.startswith(("embeddings.", "embeddings_project.", "encoder.")):  # a bare ElectraModel
+            key = "electra." + key
+        if key.startswith("electra.encoder.layer."):
+            layers["bert" + key[len("electra"):]] = t
+        elif (new := _rename(key, inverse_top)) is not None:
+            ours[new] = t
+        elif not _ELECTRA_REDUNDANT.search(key):
+            ignored.append(key)
+    mapped, unknown = bert_state_from_hf(layers)
+    ours.update({"electra" + k[len("bert"):]: t for k, t in mapped.items()})
+    return ours, ignored + ["electra" + k[len("bert"):] for k in unknown]
+
+
+def electra_config_to_hf(cfg: ElectraConfig, *, generator: bool = False) -> dict:
+    """The discriminator's HF config, or (generator=True) the generator's: its own width/heads/FFN."""
+    if generator:
+        sizes = (cfg.generator_hidden, cfg.generator_heads, cfg.generator_intermediate)
+    else:
+        sizes = (cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+    return {
+        "architectures": ["ElectraForMaskedLM" if generator else "ElectraForPreTraining"],
+        "model_type": "electra",
+        "vocab_size": cfg.vocab_size,
+        "embedding_size": cfg.embedding_size,
+        "hidden_size": sizes[0],
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": sizes[1],
+        "intermediate_size": sizes[2],
+        "hidden_act": cfg.activation,
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_positions,
+        "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": cfg.initializer_range,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "pad_token_id": cfg.pad_token_id,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+    }
+
+
+def electra_config_from_hf(hf: dict, **_) -> ElectraConfig:
+    """An HF ElectraConfig; a generator's (ElectraForMaskedLM) sizes become explicit generator sizes."""
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ConfigError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported")
+    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                           "intermediate_size") if k not in hf]
+    if missing:
+        raise ConfigError(f"ELECTRA config lacks {', '.join(missing)}")
+    h, a, f = hf["hidden_size"], hf["num_attention_heads"], hf["intermediate_size"]
+    gen = dict(generator_hidden_size=h, generator_num_heads=a, generator_intermediate_size=f) \
+        if _electra_is_generator(hf) else {}
+    return ElectraConfig.from_dict(dict(
+        vocab_size=hf["vocab_size"], embedding_size=hf.get("embedding_size", 128), hidden_size=h,
+        num_layers=hf["num_hidden_layers"], num_heads=a, intermediate_size=f,
+        activation=hf.get("hidden_act", "gelu"), dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        max_positions=hf.get("max_position_embeddings", 512), type_vocab_size=hf.get("type_vocab_size", 2),
+        initializer_range=hf.get("initializer_range", 0.02), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        pad_token_id=hf.get("pad_token_id") or 0, **gen))
+
+
+def _electra_is_generator(hf: dict, state: dict | None = None) -> bool:
+    if any("MaskedLM" in a for a in hf.get("architectures") or []):
+        return True
+    return state is not None and any(k.startswith("mlm.") for k in state)
+
+
+def electra_pair(disc: ElectraDiscriminator, gen: ElectraGenerator) -> ElectraForPreTraining:
+    """Join a loaded discriminator and generator into the pretraining pair (shared token/position embeddings)."""
+    d, g = disc.config, gen.config
+    if d.embedding_size != g.embedding_size or d.vocab_size != g.vocab_size:
+        raise ValueError(f"generator (E={g.embedding_size}, V={g.vocab_size}) and discriminator "
+                         f"(E={d.embedding_size}, V={d.vocab_size}) cannot share embeddings")
+    cfg = d.replace(generator_hidden_size=g.generator_hidden, generator_num_heads=g.generator_heads,
+                    generator_intermediate_size=g.generator_intermediate)
+    if cfg.generator_hidden == d.generator_hidden and cfg.generator_heads == d.generator_heads \
+            and cfg.generator_intermediate == d.generator_intermediate:
+        cfg = d  # the derived sizes fit: keep the config as saved
+    pair = ElectraForPreTraining(cfg)
+    pair.discriminator.load_state_dict(disc.state_dict())
+    g_state = gen.state_dict()
+    shared = ("electra.embeddings.tok.weight", "electra.embeddings.pos.weight", "mlm.embedding.weight")
+    for name in shared[:2]:
+        if not torch.equal(g_state[name], disc.state_dict()[name]):
+            warnings.warn(f"generator {name} differs from the discriminator's; the pair shares the "
+                          "discriminator's", stacklevel=3)
+    pair.generator.load_state_dict({k: v for k, v in g_state.items() if k not in shared}, strict=False)
+    return pair
+
+
+# --- T5 ----------------------------------------------------------------------------------
+# ours (under "encoder.layers.{i}." / "decoder.layers.{i}.") -> HF (under "{stack}.block.{i}.layer.");
+# a fused projection of ours maps to several HF projections, split along the output rows.
+# HF's sub-layer index: 0 self-attention, 1 cross-attention (decoder), then the feed-forward.
+_T5_ATTN = {
+    "attn.qkv": ("0.SelfAttention.q", "0.SelfAttention.k", "0.SelfAttention.v"),
+    "attn.out": ("0.SelfAttention.o",),
+    "attn_norm": ("0.layer_norm",),
+    "cross.q": ("1.EncDecAttention.q",),
+    "cross.kv": ("1.EncDecAttention.k", "1.EncDecAttention.v"),
+    "cross.out": ("1.EncDecAttention.o",),
+    "cross_norm": ("1.layer_norm",),
+}
+_T5_FFN = {"ffn.gate": "DenseReluDense.wi_0", "ffn.down": "DenseReluDense.wo", "ffn_norm": "layer_norm"}
+# the first layer of each HF stack owns the relative position table; ours keeps it on the stack
+_T5_TOP = {
+    "shared.weight": "shared.weight",
+    "lm_head.weight": "lm_head.weight",
+    "encoder.bias.embedding.weight": "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+    "decoder.bias.embedding.weight": "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+    "encoder.norm.weight": "encoder.final_layer_norm.weight",
+    "decoder.norm.weight": "decoder.final_layer_norm.weight",
+}
+_T5_OURS_LAYER = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(.+)\.weight$")
+_T5_HF_LAYER = re.compile(r"(encoder|decoder)\.block\.(\d+)\.layer\.(\d+)\.(.+)\.weight$")
+# HF keys that are copies of `shared.weight` (tied) or never used (cross-attention has no position table)
+_T5_REDUNDANT = re.compile(r"(embed_tokens\.weight|EncDecAttention\.relative_attention_bias\.weight)$")
+
+
+def _t5_layer_table(stack: str, gated: bool) -> dict[str, tuple[str, ...]]:
+    """Our module names in one layer -> HF names relative to "{stack}.block.{i}.layer."."""
+    ff = "2" if stack == "decoder" else "1"
+    table = {k: v for k, v in _T5_ATTN.items() if stack == "decoder" or not k.startswith("cross")}
+    table.update({k: (f"{ff}.{v}",) for k, v in _T5_FFN.items()})
+    table["ffn.up"] = (f"{ff}.DenseReluDense.{'wi_1' if gated else 'wi'}",)
+    return table
+
+
+def t5_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    gated = any(".ffn.gate." in k for k in state)
+    out = {}
+    for key, t in state.items():
+        m = _T5_OURS_LAYER.match(key)
+        if m is None:
+            if key not in _T5_TOP:
+                raise KeyError(f"no HF name for parameter {key!r}")
+            out[_T5_TOP[key]] = t
+            continue
+        stack, i, module = m.groups()
+        hf_modules = _t5_layer_table(stack, gated)[module]
+        for name, part in zip(hf_modules, t.chunk(len(hf_modules), dim=0)):
+            out[f"{stack}.block.{i}.layer.{name}.weight"] = part
+    return out  # without the embed_tokens copies of shared.weight: HF ties them, safetensors refuses shared memory
+
+
+def t5_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """HF state (T5Model / T5ForConditionalGeneration) -> (ours, ignored HF keys).
+
+    `lm_head.weight` is kept only where it differs from `shared.weight` (an untied v1.1 head).
+    """
+    if "shared.weight" not in hf and "encoder.embed_tokens.weight" in hf:
+        hf = {**hf, "shared.weight": hf["encoder.embed_tokens.weight"]}
+    gated = any(k.endswith("DenseReluDense.wi_0.weight") for k in hf)
+    inverse_top = {v: k for k, v in _T5_TOP.items()}
+    inverse = {stack: {name: (module, j, len(names)) for module, names in _t5_layer_table(stack, gated).items()
+                       for j, name in enumerate(names)} for stack in ("encoder", "decoder")}
+    ours, ignored, parts = {}, [], {}
+    for key, t in hf.items():
+        m = _T5_HF_LAYER.match(key)
+        if key == "lm_head.weight" and "shared.weight" in hf and torch.equal(t, hf["shared.weight"]):
+            continue  # tied
+        if key in inverse_top:
+            ours[inverse_top[key]] = t
+        elif m is not None and f"{m[3]}.{m[4]}" in inverse[m[1]]:
+            module, j, n = inverse[m[1]][f"{m[3]}.{m[4]}"]
+            parts.setdefault(f"{m[1]}.layers.{m[2]}.{module}.weight", [None] * n)[j] = t
+        elif not _T5_REDUNDANT.search(key):
+            ignored.append(key)
+    for key, pieces in parts.items():
+        if any(p is None for p in pieces):
+            raise ValueError(f"{key}: the checkpoint lacks part of this projection")
+        ours[key] = torch.cat(pieces)
+    return ours, ignored
+
+
+def t5_config_to_hf(cfg: T5Config) -> dict:
+    return {
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "vocab_size": cfg.vocab_size,
+        "d_model": cfg.d_model,
+        "d_kv": cfg.d_kv,
+        "d_ff": cfg.d_ff,
+        "num_layers": cfg.num_layers,
+        "num_decoder_layers": cfg.num_decoder_layers,
+        "num_heads": cfg.num_heads,
+        "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
+        "relative_attention_max_distance": cfg.relative_attention_max_distance,
+        "dropout_rate": cfg.dropout,
+        "layer_norm_epsilon": cfg.layer_norm_eps,
+        "initializer_factor": cfg.initializer_factor,
+        "feed_forward_proj": cfg.feed_forward,
+        # transformers < 5 reads this as "tie and scale"; ≥ 5 as "scale", tying unless the file holds lm_head
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "pad_token_id": cfg.pad_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "decoder_start_token_id": cfg.decoder_start_token_id,
+        "is_encoder_decoder": True,
+    }
+
+
+def t5_config_from_hf(hf: dict, **_) -> T5Config:
+    missing = [k for k in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads") if k not in hf]
+    if missing:
+        raise ConfigError(f"T5 config lacks {', '.join(missing)}")
+    ff = hf.get("feed_forward_proj", "relu")
+    if ff not in ("relu", "gated-gelu"):
+        raise ConfigError(f"feed_forward_proj {ff!r} is not supported (relu or gated-gelu)")
+    # transformers ≥ 5 writes scale_decoder_outputs (and always tie_word_embeddings=true); older ones only the latter
+    tied = hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True))
+    eos = hf.get("eos_token_id", 1)
+    return T5Config.from_dict(dict(
+        vocab_size=hf["vocab_size"], d_model=hf["d_model"], d_kv=hf["d_kv"], d_ff=hf["d_ff"],
+        num_layers=hf["num_layers"], num_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
+        num_heads=hf["num_heads"], relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
+        relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
+        dropout=hf.get("dropout_rate", 0.1), layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+        initializer_factor=hf.get("initializer_factor", 1.0), feed_forward=ff, tie_word_embeddings=tied,
+        pad_token_id=hf.get("pad_token_id", 0), eos_token_id=eos[0] if isinstance(eos, list) else eos,
+        decoder_start_token_id=hf.get("decoder_start_token_id", 0)))
 
 
 # --- BART --------------------------------------------------------------------------------
@@ -287,24 +553,47 @@ FAMILIES = {
              bert_config_to_hf, bert_config_from_hf),
     "bart": (BartConfig, BartForConditionalGeneration, bart_state_to_hf, bart_state_from_hf,
              bart_config_to_hf, bart_config_from_hf),
+    "electra": (ElectraConfig, ElectraDiscriminator, electra_state_to_hf, electra_state_from_hf,
+                electra_config_to_hf, electra_config_from_hf),
+    "t5": (T5Config, T5ForConditionalGeneration, t5_state_to_hf, t5_state_from_hf,
+           t5_config_to_hf, t5_config_from_hf),
 }
 
 
-def save_model(model: nn.Module, directory: str | Path, tokenizer=None) -> Path:
+def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, source_tokenizer=None) -> Path:
     """Write `model` (and its tokenizer) as a HF-layout directory.
 
     Every file is first written into a staging directory inside `directory` and only then
     renamed into place, so a failure (a full disk) leaves the previous files as they were.
+    A BART translator is BART's directory plus `source/` (the new encoder, in our names,
+    with `source_tokenizer`): transformers loads the BART part and ignores source/.
     """
     directory = Path(directory)
+    if isinstance(model, BartForTranslation):
+        src = model.source
+        _write_dir(directory / "source", {"source." + k: v for k, v in src.state_dict().items()},
+                   {"clozeformer": {"version": __version__, "source_encoder": {
+                       "vocab_size": src.config.vocab_size, "num_layers": src.config.encoder_layers,
+                       "pad_token_id": src.config.pad_token_id}}}, source_tokenizer)
+    if isinstance(model, ElectraForPreTraining):  # the discriminator here, the generator in generator/
+        save_model(model.generator, directory / "generator", tokenizer)
+        return save_model(model.discriminator, directory, tokenizer)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     _, _, to_hf, _, cfg_to_hf, _ = FAMILIES[cfg.model_type]
+    hf_cfg = cfg_to_hf(cfg, generator=True) if isinstance(model, ElectraGenerator) else cfg_to_hf(cfg)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("source.")}
+    return _write_dir(directory, to_hf(state),
+                      {**hf_cfg, "clozeformer": {"version": __version__, "config": cfg.to_dict()}}, tokenizer)
+
+
+def _write_dir(directory: Path, tensors: dict[str, Tensor], config: dict, tokenizer) -> Path:
+    """model.safetensors + config.json (+ tokenizer files) into `directory`, staged then renamed."""
+    directory.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=directory, prefix=".saving."))
     try:
-        save_tensors(stage / "model.safetensors", to_hf(model.state_dict()), metadata={"format": "pt"})
-        write_json(stage / "config.json",
-                   {**cfg_to_hf(cfg), "clozeformer": {"version": __version__, "config": cfg.to_dict()}})
+        save_tensors(stage / "model.safetensors", tensors, metadata={"format": "pt"})
+        write_json(stage / "config.json", config)
         if tokenizer is not None:
             tokenizer.save(stage)
         for f in sorted(stage.iterdir()):
@@ -366,13 +655,47 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
             cfg = cfg_from_hf(hf_cfg, nsp="nsp.weight" in state)
     except ConfigError as e:
         raise ConfigError(f"{config_file}: {e}") from None
+    if kind == "electra" and _electra_is_generator(hf_cfg, state):
+        model_cls = ElectraGenerator
     model = model_cls(cfg)
     missing = load_state(model, state, str(weights))
     if missing or ignored:
         warnings.warn(f"{directory}: {len(missing)} parameters not in the checkpoint were freshly initialised "
                       f"({', '.join(missing[:4])}{'…' if len(missing) > 4 else ''}); "
                       f"{len(ignored)} checkpoint tensors ignored ({', '.join(ignored[:4])})", stacklevel=2)
+    if isinstance(model, ElectraDiscriminator) and (directory / "generator" / "config.json").is_file():
+        model = electra_pair(model, load_model(directory / "generator", allow_pickle=allow_pickle))
+    if type(model) is BartForConditionalGeneration and (directory / "source" / "config.json").is_file():
+        model = _translator(model, directory / "source")
     return model.eval()
+
+
+def _translator(bart: BartForConditionalGeneration, source: Path) -> BartForTranslation:
+    """BART + the new source encoder saved in source/ (see save_model)."""
+    spec = read_json(source / "config.json", kind=dict).get("clozeformer", {}).get("source_encoder")
+    if not isinstance(spec, dict) or not {"vocab_size", "num_layers", "pad_token_id"} <= set(spec):
+        raise ConfigError(f"{source / 'config.json'}: no clozeformer.source_encoder description")
+    model = BartForTranslation(bart.config, spec["vocab_size"], source_layers=spec["num_layers"],
+                               source_pad_id=spec["pad_token_id"])
+    model.load_state_dict(bart.state_dict(), strict=False)
+    missing = load_state(model.source, {k.removeprefix("source."): v for k, v in
+                                        load_tensors(source / "model.safetensors").items()}, str(source))
+    if missing:
+        raise ValueError(f"{source}: the source encoder lacks {missing[:4]}")
+    return model
+
+
+def load_weights(model: nn.Module, directory: Path) -> list[str]:
+    """Load a saved directory's weights into `model` (both halves of an ELECTRA pair); returns missing names."""
+    directory = Path(directory)
+    if isinstance(model, ElectraForPreTraining):
+        return load_weights(model.discriminator, directory) + load_weights(model.generator, directory / "generator")
+    weights = directory / "model.safetensors"
+    state, _ = FAMILIES[model.config.model_type][3](load_tensors(weights))
+    if isinstance(model, BartForTranslation):  # BART here, the new encoder in source/
+        source = load_tensors(directory / "source" / "model.safetensors")
+        state.update({k: v for k, v in source.items() if k.startswith("source.")})
+    return load_state(model, state, str(weights))
 
 
 def load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> list[str]:

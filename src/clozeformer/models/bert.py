@@ -17,14 +17,20 @@ from clozeformer.nn.functional import dropout
 
 
 class BertEmbeddings(nn.Module):
-    """token + learned absolute position + token type, then LayerNorm and dropout."""
+    """token + learned absolute position + token type, then LayerNorm and dropout.
 
-    def __init__(self, cfg: BertConfig) -> None:
+    `dim` defaults to cfg.hidden_size (ELECTRA passes its embedding size E); `tok`/`pos`
+    share existing embedding modules (ELECTRA's generator shares the discriminator's).
+    """
+
+    def __init__(self, cfg, dim: int | None = None, *, tok: nn.Embedding | None = None,
+                 pos: nn.Embedding | None = None) -> None:
         super().__init__()
-        self.tok = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
-        self.pos = nn.Embedding(cfg.max_positions, cfg.hidden_size)
-        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        dim = dim or cfg.hidden_size
+        self.tok = tok if tok is not None else nn.Embedding(cfg.vocab_size, dim, padding_idx=cfg.pad_token_id)
+        self.pos = pos if pos is not None else nn.Embedding(cfg.max_positions, dim)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, dim)
+        self.norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
         self.dropout = cfg.dropout
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
@@ -34,6 +40,21 @@ class BertEmbeddings(nn.Module):
         return dropout(self.norm(x), self.dropout, self.training)
 
 
+def bert_layers(cfg, dim: int | None = None, heads: int | None = None, ffn: int | None = None) -> nn.ModuleList:
+    """cfg.num_layers post-norm layers of width `dim` (default cfg's own sizes; ELECTRA's generator is narrower)."""
+    return nn.ModuleList(
+        TransformerLayer(dim or cfg.hidden_size, heads or cfg.num_heads, ffn or cfg.intermediate_size,
+                         activation=cfg.activation, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
+                         eps=cfg.layer_norm_eps)
+        for _ in range(cfg.num_layers))
+
+
+def check_length(input_ids: Tensor, max_positions: int) -> None:
+    if input_ids.shape[1] > max_positions:
+        raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_positions {max_positions}; "
+                         "truncate the input")
+
+
 class BertModel(nn.Module):
     """The bare encoder: returns last_hidden_state and the pooled [CLS] vector."""
 
@@ -41,18 +62,13 @@ class BertModel(nn.Module):
         super().__init__()
         self.config = cfg
         self.embeddings = BertEmbeddings(cfg)
-        self.layers = nn.ModuleList(
-            TransformerLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, activation=cfg.activation,
-                             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, eps=cfg.layer_norm_eps)
-            for _ in range(cfg.num_layers))
+        self.layers = bert_layers(cfg)
         self.pooler = Pooler(cfg.hidden_size)
         init_weights(self, cfg.initializer_range)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> Output:
-        if input_ids.shape[1] > self.config.max_positions:
-            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_positions "
-                             f"{self.config.max_positions}; truncate the input")
+        check_length(input_ids, self.config.max_positions)
         x = self.embeddings(input_ids, token_type_ids)  # [B, T, D]
         mask = padding_mask(attention_mask)  # [B, 1, 1, T] or None
         for layer in self.layers:

@@ -50,3 +50,32 @@ def masked_lm_loss(head: MLMHead, hidden: Tensor, labels: Tensor) -> tuple[Tenso
     if logits.shape[0] == 0:  # nothing to predict: a zero loss that still has a graph
         return logits.sum(), logits
     return F.cross_entropy(logits.float(), labels[where]), logits
+
+
+class DiscriminatorHead(nn.Module):
+    """ELECTRA's replaced-token detector: dense -> activation -> dense to one logit per token."""
+
+    def __init__(self, dim: int, activation: str = "gelu") -> None:
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+        self.act = ACTIVATION_FNS[activation]
+        self.out = nn.Linear(dim, 1)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.out(self.act(self.dense(hidden))).squeeze(-1)  # [B, T, D] -> [B, T]
+
+
+class ClassificationHead(nn.Module):
+    """Sequence classification on the first ([CLS]) vector: dropout -> dense -> activation ->
+    dropout -> out (HF's ElectraClassificationHead shape; used for BERT too, so both compare alike)."""
+
+    def __init__(self, dim: int, num_labels: int, activation: str = "gelu", dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+        self.act = ACTIVATION_FNS[activation]
+        self.out = nn.Linear(dim, num_labels)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        x = self.dropout(hidden[:, 0])  # [B, T, D] -> [B, D]
+        return self.out(self.dropout(self.act(self.dense(x))))  # [B, C]

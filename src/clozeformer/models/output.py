@@ -14,4 +14,7 @@ class Output:
     loss: Tensor | None = None  # scalar, the sum of `losses`
     pooled: Tensor | None = None  # [B, D] pooler output
     nsp_logits: Tensor | None = None  # [B, 2]; class 0 = B follows A (HF convention)
+    disc_logits: Tensor | None = None  # [B, T] ELECTRA discriminator: > 0 means "replaced"
+    disc_input_ids: Tensor | None = None  # [B, T] what the ELECTRA discriminator saw (generator samples in)
+    replaced: Tensor | None = None  # bool [B, T]: the discriminator's targets (sample ≠ original)
     losses: dict[str, Tensor] = field(default_factory=dict)  # named parts of `loss`, for logging

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clozeformer.interop.hf import FAMILIES, load_state, save_model
+from clozeformer.interop.hf import load_weights, save_model
 from clozeformer.io import load_tensors, member, read_json, save_tensors, write_json
 
 STATE_FILE = "trainer_state.json"
@@ -183,9 +183,7 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
 
 def restore(ckpt: Path, state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer) -> None:
     """Model, optimizer and RNG state from a checkpoint that `verify` accepted."""
-    from_hf = FAMILIES[model.config.model_type][3]
-    weights, _ = from_hf(load_tensors(ckpt / "model.safetensors"))
-    missing = load_state(model, weights, str(ckpt / "model.safetensors"))
+    missing = load_weights(model, ckpt)  # an ELECTRA pair: generator/ as well
     if missing:
         raise ValueError(f"{ckpt}: checkpoint lacks parameters {missing[:4]}")
     tensors = load_tensors(ckpt / "optimizer.safetensors")

@@ -132,19 +132,34 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+@dataclass(frozen=True)
+class Pooled:
+    """A metric that is no per-batch sum (ROC AUC): fn(*tensors), each tensor concatenated over all batches."""
+
+    fn: Callable[..., float]
+    tensors: tuple[Tensor, ...]
+
+
 def evaluate(model: nn.Module, batches: list[dict[str, Tensor]], metrics_fn: Callable, device: torch.device,
              precision: str = "fp32") -> dict[str, float]:
-    """Averages of metrics_fn's (sum, count) pairs over `batches`; model left in eval mode."""
+    """Averages of metrics_fn's (sum, count) pairs over `batches` (and its Pooled metrics over all
+    of them); model left in eval mode."""
     model.eval()
     sums: dict[str, list[float]] = {}
+    pooled: dict[str, tuple[Callable, list]] = {}
     with torch.no_grad(), _autocast(device, precision):
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            for key, (s, n) in metrics_fn(model(**batch), batch).items():
+            for key, value in metrics_fn(model(**batch), batch).items():
+                if isinstance(value, Pooled):
+                    pooled.setdefault(key, (value.fn, []))[1].append(value.tensors)
+                    continue
                 acc = sums.setdefault(key, [0.0, 0.0])
-                acc[0] += float(s)
-                acc[1] += float(n)
-    return {k: s / n for k, (s, n) in sums.items() if n > 0}
+                acc[0] += float(value[0])
+                acc[1] += float(value[1])
+    out = {k: s / n for k, (s, n) in sums.items() if n > 0}
+    out.update({k: float(fn(*(torch.cat(parts) for parts in zip(*chunks)))) for k, (fn, chunks) in pooled.items()})
+    return out
 
 
 class MetricsLog:
@@ -344,4 +359,4 @@ def _check_same(saved: dict, now: dict, ckpt: Path) -> None:
                                 f"{[old.get(k) for k in diff]} -> {[new.get(k) for k in diff]})")
 
 
-__all__ = ["TrainConfig", "TrainingError", "TrainingInterrupted", "evaluate", "fit", "lr_factor"]
+__all__ = ["Pooled", "TrainConfig", "TrainingError", "TrainingInterrupted", "evaluate", "fit", "lr_factor"]

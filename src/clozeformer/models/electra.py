@@ -1,0 +1,136 @@
+"""ELECTRA (Clark et al. 2020): a generator (small MLM) and a discriminator (replaced-token detector).
+
+Shapes: B batch, T length, E embedding width, D discriminator width, G generator width,
+V vocabulary, M masked positions.
+
+Both networks are BERT encoders built from BERT's pieces (models/bert.py): embeddings of
+width E, projected to the encoder width when they differ (HF's `embeddings_project`),
+then post-norm layers. They share only the token and position embedding matrices
+(ELECTRA §3.2); the generator's MLM head is tied to the shared token embeddings.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from clozeformer.config import ElectraConfig
+from clozeformer.models.bert import BertEmbeddings, bert_layers, check_length
+from clozeformer.models.heads import DiscriminatorHead, MLMHead, masked_lm_loss
+from clozeformer.models.output import Output
+from clozeformer.nn import init_weights, padding_mask
+from clozeformer.objectives.rtd import discriminator_loss, electra_loss, replaced_inputs, sample_replacements
+
+
+class ElectraEncoder(nn.Module):
+    """Embeddings (width E) -> optional projection E -> dim -> `num_layers` post-norm layers."""
+
+    def __init__(self, cfg: ElectraConfig, dim: int, heads: int, ffn: int, *, tok: nn.Embedding | None = None,
+                 pos: nn.Embedding | None = None) -> None:
+        super().__init__()
+        self.max_positions = cfg.max_positions
+        self.embeddings = BertEmbeddings(cfg, cfg.embedding_size, tok=tok, pos=pos)
+        self.project = nn.Linear(cfg.embedding_size, dim) if cfg.embedding_size != dim else None
+        self.layers = bert_layers(cfg, dim, heads, ffn)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        check_length(input_ids, self.max_positions)
+        x = self.embeddings(input_ids, token_type_ids)  # [B, T, E]
+        if self.project is not None:
+            x = self.project(x)  # [B, T, D]
+        mask = padding_mask(attention_mask)  # [B, 1, 1, T] or None
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+class ElectraDiscriminator(nn.Module):
+    """The discriminator alone (what fine-tuning and export use): one "replaced?" logit per token.
+
+    labels (optional) [B, T]: 1 = replaced, 0 = original; the loss is BCE over non-pad tokens.
+    """
+
+    def __init__(self, cfg: ElectraConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.electra = ElectraEncoder(cfg, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+        self.head = DiscriminatorHead(cfg.hidden_size, cfg.activation)
+        init_weights(self, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
+        h = self.electra(input_ids, attention_mask, token_type_ids)  # [B, T, D]
+        out = Output(last_hidden_state=h, disc_logits=self.head(h))  # [B, T]
+        if labels is not None:
+            out.loss = out.losses["disc"] = discriminator_loss(out.disc_logits, labels.bool(), attention_mask)
+        return out
+
+
+class ElectraGenerator(nn.Module):
+    """The generator: a narrower BERT MLM (width G), its head projecting back to E and tied to the
+    token embeddings. With `labels` the head runs only at labelled positions: logits [M, V]."""
+
+    def __init__(self, cfg: ElectraConfig, *, tok: nn.Embedding | None = None,
+                 pos: nn.Embedding | None = None) -> None:
+        super().__init__()
+        self.config = cfg
+        self.electra = ElectraEncoder(cfg, cfg.generator_hidden, cfg.generator_heads, cfg.generator_intermediate,
+                                      tok=tok, pos=pos)
+        # google-research/electra and HF use exact gelu in the generator head, whatever hidden_act is
+        self.mlm = MLMHead(cfg.generator_hidden, self.electra.embeddings.tok, "gelu", cfg.layer_norm_eps)
+        shared = {id(m) for m in (tok, pos) if m is not None}
+        for m in self.modules():  # init all but the shared embeddings (their owner initialised them)
+            if id(m) not in shared and not any(True for _ in m.children()):
+                init_weights(m, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
+        h = self.electra(input_ids, attention_mask, token_type_ids)  # [B, T, G]
+        out = Output(last_hidden_state=h)
+        if labels is not None:
+            out.losses["mlm"], out.logits = masked_lm_loss(self.mlm, h, labels)  # [M, V]
+            out.loss = out.losses["mlm"]
+        else:
+            out.logits = self.mlm(h)  # [B, T, V]
+        return out
+
+
+class ElectraForPreTraining(nn.Module):
+    """Generator + discriminator, trained jointly on replaced-token detection.
+
+    forward(input_ids, attention_mask, token_type_ids, labels, replace_u): input_ids are the
+    masked inputs and labels the originals at masked positions (objectives/rtd.rtd_mask);
+    replace_u [B, T] is the uniform noise the generator's samples are drawn with. Returns
+    loss = MLM loss + λ · discriminator loss, with losses {"mlm", "disc"}, logits [M, V]
+    (generator), disc_logits [B, T], disc_input_ids [B, T] and replaced [B, T].
+    Without labels it runs the discriminator on input_ids as given.
+    """
+
+    def __init__(self, cfg: ElectraConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.discriminator = ElectraDiscriminator(cfg)
+        emb = self.discriminator.electra.embeddings
+        self.generator = ElectraGenerator(cfg, tok=emb.tok, pos=emb.pos)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None,
+                replace_u: Tensor | None = None) -> Output:
+        if labels is None:
+            return self.discriminator(input_ids, attention_mask, token_type_ids)
+        gen = self.generator(input_ids, attention_mask, token_type_ids, labels)
+        where = labels != -100  # [B, T]
+        if replace_u is None:  # no noise in the batch: draw it from the global RNG
+            replace_u = torch.rand(labels.shape, device=labels.device)
+        sampled = sample_replacements(gen.logits, replace_u[where])  # [M], no gradient
+        disc_ids, replaced = replaced_inputs(input_ids, labels, sampled)  # [B, T] each
+        out = self.discriminator(disc_ids, attention_mask, token_type_ids)
+        disc = discriminator_loss(out.disc_logits, replaced, attention_mask)
+        out.losses = {"mlm": gen.loss, "disc": disc}
+        out.loss = electra_loss(gen.loss, disc, self.config.discriminator_weight)
+        out.logits, out.disc_input_ids, out.replaced = gen.logits, disc_ids, replaced
+        return out
+
+
+__all__ = ["ElectraDiscriminator", "ElectraEncoder", "ElectraForPreTraining", "ElectraGenerator"]

@@ -1,0 +1,191 @@
+"""T5: a pre-norm encoder–decoder with RMSNorm and bucketed relative positions (Raffel et al. 2020).
+
+Pretrained by span corruption (objectives/span.py): the encoder reads text whose spans are
+replaced by sentinels, the decoder writes each sentinel followed by the span it hides.
+No absolute positions: each stack adds one learned relative position bias (nn/position.py)
+to every layer's self-attention logits, computed once per forward (T5 keeps the table in
+the stack's first layer and hands the computed bias on; HF names it there, see
+interop/hf.py). No biases in any linear layer, attention logits unscaled (q·kᵀ; the init
+absorbs 1/√d), dropout on the embeddings, every residual branch, the attention
+probabilities, the feed-forward activations and after each stack's final RMSNorm.
+
+v1.0: ReLU feed-forward; the LM head is the shared embedding, applied to the decoder
+output scaled by d_model^-0.5. v1.1: gated tanh-GELU feed-forward, untied `lm_head`, no
+scaling (`T5Config(feed_forward="gated-gelu", tie_word_embeddings=False)`).
+
+Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clozeformer.config import T5Config
+from clozeformer.models.bart import shift_right
+from clozeformer.models.output import Output
+from clozeformer.nn import Cache, TransformerLayer, causal_mask
+from clozeformer.nn.functional import dropout
+from clozeformer.nn.position import RelativePositionBias
+
+
+class T5Stack(nn.Module):
+    """Relative position bias + pre-norm RMSNorm layers + final RMSNorm; a decoder's layers cross-attend."""
+
+    def __init__(self, cfg: T5Config, *, decoder: bool) -> None:
+        super().__init__()
+        self.config, self.decoder = cfg, decoder
+        gated = cfg.feed_forward == "gated-gelu"
+        self.bias = RelativePositionBias(cfg.num_heads, bidirectional=not decoder,
+                                         num_buckets=cfg.relative_attention_num_buckets,
+                                         max_distance=cfg.relative_attention_max_distance)
+        self.layers = nn.ModuleList(
+            TransformerLayer(cfg.d_model, cfg.num_heads, cfg.d_ff, activation="gelu_new" if gated else "relu",
+                             dropout=cfg.dropout, attention_dropout=cfg.dropout, ffn_dropout=cfg.dropout,
+                             eps=cfg.layer_norm_eps, bias=False, cross=decoder, pre_norm=True, norm="rms",
+                             gated=gated, head_dim=cfg.d_kv, scale=1.0)
+            for _ in range(cfg.num_decoder_layers if decoder else cfg.num_layers))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None, *, context: Tensor | None = None,
+                context_mask: Tensor | None = None, cache: Cache | None = None) -> Tensor:
+        """Token embeddings [B, T, D] -> hidden states [B, T, D].
+
+        `attention_mask` [B, T] 1/0 masks this stack's own keys (the decoder's only without a
+        cache); `context_mask` [B, S] masks the encoder output a decoder cross-attends to.
+        """
+        start = cache.length if cache is not None else 0
+        t = x.shape[1]
+        s = start + t
+        keep = None  # bool, broadcastable to [B, H, T, S]: True where a query may attend
+        if attention_mask is not None and not bool(attention_mask.all()):
+            if attention_mask.shape[1] != s:
+                raise ValueError(f"attention_mask covers {attention_mask.shape[1]} positions, expected {s}")
+            keep = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
+        if self.decoder and t > 1:
+            c = causal_mask(t, s, x.device)  # [T, S]: query start+i sees keys 0 … start+i
+            keep = c if keep is None else keep & c
+        # T5's position bias with padding and causality folded in: one additive mask for every layer
+        mask = self.bias(t, s, offset=start)  # [1, H, T, S]
+        if keep is not None:
+            mask = mask.masked_fill(~keep, torch.finfo(mask.dtype).min)  # [B or 1, H, T, S]
+        cross_mask = None
+        if context_mask is not None and not bool(context_mask.all()):
+            cross_mask = context_mask.bool()[:, None, None, :]  # [B, 1, 1, S_enc]; no position bias across
+        x = dropout(x, self.config.dropout, self.training)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, context=context, context_mask=cross_mask,
+                      cache=cache.layers[i] if cache is not None else None)
+        return dropout(self.norm(x), self.config.dropout, self.training)
+
+
+class T5ForConditionalGeneration(nn.Module):
+    """T5 with its LM head: span-corruption pretraining, text-to-text fine-tuning, generation.
+
+    Offers the encoder–decoder generation protocol (`encode`, `new_cache`, `decode`) that
+    generate.py drives.
+    """
+
+    def __init__(self, cfg: T5Config) -> None:
+        super().__init__()
+        self.config = cfg
+        self.shared = nn.Embedding(cfg.vocab_size, cfg.d_model)  # encoder and decoder input embeddings
+        self.encoder = T5Stack(cfg, decoder=False)
+        self.decoder = T5Stack(cfg, decoder=True)
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.register_load_state_dict_pre_hook(_head_from_shared)
+        t5_init(self)
+
+    def lm_logits(self, hidden: Tensor) -> Tensor:
+        """Decoder output [..., D] -> logits [..., V]."""
+        if self.lm_head is None:  # v1.0: tied to the shared embedding, rescaled (Mesh TF, T5 §3.1.1)
+            return F.linear(hidden * self.config.d_model ** -0.5, self.shared.weight)
+        return self.lm_head(hidden)
+
+    def new_cache(self) -> Cache:
+        return Cache.empty(self.config.num_decoder_layers)
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Source ids [B, S] -> encoder output [B, S, D]."""
+        return self.encoder(self.shared(input_ids), attention_mask)
+
+    def decode_hidden(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, attention_mask: Tensor | None = None,
+                      cache: Cache | None = None, decoder_attention_mask: Tensor | None = None) -> Tensor:
+        """New decoder ids [B, T] -> decoder output [B, T, D]; `attention_mask` is the encoder's [B, S]."""
+        return self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, context=encoder_hidden,
+                            context_mask=attention_mask, cache=cache)
+
+    def decode(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, attention_mask: Tensor | None = None,
+               cache: Cache | None = None) -> Tensor:
+        """Logits [B, T, V] for the new decoder tokens; with a cache, positions start at `cache.length`."""
+        return self.lm_logits(self.decode_hidden(decoder_input_ids, encoder_hidden, attention_mask, cache))
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None, labels: Tensor | None = None,
+                decoder_attention_mask: Tensor | None = None) -> Output:
+        """logits [B, T, V]; with `labels` [B, T] (-100 ignored) also the mean cross-entropy `loss`.
+
+        Without `decoder_input_ids` the decoder reads the labels shifted right behind
+        `decoder_start_token_id` (-100 read as pad).
+        """
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("pass decoder_input_ids or labels")
+            decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
+        enc = self.encode(input_ids, attention_mask)  # [B, S, D]
+        h = self.decode_hidden(decoder_input_ids, enc, attention_mask,
+                               decoder_attention_mask=decoder_attention_mask)  # [B, T, D]
+        out = Output(last_hidden_state=h, logits=self.lm_logits(h))  # logits [B, T, V]
+        if labels is not None:
+            logits = out.logits.flatten(0, 1)  # [B·T, V]
+            # autocast already runs cross_entropy in fp32; an explicit fp32 copy of [B·T, V] would cost ~25% more
+            if not torch.is_autocast_enabled(logits.device.type):
+                logits = logits.float()
+            out.loss = out.losses["lm"] = F.cross_entropy(logits, labels.flatten(), ignore_index=-100)
+        return out
+
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
+        """Token ids [B, ≤ 1 + max_new_tokens] as `transformers` returns them; see generate.generate."""
+        from clozeformer.generate import generate
+
+        return generate(self, input_ids, attention_mask, **kwargs)
+
+
+def _head_from_shared(module: T5ForConditionalGeneration, state: dict, prefix: str, *_) -> None:
+    """An untied model loading a checkpoint without `lm_head.weight` starts its head from the shared
+    embedding: transformers ≥ 5 ties T5 v1.1's head unless a checkpoint holds a distinct one."""
+    if module.lm_head is not None and prefix + "lm_head.weight" not in state and prefix + "shared.weight" in state:
+        state[prefix + "lm_head.weight"] = state[prefix + "shared.weight"]
+
+
+@torch.no_grad()
+def t5_init(model: T5ForConditionalGeneration) -> None:
+    """Mesh TF's T5 init (as HF's `_init_weights`): N(0, σ) with σ set by each matrix's fan-in.
+
+    Every σ is multiplied by `initializer_factor`. The query absorbs the 1/√d_kv that T5's
+    attention omits; norms start at `initializer_factor`.
+    """
+    cfg, f = model.config, model.config.initializer_factor
+    d, inner = cfg.d_model, cfg.num_heads * cfg.d_kv
+    nn.init.normal_(model.shared.weight, 0.0, f)
+    if model.lm_head is not None:
+        nn.init.normal_(model.lm_head.weight, 0.0, f)
+    for stack in (model.encoder, model.decoder):
+        nn.init.normal_(stack.bias.embedding.weight, 0.0, f * d ** -0.5)
+        for m in stack.modules():
+            if isinstance(m, nn.RMSNorm):
+                nn.init.constant_(m.weight, f)
+        for layer in stack.layers:
+            qkv = layer.attn.qkv.weight  # [3·inner, D]: q rows, then k and v
+            attns = [(qkv[:inner], qkv[inner:], layer.attn.out.weight)]
+            if layer.cross is not None:
+                attns.append((layer.cross.q.weight, layer.cross.kv.weight, layer.cross.out.weight))
+            for q, kv, out in attns:
+                nn.init.normal_(q, 0.0, f * (d * cfg.d_kv) ** -0.5)
+                nn.init.normal_(kv, 0.0, f * d ** -0.5)
+                nn.init.normal_(out, 0.0, f * inner ** -0.5)
+            ffn = layer.ffn
+            for w in (ffn.up.weight, *([ffn.gate.weight] if ffn.gate is not None else [])):
+                nn.init.normal_(w, 0.0, f * d ** -0.5)
+            nn.init.normal_(ffn.down.weight, 0.0, f * cfg.d_ff ** -0.5)

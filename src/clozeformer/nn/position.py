@@ -1,0 +1,54 @@
+"""T5's bucketed relative position bias (Raffel et al. 2020, §2.1; Mesh TensorFlow's scheme).
+
+Each head learns one scalar per bucket of the offset `key − query`; the bias is added to the
+attention logits. Half of the buckets hold small offsets exactly, the other half grow
+logarithmically up to `max_distance`, beyond which offsets share the last bucket. The
+encoder's buckets are bidirectional (half for keys after the query); the decoder's are causal
+(only keys at or before the query get distinct buckets).
+
+Shapes: H heads, T query positions, S key positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def relative_position_bucket(offset: Tensor, *, bidirectional: bool, num_buckets: int = 32,
+                             max_distance: int = 128) -> Tensor:
+    """offset = key position − query position (int64, any shape) -> bucket ids in [0, num_buckets)."""
+    buckets = torch.zeros_like(offset)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (offset > 0).long() * num_buckets  # keys after the query: the upper half
+        distance = offset.abs()
+    else:
+        distance = (-offset).clamp(min=0)  # a causal decoder never sees keys after the query
+    exact = num_buckets // 2  # distances 0 … exact−1 get a bucket each
+    # the rest: log-spaced from `exact` to `max_distance`; float32 as Mesh TF, then truncated
+    log_bucket = exact + (torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+                          * (num_buckets - exact)).long()
+    log_bucket = log_bucket.clamp(max=num_buckets - 1)
+    return buckets + torch.where(distance < exact, distance, log_bucket)
+
+
+class RelativePositionBias(nn.Module):
+    """A learned [num_buckets, H] table -> additive attention bias [1, H, T, S]."""
+
+    def __init__(self, num_heads: int, *, bidirectional: bool, num_buckets: int = 32,
+                 max_distance: int = 128) -> None:
+        super().__init__()
+        self.bidirectional, self.num_buckets, self.max_distance = bidirectional, num_buckets, max_distance
+        self.embedding = nn.Embedding(num_buckets, num_heads)
+
+    def forward(self, t: int, s: int, *, offset: int = 0) -> Tensor:
+        """Bias for queries at offset … offset+T−1 against keys 0 … S−1 (decoding: offset = cached length)."""
+        device = self.embedding.weight.device
+        query = torch.arange(offset, offset + t, device=device)[:, None]  # [T, 1]
+        key = torch.arange(s, device=device)[None, :]  # [1, S]
+        buckets = relative_position_bucket(key - query, bidirectional=self.bidirectional,
+                                           num_buckets=self.num_buckets, max_distance=self.max_distance)  # [T, S]
+        return self.embedding(buckets).permute(2, 0, 1).unsqueeze(0)  # [1, H, T, S]

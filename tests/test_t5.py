@@ -1,0 +1,231 @@
+"""T5: parity with transformers (v1.0 and v1.1, both directions), the decoding protocol, init, config."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import clozeformer
+from clozeformer.config import ConfigError, T5Config
+from clozeformer.interop.hf import t5_state_to_hf
+from clozeformer.models.t5 import T5ForConditionalGeneration
+from clozeformer.nn.position import relative_position_bucket
+
+transformers = pytest.importorskip("transformers")
+TOL = 1e-4
+VOCAB = 101
+# num_decoder_layers ≠ num_layers, d_kv · heads ≠ d_model, and few buckets with a short max distance
+# so that the log-spaced and the saturated buckets all occur in 30 positions
+HF_SMALL = dict(vocab_size=VOCAB, d_model=32, d_kv=12, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
+                relative_attention_num_buckets=8, relative_attention_max_distance=20, decoder_start_token_id=0)
+V1_1 = dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+
+
+def hf_model(v11: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(**HF_SMALL, **(V1_1 if v11 else {})))
+    if v11:  # transformers ≥ 5 ties even v1.1's head unless given a distinct one, as real v1.1 checkpoints hold
+        model.lm_head.weight = torch.nn.Parameter(torch.randn(VOCAB, 32))
+    return model.eval()
+
+
+def batch(seed: int = 0):
+    """Right-padded encoder inputs [3, 30] and labels [3, 25] padded with -100."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, VOCAB, (3, 30), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 20:] = 0
+    mask[2, 7:] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    labels = torch.randint(2, VOCAB, (3, 25), generator=g)
+    labels[0, 18:] = -100
+    labels[2, 4:] = -100
+    return ids, mask, labels
+
+
+def assert_same_outputs(ours, hf, seed=0):
+    ids, mask, labels = batch(seed)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask, labels=labels)
+        out = ours(ids, mask, labels=labels)
+    keep = labels != -100
+    assert out.logits.shape == ref.logits.shape == (3, 25, VOCAB)
+    assert (out.logits - ref.logits)[keep].abs().max() < TOL
+    assert abs(out.loss.item() - ref.loss.item()) < TOL
+    return out
+
+
+@pytest.mark.parametrize("v11", [False, True], ids=["v1.0", "v1.1"])
+def test_load_transformers_directory_matches_logits_and_loss(tmp_path, v11, one_thread):
+    hf = hf_model(v11)
+    hf.save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing freshly initialised, nothing ignored
+        ours = clozeformer.load_model(tmp_path)
+    assert isinstance(ours, T5ForConditionalGeneration)
+    assert ours.config.tie_word_embeddings is (not v11)
+    assert ours.config.feed_forward == ("gated-gelu" if v11 else "relu")
+    assert (ours.lm_head is None) is (not v11)
+    out = assert_same_outputs(ours, hf)
+    # decoder_input_ids given explicitly, with a decoder padding mask, gives transformers' logits too
+    ids, mask, labels = batch(1)
+    dec = torch.full((3, 1), ours.config.decoder_start_token_id)
+    dec = torch.cat([dec, labels.clamp(min=0)[:, :-1]], 1)
+    dmask = (labels != -100).long()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=dmask).logits
+        got = ours(ids, mask, decoder_input_ids=dec, decoder_attention_mask=dmask).logits
+    assert (got - ref)[dmask.bool()].abs().max() < TOL
+    assert out.loss.requires_grad is False
+
+
+@pytest.mark.parametrize("v11", [False, True], ids=["v1.0", "v1.1"])
+def test_export_loads_in_transformers_unchanged(tmp_path, v11, one_thread):
+    torch.manual_seed(3)
+    cfg = T5Config.from_dict(dict(vocab_size=VOCAB, d_model=32, d_kv=12, d_ff=48, num_layers=2, num_decoder_layers=3,
+                                  num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
+                                  **(dict(feed_forward="gated-gelu", tie_word_embeddings=False) if v11 else {})))
+    ours = T5ForConditionalGeneration(cfg).eval()
+    clozeformer.save_model(ours, tmp_path)
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert (hf.lm_head.weight is hf.shared.weight) is (not v11)
+    assert_same_outputs(ours, hf, seed=2)
+    back = clozeformer.load_model(tmp_path)
+    assert list(back.state_dict()) == list(ours.state_dict())
+    for (k, a), b in zip(ours.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_v1_1_checkpoint_with_tied_head_loads_exactly(tmp_path, one_thread):
+    # transformers ≥ 5 builds v1.1 (unscaled) with the head tied and saves no lm_head.weight
+    hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**HF_SMALL, **V1_1)).eval()
+    hf.save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = clozeformer.load_model(tmp_path)
+    assert torch.equal(ours.lm_head.weight, ours.shared.weight)
+    assert_same_outputs(ours, hf, seed=3)
+
+
+@pytest.mark.parametrize("v11", [False, True], ids=["v1.0", "v1.1"])
+def test_cached_decoding_equals_full_forward(v11, one_thread):
+    cfg = T5Config.preset("tiny", vocab_size=VOCAB, relative_attention_num_buckets=8,
+                          relative_attention_max_distance=12,
+                          **(dict(feed_forward="gated-gelu", tie_word_embeddings=False) if v11 else {}))
+    torch.manual_seed(4)
+    model = T5ForConditionalGeneration(cfg).eval()
+    ids, mask, labels = batch(4)
+    dec = torch.randint(2, VOCAB, (3, 20), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        full = model(ids, mask, decoder_input_ids=dec).logits  # [3, 20, V]
+        enc = model.encode(ids, mask)
+        cache = model.new_cache()
+        steps = []
+        for t in range(0, 20, 1 if v11 else 3):  # one token at a time, or chunks of 3 (positions start at cache.length)
+            chunk = dec[:, t:t + (1 if v11 else 3)]
+            assert cache.length == t
+            steps.append(model.decode(chunk, enc, mask, cache))
+        assert cache.length == 20
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("settings", [dict(num_beams=1), dict(num_beams=4), dict(num_beams=3, length_penalty=2.0,
+                                                                              no_repeat_ngram_size=2)],
+                         ids=["greedy", "beam4", "beam3-lp2-ngram2"])
+def test_generation_matches_transformers(one_thread, settings):
+    # equal stack depths: transformers sizes its generation cache by num_layers, not num_decoder_layers
+    torch.manual_seed(6)
+    hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**{**HF_SMALL, "num_decoder_layers": 2})).eval()
+    ours = T5ForConditionalGeneration(T5Config.from_dict(dict(
+        vocab_size=VOCAB, d_model=32, d_kv=12, d_ff=48, num_layers=2, num_decoder_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=20))).eval()
+    ours.load_state_dict(_ours_from(hf))
+    ids, mask, _ = batch(6)
+    with torch.no_grad():
+        ref = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, **settings)
+        got = ours.generate(ids, mask, max_new_tokens=12, **settings)
+    assert torch.equal(got, ref)
+
+
+def _ours_from(hf):
+    from clozeformer.interop.hf import t5_state_from_hf
+
+    state, ignored = t5_state_from_hf(hf.state_dict())
+    assert not ignored
+    return state
+
+
+def test_relative_position_buckets():
+    offsets = torch.arange(-200, 201)
+    bi = relative_position_bucket(offsets, bidirectional=True)
+    causal = relative_position_bucket(offsets, bidirectional=False)
+    # T5 / Mesh TF: 16 buckets per direction, 8 exact, log-spaced to 128, saturating after
+    assert bi[200 + 0] == 0 and bi[200 + 1] == 17 and bi[200 - 1] == 1 and bi[200 - 7] == 7
+    assert bi[200 - 8] == 8 and bi[200 - 127] == 15 and bi[200 - 200] == 15 and bi[200 + 200] == 31
+    assert int(bi.min()) == 0 and int(bi.max()) == 31
+    assert (causal[offsets >= 0] == 0).all()  # later keys all share bucket 0 (masked anyway)
+    assert causal[200 - 15] == 15 and causal[200 - 16] == 16 and causal[200 - 200] == 31
+    assert (causal[:201].flip(0).diff() >= 0).all()  # monotone in distance
+
+
+def test_init_follows_mesh_tf(one_thread):
+    cfg = T5Config.preset("mini", vocab_size=2000, initializer_factor=1.0)
+    torch.manual_seed(0)
+    m = T5ForConditionalGeneration(cfg)
+    d, dkv, inner, dff = 256, 64, 256, 1024
+    layer = m.decoder.layers[1]
+    qkv = layer.attn.qkv.weight
+    checks = [(m.shared.weight, 1.0), (qkv[:inner], (d * dkv) ** -0.5), (qkv[inner:], d ** -0.5),
+              (layer.attn.out.weight, inner ** -0.5), (layer.cross.q.weight, (d * dkv) ** -0.5),
+              (layer.ffn.up.weight, d ** -0.5), (layer.ffn.down.weight, dff ** -0.5),
+              (m.encoder.bias.embedding.weight, d ** -0.5)]
+    for w, std in checks:
+        assert w.std().item() == pytest.approx(std, rel=0.15)
+    assert (m.encoder.norm.weight == 1).all() and (layer.ffn_norm.weight == 1).all()
+    assert not any(n.endswith("bias") for n, _ in m.named_parameters())  # no linear biases anywhere
+
+
+def test_training_step_and_label_shift(one_thread):
+    cfg = T5Config.preset("tiny", vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_heads=4)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(cfg)
+    ids, mask, labels = batch(7)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(8):
+        loss = model(ids, mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+    model.eval()
+    dec = torch.cat([torch.zeros(3, 1, dtype=torch.long), labels.clamp(min=0)[:, :-1]], 1)  # start = pad = 0
+    with torch.no_grad():
+        assert torch.equal(model(ids, mask, labels=labels).logits, model(ids, mask, decoder_input_ids=dec).logits)
+    with pytest.raises(ValueError, match="decoder_input_ids or labels"):
+        model(ids, mask)
+
+
+def test_state_names_are_hf_names():
+    cfg = T5Config.preset("tiny", vocab_size=VOCAB, feed_forward="gated-gelu", tie_word_embeddings=False)
+    hf_keys = set(t5_state_to_hf(T5ForConditionalGeneration(cfg).state_dict()))
+    ref = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=VOCAB, d_model=128, d_kv=32, d_ff=512, num_layers=2, num_heads=4, **V1_1))
+    assert hf_keys == {k for k in ref.state_dict() if not k.endswith("embed_tokens.weight")}  # tied to shared
+
+
+def test_config_validation_and_presets():
+    small = T5Config.preset("small")
+    assert (small.d_model, small.d_kv, small.d_ff, small.num_layers, small.num_heads) == (512, 64, 2048, 6, 8)
+    v11 = T5Config.preset("small", feed_forward="gated-gelu", tie_word_embeddings=False)
+    assert not v11.tie_word_embeddings
+    with pytest.raises(ConfigError, match="feed_forward"):
+        T5Config(feed_forward="swiglu")
+    with pytest.raises(ConfigError, match="buckets"):
+        T5Config(relative_attention_num_buckets=7)
+    with pytest.raises(ConfigError, match="unknown t5 config key"):
+        T5Config.from_dict({"d_modle": 3})
