@@ -41,6 +41,8 @@ def cmd_pretrain(args) -> None:
                         precision=args.precision, eval_every=args.eval_every, eval_batches=args.eval_batches,
                         save_every=args.save_every, keep_last=args.keep_last, log_every=args.log_every,
                         seed=args.seed, device=args.device, nan_policy=args.nan_policy, fsdp=args.fsdp)
+    if args.cased and args.lowercase:
+        raise ValueError("--cased and --lowercase contradict each other")
     overrides = {}
     for kv in args.set:
         key, eq, value = kv.partition("=")
@@ -48,7 +50,8 @@ def cmd_pretrain(args) -> None:
             raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
         overrides[key] = value
     summary = pretrain(args.corpus, model=args.model, config=args.config, run_dir=args.run_dir,
-                       tokenizer=args.tokenizer, vocab_size=args.vocab_size, lowercase=not args.cased,
+                       tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                       lowercase=False if args.cased else (True if args.lowercase else None), noise=args.noise,
                        init=args.init, max_len=args.max_len, batch_size=args.batch_size, nsp=not args.no_nsp,
                        whole_word=args.whole_word, mlm_rate=args.mlm_rate, train=train,
                        model_overrides={k: _value(v) for k, v in overrides.items()}, text_field=args.text_field,
@@ -75,6 +78,58 @@ def cmd_fill_mask(args) -> None:
             print(f"  [MASK] #{i + 1}: " + ", ".join(f"{p.token} ({p.score:.3f})" for p in preds))
 
 
+def cmd_noise(args) -> None:
+    import os
+
+    from clozeformer import load_model, load_tokenizer
+    from clozeformer.view import render_html, render_text, view
+
+    source = args.model or args.tokenizer
+    tok = load_tokenizer(source) if source else None
+    model = load_model(args.model, allow_pickle=args.allow_pickle) if args.model else None
+    v = view(args.objective, " ".join(args.text), tokenizer=tok, model=model, seed=args.seed, rate=args.rate,
+             second=args.second)
+    print(render_text(v, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+    if args.html:
+        from clozeformer.io import atomic_write
+
+        atomic_write(Path(args.html), render_html(v).encode())
+        print(f"wrote {args.html}")
+
+
+def cmd_generate(args) -> None:
+    from clozeformer import load_model, load_tokenizer
+    from clozeformer.infer import generate_texts
+
+    model, tok = load_model(args.model, allow_pickle=args.allow_pickle), load_tokenizer(args.model)
+    stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    with stream:
+        lines = [line.rstrip("\n") for line in stream]
+    options = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
+                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                   length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                   min_new_tokens=args.min_new_tokens, early_stopping=args.early_stopping)
+    for out in generate_texts(model, tok, lines, batch_size=args.batch_size, prefix=args.prefix, seed=args.seed,
+                              **options):
+        print(out, flush=True)
+
+
+def cmd_translate(args) -> None:
+    from clozeformer.train.loop import TrainConfig
+    from clozeformer.train.translate import train_translation
+
+    common = dict(precision=args.precision, seed=args.seed, device=args.device, eval_every=args.eval_every,
+                  save_every=args.save_every, warmup_steps=args.warmup)
+    summary = train_translation(args.bart, args.train, source_field=args.source, target_field=args.target,
+                                run_dir=args.run_dir, eval_file=args.eval, test_file=args.test,
+                                source_tokenizer=args.source_tokenizer, source_vocab_size=args.source_vocab_size,
+                                source_layers=args.source_layers, max_len=args.max_len, batch_size=args.batch_size,
+                                stage1=TrainConfig(steps=args.stage1_steps, lr=args.stage1_lr, **common),
+                                stage2=TrainConfig(steps=args.stage2_steps, lr=args.stage2_lr, **common),
+                                num_beams=args.num_beams, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary, indent=2, default=str))
+
+
 def cmd_convert(args) -> None:
     from clozeformer import load_model, load_tokenizer, save_model
 
@@ -91,9 +146,16 @@ def cmd_train_tokenizer(args) -> None:
     from clozeformer.data.corpus import iter_texts
     from clozeformer.tokenizer import Tokenizer
 
-    tok = Tokenizer.train_wordpiece(iter_texts(args.corpus, text_field=args.text_field,
-                                               blank_line_docs=args.blank_line_docs),
-                                    vocab_size=args.vocab_size, lowercase=not args.cased, show_progress=True)
+    if args.cased and args.lowercase:
+        raise ValueError("--cased and --lowercase contradict each other")
+    if args.extra_ids is not None and args.kind != "unigram":
+        raise ValueError(f"--extra-ids (T5 sentinels) needs --kind unigram, not {args.kind}")
+    # WordPiece lowercases unless --cased (BERT uncased); BART's BPE and T5's Unigram keep case
+    # unless --lowercase, as those models were trained.
+    lowercase = not args.cased if args.kind == "wordpiece" else args.lowercase
+    kw = {"extra_ids": args.extra_ids} if args.extra_ids is not None else {}
+    texts = iter_texts(args.corpus, text_field=args.text_field, blank_line_docs=args.blank_line_docs)
+    tok = Tokenizer.train(args.kind, texts, vocab_size=args.vocab_size, lowercase=lowercase, show_progress=True, **kw)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     tok.save(args.out)
     print(f"wrote {args.out}/tokenizer.json ({tok.vocab_size} tokens)")
@@ -118,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("pretrain", help="pretrain a model on text files")
-    p.add_argument("--model", default="bert", choices=["bert"])
+    p.add_argument("--model", default="bert", choices=["bert", "electra", "bart", "t5"])
+    p.add_argument("--noise", default="bart-base",
+                   help="bart: noise preset (bart-base, bart-large, text-infilling, token-masking, token-deletion, "
+                        "sentence-permutation, document-rotation, token-insertion)")
+    p.add_argument("--lowercase", action="store_true", help="lowercase when training a tokenizer (bart/t5: cased "
+                                                            "by default; bert/electra: uncased unless --cased)")
     p.add_argument("--config", default="mini", help="preset: tiny, mini, small, base")
     p.add_argument("--corpus", nargs="+", required=True, help=".txt / .jsonl files, optionally .gz")
     p.add_argument("--run-dir", default="runs/pretrain")
@@ -163,16 +230,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="allow loading .bin/.pt weights (weights_only)")
     p.set_defaults(fn=cmd_fill_mask)
 
+    p = sub.add_parser("noise", help="show what a pretraining objective does to a sentence")
+    p.add_argument("text", nargs="+")
+    p.add_argument("--objective", required=True,
+                   help="mlm, whole-word-mlm, nsp, token-masking, token-deletion, text-infilling, "
+                        "sentence-permutation, document-rotation, token-insertion, bart-base, span-corruption, rtd")
+    p.add_argument("--tokenizer", help="tokenizer dir/file for real subwords (default: the text's own words)")
+    p.add_argument("--model", help="model dir (its tokenizer; rtd needs an ELECTRA model)")
+    p.add_argument("--second", help="nsp: a second text, the source of the random NotNext segment")
+    p.add_argument("--rate", type=float, help="masking/noise rate (default: the objective's own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--html", help="also write the view to this HTML file")
+    p.add_argument("--allow-pickle", action="store_true")
+    p.set_defaults(fn=cmd_noise)
+
+    p = sub.add_parser("generate", help="generate text with an encoder-decoder (BART, T5), one output per line")
+    p.add_argument("model")
+    p.add_argument("--input", default="-", help="text file, one source per line, or - for stdin (default)")
+    p.add_argument("--prefix", default="", help='prepended to every line (T5 task prefixes: "summarize: ")')
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy/beam search")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--length-penalty", type=float, default=1.0)
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    p.add_argument("--min-new-tokens", type=int, default=0)
+    p.add_argument("--early-stopping", action="store_true")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-pickle", action="store_true")
+    p.set_defaults(fn=cmd_generate)
+
+    p = sub.add_parser("translate", help="train a translator: pretrained BART + a new source encoder, two stages")
+    p.add_argument("--bart", required=True, help="pretrained BART directory (target language)")
+    p.add_argument("--train", required=True, help="JSONL pairs")
+    p.add_argument("--source", required=True, help="JSONL field of the source text (e.g. en)")
+    p.add_argument("--target", required=True, help="JSONL field of the target text (e.g. de)")
+    p.add_argument("--eval", help="JSONL pairs for per-stage evaluation (loss, token accuracy)")
+    p.add_argument("--test", help="JSONL pairs to report sacreBLEU on at the end")
+    p.add_argument("--run-dir", default="runs/translate")
+    p.add_argument("--source-tokenizer", help="default: a byte-level BPE trained on the source side")
+    p.add_argument("--source-vocab-size", type=int, default=8000)
+    p.add_argument("--source-layers", type=int, default=2)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--stage1-steps", type=int, default=1000)
+    p.add_argument("--stage1-lr", type=float, default=5e-4)
+    p.add_argument("--stage2-steps", type=int, default=200)
+    p.add_argument("--stage2-lr", type=float, default=5e-5)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--num-beams", type=int, default=4)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_translate)
+
     p = sub.add_parser("convert", help="import a transformers model directory (or re-export ours)")
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--allow-pickle", action="store_true")
     p.set_defaults(fn=cmd_convert)
 
-    p = sub.add_parser("train-tokenizer", help="train a WordPiece tokenizer on text files")
+    p = sub.add_parser("train-tokenizer", help="train a WordPiece, byte-level BPE or Unigram tokenizer on text files")
     p.add_argument("--corpus", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--kind", default="wordpiece", choices=["wordpiece", "bpe", "unigram"],
+                   help="wordpiece (BERT, ELECTRA), bpe (BART, byte-level), unigram (T5) (default: wordpiece)")
+    p.add_argument("--extra-ids", type=int, help="unigram: number of T5 sentinels <extra_id_i> (default: 100)")
+    p.add_argument("--lowercase", action="store_true", help="bpe/unigram: lowercase (they keep case by default)")
     _corpus_options(p)
     p.set_defaults(fn=cmd_train_tokenizer)
     return ap

@@ -41,3 +41,67 @@ def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 5)
             row.append(Prediction(tokenizer.tokens([tid])[0], tid, score, tokenizer.decode(filled)))
         results.append(row)
     return results
+
+
+@dataclass(frozen=True)
+class RTDRow:
+    """One token of a replaced-token-detection view."""
+
+    original: str
+    masked_input: str  # what the generator saw ([MASK], or the original where a selected token was kept)
+    sample: str | None  # the generator's sample at a selected position, else None
+    p_replaced: float  # the discriminator's P(replaced) for the token it saw
+    replaced: bool  # whether the discriminator's input really differs from the original here
+
+
+@torch.no_grad()
+def replaced_token_detection(model: nn.Module, tokenizer: Tokenizer, text: str, *, seed: int = 0,
+                             rate: float = 0.15) -> list[RTDRow]:
+    """ELECTRA's step on one text, token by token: mask (objectives/rtd.rtd_mask, seeded), let the
+    generator sample replacements, and read the discriminator's P(replaced) for every token.
+
+    `model` is an ELECTRA pretraining pair (generator + discriminator, e.g. a pretrain run's model dir).
+    """
+    from clozeformer.objectives.rtd import IGNORE, rtd_mask
+
+    if not hasattr(model, "generator"):
+        raise ValueError("replaced-token detection needs the ELECTRA generator too: load the pretraining "
+                         "directory (with generator/), not a discriminator alone")
+    ids = torch.tensor([tokenizer.encode(text, max_length=model.config.max_positions)])  # [1, T]
+    batch = rtd_mask(ids, mask_id=tokenizer.mask_id, vocab_size=model.config.vocab_size,
+                     special_ids=tokenizer.special_ids, generator=torch.Generator().manual_seed(seed), rate=rate)
+    model.eval()
+    device = next(model.parameters()).device
+    out = model(batch["input_ids"].to(device), labels=batch["labels"].to(device),
+                replace_u=batch["replace_u"].to(device))
+    selected = (batch["labels"][0] != IGNORE).tolist()
+    seen = out.disc_input_ids[0].tolist()
+    p = out.disc_logits[0].float().sigmoid().tolist()
+    originals, masked, samples = (tokenizer.tokens(x) for x in (ids[0].tolist(), batch["input_ids"][0].tolist(), seen))
+    return [RTDRow(originals[i], masked[i], samples[i] if selected[i] else None, p[i], bool(seen[i] != ids[0, i]))
+            for i in range(ids.shape[1])]
+
+
+@torch.no_grad()
+def generate_texts(model: nn.Module, tokenizer: Tokenizer, texts: list[str], *, batch_size: int = 16,
+                   prefix: str = "", seed: int = 0, target_tokenizer: Tokenizer | None = None, **options) -> list[str]:
+    """Decoded outputs of `model.generate` for each source text (prefixed, truncated to fit).
+
+    `target_tokenizer` decodes the outputs when the target vocabulary differs from the
+    source's (BART with a new source encoder).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    limit = getattr(model.config, "max_positions", None)
+    g = torch.Generator(device=device).manual_seed(seed)
+    outputs = []
+    for i in range(0, len(texts), batch_size):
+        rows = [tokenizer.encode(prefix + t, max_length=limit) for t in texts[i: i + batch_size]]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
+        for j, r in enumerate(rows):
+            ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask = (torch.arange(width) < torch.tensor([len(r) for r in rows])[:, None]).long()
+        out = model.generate(ids.to(device), mask.to(device), generator=g, **options)
+        outputs += [(target_tokenizer or tokenizer).decode(o).strip() for o in out.tolist()]
+    return outputs

@@ -10,6 +10,9 @@ Examples (token ranges into the cache):
   (google-research/bert builds its pairs the same way; its short_seq_prob is left out).
 - without NSP: windows of max_len − 2 tokens over the token stream of the training
   documents, crossing document ends (RoBERTa's FULL-SENTENCES packing), so no padding.
+BART (DenoisePretrainData) and T5 (SpanPretrainData) use the packed windows too: `<s> … </s>`
+rows noised by objectives/denoise.py, and raw windows of exactly the length that T5's span
+corruption turns into max_len encoder tokens.
 Held-out documents (a seeded random `eval_fraction` of them, at least one) never appear in
 training examples.
 """
@@ -26,6 +29,7 @@ from clozeformer.data.cache import TokenCache
 from clozeformer.objectives.denoise import PRESETS, NoiseIds, NoiseStep, denoise
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.nsp import nsp_pairs
+from clozeformer.objectives.span import DENSITY, MEAN_SPAN, span_corruption, span_lengths
 
 
 def _seeded(*parts: int) -> torch.Generator:
@@ -249,3 +253,48 @@ class DenoisePretrainData:
         ids = ids.scatter(1, (length + 1)[:, None], s.eos)  # <s> body </s> <pad>…
         return denoise(ids, length + 2, self.noise, spec=s, generator=g, full_stop_ids=self.full_stops,
                        max_len=self.max_len)
+
+
+class SpanPretrainData:
+    """Batches for T5 pretraining: windows of exactly the raw length that span corruption turns
+    into `max_len` encoder tokens (T5's packing: no padding anywhere, static shapes).
+
+    Windows run over consecutive training documents; a stream's last, shorter window is dropped.
+    """
+
+    def __init__(self, cache: TokenCache, sentinel_ids: list[int], eos_id: int, *, max_len: int = 128,
+                 batch_size: int = 32, seed: int = 0, eval_fraction: float = 0.02, density: float = DENSITY,
+                 mean_span: float = MEAN_SPAN) -> None:
+        if cache.n_tokens == 0:
+            raise ValueError("the corpus has no tokens")
+        if not sentinel_ids:
+            raise ValueError("span corruption needs a tokenizer with sentinels <extra_id_0> … (a T5 tokenizer)")
+        self.raw, self.target_len = span_lengths(max_len, density, mean_span)
+        self.cache, self.sentinels, self.eos = cache, torch.tensor(sentinel_ids), eos_id
+        self.batch_size, self.seed, self.density, self.mean_span = batch_size, seed, density, mean_span
+        held = split_documents(cache.n_documents, eval_fraction, seed)
+
+        def full(docs):
+            w = stream_windows(cache, docs, self.raw)
+            return w[w[:, 1] - w[:, 0] == self.raw]
+
+        self.train_examples, self.eval_examples = full(np.flatnonzero(~held)), full(np.flatnonzero(held))
+        if len(self.train_examples) == 0:
+            raise ValueError(f"the corpus is too small for one training window of {self.raw} tokens "
+                             f"(max_len {max_len}); use a smaller max_len or more text")
+        self._order = _EpochOrder(len(self.train_examples), seed)
+
+    def train_batch(self, index: int) -> dict[str, Tensor]:
+        return self.make_batch(self._order.rows(self.train_examples, index, self.batch_size),
+                               _seeded(self.seed, 3, index))
+
+    def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
+        ex = self.eval_examples[: max_batches * self.batch_size]
+        return [self.make_batch(ex[i: i + self.batch_size], _seeded(self.seed, 4, i))
+                for i in range(0, len(ex), self.batch_size)]
+
+    def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
+        rows = torch.from_numpy(np.stack([self.cache.tokens[t0:t1] for t0, t1 in ranges]).astype(np.int64))
+        out = span_corruption(rows, sentinel_ids=self.sentinels, eos_id=self.eos, density=self.density,
+                              mean_span=self.mean_span, generator=g)
+        return {**out, "attention_mask": torch.ones_like(out["input_ids"])}

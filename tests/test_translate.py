@@ -1,0 +1,94 @@
+"""BART translation with a new source encoder (BART §3.4): the two stages, saving, BLEU, the CLI."""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from clozeformer.cli import main
+from clozeformer.config import BartConfig
+from clozeformer.data.corpus import CorpusError
+from clozeformer.data.pairs import read_pairs
+from clozeformer.interop.hf import load_model, save_model
+from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
+from clozeformer.tokenizer import Tokenizer
+from clozeformer.train.loop import TrainConfig
+from clozeformer.train.translate import train_translation
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    if not (DATA / "train.jsonl").is_file():
+        pytest.skip("multi30k not available")
+    tmp = tmp_path_factory.mktemp("translate")
+    lines = (DATA / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    (tmp / "train.jsonl").write_text("\n".join(lines[:160]) + "\n", encoding="utf-8")
+    (tmp / "test.jsonl").write_text("\n".join(lines[160:176]) + "\n", encoding="utf-8")
+    german = [json.loads(x)["de"] for x in lines[:400]]
+    tok = Tokenizer.train("bpe", german, vocab_size=500)
+    torch.manual_seed(0)
+    bart = BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32,
+                                                          num_heads=2, intermediate_size=64, max_positions=64))
+    save_model(bart, tmp / "bart", tok)
+    return tmp, bart
+
+
+def test_two_stages_freeze_then_train_everything(setup):
+    tmp, bart = setup
+    quick = dict(warmup_steps=0, eval_every=100, save_every=100, log_every=1, seed=1)
+    summary = train_translation(tmp / "bart", tmp / "train.jsonl", source_field="en", target_field="de",
+                                run_dir=tmp / "run", eval_file=tmp / "test.jsonl", test_file=tmp / "test.jsonl",
+                                source_vocab_size=300, max_len=48, batch_size=16, num_beams=2, max_new_tokens=12,
+                                stage1=TrainConfig(steps=4, lr=1e-2, **quick),
+                                stage2=TrainConfig(steps=2, lr=1e-3, **quick), progress=False)
+    trained = load_model(summary["model_dir"])
+    assert isinstance(trained, BartForTranslation)
+    before, after = bart.state_dict(), trained.state_dict()
+    # stage 1 may move only the new encoder, the positions and layer 0's q/k/v; stage 2 moves the rest
+    stage1 = load_model(tmp / "run" / "stage1" / "checkpoints" / "step-0000004").state_dict()
+    moved1 = {k for k in before if not torch.equal(before[k], stage1[k])}
+    assert moved1 == {"bart.encoder.pos.weight", "bart.encoder.layers.0.attn.qkv.weight",
+                      "bart.encoder.layers.0.attn.qkv.bias"}
+    assert any(not torch.equal(stage1[k], after[k]) for k in before if k not in moved1)  # stage 2: all
+    assert summary["stage1"]["trainable_parameters"] < summary["stage2"]["trainable_parameters"]
+    assert 0.0 <= summary["bleu_beam1"] <= 100.0 and 0.0 <= summary["bleu_beam2"] <= 100.0
+    # the BART part of the saved translator loads in transformers unchanged
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.BartForConditionalGeneration.from_pretrained(summary["model_dir"])
+    assert torch.equal(hf.model.shared.weight, trained.bart.shared.weight)
+    # resuming a finished run trains nothing more
+    again = train_translation(tmp / "bart", tmp / "train.jsonl", source_field="en", target_field="de",
+                              run_dir=tmp / "run", source_vocab_size=300, max_len=48, batch_size=16,
+                              stage1=TrainConfig(steps=4, lr=1e-2, **quick),
+                              stage2=TrainConfig(steps=2, lr=1e-3, **quick), resume=True, progress=False)
+    assert again["stage2"]["resumed"] == "complete"
+    assert all(torch.equal(a, b) for a, b in zip(load_model(again["model_dir"]).state_dict().values(),
+                                                 after.values()))
+
+
+def test_cli_translate(setup):
+    tmp, _ = setup
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["translate", "--bart", str(tmp / "bart"), "--train", str(tmp / "train.jsonl"), "--source", "en",
+                     "--target", "de", "--run-dir", str(tmp / "cli"), "--stage1-steps", "2", "--stage2-steps", "1",
+                     "--source-vocab-size", "300", "--max-len", "48", "--batch-size", "8", "--quiet"])
+    assert code == 0, err.getvalue()
+    summary = json.loads(out.getvalue()[out.getvalue().index("{"):])
+    assert isinstance(load_model(summary["model_dir"]), BartForTranslation)
+
+
+def test_pair_files_fail_clearly(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"en": "a"}\n', encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"bad.jsonl:1: no field 'de'"):
+        read_pairs(bad, "en", "de")
+    (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="empty"):
+        read_pairs(tmp_path / "empty.jsonl", "en", "de")

@@ -1,0 +1,112 @@
+"""`clozeformer noise` (what an objective does to a sentence) and `clozeformer generate`."""
+
+import contextlib
+import io
+
+import pytest
+import torch
+
+from clozeformer.cli import main
+from clozeformer.config import BartConfig
+from clozeformer.interop.hf import save_model
+from clozeformer.models.bart import BartForConditionalGeneration
+from clozeformer.tokenizer import Tokenizer
+from clozeformer.view import OBJECTIVES, render_html, render_text, view, word_tokenizer
+
+TEXT = "I'm learning PyTorch. PyTorch is a machine learning library."
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def rows(v):
+    return {r.label: r.cells for r in v.rows}
+
+
+@pytest.mark.parametrize("objective", [o for o in OBJECTIVES if o != "rtd"])
+def test_every_objective_keeps_the_text_recoverable(objective):
+    v = view(objective, TEXT, seed=3)
+    r = rows(v)
+    if objective == "nsp":
+        assert r["IsNext"][0] == "[CLS]" and r["IsNext"].count("[SEP]") == 2
+        return
+    original = [c for c in r["original"] if c]
+    words = [w for w, _ in __import__("tokenizers").pre_tokenizers.Whitespace().pre_tokenize_str(TEXT)]
+    assert [c for c in original if c not in ("[CLS]", "[SEP]", "<s>", "</s>")] == words
+    if objective in ("mlm", "whole-word-mlm"):  # every target sits where the input differs or was kept
+        assert sum(bool(c) for c in r["target"]) == round(0.15 * len(words))
+    elif objective == "span-corruption":  # sentinels in the input, each one opening a span in the target
+        sentinels = [c for c in r["input"] if c.startswith("<extra_id_")]
+        assert sentinels and [c for c in r["target"] if c.startswith("<extra_id_")] == sentinels
+    else:  # BART: the target is the whole original
+        assert [c for c in r["target"] if c not in ("<s>", "</s>")] == words
+
+
+def test_infilling_view_aligns_each_mask_with_its_span():
+    v = view("text-infilling", TEXT, seed=1)
+    r = rows(v)
+    # every column whose input is <mask> covers original tokens or is an inserted mask (length-0 span)
+    assert any(c == "<mask>" for c in r["input"])
+    for top, bottom in zip(r["original"], r["input"]):
+        assert bottom in ("<mask>", top, "")
+
+
+def test_same_seed_same_view_and_rendering():
+    a, b = view("bart-base", TEXT, seed=7), view("bart-base", TEXT, seed=7)
+    assert rows(a) == rows(b)
+    plain, coloured = render_text(a, color=False), render_text(a, color=True)
+    assert "\x1b[" not in plain and "\x1b[" in coloured
+    page = render_html(a)
+    assert page.startswith("<!doctype html>") and "&lt;mask&gt;" in page
+
+
+def test_subword_tokenizer_and_errors():
+    tok = Tokenizer.train("bpe", [TEXT] * 20 + ["machine learning is fun."] * 20, vocab_size=300)
+    v = view("token-masking", TEXT, tokenizer=tok, seed=0)
+    assert rows(v)["original"][0] == "<s>"
+    with pytest.raises(ValueError, match="unknown objective"):
+        view("nope", TEXT)
+    with pytest.raises(ValueError, match="empty"):
+        view("mlm", "   ")
+    with pytest.raises(ValueError, match="rtd needs"):
+        view("rtd", TEXT)
+    with pytest.raises(ValueError, match="two sentences"):
+        view("nsp", "one sentence only")
+    assert word_tokenizer(TEXT, "t5").sentinel_id(0) == word_tokenizer(TEXT, "t5").vocab_size - 1
+
+
+def test_noise_cli_prints_and_writes_html(tmp_path):
+    code, out, _ = run("noise", "--objective", "text-infilling", "--seed", "2", "--html", str(tmp_path / "v.html"),
+                       TEXT)
+    assert code == 0 and "original" in out and "input" in out and "\x1b[" not in out  # piped: plain
+    assert (tmp_path / "v.html").read_text().count("<tr>") == 3
+    code, _, err = run("noise", "--objective", "bogus", TEXT)
+    assert code == 1 and "unknown objective" in err
+
+
+def test_generate_cli_prints_one_line_per_input(tmp_path, monkeypatch):
+    texts = ["the cat sat on the mat .", "a dog ran .", "birds fly south in winter ."]
+    tok = Tokenizer.train("bpe", texts * 30, vocab_size=300)
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32,
+                                                           num_heads=2, intermediate_size=64))
+    save_model(model, tmp_path / "bart", tok)
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    code, out, err = run("generate", str(tmp_path / "bart"), "--input", str(src), "--num-beams", "2",
+                         "--max-new-tokens", "6")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3
+    model.eval()
+    for text, line in zip(texts, lines):
+        ids = torch.tensor([tok.encode(text)])
+        want = tok.decode(model.generate(ids, num_beams=2, max_new_tokens=6)[0].tolist()).strip()
+        assert line == want
+    monkeypatch.setattr("sys.stdin", io.StringIO(texts[0] + "\n"))
+    code, out, _ = run("generate", str(tmp_path / "bart"), "--max-new-tokens", "6", "--num-beams", "2")
+    assert code == 0 and out.splitlines() == lines[:1]
