@@ -1,6 +1,6 @@
 """BART §3.4 on Multi30k EN→DE: pretrain a small BART on German, then train a new English encoder.
 
-    python benchmarks/bart_translation.py [--pretrain-steps 1500] [--stage1-steps 2000] [--stage2-steps 300]
+    python benchmarks/bart_translation.py [--pretrain-steps 600] [--stage1-steps 800] [--stage2-steps 200]
 
 1. A byte-level BPE and a BART (`mini` preset unless --config) are pretrained by
    denoising (bart-base noise: sentence permutation + 30% text infilling) on the German
@@ -35,10 +35,10 @@ def main() -> None:
     ap.add_argument("--run-dir", default="runs/bench-translation")
     ap.add_argument("--config", default="mini")
     ap.add_argument("--vocab-size", type=int, default=8000)
-    ap.add_argument("--pretrain-steps", type=int, default=1500)
-    ap.add_argument("--stage1-steps", type=int, default=2000)
-    ap.add_argument("--stage2-steps", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--pretrain-steps", type=int, default=600)
+    ap.add_argument("--stage1-steps", type=int, default=800)
+    ap.add_argument("--stage2-steps", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     args = ap.parse_args()
     run = Path(args.run_dir)

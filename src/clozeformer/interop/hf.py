@@ -21,9 +21,13 @@ from torch import Tensor, nn
 from clozeformer import __version__
 from clozeformer.config import BartConfig, BertConfig, ConfigError, ElectraConfig, T5Config
 from clozeformer.io import PICKLE_SUFFIXES, load_tensors, read_json, save_tensors, write_json
-from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
-from clozeformer.models.bert import BertForPreTraining
-from clozeformer.models.electra import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
+from clozeformer.models.bart import (BartForConditionalGeneration, BartForQuestionAnswering,
+                                     BartForSequenceClassification, BartForTokenClassification, BartForTranslation)
+from clozeformer.models.bert import (BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
+                                     BertForTokenClassification)
+from clozeformer.models.electra import (ElectraDiscriminator, ElectraForPreTraining, ElectraForQuestionAnswering,
+                                        ElectraForSequenceClassification, ElectraForTokenClassification,
+                                        ElectraGenerator)
 from clozeformer.models.t5 import T5ForConditionalGeneration
 
 # ours -> HF, for one BERT layer ("bert.layers.{i}." <-> "bert.encoder.layer.{i}.")
@@ -44,6 +48,8 @@ _BERT_TOP = {
     "mlm.norm.": "cls.predictions.transform.LayerNorm.",
     "mlm.bias": "cls.predictions.bias",
     "nsp.": "cls.seq_relationship.",
+    "classifier.": "classifier.",  # sequence / token classification heads
+    "span.proj.": "qa_outputs.",  # question answering head
 }
 _QKV = ("query", "key", "value")
 # HF keys that carry no information of their own (buffers, tied copies).
@@ -167,6 +173,10 @@ _ELECTRA_TOP = {
     "mlm.dense.": "generator_predictions.dense.",
     "mlm.norm.": "generator_predictions.LayerNorm.",
     "mlm.bias": "generator_lm_head.bias",
+    "classifier.dense.": "classifier.dense.",  # ElectraClassificationHead (before the bare "classifier.")
+    "classifier.out.": "classifier.out_proj.",
+    "classifier.": "classifier.",  # token classification
+    "span.proj.": "qa_outputs.",
 }
 _ELECTRA_REDUNDANT = re.compile(r"(position_ids|generator_lm_head\.weight)$")  # buffer; tied copy
 
@@ -446,6 +456,8 @@ _BART_TOP = {
     "out.bias": "classification_head.out_proj.bias",
     "classifier.weight": "classifier.weight",
     "classifier.bias": "classifier.bias",
+    "span.proj.weight": "qa_outputs.weight",
+    "span.proj.bias": "qa_outputs.bias",
 }
 _BART_LAYER_KEY = re.compile(r"(bart|model)\.(encoder|decoder)\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 # HF keys that are copies of `model.shared.weight` (tied) or buffers
@@ -560,6 +572,42 @@ FAMILIES = {
 }
 
 
+# Fine-tuning heads, by their HF architecture name (= our class name) -> (our class, our parameter
+# prefixes HF's class has no counterpart for: HF builds token/QA BERTs without the pooler).
+# BartForTokenClassification has no HF class; it is saved under its own name all the same.
+HEADS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "BertForSequenceClassification": (BertForSequenceClassification, ()),
+    "BertForTokenClassification": (BertForTokenClassification, ("bert.pooler.",)),
+    "BertForQuestionAnswering": (BertForQuestionAnswering, ("bert.pooler.",)),
+    "ElectraForSequenceClassification": (ElectraForSequenceClassification, ()),
+    "ElectraForTokenClassification": (ElectraForTokenClassification, ()),
+    "ElectraForQuestionAnswering": (ElectraForQuestionAnswering, ()),
+    "BartForSequenceClassification": (BartForSequenceClassification, ()),
+    "BartForTokenClassification": (BartForTokenClassification, ()),
+    "BartForQuestionAnswering": (BartForQuestionAnswering, ()),
+}
+
+
+def _head_config(model: nn.Module) -> dict:
+    """HF config keys of a head: architectures, id2label/label2id (names from model.task["labels"]), problem_type."""
+    name = type(model).__name__
+    out: dict = {"architectures": [name]}
+    if name.endswith("QuestionAnswering"):
+        return out
+    names = list((getattr(model, "task", None) or {}).get("labels") or [])
+    if len(names) != model.num_labels:
+        names = [f"LABEL_{i}" for i in range(model.num_labels)]
+    out["id2label"] = {str(i): n for i, n in enumerate(names)}
+    out["label2id"] = {n: i for i, n in enumerate(names)}
+    if name.endswith("SequenceClassification"):
+        out["problem_type"] = "regression" if model.num_labels == 1 else "single_label_classification"
+    return out
+
+
+def _skipped(model: nn.Module) -> tuple[str, ...]:
+    return HEADS.get(type(model).__name__, (None, ()))[1]
+
+
 def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, source_tokenizer=None) -> Path:
     """Write `model` (and its tokenizer) as a HF-layout directory.
 
@@ -582,9 +630,15 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
     cfg = model.config
     _, _, to_hf, _, cfg_to_hf, _ = FAMILIES[cfg.model_type]
     hf_cfg = cfg_to_hf(cfg, generator=True) if isinstance(model, ElectraGenerator) else cfg_to_hf(cfg)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("source.")}
-    return _write_dir(directory, to_hf(state),
-                      {**hf_cfg, "clozeformer": {"version": __version__, "config": cfg.to_dict()}}, tokenizer)
+    ours = {"version": __version__, "config": cfg.to_dict()}
+    if type(model).__name__ in HEADS:  # a fine-tuning head: its HF architecture and our class to rebuild
+        hf_cfg.update(_head_config(model))
+        ours.update(head=type(model).__name__, num_labels=model.num_labels)
+    if getattr(model, "task", None) is not None:  # what the model was fine-tuned for (tasks/spec.py)
+        ours["task"] = model.task
+    skip = ("source.",) + _skipped(model)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+    return _write_dir(directory, to_hf(state), {**hf_cfg, "clozeformer": ours}, tokenizer)
 
 
 def _write_dir(directory: Path, tensors: dict[str, Tensor], config: dict, tokenizer) -> Path:
@@ -655,10 +709,22 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
             cfg = cfg_from_hf(hf_cfg, nsp="nsp.weight" in state)
     except ConfigError as e:
         raise ConfigError(f"{config_file}: {e}") from None
-    if kind == "electra" and _electra_is_generator(hf_cfg, state):
-        model_cls = ElectraGenerator
-    model = model_cls(cfg)
-    missing = load_state(model, state, str(weights))
+    head = ours.get("head") if ours is not None else next(iter(hf_cfg.get("architectures") or []), None)
+    if head in HEADS:
+        labels = hf_cfg.get("id2label") or {}
+        num_labels = ours.get("num_labels") if ours is not None and "num_labels" in ours else len(labels) or 2
+        model = HEADS[head][0](cfg, num_labels)
+        if ours is None and labels and not head.endswith("QuestionAnswering"):  # an HF-written classifier
+            model.task = {"labels": [labels[str(i)] if str(i) in labels else labels[i] for i in range(num_labels)]}
+    elif ours is not None and ours.get("head") is not None:
+        raise ConfigError(f"{config_file}: unknown head {ours['head']!r}; known: {sorted(HEADS)}")
+    else:
+        if kind == "electra" and _electra_is_generator(hf_cfg, state):
+            model_cls = ElectraGenerator
+        model = model_cls(cfg)
+    if ours is not None and ours.get("task") is not None:
+        model.task = ours["task"]
+    missing = [k for k in load_state(model, state, str(weights)) if not k.startswith(_skipped(model))]
     if missing or ignored:
         warnings.warn(f"{directory}: {len(missing)} parameters not in the checkpoint were freshly initialised "
                       f"({', '.join(missing[:4])}{'…' if len(missing) > 4 else ''}); "
@@ -695,7 +761,7 @@ def load_weights(model: nn.Module, directory: Path) -> list[str]:
     if isinstance(model, BartForTranslation):  # BART here, the new encoder in source/
         source = load_tensors(directory / "source" / "model.safetensors")
         state.update({k: v for k, v in source.items() if k.startswith("source.")})
-    return load_state(model, state, str(weights))
+    return [k for k in load_state(model, state, str(weights)) if not k.startswith(_skipped(model))]
 
 
 def load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> list[str]:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clozeformer.config import BartConfig
+from clozeformer.models.heads import SpanHead, span_loss
 from clozeformer.models.output import Output
 from clozeformer.nn import Cache, TransformerLayer, init_weights, padding_mask
 from clozeformer.nn.functional import dropout
@@ -206,6 +207,28 @@ class BartForTokenClassification(_EncoderDecoder):
         out.logits = self.classifier(dropout(h, self.classifier_dropout, self.training))  # [B, T, C]
         if labels is not None:
             out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        return out
+
+
+class BartForQuestionAnswering(_EncoderDecoder):
+    """Start/end logits from every decoder state (HF's BartForQuestionAnswering; the input feeds both stacks)."""
+
+    def __init__(self, cfg: BartConfig, num_labels: int = 2) -> None:
+        super().__init__()
+        if num_labels != 2:
+            raise ValueError(f"question answering predicts a start and an end (2 labels), got {num_labels}")
+        self.config, self.num_labels = cfg, 2
+        self.bart = BartModel(cfg)
+        self.span = SpanHead(cfg.hidden_size)
+        init_weights(self.span, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                start_positions: Tensor | None = None, end_positions: Tensor | None = None) -> Output:
+        h = self.bart(input_ids, attention_mask).last_hidden_state  # [B, T, D]
+        out = Output(last_hidden_state=h)
+        out.start_logits, out.end_logits = self.span(h)  # [B, T] each
+        if start_positions is not None and end_positions is not None:
+            out.loss = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
         return out
 
 

@@ -1,6 +1,6 @@
-"""BERT: embeddings + post-norm encoder (+ pooler, MLM head, NSP head).
+"""BERT: embeddings + post-norm encoder (+ pooler, MLM head, NSP head; fine-tuning heads).
 
-Shapes: B batch, T length, D hidden width, V vocabulary.
+Shapes: B batch, T length, D hidden width, V vocabulary, C classes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clozeformer.config import BertConfig
-from clozeformer.models.heads import MLMHead, Pooler, masked_lm_loss
+from clozeformer.models.heads import (MLMHead, Pooler, SpanHead, masked_lm_loss, sequence_loss, span_loss,
+                                      token_loss)
 from clozeformer.models.output import Output
 from clozeformer.nn import TransformerLayer, init_weights, padding_mask
 from clozeformer.nn.functional import dropout
@@ -108,4 +109,69 @@ class BertForPreTraining(nn.Module):
                 out.losses["nsp"] = F.cross_entropy(out.nsp_logits.float(), next_sentence_label)
         if out.losses:
             out.loss = torch.stack(list(out.losses.values())).sum()
+        return out
+
+
+class BertForSequenceClassification(nn.Module):
+    """dropout -> linear on the pooled [CLS] vector (HF's BertForSequenceClassification).
+
+    num_labels == 1 is regression (MSE on float labels); otherwise cross-entropy on class ids.
+    classifier_dropout defaults to the config's hidden dropout, as in HF.
+    """
+
+    def __init__(self, cfg: BertConfig, num_labels: int, *, classifier_dropout: float | None = None) -> None:
+        super().__init__()
+        self.config, self.num_labels = cfg, num_labels
+        self.bert = BertModel(cfg)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.classifier_dropout = cfg.dropout if classifier_dropout is None else classifier_dropout
+        init_weights(self.classifier, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        out.logits = self.classifier(dropout(out.pooled, self.classifier_dropout, self.training))  # [B, C]
+        if labels is not None:
+            out.loss = sequence_loss(out.logits, labels)
+        return out
+
+
+class BertForTokenClassification(nn.Module):
+    """dropout -> linear on every token vector (HF's BertForTokenClassification); labels [B, T], -100 ignored."""
+
+    def __init__(self, cfg: BertConfig, num_labels: int, *, classifier_dropout: float | None = None) -> None:
+        super().__init__()
+        self.config, self.num_labels = cfg, num_labels
+        self.bert = BertModel(cfg)  # its pooler stays unused (HF builds this model without one)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.classifier_dropout = cfg.dropout if classifier_dropout is None else classifier_dropout
+        init_weights(self.classifier, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        out.logits = self.classifier(dropout(out.last_hidden_state, self.classifier_dropout, self.training))  # [B, T, C]
+        if labels is not None:
+            out.loss = token_loss(out.logits, labels)
+        return out
+
+
+class BertForQuestionAnswering(nn.Module):
+    """Start/end logits per token (HF's BertForQuestionAnswering); positions [B] index the window's tokens."""
+
+    def __init__(self, cfg: BertConfig, num_labels: int = 2) -> None:
+        super().__init__()
+        if num_labels != 2:
+            raise ValueError(f"question answering predicts a start and an end (2 labels), got {num_labels}")
+        self.config, self.num_labels = cfg, 2
+        self.bert = BertModel(cfg)  # its pooler stays unused (HF builds this model without one)
+        self.span = SpanHead(cfg.hidden_size)
+        init_weights(self.span, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+                start_positions: Tensor | None = None, end_positions: Tensor | None = None) -> Output:
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        out.start_logits, out.end_logits = self.span(out.last_hidden_state)  # [B, T] each
+        if start_positions is not None and end_positions is not None:
+            out.loss = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
         return out

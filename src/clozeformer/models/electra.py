@@ -16,9 +16,11 @@ from torch import Tensor, nn
 
 from clozeformer.config import ElectraConfig
 from clozeformer.models.bert import BertEmbeddings, bert_layers, check_length
-from clozeformer.models.heads import DiscriminatorHead, MLMHead, masked_lm_loss
+from clozeformer.models.heads import (ClassificationHead, DiscriminatorHead, MLMHead, SpanHead, masked_lm_loss,
+                                      sequence_loss, span_loss, token_loss)
 from clozeformer.models.output import Output
 from clozeformer.nn import init_weights, padding_mask
+from clozeformer.nn.functional import dropout
 from clozeformer.objectives.rtd import discriminator_loss, electra_loss, replaced_inputs, sample_replacements
 
 
@@ -133,4 +135,68 @@ class ElectraForPreTraining(nn.Module):
         return out
 
 
-__all__ = ["ElectraDiscriminator", "ElectraEncoder", "ElectraForPreTraining", "ElectraGenerator"]
+class ElectraForSequenceClassification(nn.Module):
+    """The discriminator's encoder + HF's ElectraClassificationHead on the first token: dropout -> dense ->
+    gelu -> dropout -> out (exact gelu whatever hidden_act is, as HF). num_labels == 1 is regression."""
+
+    def __init__(self, cfg: ElectraConfig, num_labels: int, *, classifier_dropout: float | None = None) -> None:
+        super().__init__()
+        self.config, self.num_labels = cfg, num_labels
+        self.electra = ElectraEncoder(cfg, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+        self.classifier = ClassificationHead(cfg.hidden_size, num_labels, "gelu",
+                                             cfg.dropout if classifier_dropout is None else classifier_dropout)
+        init_weights(self, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
+        h = self.electra(input_ids, attention_mask, token_type_ids)  # [B, T, D]
+        out = Output(last_hidden_state=h, logits=self.classifier(h))  # [B, C]
+        if labels is not None:
+            out.loss = sequence_loss(out.logits, labels)
+        return out
+
+
+class ElectraForTokenClassification(nn.Module):
+    """dropout -> linear on every token vector (HF's ElectraForTokenClassification); labels [B, T], -100 ignored."""
+
+    def __init__(self, cfg: ElectraConfig, num_labels: int, *, classifier_dropout: float | None = None) -> None:
+        super().__init__()
+        self.config, self.num_labels = cfg, num_labels
+        self.electra = ElectraEncoder(cfg, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.classifier_dropout = cfg.dropout if classifier_dropout is None else classifier_dropout
+        init_weights(self, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
+        h = self.electra(input_ids, attention_mask, token_type_ids)  # [B, T, D]
+        out = Output(last_hidden_state=h, logits=self.classifier(dropout(h, self.classifier_dropout, self.training)))
+        if labels is not None:
+            out.loss = token_loss(out.logits, labels)
+        return out
+
+
+class ElectraForQuestionAnswering(nn.Module):
+    """Start/end logits per token (HF's ElectraForQuestionAnswering)."""
+
+    def __init__(self, cfg: ElectraConfig, num_labels: int = 2) -> None:
+        super().__init__()
+        if num_labels != 2:
+            raise ValueError(f"question answering predicts a start and an end (2 labels), got {num_labels}")
+        self.config, self.num_labels = cfg, 2
+        self.electra = ElectraEncoder(cfg, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+        self.span = SpanHead(cfg.hidden_size)
+        init_weights(self, cfg.initializer_range)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
+                start_positions: Tensor | None = None, end_positions: Tensor | None = None) -> Output:
+        h = self.electra(input_ids, attention_mask, token_type_ids)  # [B, T, D]
+        out = Output(last_hidden_state=h)
+        out.start_logits, out.end_logits = self.span(h)  # [B, T] each
+        if start_positions is not None and end_positions is not None:
+            out.loss = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
+        return out
+
+
+__all__ = ["ElectraDiscriminator", "ElectraEncoder", "ElectraForPreTraining", "ElectraForQuestionAnswering",
+           "ElectraForSequenceClassification", "ElectraForTokenClassification", "ElectraGenerator"]

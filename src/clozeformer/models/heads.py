@@ -79,3 +79,37 @@ class ClassificationHead(nn.Module):
     def forward(self, hidden: Tensor) -> Tensor:
         x = self.dropout(hidden[:, 0])  # [B, T, D] -> [B, D]
         return self.out(self.dropout(self.act(self.dense(x))))  # [B, C]
+
+
+def sequence_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """logits [B, C], labels [B]: mean squared error when C == 1 (regression, labels float), else
+    cross-entropy (labels class ids), as HF's …ForSequenceClassification infers its problem type."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
+def token_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """logits [B, T, C], labels [B, T] with -100 where no label (padding, later sub-words)."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+
+
+class SpanHead(nn.Module):
+    """Extractive QA: one linear layer to a start and an end logit per token (HF's `qa_outputs`)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, 2)
+
+    def forward(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        start, end = self.proj(hidden).unbind(-1)  # [B, T, D] -> [B, T, 2] -> 2 × [B, T]
+        return start, end
+
+
+def span_loss(start_logits: Tensor, end_logits: Tensor, start_positions: Tensor, end_positions: Tensor) -> Tensor:
+    """Mean of the start and end cross-entropies; positions [B] outside the window (≥ T) are
+    clamped to T and ignored, as in HF's …ForQuestionAnswering."""
+    t = start_logits.shape[1]
+    starts, ends = start_positions.clamp(0, t), end_positions.clamp(0, t)
+    return (F.cross_entropy(start_logits.float(), starts, ignore_index=t)
+            + F.cross_entropy(end_logits.float(), ends, ignore_index=t)) / 2

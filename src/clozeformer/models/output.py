@@ -17,4 +17,6 @@ class Output:
     disc_logits: Tensor | None = None  # [B, T] ELECTRA discriminator: > 0 means "replaced"
     disc_input_ids: Tensor | None = None  # [B, T] what the ELECTRA discriminator saw (generator samples in)
     replaced: Tensor | None = None  # bool [B, T]: the discriminator's targets (sample ≠ original)
+    start_logits: Tensor | None = None  # [B, T] extractive QA: answer-start score per token
+    end_logits: Tensor | None = None  # [B, T] extractive QA: answer-end score per token
     losses: dict[str, Tensor] = field(default_factory=dict)  # named parts of `loss`, for logging

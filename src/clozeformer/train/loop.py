@@ -243,11 +243,14 @@ def plot_losses(rows: list[dict], path: Path) -> None:
 
 
 def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metrics_fn: Callable,
-        resume: bool = False, tokenizer=None, extra_state: dict | None = None, progress: bool = True) -> dict:
+        resume: bool = False, tokenizer=None, extra_state: dict | None = None, progress: bool = True,
+        on_eval: Callable[[int, dict[str, float]], bool] | None = None) -> dict:
     """Train `model` on `data` for cfg.steps optimizer steps; returns the final summary.
 
     metrics_fn(output, batch) -> {name: (sum, count)}; must include "loss". Under torchrun
-    every rank calls fit alike; rank 0 alone logs and writes files.
+    every rank calls fit alike; rank 0 alone logs and writes files. on_eval(step, metrics),
+    called after each evaluation once its row is in metrics.jsonl (fine-tuning keeps the best
+    model there), returns True to stop early: a checkpoint is saved at that step and fit returns.
     """
     run_dir = Path(run_dir)
     dist = distributed.init(cfg.device)
@@ -257,7 +260,11 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     model.to(device)
 
     def make_opt(module: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        # the fused kernel updates all parameters in one pass (3x faster than the per-tensor loop on
+        # CPU for small models); FSDP's sharded DTensors take the default implementation
+        fused = device.type in ("cpu", "cuda") and not cfg.fsdp
+        return torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                 fused=fused)
 
     opt = make_opt(model)
     state = {"train_config": cfg.to_dict(), "model_config": model.config.to_dict(), **(extra_state or {})}
@@ -328,18 +335,23 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
                 bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
                 window_tokens, window_start = 0, time.perf_counter()
             bar.update(1)
+            early = False
             if eval_set and (step % cfg.eval_every == 0 or step == cfg.steps):
                 summary["eval"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
                 log.write({"step": step, "split": "eval", **summary["eval"]})
                 if progress and dist.is_main:
                     bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in summary["eval"].items()))
-            if step % cfg.save_every == 0 or step == cfg.steps or stopping:
+                early = on_eval is not None and bool(on_eval(step, summary["eval"]))
+            if step % cfg.save_every == 0 or step == cfg.steps or stopping or early:
                 saved_to = par.save(run_dir, step, state, tokenizer, cfg.keep_last)
                 if dist.is_main:
                     plot_losses(log.rows, run_dir / "loss.png")
             if stopping and step < cfg.steps:  # never mid-step: the step just taken is in the checkpoint
                 bar.close()
                 raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, saved_to)
+            if early:
+                summary["stopped_early"] = True
+                break
     bar.close()
     summary.update(steps=step, skipped_steps=skipped, run_dir=str(run_dir),
                    checkpoint=str(run_dir / "checkpoints" / f"step-{step:07d}"), plot=str(run_dir / "loss.png"))

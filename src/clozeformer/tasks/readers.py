@@ -1,0 +1,160 @@
+"""Labelled task files: TSV/CSV (the `csv` module, standard quoting), JSONL, SQuAD JSON, or `hf:` datasets.
+
+Every reader returns records `(where, fields)`: `where` names the source and line ("dev.tsv:12",
+or "hf:glue/sst2 row 12") so that every later error can point at it. Errors name file:line:
+a missing column (with the columns present), an empty file, invalid UTF-8 (data/corpus.py's
+strict line reader), a row with too many or too few fields.
+
+    hf:NAME[/CONFIG][@SPLIT]   e.g. hf:glue/sst2, hf:glue/sst2@validation (`datasets` needed)
+    hf:nyu-mll/glue:sst2        a NAME holding "/" takes its CONFIG after ":"
+    hf:path/to/local.jsonl      a local file through datasets' own json/csv loader (offline)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from clozeformer.data.corpus import CorpusError, _lines
+from clozeformer.tasks.spec import TaskError
+
+Record = tuple[str, dict[str, Any]]
+FORMATS = {".tsv": "\t", ".csv": ","}
+
+
+def read_records(source: str | Path, split: str = "train") -> list[Record]:
+    """All records of a local file or an `hf:` dataset (`split` is the dataset split used by default)."""
+    text = str(source)
+    if text.startswith("hf:"):
+        return _hf_records(text, split)
+    path = Path(source)
+    suffix = Path(path.name.removesuffix(".gz")).suffix.lower()
+    try:
+        if suffix in FORMATS:
+            records = _csv_records(path, FORMATS[suffix])
+        elif suffix in (".jsonl", ".json"):
+            records = _jsonl_records(path)
+        else:
+            raise TaskError(f"{path}: unknown format {suffix or '(no extension)'!r}; use .tsv, .csv or .jsonl "
+                            "(or hf:NAME)")
+    except CorpusError as e:
+        raise TaskError(str(e)) from None
+    if not records:
+        raise TaskError(f"{path}:1: empty file (no rows)")
+    return records
+
+
+def _csv_records(path: Path, delimiter: str) -> list[Record]:
+    csv.field_size_limit(sys.maxsize)
+    lines = _lines(path)  # strict UTF-8, file:line errors
+    reader = csv.reader((line + "\n" for _, line in lines), delimiter=delimiter)
+    header = next(reader, None)
+    if header is None or not any(h.strip() for h in header):
+        raise TaskError(f"{path}:1: empty file (no header row)")
+    records = []
+    for row in reader:
+        n = reader.line_num
+        if not row or not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise TaskError(f"{path}:{n}: {len(row)} fields where the header has {len(header)} "
+                            f"({', '.join(header)})")
+        records.append((f"{path}:{n}", dict(zip(header, row))))
+    return records
+
+
+def _jsonl_records(path: Path) -> list[Record]:
+    records = []
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TaskError(f"{path}:{n}: malformed JSON: {e.msg} at column {e.colno}") from None
+        if not isinstance(record, dict):
+            raise TaskError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
+        records.append((f"{path}:{n}", record))
+    return records
+
+
+def _hf_records(spec: str, split: str) -> list[Record]:
+    try:
+        import datasets
+    except ImportError:
+        raise TaskError(f"{spec}: reading hf: datasets needs the `datasets` package (pip install datasets)") from None
+    name, _, chosen = spec[3:].partition("@")
+    split = chosen or split
+    local = Path(name)
+    try:
+        if local.is_file():
+            suffix = local.suffix.lower()
+            builder = "csv" if suffix in FORMATS else "json"
+            extra = {"delimiter": FORMATS[suffix]} if suffix in FORMATS else {}
+            ds = datasets.load_dataset(builder, data_files=str(local), split="train", **extra)
+        else:
+            if ":" in name:
+                path, config = name.split(":", 1)
+            elif name.count("/") == 1:
+                path, config = name.split("/")
+            else:
+                path, config = name, None
+            ds = datasets.load_dataset(path, config, split=split)
+    except Exception as e:  # datasets raises many kinds (offline, missing split, bad config)
+        raise TaskError(f"{spec}: could not load it with datasets ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    records = [(f"{spec} row {i + 1}", dict(row)) for i, row in enumerate(ds)]
+    if not records:
+        raise TaskError(f"{spec}: empty dataset (no rows)")
+    return records
+
+
+def field(record: Record, column: str, kind: type | tuple[type, ...] = str) -> Any:
+    """record's value in `column`; a clear error names the record and the columns present."""
+    where, fields = record
+    if column not in fields:
+        raise TaskError(f"{where}: no column {column!r} (columns present: {', '.join(map(str, fields)) or 'none'})")
+    value = fields[column]
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # a numeric label in JSON or a datasets ClassLabel
+    if not isinstance(value, kind):
+        raise TaskError(f"{where}: column {column!r} holds {type(value).__name__}, expected "
+                        f"{getattr(kind, '__name__', kind)}")
+    return value
+
+
+def read_squad(source: str | Path) -> list[dict[str, Any]]:
+    """SQuAD v1.1 JSON -> [{"id", "question", "context", "answers": [(text, char_start), …], "where"}]."""
+    path = Path(source)
+    try:
+        raw = "\n".join(line for _, line in _lines(path))  # strict UTF-8 with file:line errors
+    except CorpusError as e:
+        raise TaskError(str(e)) from None
+    if not raw.strip():
+        raise TaskError(f"{path}:1: empty file")
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise TaskError(f"{path}:{e.lineno}: malformed JSON: {e.msg} at column {e.colno}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise TaskError(f"{path}: expected SQuAD v1.1 layout {{\"data\": [{{\"paragraphs\": [...]}}]}}")
+    examples = []
+    for a, article in enumerate(doc["data"]):
+        for p, para in enumerate(article.get("paragraphs", [])):
+            where = f"{path}: data[{a}].paragraphs[{p}]"
+            if not isinstance(para.get("context"), str) or not isinstance(para.get("qas"), list):
+                raise TaskError(f"{where}: needs a string 'context' and a list 'qas' (keys present: "
+                                f"{', '.join(para)})")
+            for q, qa in enumerate(para["qas"]):
+                if not isinstance(qa.get("question"), str):
+                    raise TaskError(f"{where}.qas[{q}]: no string 'question' (keys present: {', '.join(qa)})")
+                answers = [(ans["text"], int(ans["answer_start"])) for ans in qa.get("answers", [])
+                           if isinstance(ans, dict) and "text" in ans and "answer_start" in ans]
+                examples.append({"id": str(qa.get("id", f"{a}-{p}-{q}")), "question": qa["question"],
+                                 "context": para["context"], "answers": answers, "where": f"{where}.qas[{q}]"})
+    if not examples:
+        raise TaskError(f"{path}: no questions")
+    return examples
