@@ -13,13 +13,11 @@ forward + loss + backward + AdamW + zero_grad; the two are alternated step by st
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import transformers
 
-from bench_pretrain import cpu_name  # this directory is on sys.path when run as a script
+from bench_pretrain import cpu_name, print_race, race  # this directory is on sys.path when run as a script
 
 from clozeformer.config import ElectraConfig
 from clozeformer.interop.hf import electra_config_to_hf, electra_state_to_hf
@@ -94,39 +92,13 @@ def main() -> None:
         a, b = ours(**batch).loss.item(), theirs(**batch).item()
     print(f"initial loss: clozeformer {a:.5f}, transformers {b:.5f}")
 
-    def step(model, opt, precision):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = model(**batch)
-            loss = out if isinstance(out, torch.Tensor) else out.loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.item()
+    def loss_fn(model, b):
+        out = model(**b)
+        return out if isinstance(out, torch.Tensor) else out.loss
 
-    rows = []
-    for precision in args.precision.split(","):
-        models = {"clozeformer": ours, "transformers": theirs}
-        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
-        times: dict[str, list[float]] = {k: [] for k in models}
-        for i in range(args.warmup + args.steps):
-            for name, model in models.items():
-                model.train()
-                t0 = time.perf_counter()
-                step(model, opts[name], precision)
-                if i >= args.warmup:
-                    times[name].append(time.perf_counter() - t0)
-        rows.append((precision, {k: statistics.median(v) for k, v in times.items()}))
-
-    print("\n| precision | clozeformer ms/step | tok/s | transformers ms/step | tok/s | ratio |")
-    print("|---|---|---|---|---|---|")
-    for precision, med in rows:
-        ours_t, theirs_t = med["clozeformer"], med["transformers"]
-        print(f"| {precision} | {ours_t * 1e3:.0f} | {tokens / ours_t:,.0f} | {theirs_t * 1e3:.0f} | "
-              f"{tokens / theirs_t:,.0f} | {theirs_t / ours_t:.2f}x |")
-    best_ours = min(m["clozeformer"] for _, m in rows)
-    for precision, med in rows:
-        print(f"ours (best precision) vs transformers {precision}: {med['transformers'] / best_ours:.2f}x")
-
+    models = {"clozeformer": ours, "transformers": theirs}
+    rows = [(p, race(models, batch, p, args.steps, args.warmup, loss_fn)) for p in args.precision.split(",")]
+    print_race(rows, tokens)
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 import transformers
-from bench_pretrain import cpu_name
+from bench_pretrain import cpu_name, print_race, race
 
 from clozeformer.config import T5Config
 from clozeformer.interop.hf import t5_config_to_hf, t5_state_to_hf
@@ -50,38 +50,12 @@ def bench_train(args) -> None:
     n_tokens = args.batch * args.seq
     print(f"(a) training step: batch {args.batch} x {args.seq} inputs / {targets} targets (raw {raw})")
 
-    def step(model, opt, precision):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.item()
+    def loss_fn(model, b):
+        return model(input_ids=b["input_ids"], labels=b["labels"]).loss
 
-    rows = []
-    for precision in args.precision.split(","):
-        models = {"clozeformer": ours, "transformers": theirs}
-        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
-        times: dict[str, list[float]] = {k: [] for k in models}
-        for i in range(args.warmup + args.steps):
-            for name, model in models.items():
-                model.train()
-                t0 = time.perf_counter()
-                step(model, opts[name], precision)
-                if i >= args.warmup:
-                    times[name].append(time.perf_counter() - t0)
-        rows.append((precision, {k: statistics.median(v) for k, v in times.items()}))
-
-    print("\n| precision | clozeformer ms/step | tok/s | transformers ms/step | tok/s | ratio |")
-    print("|---|---|---|---|---|---|")
-    for precision, med in rows:
-        a, b = med["clozeformer"], med["transformers"]
-        print(f"| {precision} | {a * 1e3:.0f} | {n_tokens / a:,.0f} | {b * 1e3:.0f} | {n_tokens / b:,.0f} | "
-              f"{b / a:.2f}x |")
-    hf_bf16 = dict(rows).get("bf16", {}).get("transformers")
-    if hf_bf16:
-        best = min(m["clozeformer"] for _, m in rows)
-        print(f"\nours (best precision) vs transformers bf16: {hf_bf16 / best:.2f}x")
+    models = {"clozeformer": ours, "transformers": theirs}
+    rows = [(p, race(models, batch, p, args.steps, args.warmup, loss_fn)) for p in args.precision.split(",")]
+    print_race(rows, n_tokens)
 
 
 # --- (b) the per-example numpy reference -------------------------------------------------
