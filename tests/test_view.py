@@ -110,3 +110,20 @@ def test_generate_cli_prints_one_line_per_input(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(texts[0] + "\n"))
     code, out, _ = run("generate", str(tmp_path / "bart"), "--max-new-tokens", "6", "--num-beams", "2")
     assert code == 0 and out.splitlines() == lines[:1]
+
+
+def test_noise_cli_rtd_with_an_electra_model(tmp_path):
+    from clozeformer.config import ElectraConfig
+    from clozeformer.models.electra import ElectraForPreTraining
+
+    texts = ["the movie was good and the plot was fun", "a bad film with a dull plot"] * 20
+    tok = Tokenizer.train("wordpiece", texts, vocab_size=120)
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(ElectraConfig.preset("tiny", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id))
+    save_model(model, tmp_path / "electra", tok)
+    code, out, err = run("noise", "--objective", "rtd", "--model", str(tmp_path / "electra"), "--rate", "0.3",
+                         texts[0])
+    assert code == 0, err
+    labels = [line.split()[0] for line in out.splitlines()[1:5]]
+    assert labels == ["original", "masked", "generator", "P(replaced)"]
+    assert out.splitlines()[1].split()[1:] == tok.tokens(tok.encode(texts[0]))
