@@ -223,3 +223,29 @@ def test_real_corpus_cache(tmp_path, tok):
     assert _cached(cache) == _direct(tok, head)
     assert cache.n_documents == 500
     assert json.loads((tmp_path / cache.meta["key"] / "meta.json").read_text())["n_tokens"] == cache.n_tokens
+
+
+def test_hub_corpus_through_datasets_local_loader(tmp_path):
+    """`hf:` names stream through `datasets` (here its own offline json loader) into the same cache."""
+    pytest.importorskip("datasets")
+    from clozeformer.data.cache import load_corpus
+    from clozeformer.data.corpus import HubCorpus, iter_texts
+    from clozeformer.tokenizer import Tokenizer
+
+    rows = [{"text": f"Review {i} was fine. The plot was thin."} for i in range(30)]
+    data = tmp_path / "part.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    spec = f"hf:json?data_files={data}"
+    assert HubCorpus.parse("hf:allenai/c4:en") == HubCorpus("hf:allenai/c4:en", "allenai/c4", "en")
+    texts = list(iter_texts([spec]))
+    assert texts == [s for i in range(30) for s in (f"Review {i} was fine.", "The plot was thin.")]
+    tok = Tokenizer.train("wordpiece", texts, vocab_size=100)
+    hub = load_corpus([spec], tok, cache_dir=tmp_path / "cache")
+    local = load_corpus([data], tok, cache_dir=tmp_path / "cache")
+    assert hub.n_documents == local.n_documents == 30 and np.array_equal(hub.tokens, local.tokens)
+    with pytest.raises(CorpusError, match="no field 'body'"):
+        list(iter_texts([spec + "&field=body"]))
+    with pytest.raises(CorpusError, match="cannot stream"):
+        list(iter_texts([f"hf:json?data_files={tmp_path / 'missing.jsonl'}"]))
+    with pytest.raises(CorpusError, match="unknown option 'splitt'"):
+        HubCorpus.parse("hf:c4?splitt=train")

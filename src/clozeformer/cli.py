@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lowercase", action="store_true", help="lowercase when training a tokenizer (bart/t5: cased "
                                                             "by default; bert/electra: uncased unless --cased)")
     p.add_argument("--config", default="mini", help="preset: tiny, mini, small, base")
-    p.add_argument("--corpus", nargs="+", required=True, help=".txt / .jsonl files, optionally .gz")
+    p.add_argument("--corpus", nargs="+", required=True,
+                   help=".txt / .jsonl files, optionally .gz, or hf:NAME[:CONFIG][?split=&field=&data_files=] "
+                        "to stream a `datasets` dataset (e.g. hf:allenai/c4:en)")
     p.add_argument("--run-dir", default="runs/pretrain")
     p.add_argument("--tokenizer", help="existing tokenizer (dir or file); default: train one on the corpus")
     p.add_argument("--vocab-size", type=int, default=8000)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clozeformer.data.corpus import CorpusError, _as_paths, _check_file, _pieces
+from clozeformer.data.corpus import CorpusError, HubCorpus, _check_file, _pieces, sources
 from clozeformer.tokenizer import Tokenizer
 
 __all__ = ["TokenCache", "default_cache_dir", "load_corpus"]
@@ -77,6 +77,8 @@ class TokenCache:
 
 
 def _file_digest(path: Path) -> str:
+    if isinstance(path, HubCorpus):  # named, not hashed: a hub dataset is identified by its name and options
+        return hashlib.sha256(path.spec.encode("utf-8")).hexdigest()
     _check_file(path)
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -317,7 +319,7 @@ def load_corpus(
     batch_docs / batch_chars bound a tokenisation batch (documents / characters), and with
     it the memory used, whatever the corpus size.
     """
-    paths = _as_paths(paths)
+    paths = sources(paths)
     for p in paths:
         _check_file(p)
     stats = _stats(paths)  # before hashing: a change from here on is caught at the end of the build

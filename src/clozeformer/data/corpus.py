@@ -12,6 +12,12 @@ invalid UTF-8, a NUL byte (a binary file), malformed JSON or a missing field, ea
 as file:line. Lines of any length work (a 100k-character line is one document whose
 sentences are cut into windows later).
 
+A corpus may also be a Hugging Face `datasets` dataset, named `hf:NAME[:CONFIG]` with
+optional `?split=train&field=text&data_files=…` (e.g. `hf:allenai/c4:en`, as T5 used, or
+`hf:json?data_files=/data/part-*.jsonl` for `datasets`' own local loaders). It is streamed,
+one record per document, never downloaded whole; without the `datasets` package or the
+network it needs, the error says so.
+
 Tokenising them into the memory-mapped cache is data/cache.py.
 """
 
@@ -23,12 +29,14 @@ import json
 import os
 import re
 import sys
+import urllib.parse
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 
-__all__ = ["CorpusError", "iter_texts", "read_documents"]
+__all__ = ["CorpusError", "HubCorpus", "iter_texts", "read_documents", "sources"]
 
 # Split after sentence-final punctuation followed by whitespace; after the CJK full stop
 # even without whitespace, since Chinese and Japanese put none between sentences.
@@ -43,16 +51,76 @@ def _split_sentences(text: str) -> list[str]:
     return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
 
 
-def _as_paths(paths) -> list[Path]:
-    if isinstance(paths, (str, os.PathLike)):
-        return [Path(paths)]
-    paths = [Path(p) for p in paths]
-    if not paths:
+@dataclass(frozen=True)
+class HubCorpus:
+    """A `datasets` dataset named as a corpus: `hf:NAME[:CONFIG][?split=…&field=…&data_files=…]`."""
+
+    spec: str
+    name: str
+    config: str | None = None
+    split: str = "train"
+    field: str | None = None  # default: the corpus text field
+    data_files: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> "HubCorpus":
+        body, _, query = spec.removeprefix(HUB_PREFIX).partition("?")
+        name, _, config = body.partition(":")
+        options = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        unknown = set(options) - {"split", "field", "data_files"}
+        if not name or unknown:
+            raise CorpusError(f"{spec}: expected hf:NAME[:CONFIG][?split=…&field=…&data_files=…]"
+                              + (f"; unknown option {sorted(unknown)[0]!r}" if unknown else ""))
+        return cls(spec, name, config or None, options.get("split", "train"), options.get("field"),
+                   options.get("data_files"))
+
+    def texts(self, text_field: str) -> Iterator[tuple[int, str]]:
+        """(record number from 1, text) of the streamed split."""
+        try:
+            import datasets
+        except ImportError:
+            raise CorpusError(f"{self.spec}: reading a hub dataset needs the `datasets` package "
+                              "(pip install 'clozeformer[hf]'), or pass a local file") from None
+        field = self.field or text_field
+        try:
+            ds = datasets.load_dataset(self.name, self.config, split=self.split, streaming=True,
+                                       data_files=self.data_files)
+            for n, record in enumerate(ds, 1):
+                if field not in record:
+                    raise CorpusError(f"{self.spec}: record {n} has no field {field!r} "
+                                      f"(fields: {', '.join(map(repr, record))}); add ?field=…")
+                if not isinstance(record[field], str):
+                    raise CorpusError(f"{self.spec}: record {n}: field {field!r} is "
+                                      f"{type(record[field]).__name__}, not a string")
+                yield n, record[field]
+        except CorpusError:
+            raise
+        except Exception as e:  # datasets raises many kinds (connection, missing files, bad names)
+            raise CorpusError(f"{self.spec}: cannot stream this dataset ({type(e).__name__}: {e}); naming a hub "
+                              "dataset needs network access, or its files through data_files=") from None
+
+    def stat(self):
+        raise OSError("a hub dataset has no file status")
+
+
+HUB_PREFIX = "hf:"
+
+
+def sources(paths) -> list:
+    """Corpus sources: Paths, and HubCorpus for `hf:` names."""
+    if isinstance(paths, (str, os.PathLike, HubCorpus)):
+        paths = [paths]
+    out = [p if isinstance(p, HubCorpus) else HubCorpus.parse(p) if str(p).startswith(HUB_PREFIX) else Path(p)
+           for p in paths]
+    if not out:
         raise CorpusError("no corpus files given")
-    return paths
+    return out
+
 
 
 def _check_file(path: Path) -> None:
+    if isinstance(path, HubCorpus):
+        return
     if not path.exists():
         raise CorpusError(f"{path}: no such file")
     if not path.is_file():
@@ -106,13 +174,14 @@ def _jsonl_text(path: Path, n: int, line: str, field: str) -> str:
 
 
 def _pieces(
-    path: Path, *, text_field: str = "text", blank_line_docs: bool = False, max_sentences: int | None = None
+    path, *, text_field: str = "text", blank_line_docs: bool = False, max_sentences: int | None = None
 ) -> Iterator[tuple[int, list[str], bool]]:
-    """(first line number, sentences, ends_document) for one file, max_sentences at most per piece."""
-    jsonl = Path(path.name.removesuffix(".gz")).suffix in (".jsonl", ".json")
+    """(first line number, sentences, ends_document) for one source, max_sentences at most per piece."""
+    hub = isinstance(path, HubCorpus)
+    jsonl = not hub and Path(path.name.removesuffix(".gz")).suffix in (".jsonl", ".json")
     cap = max_sentences or sys.maxsize
     found = False
-    if blank_line_docs and not jsonl:
+    if blank_line_docs and not (jsonl or hub):
         start, sentences = 0, []
         for n, line in itertools.chain(_lines(path), [(0, "")]):  # a blank sentinel ends the last document
             if line := line.strip():
@@ -125,28 +194,28 @@ def _pieces(
                 found = True
                 yield start, sentences, True
                 start, sentences = 0, []
-    else:
-        for n, line in _lines(path):
-            if not line.strip():
-                continue
-            sentences = _split_sentences(_jsonl_text(path, n, line, text_field) if jsonl else line)
+    else:  # one document per line (record)
+        records = path.texts(text_field) if hub else (
+            (n, _jsonl_text(path, n, line, text_field) if jsonl else line) for n, line in _lines(path) if line.strip())
+        for n, text in records:
+            sentences = _split_sentences(text)
             for i in range(0, len(sentences), cap):
                 found = True
                 yield n, sentences[i : i + cap], i + cap >= len(sentences)
     if not found:
-        raise CorpusError(f"{path}: empty corpus (no text)")
+        raise CorpusError(f"{path.spec if hub else path}: empty corpus (no text)")
 
 
 def read_documents(
     path, *, text_field: str = "text", blank_line_docs: bool = False
 ) -> Iterator[tuple[int, list[str]]]:
     """Yield (first line number, sentences) for each document of one file."""
-    for start, sentences, _ in _pieces(Path(path), text_field=text_field, blank_line_docs=blank_line_docs):
+    for start, sentences, _ in _pieces(sources(path)[0], text_field=text_field, blank_line_docs=blank_line_docs):
         yield start, sentences
 
 
 def iter_texts(paths, **kw) -> Iterator[str]:
     """Every sentence of every document of paths (a path or a list), e.g. to train a tokenizer."""
-    for path in _as_paths(paths):
+    for path in sources(paths):
         for _, sentences in read_documents(path, **kw):
             yield from sentences

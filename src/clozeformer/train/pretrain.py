@@ -18,7 +18,7 @@ from torch import Tensor
 
 from clozeformer.config import BartConfig, BertConfig, ElectraConfig, T5Config
 from clozeformer.data.cache import load_corpus
-from clozeformer.data.corpus import iter_texts
+from clozeformer.data.corpus import iter_texts, sources
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
                                        full_stop_ids, noise_ids)
 from clozeformer.interop.hf import load_model, save_model
@@ -193,7 +193,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     recipe = RECIPES[model]
     nsp = nsp and recipe.uses_nsp
     run_dir = Path(run_dir)
-    corpus = [Path(p) for p in corpus]
+    corpus = sources(corpus)  # paths, or hf: dataset names
     dist = distributed.init(train.device)
     with distributed.main_first(dist):  # rank 0 trains the tokenizer and builds the cache; the others reuse them
         lowercase = model in ("bert", "electra") if lowercase is None else lowercase

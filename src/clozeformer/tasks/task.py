@@ -1,0 +1,337 @@
+"""A task's data path: records -> examples -> features (model forward keywords) -> batches,
+and back: model outputs -> predictions -> metrics.
+
+Shapes: B batch, T length, C classes, L fixed width of pooled eval tensors.
+
+One function per step, branching on the task kind and on whether the model is a T5 doing
+the task as text to text ("t2t": classification/regression by generating label words or
+numbers). Evaluation metrics that are not per-batch sums (MCC, F1, correlations, SQuAD,
+ROUGE) go through the loop's `Pooled`: per-batch tensors are padded to a fixed width L so
+they concatenate, and the metric runs once over the whole eval set.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clozeformer.data.pretrain import _EpochOrder
+from clozeformer.tasks import metrics as M
+from clozeformer.tasks.qa import Window, answer_texts, windows
+from clozeformer.tasks.readers import Record, field, read_records, read_squad
+from clozeformer.tasks.spec import METRICS, TaskError, TaskSpec, parse_label, parse_regression, regression_text
+from clozeformer.train.loop import Pooled
+
+ENCODERS = ("bert", "electra")  # families with token types and a [CLS] vector
+
+
+def text_to_text(spec: TaskSpec, family: str) -> bool:
+    return family == "t5" and spec.kind in ("classification", "regression")
+
+
+# --- examples ------------------------------------------------------------------------------
+
+def load_examples(spec: TaskSpec, source, split: str = "train", labelled: bool = True) -> list[dict[str, Any]]:
+    """Parsed examples of a file (or hf: dataset); `labelled=False` reads inputs only (predict)."""
+    if spec.kind == "extractive-qa":
+        return read_squad(source)
+    return [example(spec, r, labelled) for r in read_records(source, split)]
+
+
+def example(spec: TaskSpec, record: Record, labelled: bool = True) -> dict[str, Any]:
+    where = record[0]
+    if spec.kind == "token-classification":
+        tokens = field(record, spec.tokens_column, list)
+        ex = {"where": where, "tokens": [str(t) for t in tokens]}
+        if labelled:
+            tags = field(record, spec.tags_column, list)
+            if len(tags) != len(tokens):
+                raise TaskError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
+            ex["tags"] = [str(t) for t in tags]
+        if not tokens:
+            raise TaskError(f"{where}: no tokens")
+        return ex
+    if spec.kind == "seq2seq":
+        ex = {"where": where, "source": field(record, spec.source_column)}
+        if labelled:
+            ex["target"] = field(record, spec.target_column)
+        return ex
+    ex = {"where": where, "text": field(record, spec.text_column),
+          "pair": field(record, spec.text_pair_column) if spec.text_pair_column else None}
+    if labelled:
+        label = field(record, spec.label_column).strip()
+        if spec.kind == "regression":
+            try:
+                ex["label"] = float(label)
+            except ValueError:
+                raise TaskError(f"{where}: label {label!r} is not a number (regression)") from None
+        else:
+            ex["label"] = label
+    return ex
+
+
+def label_set(spec: TaskSpec, examples: list[dict]) -> list[str] | None:
+    """The training labels (tags), sorted (numerically when all are integers)."""
+    if spec.kind == "classification":
+        found = {ex["label"] for ex in examples}
+    elif spec.kind == "token-classification":
+        found = {t for ex in examples for t in ex["tags"]}
+    else:
+        return None
+    numeric = all(s.lstrip("-").isdigit() for s in found)
+    return sorted(found, key=(lambda s: (int(s), s)) if numeric else None)
+
+
+def check_labels(spec: TaskSpec, examples: list[dict]) -> None:
+    """Every label of `examples` must be one the model was trained on."""
+    if spec.labels is None:
+        return
+    known = set(spec.labels)
+    for ex in examples:
+        for label in ex.get("tags", [ex["label"]] if "label" in ex else []):
+            if label not in known:
+                raise TaskError(f"{ex['where']}: label {label!r} never seen in training (training labels: "
+                                f"{', '.join(spec.labels)})")
+
+
+def label_words(spec: TaskSpec) -> list[str]:
+    """T5's target word per class id (the label itself where no word is set)."""
+    words = spec.label_words or {}
+    return [words.get(label, label) for label in spec.labels or []]
+
+
+# --- features ------------------------------------------------------------------------------
+
+def _encode(tok, text: str, pair: str | None, max_len: int, **kw) -> Any:
+    """The backend encoding (ids, type_ids, offsets, word_ids) truncated longest-first to max_len."""
+    tok.backend.enable_truncation(max_len)
+    try:
+        return tok.backend.encode(text, pair, **kw)
+    finally:
+        tok.backend.no_truncation()
+
+
+def t2t_source(spec: TaskSpec, ex: dict) -> str:
+    text = spec.prefix + ex["text"]
+    return text + (f" {spec.pair_prefix}{ex['pair']}" if ex.get("pair") is not None else "")
+
+
+def features(spec: TaskSpec, tok, family: str, examples: list[dict], *, labelled: bool = True) -> tuple[list, list]:
+    """(features, windows): one feature dict per example (QA: per window; windows lists them)."""
+    feats, wins = [], []
+    enc_types = family in ENCODERS
+    for i, ex in enumerate(examples):
+        if spec.kind == "extractive-qa":
+            answer = ex["answers"][0] if labelled and ex["answers"] else None
+            for w in windows(tok, ex["question"], ex["context"], i, max_len=spec.max_len, stride=spec.stride,
+                             max_query_len=spec.max_query_len, answer=answer):
+                f = {"input_ids": w.ids, "attention_mask": [1] * len(w.ids)}
+                if enc_types:
+                    f["token_type_ids"] = w.type_ids
+                if labelled:
+                    f.update(start_positions=w.start, end_positions=w.end)
+                feats.append(f)
+                wins.append(w)
+            continue
+        if spec.kind == "token-classification":
+            words = [(" " + t if j and _byte_level(tok) else t) for j, t in enumerate(ex["tokens"])]
+            e = _encode(tok, words, None, spec.max_len, is_pretokenized=True)
+            f = {"input_ids": e.ids, "attention_mask": [1] * len(e.ids)}
+            if labelled:
+                tag_id = {t: k for k, t in enumerate(spec.labels)}
+                seen, labels = set(), []
+                for w in e.word_ids:  # the label on each word's first sub-word, -100 elsewhere
+                    labels.append(-100 if w is None or w in seen else tag_id[ex["tags"][w]])
+                    seen.add(w)
+                f["labels"] = labels
+            feats.append(f)
+            continue
+        if spec.kind == "seq2seq" or text_to_text(spec, family):
+            source = spec.prefix + ex["source"] if spec.kind == "seq2seq" else t2t_source(spec, ex)
+            ids = tok.encode(source, max_length=spec.max_len)
+            f = {"input_ids": ids, "attention_mask": [1] * len(ids)}
+            if labelled:
+                if spec.kind == "seq2seq":
+                    target = ex["target"]
+                elif spec.kind == "regression":
+                    target = regression_text(ex["label"])
+                else:
+                    target = label_words(spec)[spec.labels.index(ex["label"])]
+                f["labels"] = tok.encode(target, max_length=spec.max_len)
+            feats.append(f)
+            continue
+        e = _encode(tok, ex["text"], ex["pair"], spec.max_len)
+        f = {"input_ids": e.ids, "attention_mask": [1] * len(e.ids)}
+        if enc_types:
+            f["token_type_ids"] = e.type_ids
+        if labelled:
+            f["labels"] = ex["label"] if spec.kind == "regression" else spec.labels.index(ex["label"])
+        feats.append(f)
+    return feats, wins
+
+
+def _byte_level(tok) -> bool:
+    """Byte-level BPE marks a word's leading space in its first token (Ġ), so pre-split words get one back."""
+    return type(tok.backend.pre_tokenizer).__name__ == "ByteLevel"
+
+
+def collate(feats: list[dict], pad_id: int) -> dict[str, Tensor]:
+    """Pad each list key to the batch's longest row: ids with pad_id, masks/types with 0, labels with -100."""
+    out = {}
+    for key in feats[0]:
+        values = [f[key] for f in feats]
+        if not isinstance(values[0], list):
+            out[key] = torch.tensor(values, dtype=torch.float if isinstance(values[0], float) else torch.long)
+            continue
+        fill = pad_id if key == "input_ids" else -100 if key == "labels" else 0
+        width = max(len(v) for v in values)
+        t = torch.full((len(values), width), fill, dtype=torch.long)
+        for i, v in enumerate(values):
+            t[i, : len(v)] = torch.tensor(v, dtype=torch.long)
+        out[key] = t
+    return out
+
+
+class TaskData:
+    """Like data/pairs.PairData for every kind: training batches (batch k a pure function of (seed, k): exact resume) and ordered eval batches."""
+
+    def __init__(self, train: list[dict], eval: list[dict], *, pad_id: int, batch_size: int, seed: int) -> None:
+        self.train, self.eval, self.pad_id, self.batch_size = train, eval, pad_id, batch_size
+        self.train_examples = torch.arange(len(train)).numpy()
+        self.eval_examples = torch.arange(len(eval)).numpy()
+        self._order = _EpochOrder(len(train), seed) if train else None
+
+    def train_batch(self, index: int) -> dict[str, Tensor]:
+        rows = self._order.rows(self.train_examples, index, self.batch_size)
+        return collate([self.train[i] for i in rows], self.pad_id)
+
+    def eval_batches(self, max_batches: int = 10**9) -> list[dict[str, Tensor]]:
+        n = min(len(self.eval), max_batches * self.batch_size)
+        return [collate(self.eval[i: i + self.batch_size], self.pad_id) for i in range(0, n, self.batch_size)]
+
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+def _pad(t: Tensor, width: int, value: float) -> Tensor:
+    """[B, T] -> [B, width] (T ≤ width), on the CPU."""
+    return F.pad(t, (0, width - t.shape[1]), value=value).cpu()
+
+
+def _generate(model, spec: TaskSpec, batch: dict[str, Tensor]) -> Tensor:
+    return model.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=spec.max_new_tokens,
+                          num_beams=spec.num_beams)  # [B, ≤ 1 + max_new_tokens]
+
+
+def decode_rows(tok, ids: Tensor) -> list[str]:
+    """Texts of id rows [B, L] (-100 counts as padding)."""
+    return [tok.decode([i for i in row if i >= 0]).strip() for row in ids.tolist()]
+
+
+def predictions(spec: TaskSpec, tok, family: str, model, outs: list[tuple[Any, dict]], examples: list[dict],
+                wins: list[Window]) -> list[Any]:
+    """Per example: class id, float, tag list, answer text or generated text, from (output, batch) pairs."""
+    if spec.kind == "extractive-qa":
+        width = max(b["input_ids"].shape[1] for _, b in outs)
+        starts = torch.cat([_pad(o.start_logits.float(), width, -1e4) for o, _ in outs])
+        ends = torch.cat([_pad(o.end_logits.float(), width, -1e4) for o, _ in outs])
+        return answer_texts([ex["context"] for ex in examples], wins, starts, ends, spec.max_answer_len)
+    preds: list[Any] = []
+    for out, batch in outs:
+        if spec.kind == "seq2seq" or text_to_text(spec, family):
+            texts = decode_rows(tok, _generate(model, spec, batch).cpu())
+            preds += texts
+        elif spec.kind == "token-classification":
+            preds += out.logits.argmax(-1).cpu().tolist()
+        elif spec.kind == "regression":
+            preds += out.logits.squeeze(-1).float().cpu().tolist()
+        else:
+            preds += out.logits.argmax(-1).cpu().tolist()
+    return preds
+
+
+def word_tags(spec: TaskSpec, tok, tokens: list[str], pred_ids: list[int]) -> list[str]:
+    """Each word's tag: the prediction at its first sub-word ("O" for words cut off by max_len)."""
+    words = [(" " + t if j and _byte_level(tok) else t) for j, t in enumerate(tokens)]
+    e = _encode(tok, words, None, spec.max_len, is_pretokenized=True)
+    tags = ["O"] * len(tokens)
+    seen = set()
+    for pos, w in enumerate(e.word_ids):
+        if w is not None and w not in seen:
+            tags[w] = spec.labels[pred_ids[pos]]
+            seen.add(w)
+    return tags
+
+
+def score(spec: TaskSpec, family: str, preds: list[Any], examples: list[dict], tok) -> dict[str, float]:
+    """All the kind's metrics of `preds` against the examples' gold labels."""
+    if spec.kind == "extractive-qa":
+        return M.squad(preds, [[a for a, _ in ex["answers"]] for ex in examples])
+    if spec.kind == "seq2seq":
+        refs = [ex["target"] for ex in examples]
+        return M.bleu(preds, refs) if spec.main_metric == "bleu" else M.rouge(preds, refs)
+    if spec.kind == "token-classification":
+        return M.tagging([word_tags(spec, tok, ex["tokens"], p) for ex, p in zip(examples, preds)],
+                         [ex["tags"] for ex in examples])
+    if spec.kind == "regression":
+        values = [parse_regression(p) if isinstance(p, str) else p for p in preds]
+        return M.regression(values, [ex["label"] for ex in examples])
+    ids = [parse_label(p, label_words(spec)) if isinstance(p, str) else p for p in preds]
+    return M.classification(ids, [spec.labels.index(ex["label"]) for ex in examples])
+
+
+def metrics_fn(spec: TaskSpec, tok, family: str, model, examples: list[dict], wins: list[Window]):
+    """The loop's metrics_fn: loss per batch, and every metric of the kind over the whole eval set
+    (one Pooled computation shared by all names: the per-batch model outputs concatenated in order)."""
+    names = [m for m in METRICS[spec.kind] if spec.kind != "seq2seq"
+             or (m == "bleu") == (spec.main_metric == "bleu")]
+    generating = spec.kind == "seq2seq" or text_to_text(spec, family)
+    width = spec.max_len if not generating else spec.max_new_tokens + 1
+
+    def fn(out, batch: dict[str, Tensor]) -> dict[str, Any]:
+        if spec.kind == "extractive-qa":
+            pooled = (_pad(out.start_logits.float(), width, -1e4), _pad(out.end_logits.float(), width, -1e4))
+        elif generating:
+            pooled = (_pad(_generate(model, spec, batch), width, -100),)
+        elif spec.kind == "regression":
+            pooled = (out.logits.squeeze(-1).float().cpu(),)
+        else:
+            pooled = (_pad(out.logits.argmax(-1)[:, None] if out.logits.dim() == 2 else out.logits.argmax(-1),
+                           width if spec.kind == "token-classification" else 1, -100),)
+        memo: dict[str, dict] = {}
+
+        def one(name: str):
+            def compute(*ts: Tensor) -> float:
+                if "all" not in memo:
+                    memo["all"] = score(spec, family, _unpool(spec, family, tok, ts, examples, wins),
+                                        examples, tok)
+                return memo["all"][name]
+            return compute
+
+        metrics: dict[str, Any] = {"loss": (out.loss.item(), 1)}
+        metrics.update({name: Pooled(one(name), pooled) for name in names})
+        return metrics
+
+    return fn
+
+
+def _unpool(spec: TaskSpec, family: str, tok, ts: tuple[Tensor, ...], examples: list[dict],
+            wins: list[Window]) -> list[Any]:
+    """The pooled eval tensors back into per-example predictions (as `predictions` gives them)."""
+    if spec.kind == "extractive-qa":
+        return answer_texts([ex["context"] for ex in examples], wins, ts[0], ts[1], spec.max_answer_len)
+    if spec.kind == "seq2seq" or text_to_text(spec, family):
+        return decode_rows(tok, ts[0])
+    if spec.kind == "regression":
+        return ts[0].tolist()
+    if spec.kind == "token-classification":
+        return ts[0].tolist()
+    return ts[0][:, 0].tolist()
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))

@@ -1,0 +1,249 @@
+"""`finetune(...)`, `evaluate(...)`, `predict(...)`: the Python API behind the CLI subcommands.
+
+Fine-tuning is pretraining's path with a task in place of the objective: labelled rows ->
+features -> batches -> a model with a head -> `fit`. Evaluation runs once per epoch; the
+best model by the task's main metric is kept in run_dir/best (the model to use), the final
+one in run_dir/last; both are HF-layout directories carrying the label set and the task
+(config.json: id2label/label2id and "clozeformer" → "task"), so `evaluate`/`predict` need
+only the model directory. Heads per family and kind:
+
+    classification/regression  BERT pooler / ELECTRA [CLS] head / BART last </s>; T5 text to text
+    token-classification       every token vector (BART: decoder states)
+    extractive-qa              start/end logits over the tokens of each context window
+    seq2seq                    BART / T5 with their LM heads (ROUGE or sacreBLEU on generations)
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from clozeformer.interop.hf import HEADS, load_model, load_state, save_model
+from clozeformer.models.electra import ElectraForPreTraining
+from clozeformer.tasks.spec import TaskError, TaskSpec, parse_regression, task_spec
+from clozeformer.tasks.task import (TaskData, check_labels, example, features, label_set, label_words, load_examples,
+                                    metrics_fn, predictions, steps_per_epoch, text_to_text, word_tags)
+from clozeformer.tokenizer import Tokenizer
+from clozeformer.train import distributed
+from clozeformer.train.loop import TrainConfig, evaluate as evaluate_batches, fit
+
+_KIND_HEAD = {"classification": "SequenceClassification", "regression": "SequenceClassification",
+              "token-classification": "TokenClassification", "extractive-qa": "QuestionAnswering"}
+_FAMILY = {"bert": "Bert", "electra": "Electra", "bart": "Bart"}
+
+
+def _head_model(base: nn.Module, spec: TaskSpec, seed: int) -> nn.Module:
+    """The model that fine-tunes for `spec`: a new head on base's encoder (weights copied), or base itself
+    for generation (seq2seq, T5 text to text)."""
+    family = base.config.model_type
+    if spec.kind == "seq2seq" or text_to_text(spec, family):
+        if not hasattr(base, "generate"):
+            raise TaskError(f"{spec.kind} needs an encoder-decoder (BART, T5); this model is "
+                            f"{type(base).__name__}")
+        return base
+    if family == "t5":
+        raise TaskError(f"T5 does {spec.kind} only as seq2seq (text to text); use task seq2seq")
+    name = _FAMILY[family] + "For" + _KIND_HEAD[spec.kind]
+    if name not in HEADS:
+        raise TaskError(f"no {spec.kind} head for {family}")
+    num_labels = 1 if spec.kind == "regression" else 2 if spec.kind == "extractive-qa" else len(spec.labels)
+    if type(base).__name__ == name and base.num_labels == num_labels and _same_labels(base, spec):
+        return base  # continue fine-tuning the same head
+    torch.manual_seed(seed)  # the new head's initial weights
+    net = HEADS[name][0](base.config, num_labels)
+    source = base.discriminator if isinstance(base, ElectraForPreTraining) else base
+    want = net.state_dict()
+    shared = {k: v for k, v in source.state_dict().items() if k in want and want[k].shape == v.shape
+              and not k.startswith(("classifier.", "span.", "dense.", "out."))}
+    if not shared:
+        raise TaskError(f"{type(base).__name__} shares no encoder weights with {name}")
+    load_state(net, shared, type(base).__name__)
+    return net
+
+
+def _same_labels(model: nn.Module, spec: TaskSpec) -> bool:
+    return (getattr(model, "task", None) or {}).get("labels") == spec.labels
+
+
+def _load(model_dir: str | Path) -> tuple[nn.Module, Tokenizer]:
+    with warnings.catch_warnings():  # a bare encoder's missing pretraining heads are expected here
+        warnings.filterwarnings("ignore", message=".*freshly initialised.*")
+        model = load_model(model_dir)
+    return model, Tokenizer.load(model_dir)
+
+
+def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: str | Path | None = None, *,
+             run_dir: str | Path = "runs/finetune", epochs: int = 3, batch_size: int = 32, lr: float = 5e-5,
+             warmup_ratio: float = 0.1, weight_decay: float = 0.01, early_stopping: int | None = None,
+             seed: int = 0, precision: str = "fp32", device: str = "auto", max_train_rows: int | None = None,
+             max_eval_rows: int | None = None, keep_last: int = 1, log_every: int = 10, resume: bool = False,
+             progress: bool = True, **task_options: Any) -> dict[str, Any]:
+    """Fine-tune the model directory `model` on `task` (a kind or a preset name); returns a summary.
+
+    task_options override TaskSpec fields (text_column, text_pair_column, label_column, metric,
+    prefix, label_words, max_len, …). Evaluation on `eval` after every epoch keeps the best model
+    (run_dir/best) by the main metric; early_stopping=N stops after N evaluations without a new best.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError("epochs and batch_size must be ≥ 1")
+    if early_stopping is not None and (early_stopping < 1 or eval is None):
+        raise ValueError("early_stopping needs an eval file and a patience ≥ 1")
+    base, tok = _load(model)
+    family = base.config.model_type
+    spec = task_spec(task, **task_options)
+    limit = getattr(base.config, "max_positions", None)
+    if limit is not None and spec.max_len > limit:
+        spec = spec.replace(max_len=limit)
+    train_ex = load_examples(spec, train, "train")[:max_train_rows]
+    eval_ex = load_examples(spec, eval, "validation")[:max_eval_rows] if eval is not None else []
+    spec = spec.replace(labels=label_set(spec, train_ex))
+    if spec.labels is not None and len(spec.labels) < 2 and spec.kind == "classification":
+        raise TaskError(f"{train}: classification needs at least two labels; found {spec.labels}")
+    if text_to_text(spec, family) and spec.kind == "classification":
+        missing = [lb for lb in spec.labels if spec.label_words and lb not in spec.label_words]
+        if missing:
+            raise TaskError(f"{train}: labels {missing} have no T5 label word (label_words: {spec.label_words})")
+    check_labels(spec, eval_ex)
+    net = _head_model(base, spec, seed)
+    net.task = spec.to_dict()
+    train_f, _ = features(spec, tok, family, train_ex)
+    eval_f, eval_w = features(spec, tok, family, eval_ex)
+    data = TaskData(train_f, eval_f, pad_id=tok.pad_id, batch_size=batch_size, seed=seed)
+    per_epoch = steps_per_epoch(len(train_f), batch_size)
+    steps = epochs * per_epoch
+    cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=int(warmup_ratio * steps), weight_decay=weight_decay,
+                      eval_every=per_epoch, save_every=per_epoch, eval_batches=10**9, keep_last=keep_last,
+                      log_every=min(log_every, per_epoch), seed=seed, precision=precision, device=device)
+    run_dir = Path(run_dir)
+    main = spec.main_metric
+    keeper = _BestKeeper(net, tok, run_dir, main, early_stopping)
+    state = {"data": {"train": str(train), "eval": str(eval), "task": spec.to_dict(), "batch_size": batch_size,
+                      "train_rows": len(train_ex)}}
+    summary = fit(net, data, cfg, run_dir, metrics_fn=metrics_fn(spec, tok, family, net, eval_ex, eval_w),
+                  resume=resume, tokenizer=tok, extra_state=state, progress=progress, on_eval=keeper)
+    if distributed.env_rank() == 0:
+        save_model(net, run_dir / "last", tok)
+        if not eval_ex:  # nothing to select by: the last model is the best one
+            save_model(net, run_dir / "best", tok)
+    best = keeper.best()
+    summary.update(task=spec.kind, preset=spec.preset, metric=main, epochs=epochs, steps_per_epoch=per_epoch,
+                   train_examples=len(train_ex), eval_examples=len(eval_ex), labels=spec.labels,
+                   best=best, model_dir=str(run_dir / "best"), last_dir=str(run_dir / "last"))
+    return summary
+
+
+class _BestKeeper:
+    """fit's on_eval hook: save the model to run_dir/best when the main metric beats every earlier
+    evaluation in metrics.jsonl; stop after `patience` evaluations without a new best.
+
+    A pure function of metrics.jsonl (which fit trims to the checkpoint on resume), so it holds
+    no state a resumed run would need back. Step-0 evaluations (before training) do not count.
+    """
+
+    def __init__(self, model: nn.Module, tok: Tokenizer, run_dir: Path, metric: str, patience: int | None) -> None:
+        self.model, self.tok, self.run_dir, self.metric, self.patience = model, tok, run_dir, metric, patience
+
+    def history(self) -> list[dict]:
+        path = self.run_dir / "metrics.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [r for r in rows if r["split"] == "eval" and r["step"] > 0 and self.metric in r]
+
+    def best(self) -> dict | None:
+        rows = self.history()
+        return max(rows, key=lambda r: r[self.metric]) if rows else None  # max keeps the earliest of ties
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> bool:
+        rows = self.history()
+        if not rows:
+            return False
+        best = self.best()
+        if best["step"] == step and distributed.env_rank() == 0:
+            save_model(self.model, self.run_dir / "best", self.tok)
+        since = sum(1 for r in rows if r["step"] > best["step"])
+        return self.patience is not None and since >= self.patience
+
+
+def _task_of(model: nn.Module, model_dir) -> TaskSpec:
+    task = getattr(model, "task", None)
+    if not task or "kind" not in task:
+        raise TaskError(f"{model_dir}: no fine-tuning task recorded in its config.json (\"clozeformer\" → \"task\"); "
+                        "fine-tune it with clozeformer first")
+    return TaskSpec.from_dict(task)
+
+
+def _run(model: nn.Module, spec: TaskSpec, tok: Tokenizer, examples: list[dict], batch_size: int, *,
+         labelled: bool, device: str) -> tuple[list, list[dict], list]:
+    """(features, batches, windows) on `device`, model moved there."""
+    family = model.config.model_type
+    feats, wins = features(spec, tok, family, examples, labelled=labelled)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    model.to(dev).eval()
+    data = TaskData([], feats, pad_id=tok.pad_id, batch_size=batch_size, seed=0)
+    return feats, [{k: v.to(dev) for k, v in b.items()} for b in data.eval_batches()], wins
+
+
+def evaluate(model: str | Path, data: str | Path, *, batch_size: int = 32, device: str = "auto",
+             max_rows: int | None = None) -> dict[str, float]:
+    """The metrics of a fine-tuned model directory on a labelled file (read as in training)."""
+    net, tok = _load(model)
+    spec = _task_of(net, model)
+    examples = load_examples(spec, data, "validation")[:max_rows]
+    check_labels(spec, examples)
+    family = net.config.model_type
+    _, batches, wins = _run(net, spec, tok, examples, batch_size, labelled=True, device=device)
+    dev = next(net.parameters()).device
+    out = evaluate_batches(net, batches, metrics_fn(spec, tok, family, net, examples, wins), dev)
+    return {"examples": len(examples), **out}
+
+
+@torch.no_grad()
+def predict(model: str | Path, inputs: str | Path | list[dict], *, batch_size: int = 32, device: str = "auto",
+            max_rows: int | None = None) -> list[dict[str, Any]]:
+    """Predictions of a fine-tuned model directory for a file (or a list of records), one dict per input:
+    its input fields plus "label" (+ "score"), "score" (regression), "tags", "answer" or "output"."""
+    net, tok = _load(model)
+    spec = _task_of(net, model)
+    family = net.config.model_type
+    if isinstance(inputs, list):
+        examples = [example(spec, (f"input {i + 1}", r), labelled=False) for i, r in enumerate(inputs)]
+    else:
+        examples = load_examples(spec, inputs, "test", labelled=False)
+    examples = examples[:max_rows]
+    _, batches, wins = _run(net, spec, tok, examples, batch_size, labelled=False, device=device)
+    outs = [(net(**b), b) for b in batches]
+    preds = predictions(spec, tok, family, net, outs, examples, wins)
+    rows = []
+    for i, (ex, p) in enumerate(zip(examples, preds)):
+        row = {k: v for k, v in ex.items() if k not in ("where", "answers", "label", "tags", "target")}
+        if spec.kind == "extractive-qa":
+            row = {"id": ex["id"], "question": ex["question"], "answer": p}
+        elif spec.kind == "token-classification":
+            row["tags"] = word_tags(spec, tok, ex["tokens"], p)
+        elif spec.kind == "seq2seq":
+            row["output"] = p
+        elif text_to_text(spec, family):
+            row["output"] = p
+            if spec.kind == "classification":
+                k = label_words(spec).index(p.strip()) if p.strip() in label_words(spec) else -1
+                row["label"] = spec.labels[k] if k >= 0 else None  # None: an unparseable generation
+            else:
+                row["score"] = parse_regression(p)
+        elif spec.kind == "regression":
+            row["score"] = p
+        else:
+            row["label"] = spec.labels[p]
+        rows.append(row)
+    if spec.kind == "classification" and not text_to_text(spec, family):
+        probs = torch.cat([o.logits.float().softmax(-1).max(-1).values.cpu() for o, _ in outs]).tolist()
+        for row, prob in zip(rows, probs):
+            row["score"] = prob
+    return rows
+
+
+__all__ = ["evaluate", "finetune", "predict"]
