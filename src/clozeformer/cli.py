@@ -130,6 +130,72 @@ def cmd_translate(args) -> None:
     print(json.dumps(summary, indent=2, default=str))
 
 
+def _task_options(args) -> dict:
+    """TaskSpec overrides given on the command line (unset ones keep the preset's/kind's default)."""
+    words = None
+    if args.label_words:
+        words = {}
+        for kv in args.label_words:
+            label, eq, word = kv.partition("=")
+            if not eq:
+                raise ValueError(f"--label-words expects LABEL=WORD, got {kv!r}")
+            words[label] = word
+    names = ("text_column", "text_pair_column", "label_column", "source_column", "target_column", "tokens_column",
+             "tags_column", "metric", "prefix", "pair_prefix", "max_len", "stride", "max_answer_len",
+             "max_new_tokens", "num_beams")
+    return {**{n: getattr(args, n) for n in names}, "label_words": words}
+
+
+def cmd_finetune(args) -> None:
+    from clozeformer.train.finetune import finetune
+
+    summary = finetune(args.model, args.task, args.train, args.eval, run_dir=args.run_dir, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, warmup_ratio=args.warmup_ratio,
+                       weight_decay=args.weight_decay, early_stopping=args.early_stopping, seed=args.seed,
+                       precision=args.precision, device=args.device, max_train_rows=args.max_train_rows,
+                       max_eval_rows=args.max_eval_rows, keep_last=args.keep_last, resume=args.resume,
+                       progress=not args.quiet, **_task_options(args))
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_evaluate(args) -> None:
+    from clozeformer.train.finetune import evaluate
+
+    print(json.dumps(evaluate(args.model, args.data, batch_size=args.batch_size, device=args.device,
+                              max_rows=args.max_rows), indent=2))
+
+
+def cmd_predict(args) -> None:
+    from clozeformer.train.finetune import predict
+
+    if args.input == "-":  # stdin: JSON records, or plain text lines (the text of single-text tasks)
+        records = []
+        for line in sys.stdin:
+            if line.strip():
+                records.append(json.loads(line) if line.lstrip().startswith("{") else line.rstrip("\n"))
+        inputs = records
+    else:
+        inputs = args.input
+    rows = predict(args.model, inputs, batch_size=args.batch_size, device=args.device, max_rows=args.max_rows)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        if args.format == "jsonl":
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            import csv
+
+            keys = list(dict.fromkeys(k for row in rows for k in row))
+            w = csv.writer(out, delimiter="\t")
+            w.writerow(keys)
+            for row in rows:
+                w.writerow([json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else
+                            "" if v is None else v for v in (row.get(k) for k in keys)])
+    finally:
+        if args.output:
+            out.close()
+
+
 def cmd_convert(args) -> None:
     from clozeformer import load_model, load_tokenizer, save_model
 
@@ -292,6 +358,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_translate)
+
+    p = sub.add_parser("finetune", help="fine-tune a model on a labelled task (classification, regression, "
+                                        "token-classification, extractive-qa, seq2seq, or a preset)")
+    p.add_argument("--model", required=True, help="model directory (ours or transformers') with its tokenizer")
+    p.add_argument("--task", required=True, help="classification, regression, token-classification, extractive-qa, "
+                                                 "seq2seq, or a preset: cola, sst2, stsb, mrpc, rte, mnli, nsmc")
+    p.add_argument("--train", required=True, help=".tsv/.csv/.jsonl (QA: SQuAD .json), or hf:NAME[/CONFIG][@SPLIT]")
+    p.add_argument("--eval", help="labelled file evaluated after every epoch (selects the best model)")
+    p.add_argument("--run-dir", default="runs/finetune")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                   help="stop after PATIENCE evaluations without a new best")
+    p.add_argument("--max-train-rows", type=int)
+    p.add_argument("--max-eval-rows", type=int)
+    p.add_argument("--keep-last", type=int, default=1, help="training checkpoints kept (for --resume)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    for name in ("text", "text-pair", "label", "source", "target", "tokens", "tags"):
+        p.add_argument(f"--{name}-column")
+    p.add_argument("--metric", help="main metric (model selection): accuracy, f1, macro_f1, mcc, pearson, spearman, "
+                                    "exact_match, rouge, bleu")
+    p.add_argument("--prefix", help='T5 input prefix, e.g. "summarize: " or "translate English to German: "')
+    p.add_argument("--pair-prefix", help='T5: before the second text of a pair (e.g. "sentence2: ")')
+    p.add_argument("--label-words", nargs="+", metavar="LABEL=WORD", help="T5: target word per label")
+    p.add_argument("--max-len", type=int)
+    p.add_argument("--stride", type=int, help="extractive QA: tokens shared by neighbouring windows")
+    p.add_argument("--max-answer-len", type=int)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--num-beams", type=int)
+    p.set_defaults(fn=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-rows", type=int)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predictions of a fine-tuned model, JSONL (default) or TSV")
+    p.add_argument("--model", required=True)
+    p.add_argument("--input", default="-", help="file read as in training, or - : stdin, JSON records or text lines")
+    p.add_argument("--output", help="default: stdout")
+    p.add_argument("--format", default="jsonl", choices=["jsonl", "tsv"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-rows", type=int)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("convert", help="import a transformers model directory (or re-export ours)")
     p.add_argument("src")

@@ -90,9 +90,13 @@ class Cache:
         return 0 if k is None else k.shape[2]
 
     def reorder(self, index: Tensor) -> None:
-        for self_kv, cross_kv in self.layers:
+        """Keep rows `index` of the self-attention keys (beam search: each beam's history).
+
+        Cross-attention keys stay: `index` only moves rows among the beams of one source,
+        and those share the same encoder output, row for row.
+        """
+        for self_kv, _ in self.layers:
             self_kv.reorder(index)
-            cross_kv.reorder(index)
 
 
 class Attention(nn.Module):

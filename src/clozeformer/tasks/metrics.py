@@ -18,8 +18,9 @@ def classification(preds: list[int], golds: list[int]) -> dict[str, float]:
 
     binary = set(golds) <= {0, 1}
     return {"accuracy": float(accuracy_score(golds, preds)),
-            "f1": float(f1_score(golds, preds, average="binary" if binary else "macro", pos_label=1,
-                                 labels=None if binary else sorted(set(golds)), zero_division=0)),
+            # F1 of class 1 alone (binary; -1 predictions only ever miss), else macro over the gold classes
+            "f1": float(f1_score(golds, preds, average="macro", labels=[1] if binary else sorted(set(golds)),
+                                 zero_division=0)),
             "macro_f1": float(f1_score(golds, preds, average="macro", labels=sorted(set(golds)), zero_division=0)),
             "mcc": float(matthews_corrcoef(golds, preds))}
 

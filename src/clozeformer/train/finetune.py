@@ -203,20 +203,24 @@ def evaluate(model: str | Path, data: str | Path, *, batch_size: int = 32, devic
 
 
 @torch.no_grad()
-def predict(model: str | Path, inputs: str | Path | list[dict], *, batch_size: int = 32, device: str = "auto",
+def predict(model: str | Path, inputs: str | Path | list[dict | str], *, batch_size: int = 32, device: str = "auto",
             max_rows: int | None = None) -> list[dict[str, Any]]:
-    """Predictions of a fine-tuned model directory for a file (or a list of records), one dict per input:
+    """Predictions of a fine-tuned model directory for a file (or a list of records, or of texts for the
+    task's text column), one dict per input:
     its input fields plus "label" (+ "score"), "score" (regression), "tags", "answer" or "output"."""
     net, tok = _load(model)
     spec = _task_of(net, model)
     family = net.config.model_type
     if isinstance(inputs, list):
-        examples = [example(spec, (f"input {i + 1}", r), labelled=False) for i, r in enumerate(inputs)]
+        text = spec.source_column if spec.kind == "seq2seq" else spec.text_column
+        examples = [example(spec, (f"input {i + 1}", r if isinstance(r, dict) else {text: r}), labelled=False)
+                    for i, r in enumerate(inputs)]
     else:
         examples = load_examples(spec, inputs, "test", labelled=False)
     examples = examples[:max_rows]
     _, batches, wins = _run(net, spec, tok, examples, batch_size, labelled=False, device=device)
-    outs = [(net(**b), b) for b in batches]
+    generating = spec.kind == "seq2seq" or text_to_text(spec, family)  # no forward pass without targets
+    outs = [(None if generating else net(**b), b) for b in batches]
     preds = predictions(spec, tok, family, net, outs, examples, wins)
     rows = []
     for i, (ex, p) in enumerate(zip(examples, preds)):
