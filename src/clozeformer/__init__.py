@@ -24,4 +24,25 @@ def save_model(model, directory, tokenizer=None):
     return _save(model, directory, tokenizer)
 
 
-__all__ = ["__version__", "load_model", "load_tokenizer", "save_model"]
+def finetune(model, task, train, eval=None, **options):
+    """Fine-tune a model directory on a labelled task; see clozeformer.train.finetune.finetune."""
+    from clozeformer.train.finetune import finetune as _finetune
+
+    return _finetune(model, task, train, eval, **options)
+
+
+def evaluate(model, data, **options):
+    """Metrics of a fine-tuned model directory on a labelled file."""
+    from clozeformer.train.finetune import evaluate as _evaluate
+
+    return _evaluate(model, data, **options)
+
+
+def predict(model, inputs, **options):
+    """Predictions of a fine-tuned model directory, one dict per input."""
+    from clozeformer.train.finetune import predict as _predict
+
+    return _predict(model, inputs, **options)
+
+
+__all__ = ["__version__", "evaluate", "finetune", "load_model", "load_tokenizer", "predict", "save_model"]

@@ -21,7 +21,9 @@ from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.distributed import resolve_device
 from clozeformer.train.loop import TrainConfig, fast_bf16
 from clozeformer.train.pretrain import pretrain
+from clozeformer.view import render_text, view
 
+SHOWCASE = "A list is a mutable sequence. Use append to add an item to the end of the list."
 PROBES = [
     "The [MASK] statement is used to leave a loop early.",
     "Raise an [MASK] if the file does not exist.",
@@ -110,7 +112,11 @@ def run_demo(out_dir: str | Path = "runs/demo", *, steps: int = 2000, progress: 
     for text in PROBES:
         preds = fill_mask(model, tok, text, top_k=3)[0]
         print(f"  {text}\n    -> " + ", ".join(f"{p.token} ({p.score:.2f})" for p in preds))
-    print(f"\nsaved model   {summary['model_dir']}  (loads in clozeformer and in transformers)")
+    print("\nwhat each family's objective does to a sentence (clozeformer noise --objective …):")
+    for objective in ("mlm", "text-infilling", "sentence-permutation", "span-corruption"):
+        print(render_text(view(objective, SHOWCASE, tokenizer=tok if objective == "mlm" else None, seed=1),
+                          color=sys.stdout.isatty()) + "\n")
+    print(f"saved model   {summary['model_dir']}  (loads in clozeformer and in transformers)")
     print(f"checkpoint    {summary['checkpoint']}")
     print(f"loss curve    {summary['plot']}")
     print(f"metrics log   {out_dir / 'metrics.jsonl'}")
