@@ -22,6 +22,7 @@ Prints and writes results.json in --out: dev accuracy, steps, tokens, CPU and wa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import math
@@ -109,8 +110,7 @@ def pretrain_arm(name: str, tok: Tokenizer, cache_dir: Path, out: Path, budget_s
     run_dir = out / f"pretrain_{name}"
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     budgeted = lambda *a, **k: CpuBudget(recipe.data(*a, **k), budget_s, start_cpu)  # noqa: E731
-    pretrain_mod.RECIPES[name] = pretrain_mod.Recipe(recipe.config_cls, recipe.model_cls, recipe.metrics, budgeted,
-                                                     recipe.uses_nsp)
+    pretrain_mod.RECIPES[name] = dataclasses.replace(recipe, data=budgeted)
     train = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 10), precision=precision,
                         eval_every=10 ** 9, save_every=10 ** 9, eval_batches=8, log_every=10, seed=0)
     try:
