@@ -67,6 +67,18 @@ class Config:
         if not condition:
             raise ConfigError(f"{self.model_type} config: {message}")
 
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            self._check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+
+    def _rates(self, *names: str) -> None:
+        for name in names:
+            self._check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+
+    def _token_ids(self, *names: str) -> None:
+        for name in names:
+            self._check(0 <= getattr(self, name) < self.vocab_size, f"{name} must be a vocabulary id")
+
 
 @dataclass(frozen=True)
 class BertConfig(Config):
@@ -97,15 +109,13 @@ class BertConfig(Config):
     nsp: bool = True  # build the next-sentence-prediction head
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_positions", "type_vocab_size"):
-            self._check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        self._positive("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                       "max_positions", "type_vocab_size")
         self._check(self.hidden_size % self.num_heads == 0,
                     f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        for name in ("dropout", "attention_dropout"):
-            self._check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        self._rates("dropout", "attention_dropout")
         self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
-        self._check(0 <= self.pad_token_id < self.vocab_size, "pad_token_id must be a vocabulary id")
+        self._token_ids("pad_token_id")
 
 
 @dataclass(frozen=True)
@@ -141,16 +151,13 @@ class BartConfig(Config):
     decoder_start_token_id: int = 2  # fairseq starts the decoder with </s>
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "encoder_layers", "decoder_layers", "num_heads",
-                     "intermediate_size", "max_positions"):
-            self._check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        self._positive("vocab_size", "hidden_size", "encoder_layers", "decoder_layers", "num_heads",
+                       "intermediate_size", "max_positions")
         self._check(self.hidden_size % self.num_heads == 0,
                     f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        for name in ("dropout", "attention_dropout", "activation_dropout"):
-            self._check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        self._rates("dropout", "attention_dropout", "activation_dropout")
         self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
-            self._check(0 <= getattr(self, name) < self.vocab_size, f"{name} must be a vocabulary id")
+        self._token_ids("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
 
 
 @dataclass(frozen=True)
@@ -207,9 +214,8 @@ class ElectraConfig(Config):
         return self.generator_intermediate_size or 4 * self.generator_hidden
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_positions", "type_vocab_size"):
-            self._check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        self._positive("vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                       "max_positions", "type_vocab_size")
         for name in ("generator_hidden_size", "generator_num_heads", "generator_intermediate_size"):
             self._check(getattr(self, name) >= 0, f"{name} must be ≥ 0 (0 derives it), got {getattr(self, name)}")
         self._check(self.hidden_size % self.num_heads == 0,
@@ -217,10 +223,9 @@ class ElectraConfig(Config):
         self._check(0.0 < self.generator_fraction <= 1.0, "generator_fraction must be in (0, 1]")
         self._check(self.generator_hidden % self.generator_heads == 0,
                     f"generator hidden {self.generator_hidden} is not divisible by its {self.generator_heads} heads")
-        for name in ("dropout", "attention_dropout"):
-            self._check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        self._rates("dropout", "attention_dropout")
         self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
-        self._check(0 <= self.pad_token_id < self.vocab_size, "pad_token_id must be a vocabulary id")
+        self._token_ids("pad_token_id")
         self._check(self.discriminator_weight > 0, "discriminator_weight must be positive")
 
 
@@ -271,14 +276,12 @@ class T5Config(Config):
     decoder_start_token_id: int = 0  # T5 starts the decoder with <pad>
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
-                     "relative_attention_num_buckets", "relative_attention_max_distance"):
-            self._check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        self._positive("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+                       "relative_attention_num_buckets", "relative_attention_max_distance")
         self._check(self.relative_attention_num_buckets >= 4 and self.relative_attention_num_buckets % 2 == 0,
                     "relative_attention_num_buckets must be even and at least 4")
-        self._check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        self._rates("dropout")
         self._check(self.layer_norm_eps > 0, "layer_norm_eps must be positive")
         self._check(self.initializer_factor > 0, "initializer_factor must be positive")
         self._check(self.feed_forward in FEED_FORWARDS, f"feed_forward must be one of {FEED_FORWARDS}")
-        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
-            self._check(0 <= getattr(self, name) < self.vocab_size, f"{name} must be a vocabulary id")
+        self._token_ids("pad_token_id", "eos_token_id", "decoder_start_token_id")

@@ -126,7 +126,32 @@ class MLMSpec:
         return cls(tok.mask_id, tok.cls_id, tok.sep_id, tok.pad_id, tok.vocab_size, tok.special_ids, cont, rate)
 
 
-class BertPretrainData:
+class _Batches:
+    """What every pretraining data class shares: batch k of training and the fixed eval batches,
+    each a pure function of (seed, k) through `make_batch(ranges, generator)`."""
+
+    train_examples: np.ndarray
+    eval_examples: np.ndarray
+    batch_size: int
+    seed: int
+    _order: _EpochOrder
+
+    def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def train_batch(self, index: int) -> dict[str, Tensor]:
+        """The `index`-th micro-batch (deterministic in seed and index)."""
+        return self.make_batch(self._order.rows(self.train_examples, index, self.batch_size),
+                               _seeded(self.seed, 3, index))
+
+    def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
+        """Fixed held-out batches: the same examples and masks at every evaluation."""
+        ex = self.eval_examples[: max_batches * self.batch_size]
+        return [self.make_batch(ex[i: i + self.batch_size], _seeded(self.seed, 4, i))
+                for i in range(0, len(ex), self.batch_size)]
+
+
+class BertPretrainData(_Batches):
     """Batches for BERT pretraining: MLM (+ NSP) over a token cache."""
 
     def __init__(self, cache: TokenCache, spec: MLMSpec, *, max_len: int = 128, batch_size: int = 32,
@@ -144,16 +169,6 @@ class BertPretrainData:
             raise ValueError("the corpus is too small to hold out evaluation documents and still train")
         self._order = _EpochOrder(len(self.train_examples), seed)
 
-    def train_batch(self, index: int) -> dict[str, Tensor]:
-        """The `index`-th micro-batch (deterministic in seed and index)."""
-        return self.make_batch(self._order.rows(self.train_examples, index, self.batch_size),
-                               _seeded(self.seed, 3, index))
-
-    def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
-        """Fixed held-out batches: the same examples and masks at every evaluation."""
-        ex = self.eval_examples[: max_batches * self.batch_size]
-        return [self.make_batch(ex[i: i + self.batch_size], _seeded(self.seed, 4, i))
-                for i in range(0, len(ex), self.batch_size)]
 
     def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
         s = self.spec
@@ -212,7 +227,7 @@ def full_stop_ids(tok) -> list[int]:
     return stops
 
 
-class DenoisePretrainData:
+class DenoisePretrainData(_Batches):
     """Batches for BART pretraining: packed windows of max_len − 2 tokens, `<s> … </s>`, noised.
 
     Windows run over consecutive training documents (like BERT without NSP), so a row holds
@@ -235,14 +250,6 @@ class DenoisePretrainData:
             raise ValueError("the corpus is too small to hold out evaluation documents and still train")
         self._order = _EpochOrder(len(self.train_examples), seed)
 
-    def train_batch(self, index: int) -> dict[str, Tensor]:
-        return self.make_batch(self._order.rows(self.train_examples, index, self.batch_size),
-                               _seeded(self.seed, 3, index))
-
-    def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
-        ex = self.eval_examples[: max_batches * self.batch_size]
-        return [self.make_batch(ex[i: i + self.batch_size], _seeded(self.seed, 4, i))
-                for i in range(0, len(ex), self.batch_size)]
 
     def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
         s = self.spec
@@ -255,7 +262,7 @@ class DenoisePretrainData:
                        max_len=self.max_len)
 
 
-class SpanPretrainData:
+class SpanPretrainData(_Batches):
     """Batches for T5 pretraining: windows of exactly the raw length that span corruption turns
     into `max_len` encoder tokens (T5's packing: no padding anywhere, static shapes).
 
@@ -284,14 +291,6 @@ class SpanPretrainData:
                              f"(max_len {max_len}); use a smaller max_len or more text")
         self._order = _EpochOrder(len(self.train_examples), seed)
 
-    def train_batch(self, index: int) -> dict[str, Tensor]:
-        return self.make_batch(self._order.rows(self.train_examples, index, self.batch_size),
-                               _seeded(self.seed, 3, index))
-
-    def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
-        ex = self.eval_examples[: max_batches * self.batch_size]
-        return [self.make_batch(ex[i: i + self.batch_size], _seeded(self.seed, 4, i))
-                for i in range(0, len(ex), self.batch_size)]
 
     def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
         rows = torch.from_numpy(np.stack([self.cache.tokens[t0:t1] for t0, t1 in ranges]).astype(np.int64))

@@ -63,6 +63,19 @@ def _rename(key: str, table: dict[str, str]) -> str | None:
     return None
 
 
+def _pieces_of(table: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, int, int]]:
+    """HF module -> (our fused module, its index among the pieces, number of pieces)."""
+    return {name: (module, j, len(names)) for module, names in table.items() for j, name in enumerate(names)}
+
+
+def _join(parts: dict[str, list]) -> dict[str, Tensor]:
+    """Our fused tensors from their HF pieces, in order (q, k, v -> qkv); every piece must be there."""
+    for key, pieces in parts.items():
+        if any(p is None for p in pieces):
+            raise ValueError(f"{key}: the checkpoint lacks part of this projection")
+    return {key: torch.cat(pieces) for key, pieces in parts.items()}
+
+
 def bert_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
     out = {}
     for key, t in state.items():
@@ -359,8 +372,7 @@ def t5_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str
         hf = {**hf, "shared.weight": hf["encoder.embed_tokens.weight"]}
     gated = any(k.endswith("DenseReluDense.wi_0.weight") for k in hf)
     inverse_top = {v: k for k, v in _T5_TOP.items()}
-    inverse = {stack: {name: (module, j, len(names)) for module, names in _t5_layer_table(stack, gated).items()
-                       for j, name in enumerate(names)} for stack in ("encoder", "decoder")}
+    inverse = {stack: _pieces_of(_t5_layer_table(stack, gated)) for stack in ("encoder", "decoder")}
     ours, ignored, parts = {}, [], {}
     for key, t in hf.items():
         m = _T5_HF_LAYER.match(key)
@@ -373,11 +385,7 @@ def t5_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str
             parts.setdefault(f"{m[1]}.layers.{m[2]}.{module}.weight", [None] * n)[j] = t
         elif not _T5_REDUNDANT.search(key):
             ignored.append(key)
-    for key, pieces in parts.items():
-        if any(p is None for p in pieces):
-            raise ValueError(f"{key}: the checkpoint lacks part of this projection")
-        ours[key] = torch.cat(pieces)
-    return ours, ignored
+    return {**ours, **_join(parts)}, ignored
 
 
 def t5_config_to_hf(cfg: T5Config) -> dict:
@@ -489,8 +497,7 @@ def bart_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[s
     if "model.shared.weight" not in hf and "model.encoder.embed_tokens.weight" in hf:
         hf["model.shared.weight"] = hf["model.encoder.embed_tokens.weight"]
     inverse_top = {v: k for k, v in _BART_TOP.items()}
-    inverse_layer = {name: (module, j, len(names)) for module, names in _BART_LAYER.items()
-                     for j, name in enumerate(names)}
+    inverse_layer = _pieces_of(_BART_LAYER)
     ours, ignored, parts = {}, [], {}
     for key, t in hf.items():
         m = _BART_LAYER_KEY.match(key)
@@ -503,11 +510,7 @@ def bart_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[s
             parts.setdefault(f"bart.{m[2]}.layers.{m[3]}.{module}.{m[5]}", [None] * n)[j] = t
         elif not _BART_REDUNDANT.search(key):
             ignored.append(key)
-    for key, pieces in parts.items():
-        if any(p is None for p in pieces):
-            raise ValueError(f"{key}: the checkpoint lacks part of this projection")
-        ours[key] = torch.cat(pieces)
-    return ours, ignored
+    return {**ours, **_join(parts)}, ignored
 
 
 def bart_config_to_hf(cfg: BartConfig) -> dict:
