@@ -150,7 +150,8 @@ class BertForTokenClassification(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
         out = self.bert(input_ids, attention_mask, token_type_ids)
-        out.logits = self.classifier(dropout(out.last_hidden_state, self.classifier_dropout, self.training))  # [B, T, C]
+        h = dropout(out.last_hidden_state, self.classifier_dropout, self.training)
+        out.logits = self.classifier(h)  # [B, T, C]
         if labels is not None:
             out.loss = token_loss(out.logits, labels)
         return out

@@ -65,7 +65,8 @@ def windows(tok, question: str, context: str, example: int, *, max_len: int, str
     return out
 
 
-def best_span(start_logits: Tensor, end_logits: Tensor, in_context: Tensor, max_answer_len: int) -> tuple[float, int, int]:
+def best_span(start_logits: Tensor, end_logits: Tensor, in_context: Tensor,
+              max_answer_len: int) -> tuple[float, int, int]:
     """(score, first, last token) maximising start + end logit over spans inside the context with
     first ≤ last < first + max_answer_len; score -inf when the window has no context.
 

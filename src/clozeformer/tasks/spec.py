@@ -82,8 +82,8 @@ class TaskSpec:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def _glue(kind: str, metric: str, prefix: str, words: tuple[str, ...] | None = None, pair: tuple[str, str] | None = None,
-          text: str = "sentence") -> TaskSpec:
+def _glue(kind: str, metric: str, prefix: str, words: tuple[str, ...] | None = None,
+          pair: tuple[str, str] | None = None, text: str = "sentence") -> TaskSpec:
     a, b = pair or (text, None)
     return TaskSpec(kind, text_column=a, text_pair_column=b, metric=metric, prefix=prefix,
                     pair_prefix=f"{b}: " if b else "",

@@ -300,8 +300,8 @@ def metrics_fn(spec: TaskSpec, tok, family: str, model, examples: list[dict], wi
         elif spec.kind == "regression":
             pooled = (out.logits.squeeze(-1).float().cpu(),)
         else:
-            pooled = (_pad(out.logits.argmax(-1)[:, None] if out.logits.dim() == 2 else out.logits.argmax(-1),
-                           width if spec.kind == "token-classification" else 1, -100),)
+            ids = out.logits.argmax(-1)  # [B] classes, or [B, T] tags
+            pooled = (_pad(ids[:, None], 1, -100),) if ids.dim() == 1 else (_pad(ids, width, -100),)
         memo: dict[str, dict] = {}
 
         def one(name: str):

@@ -1,0 +1,280 @@
+"""Fine-tuning on real data: learning, label sets, file errors, best/early stopping, resume, T5 parsing,
+QA windows and span decoding, SQuAD EM/F1, the CLI. Tiny models throughout."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from clozeformer.cli import main
+from clozeformer.config import BertConfig, T5Config
+from clozeformer.interop.hf import save_model
+from clozeformer.models.bert import BertForPreTraining
+from clozeformer.models.t5 import T5ForConditionalGeneration
+from clozeformer.tasks import TaskError, task_spec
+from clozeformer.tasks import metrics as M
+from clozeformer.tasks.qa import answer_texts, best_span, windows
+from clozeformer.tasks.readers import read_records
+from clozeformer.tasks.spec import parse_label, parse_regression, regression_text
+from clozeformer.tasks.task import load_examples, score
+from clozeformer.tokenizer import Tokenizer
+from clozeformer.train.finetune import _BestKeeper, evaluate, finetune, predict
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SST2 = DATA / "sst2" / "train.tsv"
+pytestmark = pytest.mark.skipif(not SST2.is_file(), reason="needs ../shared/data")
+FAST = dict(epochs=4, batch_size=16, lr=2e-3, max_len=48, warmup_ratio=0.0, progress=False)
+
+
+def write_tsv(path: Path, header: list[str], rows: list[list]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sst2(tmp_path_factory, one_thread):
+    """A tiny BERT (1 layer, width 64, no dropout) with a WordPiece vocab from SST-2; 400 train / 200 held-out rows."""
+    d = tmp_path_factory.mktemp("sst2")
+    rows = list(csv.DictReader(open(SST2, encoding="utf-8"), delimiter="\t"))
+    tok = Tokenizer.train("wordpiece", [r["sentence"] for r in rows[:3000]], vocab_size=1000, lowercase=True)
+    cfg = BertConfig.preset("tiny", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id, max_positions=64,
+                            hidden_size=64, num_heads=2, intermediate_size=128, num_layers=1, dropout=0.0,
+                            attention_dropout=0.0)
+    torch.manual_seed(0)
+    save_model(BertForPreTraining(cfg), d / "bert", tok)
+    train = write_tsv(d / "train.tsv", ["sentence", "label"], [[r["sentence"], r["label"]] for r in rows[:400]])
+    dev = write_tsv(d / "dev.tsv", ["sentence", "label"], [[r["sentence"], r["label"]] for r in rows[400:600]])
+    return d, train, dev
+
+
+@pytest.fixture(scope="module")
+def trained(sst2):
+    d, train, dev = sst2
+    return finetune(d / "bert", "sst2", train, dev, run_dir=d / "run", keep_last=2, **FAST)
+
+
+def test_tiny_bert_beats_majority_on_held_out_sst2(sst2, trained):
+    d, _, dev = sst2
+    golds = [r[1]["label"] for r in read_records(dev)]
+    majority = max(golds.count("0"), golds.count("1")) / len(golds)
+    result = evaluate(trained["model_dir"], dev)
+    assert result["accuracy"] > majority + 0.04, (result, majority)
+    assert result["accuracy"] == pytest.approx(trained["best"]["accuracy"])
+    cfg = json.loads((Path(trained["model_dir"]) / "config.json").read_text())
+    assert cfg["architectures"] == ["BertForSequenceClassification"]
+    assert cfg["id2label"] == {"0": "0", "1": "1"} and cfg["clozeformer"]["task"]["preset"] == "sst2"
+
+
+def test_best_model_is_the_best_evaluation(sst2, trained):
+    d = sst2[0]
+    evals = [json.loads(x) for x in (d / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if r["split"] == "eval" and r["step"] > 0]
+    assert len(evals) == 4  # once per epoch
+    best = max(evals, key=lambda r: r["accuracy"])
+    assert trained["best"]["step"] == best["step"]
+    assert evaluate(d / "run" / "best", sst2[2])["accuracy"] == pytest.approx(best["accuracy"])
+    assert evaluate(d / "run" / "last", sst2[2])["accuracy"] == pytest.approx(evals[-1]["accuracy"])
+
+
+def test_resume_is_exact(sst2, trained, tmp_path):
+    d, train, dev = sst2
+    run = tmp_path / "run"
+    shutil.copytree(d / "run", run)
+    shutil.rmtree(run / "checkpoints" / "step-0000100")  # as if killed after epoch 3's checkpoint
+    again = finetune(d / "bert", "sst2", train, dev, run_dir=run, keep_last=2, resume=True, **FAST)
+    rows = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    want = [(r["step"], r.get("loss")) for r in rows(d / "run")]
+    assert [(r["step"], r.get("loss")) for r in rows(run)] == want
+    assert again["best"] == trained["best"]
+
+
+def test_best_keeper_and_early_stopping(tmp_path):
+    class Keeper(_BestKeeper):  # fit writes the eval row, then calls the hook
+        def __call__(self, step, metrics):
+            with open(tmp_path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "split": "eval", **metrics}) + "\n")
+            return super().__call__(step, metrics)
+
+    model = BertForPreTraining(BertConfig.preset("tiny", vocab_size=50, hidden_size=16, num_heads=2,
+                                                 intermediate_size=32, num_layers=1))
+    keeper = Keeper(model, None, tmp_path, "mcc", patience=2)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, "split": "eval", "mcc": 0.9}) + "\n")
+    assert [keeper(s, {"mcc": v}) for s, v in [(10, 0.1), (20, 0.3), (30, 0.2)]] == [False, False, False]
+    saved = (tmp_path / "best" / "model.safetensors").stat().st_mtime_ns
+    assert keeper(40, {"mcc": 0.3})  # a tie is no new best: 2 evaluations since step 20
+    assert keeper.best()["step"] == 20  # step 0 (before training) does not count
+    assert (tmp_path / "best" / "model.safetensors").stat().st_mtime_ns == saved
+
+
+def test_early_stopping_stops_fit(sst2, tmp_path):
+    d, train, dev = sst2
+    s = finetune(d / "bert", "sst2", train, dev, run_dir=tmp_path / "run", early_stopping=1,
+                 **{**FAST, "epochs": 6, "lr": 1e-6})  # too small to improve: stops one epoch after the first
+    assert s.get("stopped_early") and s["steps"] < 6 * s["steps_per_epoch"]
+    assert (tmp_path / "run" / "best" / "config.json").is_file()
+
+
+def test_label_set_and_file_errors(sst2, tmp_path):
+    d, train, _ = sst2
+    bad = write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [["fine", "1"], ["odd", "7"]])
+    with pytest.raises(TaskError, match=r"dev\.tsv:3: label '7' never seen in training \(training labels: 0, 1\)"):
+        finetune(d / "bert", "sst2", train, bad, run_dir=tmp_path / "r", **FAST)
+    with pytest.raises(TaskError, match=r"train\.tsv:2: no column 'sentence1' \(columns present: sentence, label\)"):
+        finetune(d / "bert", "stsb", train, run_dir=tmp_path / "r", **FAST)
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(TaskError, match=r"empty\.tsv:1: empty file"):
+        read_records(tmp_path / "empty.tsv")
+    (tmp_path / "latin.tsv").write_bytes(b"sentence\tlabel\nok\t1\ncaf\xe9\t0\n")
+    with pytest.raises(TaskError, match=r"latin\.tsv:3: not valid UTF-8"):
+        read_records(tmp_path / "latin.tsv")
+    (tmp_path / "ragged.csv").write_text('sentence,label\n"a, quoted, text",1\nb,1,extra\n')
+    with pytest.raises(TaskError, match=r"ragged\.csv:3: 3 fields where the header has 2"):
+        read_records(tmp_path / "ragged.csv")
+    one = write_tsv(tmp_path / "one.tsv", ["sentence", "label"], [["a", "1"], ["b", "1"]])
+    with pytest.raises(TaskError, match="at least two labels"):
+        finetune(d / "bert", "sst2", one, run_dir=tmp_path / "r", **FAST)
+
+
+def test_csv_quoting_and_hf_local_loader(tmp_path):
+    (tmp_path / "q.tsv").write_text('sentence\tlabel\n"a ""quoted""\ttab"\t1\n')
+    assert read_records(tmp_path / "q.tsv")[0][1] == {"sentence": 'a "quoted"\ttab', "label": "1"}
+    pytest.importorskip("datasets")
+    (tmp_path / "d.jsonl").write_text('{"sentence": "good", "label": 1}\n{"sentence": "bad", "label": 0}\n')
+    ex = load_examples(task_spec("sst2"), f"hf:{tmp_path / 'd.jsonl'}")
+    assert [(e["text"], e["label"]) for e in ex] == [("good", "1"), ("bad", "0")]
+    with pytest.raises(TaskError, match="could not load it with datasets"):
+        read_records(f"hf:{tmp_path / 'no-such-dataset-here'}")
+
+
+def test_t5_text_to_text_parsing():
+    assert regression_text(3.77) == "3.8" and regression_text(0.1) == "0.0" and regression_text(5) == "5.0"
+    assert parse_regression(" 3.8 ") == 3.8 and parse_regression("three") == -1.0 and parse_regression("nan") == -1.0
+    words = ["unacceptable", "acceptable"]
+    assert parse_label("acceptable", words) == 1 and parse_label("acceptable!", words) == -1
+    spec = task_spec("cola").replace(labels=["0", "1"])
+    examples = [{"label": "1"}, {"label": "0"}, {"label": "1"}]
+    got = score(spec, "t5", ["acceptable", "garbage output", ""], examples, None)
+    assert got["accuracy"] == pytest.approx(1 / 3)  # unparseable outputs count as wrong, never crash
+    reg = score(task_spec("stsb"), "t5", ["3.8", "x", "1.0"], [{"label": 3.8}, {"label": 2.0}, {"label": 1.2}], None)
+    assert -1 <= reg["pearson"] <= 1
+
+
+def test_t5_cola_as_text_to_text(tmp_path, one_thread):
+    words = "acceptable unacceptable cola sentence : the dog barks cat sleeps loudly".split()
+    tok = Tokenizer.train("unigram", [" ".join(words)] * 20 + words, vocab_size=120)
+    cfg = T5Config.preset("tiny", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id, eos_token_id=tok.eos_id,
+                          decoder_start_token_id=tok.pad_id)
+    torch.manual_seed(0)
+    save_model(T5ForConditionalGeneration(cfg), tmp_path / "t5", tok)
+    rows = [["the dog barks", "1"], ["dog the barks loudly the", "0"], ["the cat sleeps", "1"], ["cat cat the", "0"]]
+    data = write_tsv(tmp_path / "cola.tsv", ["sentence", "label"], rows * 4)
+    s = finetune(tmp_path / "t5", "cola", data, data, run_dir=tmp_path / "run", epochs=1, batch_size=8, lr=1e-3,
+                 max_new_tokens=4, progress=False)
+    assert set(s["best"]) >= {"accuracy", "mcc", "loss"}
+    cfg = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert cfg["architectures"] == ["T5ForConditionalGeneration"]
+    out = predict(s["model_dir"], ["the dog barks"])
+    assert set(out[0]) >= {"text", "output", "label"}  # label None when the output is no label word
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"en": a, "de": b}) + "\n" for a, b in [("the dog", "dog the"),
+                                                                                ("cat sleeps", "sleeps cat")] * 4))
+    s = finetune(tmp_path / "t5", "seq2seq", pairs, pairs, run_dir=tmp_path / "s2s", source_column="en",
+                 target_column="de", metric="bleu", prefix="translate: ", epochs=1, batch_size=4, lr=1e-3,
+                 max_new_tokens=4, progress=False)
+    assert "bleu" in s["best"] and "rougeL" not in s["best"]
+    assert predict(s["model_dir"], ["the dog"])[0].keys() >= {"source", "output"}
+
+
+def qa_tokenizer():
+    text = "the cat sat on the mat . where did the cat sit ? a dog ran in the park today"
+    return Tokenizer.train("wordpiece", [text] * 10, vocab_size=60, lowercase=True)
+
+
+def test_qa_windows_cover_the_answer_and_map_back():
+    tok = qa_tokenizer()
+    context = "a dog ran in the park today . " * 3 + "the cat sat on the mat . " + "a dog ran in the park today ."
+    start = context.index("the mat")
+    wins = windows(tok, "where did the cat sit ?", context, 0, max_len=24, stride=4, max_query_len=64,
+                   answer=("the mat", start))
+    assert len(wins) > 2 and all(len(w.ids) <= 24 for w in wins)
+    holding = [w for w in wins if w.start > 0]
+    assert holding, "some window holds the answer"
+    for w in holding:
+        assert context[w.offsets[w.start][0]: w.offsets[w.end][1]] == "the mat"
+    for a, b in zip(wins, wins[1:]):  # neighbours share `stride` context tokens
+        ctx = lambda w: [o for o, c in zip(w.offsets, w.in_context) if c]  # noqa: E731
+        assert ctx(a)[-4:] == ctx(b)[:4]
+
+
+def test_best_span_decoding_and_stitching():
+    in_ctx = torch.tensor([False, False, True, True, True, True, False])
+    start = torch.tensor([9.0, 0, 0, 5, 0, 0, 9])
+    end = torch.tensor([9.0, 0, 5.5, 0, 1, 2, 9])  # (3, 2) would score 10.5 but ends before it starts
+    score, a, b = best_span(start, end, in_ctx, max_answer_len=3)
+    assert (a, b) == (3, 5) and score == 7.0  # never the question/specials; start ≤ end; length ≤ 3
+    assert best_span(start, end, in_ctx, max_answer_len=2)[1:] == (3, 4)
+
+    tok = qa_tokenizer()
+    context = "a dog ran in the park today . " * 3 + "the cat sat on the mat ."
+    wins = windows(tok, "where ?", context, 0, max_len=16, stride=3, max_query_len=64)
+    n = max(len(w.ids) for w in wins)
+    starts = torch.full((len(wins), n), -5.0)
+    ends = torch.full((len(wins), n), -5.0)
+    last = wins[-1]
+    mat = [i for i, (o, c) in enumerate(zip(last.offsets, last.in_context)) if c and context[o[0]:o[1]] == "mat"][0]
+    starts[-1, mat - 1], ends[-1, mat] = 4.0, 4.0  # "the mat" in the last window
+    starts[0, 1], ends[0, 1] = 50.0, 50.0  # a high score on a question token: never chosen
+    assert answer_texts([context], wins, starts, ends, max_answer_len=30) == ["the mat"]
+
+
+def test_squad_metrics_known_cases():
+    assert M.normalize_answer("The  Cat, an  animal!") == "cat animal"
+    assert M.exact_match("the Mat.", "mat") == 1.0
+    assert M.f1("cat sat on", "the cat sat") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+    assert M.f1("", "cat") == 0.0
+    got = M.squad(["the mat", "a dog"], [["mat", "on the mat"], ["the cat"]])
+    assert got == {"exact_match": 50.0, "f1": 50.0}
+
+
+def test_cli_finetune_evaluate_predict(sst2, trained, tmp_path, capsys):
+    d, train, dev = sst2
+    assert main(["evaluate", "--model", trained["model_dir"], "--data", str(dev)]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(trained["best"]["accuracy"])
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", "--model", trained["model_dir"], "--input", str(dev), "--output", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 200 and rows[0]["label"] in ("0", "1") and 0.5 <= rows[0]["score"] <= 1
+    assert main(["finetune", "--model", str(d / "bert"), "--task", "sst2", "--train", str(train),
+                 "--text-column", "nope", "--run-dir", str(tmp_path / "r"), "--quiet"]) == 1
+    assert "no column 'nope' (columns present: sentence, label)" in capsys.readouterr().err
+
+
+def test_token_classification_qa_and_seq2seq_run_end_to_end(sst2, tmp_path):
+    d = sst2[0]
+    tags = tmp_path / "ner.jsonl"
+    rows = [{"tokens": ["the", "cat", "sat", "in", "paris"], "tags": ["O", "B-ANI", "O", "O", "B-LOC"]},
+            {"tokens": ["a", "dog", "ran"], "tags": ["O", "B-ANI", "O"]}] * 8
+    tags.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = finetune(d / "bert", "token-classification", tags, tags, run_dir=tmp_path / "ner", **{**FAST, "epochs": 2})
+    assert s["labels"] == ["B-ANI", "B-LOC", "O"] and 0 <= s["best"]["f1"] <= 1
+    out = predict(s["model_dir"], [{"tokens": ["the", "dog"]}])
+    assert len(out[0]["tags"]) == 2
+
+    context = "the film was good . " * 6 + "the actor was great ."
+    squad = {"data": [{"paragraphs": [{"context": context, "qas": [
+        {"id": "q1", "question": "who was great ?", "answers": [{"text": "the actor",
+                                                                  "answer_start": context.index("the actor")}]}]}]}]}
+    (tmp_path / "qa.json").write_text(json.dumps(squad))
+    s = finetune(d / "bert", "extractive-qa", tmp_path / "qa.json", tmp_path / "qa.json", run_dir=tmp_path / "qa",
+                 **{**FAST, "epochs": 1, "max_len": 24, "stride": 4})
+    assert {"exact_match", "f1"} <= set(s["best"])
+    assert predict(s["model_dir"], tmp_path / "qa.json")[0]["id"] == "q1"
