@@ -245,7 +245,7 @@ def test_hub_corpus_through_datasets_local_loader(tmp_path):
     assert hub.n_documents == local.n_documents == 30 and np.array_equal(hub.tokens, local.tokens)
     with pytest.raises(CorpusError, match="no field 'body'"):
         list(iter_texts([spec + "&field=body"]))
-    with pytest.raises(CorpusError, match="cannot stream"):
+    with pytest.raises(CorpusError, match="cannot load"):
         list(iter_texts([f"hf:json?data_files={tmp_path / 'missing.jsonl'}"]))
     with pytest.raises(CorpusError, match="unknown option 'splitt'"):
         HubCorpus.parse("hf:c4?splitt=train")

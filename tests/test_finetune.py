@@ -148,10 +148,10 @@ def test_csv_quoting_and_hf_local_loader(tmp_path):
     assert read_records(tmp_path / "q.tsv")[0][1] == {"sentence": 'a "quoted"\ttab', "label": "1"}
     pytest.importorskip("datasets")
     (tmp_path / "d.jsonl").write_text('{"sentence": "good", "label": 1}\n{"sentence": "bad", "label": 0}\n')
-    ex = load_examples(task_spec("sst2"), f"hf:{tmp_path / 'd.jsonl'}")
+    ex = load_examples(task_spec("sst2"), f"hf:json?data_files={tmp_path / 'd.jsonl'}")
     assert [(e["text"], e["label"]) for e in ex] == [("good", "1"), ("bad", "0")]
-    with pytest.raises(TaskError, match="could not load it with datasets"):
-        read_records(f"hf:{tmp_path / 'no-such-dataset-here'}")
+    with pytest.raises(TaskError, match="cannot load this dataset"):
+        read_records(f"hf:json?data_files={tmp_path / 'no-such-file.jsonl'}")
 
 
 def test_t5_text_to_text_parsing():

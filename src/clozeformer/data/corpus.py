@@ -58,7 +58,7 @@ class HubCorpus:
     spec: str
     name: str
     config: str | None = None
-    split: str = "train"
+    split: str | None = None  # None: "train" (or the caller's default split)
     field: str | None = None  # default: the corpus text field
     data_files: str | None = None
 
@@ -71,21 +71,28 @@ class HubCorpus:
         if not name or unknown:
             raise CorpusError(f"{spec}: expected hf:NAME[:CONFIG][?split=…&field=…&data_files=…]"
                               + (f"; unknown option {sorted(unknown)[0]!r}" if unknown else ""))
-        return cls(spec, name, config or None, options.get("split", "train"), options.get("field"),
-                   options.get("data_files"))
+        return cls(spec, name, config or None, options.get("split"), options.get("field"), options.get("data_files"))
 
-    def texts(self, text_field: str) -> Iterator[tuple[int, str]]:
-        """(record number from 1, text) of the streamed split."""
+    def load(self, *, split: str = "train", streaming: bool = False):
+        """The `datasets` split (streamed, or all of it); clear errors without the package or the data."""
         try:
             import datasets
         except ImportError:
             raise CorpusError(f"{self.spec}: reading a hub dataset needs the `datasets` package "
                               "(pip install 'clozeformer[hf]'), or pass a local file") from None
+        try:
+            return datasets.load_dataset(self.name, self.config, split=self.split or split, streaming=streaming,
+                                         data_files=self.data_files)
+        except Exception as e:  # datasets raises many kinds (connection, missing files, bad names)
+            raise CorpusError(f"{self.spec}: cannot load this dataset ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); naming a hub dataset needs network "
+                              "access, or its files through data_files=") from None
+
+    def texts(self, text_field: str) -> Iterator[tuple[int, str]]:
+        """(record number from 1, text) of the streamed split."""
         field = self.field or text_field
         try:
-            ds = datasets.load_dataset(self.name, self.config, split=self.split, streaming=True,
-                                       data_files=self.data_files)
-            for n, record in enumerate(ds, 1):
+            for n, record in enumerate(self.load(streaming=True), 1):
                 if field not in record:
                     raise CorpusError(f"{self.spec}: record {n} has no field {field!r} "
                                       f"(fields: {', '.join(map(repr, record))}); add ?field=…")
@@ -96,7 +103,7 @@ class HubCorpus:
         except CorpusError:
             raise
         except Exception as e:  # datasets raises many kinds (connection, missing files, bad names)
-            raise CorpusError(f"{self.spec}: cannot stream this dataset ({type(e).__name__}: {e}); naming a hub "
+            raise CorpusError(f"{self.spec}: cannot load this dataset ({type(e).__name__}: {e}); naming a hub "
                               "dataset needs network access, or its files through data_files=") from None
 
     def stat(self):

@@ -5,9 +5,9 @@ or "hf:glue/sst2 row 12") so that every later error can point at it. Errors name
 a missing column (with the columns present), an empty file, invalid UTF-8 (data/corpus.py's
 strict line reader), a row with too many or too few fields.
 
-    hf:NAME[/CONFIG][@SPLIT]   e.g. hf:glue/sst2, hf:glue/sst2@validation (`datasets` needed)
-    hf:nyu-mll/glue:sst2        a NAME holding "/" takes its CONFIG after ":"
-    hf:path/to/local.jsonl      a local file through datasets' own json/csv loader (offline)
+    hf:NAME[:CONFIG][?split=…&data_files=…]   as for corpora (data/corpus.HubCorpus), e.g.
+    hf:nyu-mll/glue:sst2?split=validation, or hf:json?data_files=dev.jsonl through `datasets`' own
+    local loader (offline); without ?split= the caller's split (train, or validation for eval).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clozeformer.data.corpus import CorpusError, _lines
+from clozeformer.data.corpus import CorpusError, HubCorpus, _lines
 from clozeformer.tasks.spec import TaskError
 
 Record = tuple[str, dict[str, Any]]
@@ -83,29 +83,9 @@ def _jsonl_records(path: Path) -> list[Record]:
 
 def _hf_records(spec: str, split: str) -> list[Record]:
     try:
-        import datasets
-    except ImportError:
-        raise TaskError(f"{spec}: reading hf: datasets needs the `datasets` package (pip install datasets)") from None
-    name, _, chosen = spec[3:].partition("@")
-    split = chosen or split
-    local = Path(name)
-    try:
-        if local.is_file():
-            suffix = local.suffix.lower()
-            builder = "csv" if suffix in FORMATS else "json"
-            extra = {"delimiter": FORMATS[suffix]} if suffix in FORMATS else {}
-            ds = datasets.load_dataset(builder, data_files=str(local), split="train", **extra)
-        else:
-            if ":" in name:
-                path, config = name.split(":", 1)
-            elif name.count("/") == 1:
-                path, config = name.split("/")
-            else:
-                path, config = name, None
-            ds = datasets.load_dataset(path, config, split=split)
-    except Exception as e:  # datasets raises many kinds (offline, missing split, bad config)
-        raise TaskError(f"{spec}: could not load it with datasets ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        ds = HubCorpus.parse(spec).load(split=split)
+    except CorpusError as e:
+        raise TaskError(str(e)) from None
     records = [(f"{spec} row {i + 1}", dict(row)) for i, row in enumerate(ds)]
     if not records:
         raise TaskError(f"{spec}: empty dataset (no rows)")
