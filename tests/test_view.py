@@ -127,3 +127,14 @@ def test_noise_cli_rtd_with_an_electra_model(tmp_path):
     labels = [line.split()[0] for line in out.splitlines()[1:5]]
     assert labels == ["original", "masked", "generator", "P(replaced)"]
     assert out.splitlines()[1].split()[1:] == tok.tokens(tok.encode(texts[0]))
+
+
+def test_generate_cli_refuses_an_encoder_only_model(tmp_path):
+    from clozeformer.config import BertConfig
+    from clozeformer.models.bert import BertForPreTraining
+
+    tok = Tokenizer.train("wordpiece", ["a b c d e f"] * 10, vocab_size=60)
+    save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size)), tmp_path / "bert", tok)
+    (tmp_path / "in.txt").write_text("a b c\n", encoding="utf-8")
+    code, _, err = run("generate", str(tmp_path / "bert"), "--input", str(tmp_path / "in.txt"))
+    assert code == 1 and "does not generate text" in err

@@ -90,6 +90,8 @@ def generate_texts(model: nn.Module, tokenizer: Tokenizer, texts: list[str], *, 
     `target_tokenizer` decodes the outputs when the target vocabulary differs from the
     source's (BART with a new source encoder).
     """
+    if not hasattr(model, "generate"):
+        raise ValueError(f"a {type(model).__name__} does not generate text; use a BART or T5 model")
     model.eval()
     device = next(model.parameters()).device
     limit = getattr(model.config, "max_positions", None)
