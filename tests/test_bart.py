@@ -171,3 +171,25 @@ def test_token_classification_reads_every_decoder_position():
     assert out.logits.shape == (3, 11, 5) and torch.isfinite(out.loss)
     out.loss.backward()
     assert model.bart.encoder.layers[0].attn.qkv.weight.grad.abs().sum() > 0  # the encoder learns too
+
+
+@pytest.mark.parametrize("family", ["bart", "t5"])
+def test_training_loss_fuses_the_lm_head_without_changing_loss_or_gradients(family):
+    from clozeformer.config import T5Config
+    from clozeformer.models.t5 import T5ForConditionalGeneration
+
+    torch.manual_seed(7)
+    if family == "bart":
+        model = BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=V, dropout=0.0))
+    else:
+        model = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=V, dropout=0.0))
+    ids, mask, labels = batch()
+    model.eval()  # the two-step path: logits, then cross-entropy
+    ref = model(ids, mask, labels=labels)
+    ref_grads = torch.autograd.grad(ref.loss, list(model.parameters()), allow_unused=True)
+    model.train()  # dropout 0: the same function, the fused path
+    out = model(ids, mask, labels=labels)
+    grads = torch.autograd.grad(out.loss, list(model.parameters()), allow_unused=True)
+    assert out.logits is None and abs(out.loss.item() - ref.loss.item()) < 1e-5
+    for a, b in zip(grads, ref_grads):
+        assert (a is None) == (b is None) and (a is None or (a - b).abs().max() < 1e-5)

@@ -58,3 +58,25 @@ def test_cross_attention_matches_a_hand_computation():
     w = ((q @ k.transpose(-1, -2)) / 2.0).masked_fill(~mask, float("-inf")).softmax(-1)  # √d = 2
     ref = attn.out((w @ v).transpose(1, 2).reshape(2, 5, 16))
     assert (attn(x, mask, context=ctx) - ref).abs().max() < 1e-5
+
+
+def test_linear_cross_entropy_matches_the_two_step_loss_and_gradients():
+    from clozeformer.nn.functional import linear_cross_entropy
+
+    torch.manual_seed(0)
+    h = torch.randn(300, 16, requires_grad=True)  # more rows than one chunk at V = 40,000
+    w = (torch.randn(40_000, 16) * 0.1).requires_grad_()
+    b = (torch.randn(40_000) * 0.1).requires_grad_()
+    y = torch.randint(0, 40_000, (300,))
+    ref = F.cross_entropy(F.linear(h, w, b), y)
+    grads = torch.autograd.grad(ref * 3.0, (h, w, b))
+    got = linear_cross_entropy(h, w, b, y)
+    mine = torch.autograd.grad(got * 3.0, (h, w, b))
+    assert abs(got.item() - ref.item()) < 1e-5
+    for a, r in zip(mine, grads):
+        assert (a - r).abs().max() < 1e-6
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 matmuls, float32 softmax: close to float32
+        low = linear_cross_entropy(h, w, None, y)
+    assert low.dtype == torch.float32 and abs(low.item() - F.cross_entropy(F.linear(h, w), y).item()) < 2e-2
+    empty = linear_cross_entropy(h[:0], w, b, y[:0])
+    assert empty.item() == 0.0 and empty.requires_grad

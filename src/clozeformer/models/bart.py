@@ -23,7 +23,7 @@ from clozeformer.config import BartConfig
 from clozeformer.models.heads import SpanHead, span_loss
 from clozeformer.models.output import Output
 from clozeformer.nn import Cache, TransformerLayer, init_weights, padding_mask
-from clozeformer.nn.functional import dropout
+from clozeformer.nn.functional import dropout, linear_cross_entropy
 
 POSITION_OFFSET = 2  # fairseq reserved the first two position rows; HF BART keeps the layout
 
@@ -122,7 +122,8 @@ class BartForConditionalGeneration(_EncoderDecoder):
     """BART with the LM head: denoising pretraining, summarization, translation, generation.
 
     With `labels` the head runs only at labelled positions and `logits` is [M, V] (like
-    BERT's sparse MLM); without, it is [B, T, V].
+    BERT's sparse MLM), or, when training with gradients, is fused into the loss
+    (nn.functional.linear_cross_entropy) and `logits` is None; without labels, [B, T, V].
     """
 
     def __init__(self, cfg: BartConfig) -> None:
@@ -151,8 +152,12 @@ class BartForConditionalGeneration(_EncoderDecoder):
             out.logits = self.lm_head(h)  # [B, T, V]
             return out
         where = labels != -100
-        out.logits = self.lm_head(h[where])  # [M, V]
-        out.loss = out.losses["lm"] = F.cross_entropy(out.logits.float(), labels[where])
+        if self.training and torch.is_grad_enabled():  # the head fused into the loss: no [M, V] logits
+            out.loss = linear_cross_entropy(h[where], self.bart.shared.weight, self.final_logits_bias, labels[where])
+        else:
+            out.logits = self.lm_head(h[where])  # [M, V]
+            out.loss = F.cross_entropy(out.logits.float(), labels[where])
+        out.losses["lm"] = out.loss
         return out
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:

@@ -26,7 +26,7 @@ from clozeformer.config import T5Config
 from clozeformer.models.bart import shift_right
 from clozeformer.models.output import Output
 from clozeformer.nn import Cache, TransformerLayer, causal_mask
-from clozeformer.nn.functional import dropout
+from clozeformer.nn.functional import dropout, linear_cross_entropy
 from clozeformer.nn.position import RelativePositionBias
 
 
@@ -126,6 +126,9 @@ class T5ForConditionalGeneration(nn.Module):
                 decoder_attention_mask: Tensor | None = None) -> Output:
         """logits [B, T, V]; with `labels` [B, T] (-100 ignored) also the mean cross-entropy `loss`.
 
+        Training with labels (grad enabled) fuses the LM head into the loss
+        (nn.functional.linear_cross_entropy) and returns no logits.
+
         Without `decoder_input_ids` the decoder reads the labels shifted right behind
         `decoder_start_token_id` (-100 read as pad).
         """
@@ -136,6 +139,15 @@ class T5ForConditionalGeneration(nn.Module):
         enc = self.encode(input_ids, attention_mask)  # [B, S, D]
         h = self.decode_hidden(decoder_input_ids, enc, attention_mask,
                                decoder_attention_mask=decoder_attention_mask)  # [B, T, D]
+        if labels is not None and self.training and torch.is_grad_enabled():  # fused head + loss, no logits
+            where = labels != -100
+            hs = h[where]  # [M, D]
+            if self.lm_head is None:
+                hs, weight = hs * self.config.d_model ** -0.5, self.shared.weight
+            else:
+                weight = self.lm_head.weight
+            loss = linear_cross_entropy(hs, weight, None, labels[where])
+            return Output(last_hidden_state=h, loss=loss, losses={"lm": loss})
         out = Output(last_hidden_state=h, logits=self.lm_logits(h))  # logits [B, T, V]
         if labels is not None:
             logits = out.logits.flatten(0, 1)  # [B·T, V]
