@@ -69,7 +69,8 @@ def main() -> None:
     src = batch["input_ids"][: args.gen_batch, : args.seq // 2].clone()
     src[:, -1] = EOS
     settings = dict(num_beams=4, max_new_tokens=args.gen_tokens, min_new_tokens=args.gen_tokens, do_sample=False,
-                    no_repeat_ngram_size=3, length_penalty=1.0)
+                    no_repeat_ngram_size=3, length_penalty=1.0,
+                    forced_eos_token_id=EOS)  # transformers' BartConfig default; explicit for both
     calls = {"clozeformer": lambda: ours.generate(src, **settings),
              "transformers": lambda: theirs.generate(input_ids=src, **settings)}
     theirs.load_state_dict(bart_state_to_hf(ours.state_dict()), strict=False)  # training moved them apart
