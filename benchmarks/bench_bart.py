@@ -12,13 +12,12 @@ so both decode the full length; the ids must be identical, and the script checks
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 import transformers
-from bench_pretrain import cpu_name, print_race, race
+from bench_pretrain import print_race, race, step_args
 
 from clozeformer.config import BartConfig
 from clozeformer.interop.hf import bart_config_to_hf, bart_state_to_hf
@@ -39,19 +38,7 @@ def denoising_batch(b: int, t: int, vocab: int, g: torch.Generator) -> dict[str,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--precision", default="fp32,bf16")
-    ap.add_argument("--gen-batch", type=int, default=8)
-    ap.add_argument("--gen-tokens", type=int, default=48)
-    ap.add_argument("--gen-repeats", type=int, default=3)
-    args = ap.parse_args()
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
-          f"{cpu_name()}")
-
+    args = step_args(gen_batch=(int, 8), gen_tokens=(int, 48), gen_repeats=(int, 3))
     torch.manual_seed(0)
     cfg = BartConfig.preset("mini", vocab_size=30522, max_positions=512)
     ours = BartForConditionalGeneration(cfg)

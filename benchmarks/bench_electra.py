@@ -12,12 +12,11 @@ forward + loss + backward + AdamW + zero_grad; the two are alternated step by st
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import transformers
 
-from bench_pretrain import cpu_name, print_race, race  # this directory is on sys.path when run as a script
+from bench_pretrain import print_race, race, step_args  # this directory is on sys.path when run as a script
 
 from clozeformer.config import ElectraConfig
 from clozeformer.interop.hf import electra_config_to_hf, electra_state_to_hf
@@ -67,19 +66,7 @@ class HFStep(torch.nn.Module):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--precision", default="fp32,bf16")
-    ap.add_argument("--threads", type=int, default=0)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
-          f"{cpu_name()}")
-
+    args = step_args()
     torch.manual_seed(0)
     cfg = ElectraConfig.preset("mini", vocab_size=30522)
     ours = ElectraForPreTraining(cfg)

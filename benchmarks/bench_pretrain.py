@@ -47,6 +47,21 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def step_args(**extra) -> argparse.Namespace:
+    """The options every step benchmark shares (+ `extra`: name -> (type, default)); applies --threads and
+    prints the versions, thread count and CPU."""
+    ap = argparse.ArgumentParser()
+    for name, (kind, default) in {"steps": (int, 6), "warmup": (int, 2), "batch": (int, 32), "seq": (int, 128),
+                                  "precision": (str, "fp32,bf16"), "threads": (int, 0), **extra}.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
+          f"{cpu_name()}")
+    return args
+
+
 def race(models: dict, batch: dict, precision: str, steps: int, warmup: int, loss_fn=None) -> dict[str, float]:
     """Median seconds per training step (forward, loss, backward, AdamW) of each model.
 
@@ -85,19 +100,7 @@ def print_race(rows: list[tuple[str, dict[str, float]]], tokens: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--precision", default="fp32,bf16")
-    ap.add_argument("--threads", type=int, default=0)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
-          f"{cpu_name()}")
-
+    args = step_args()
     torch.manual_seed(0)
     cfg = BertConfig.preset("mini", vocab_size=30522)
     ours = BertForPreTraining(cfg)

@@ -15,14 +15,13 @@ in the style of transformers' examples/flax/language-modeling/run_t5_mlm_flax.py
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import numpy as np
 import torch
 import transformers
-from bench_pretrain import cpu_name, print_race, race
+from bench_pretrain import print_race, race, step_args
 
 from clozeformer.config import T5Config
 from clozeformer.interop.hf import t5_config_to_hf, t5_state_to_hf
@@ -134,20 +133,7 @@ def bench_data(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--precision", default="fp32,bf16")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--data-reps", type=int, default=50)
-    ap.add_argument("--part", default="train,data")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
-          f"{cpu_name()}")
+    args = step_args(data_reps=(int, 50), part=(str, "train,data"))
     parts = args.part.split(",")
     if "train" in parts:
         bench_train(args)
