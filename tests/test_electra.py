@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import clozeformer
+from batches import padded_batch
 from clozeformer.config import ConfigError, ElectraConfig
 from clozeformer.models.electra import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
 from clozeformer.objectives.rtd import (IGNORE, discriminator_loss, replaced_inputs, rtd_mask,
@@ -18,18 +19,6 @@ V = 211
 
 def tiny(**kw) -> ElectraConfig:
     return ElectraConfig.preset("tiny", **{"vocab_size": V, "max_positions": 64, **kw})
-
-
-def padded_batch(seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, V, (3, 17), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 11:] = 0
-    mask[2, 5:] = 0
-    ids = ids.masked_fill(mask == 0, 0)
-    types = torch.zeros_like(ids)
-    types[:, 8:] = 1
-    return ids, mask, types
 
 
 # ---- config --------------------------------------------------------------------------------
@@ -46,7 +35,7 @@ def test_generator_sizes_follow_google_electra(fraction, hidden, heads, ffn):
 def test_pair_runs_at_each_generator_size(fraction):
     torch.manual_seed(0)
     pair = ElectraForPreTraining(tiny(generator_fraction=fraction, hidden_size=192, num_heads=2))
-    ids, mask, _ = padded_batch()
+    ids, mask, _ = padded_batch(V)
     labels = torch.full_like(ids, IGNORE)
     labels[:, 1:4] = ids[:, 1:4]
     out = pair(ids, mask, labels=labels, replace_u=torch.rand(ids.shape))
@@ -143,7 +132,7 @@ def test_pair_shares_only_token_and_position_embeddings(pair):
 
 def test_rtd_step_losses_and_gradients(pair):
     pair.train()
-    ids, mask, _ = padded_batch(3)
+    ids, mask, _ = padded_batch(V, 3)
     g = torch.Generator().manual_seed(0)
     batch = rtd_mask(ids, mask_id=4, vocab_size=V, special_ids=[0, 1, 2, 3, 4], generator=g)
     torch.manual_seed(1)
@@ -186,7 +175,7 @@ def test_import_hf_discriminator_and_generator(tmp_path):
     gen.save_pretrained(tmp_path / "g")
     ours_d, ours_g = clozeformer.load_model(tmp_path / "d"), clozeformer.load_model(tmp_path / "g")
     assert isinstance(ours_d, ElectraDiscriminator) and isinstance(ours_g, ElectraGenerator)
-    ids, mask, types = padded_batch()
+    ids, mask, types = padded_batch(V)
     keep = mask.bool()
     with torch.no_grad():
         assert (ours_d(ids, mask, types).disc_logits - disc(input_ids=ids, attention_mask=mask,
@@ -209,7 +198,7 @@ def test_export_pair_loads_in_transformers(tmp_path, pair):
     pair.eval()
     clozeformer.save_model(pair, tmp_path)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "generator" / "config.json").is_file()
-    ids, mask, types = padded_batch(2)
+    ids, mask, types = padded_batch(V, 2)
     keep = mask.bool()
     with torch.no_grad():
         hf_d = transformers.ElectraForPreTraining.from_pretrained(tmp_path).eval()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import clozeformer
+from batches import padded_batch
 from clozeformer.config import BertConfig
 from clozeformer.io import UnsafeFileError
 from clozeformer.models.bert import BertForPreTraining
@@ -20,18 +21,6 @@ def hf_config(**kw):
     base = dict(vocab_size=211, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                 max_position_embeddings=64)
     return transformers.BertConfig(**{**base, **kw})
-
-
-def padded_batch(vocab: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (3, 17), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 11:] = 0
-    mask[2, 5:] = 0
-    ids = ids.masked_fill(mask == 0, 0)
-    types = torch.zeros_like(ids)
-    types[:, 8:] = 1
-    return ids, mask, types
 
 
 @pytest.fixture(scope="module")

@@ -112,12 +112,9 @@ class BertForPreTraining(nn.Module):
         return out
 
 
-class BertForSequenceClassification(nn.Module):
-    """dropout -> linear on the pooled [CLS] vector (HF's BertForSequenceClassification).
-
-    num_labels == 1 is regression (MSE on float labels); otherwise cross-entropy on class ids.
-    classifier_dropout defaults to the config's hidden dropout, as in HF.
-    """
+class _BertWithClassifier(nn.Module):
+    """A BertModel + dropout + one linear layer to num_labels; classifier_dropout defaults to the config's hidden
+    dropout, as in HF."""
 
     def __init__(self, cfg: BertConfig, num_labels: int, *, classifier_dropout: float | None = None) -> None:
         super().__init__()
@@ -126,6 +123,13 @@ class BertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         self.classifier_dropout = cfg.dropout if classifier_dropout is None else classifier_dropout
         init_weights(self.classifier, cfg.initializer_range)
+
+
+class BertForSequenceClassification(_BertWithClassifier):
+    """dropout -> linear on the pooled [CLS] vector (HF's BertForSequenceClassification).
+
+    num_labels == 1 is regression (MSE on float labels); otherwise cross-entropy on class ids.
+    """
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
@@ -136,16 +140,9 @@ class BertForSequenceClassification(nn.Module):
         return out
 
 
-class BertForTokenClassification(nn.Module):
-    """dropout -> linear on every token vector (HF's BertForTokenClassification); labels [B, T], -100 ignored."""
-
-    def __init__(self, cfg: BertConfig, num_labels: int, *, classifier_dropout: float | None = None) -> None:
-        super().__init__()
-        self.config, self.num_labels = cfg, num_labels
-        self.bert = BertModel(cfg)  # its pooler stays unused (HF builds this model without one)
-        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
-        self.classifier_dropout = cfg.dropout if classifier_dropout is None else classifier_dropout
-        init_weights(self.classifier, cfg.initializer_range)
+class BertForTokenClassification(_BertWithClassifier):
+    """dropout -> linear on every token vector (HF's BertForTokenClassification); labels [B, T], -100 ignored.
+    The encoder's pooler stays unused (HF builds this model without one)."""
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
