@@ -80,3 +80,28 @@ def test_linear_cross_entropy_matches_the_two_step_loss_and_gradients():
     assert low.dtype == torch.float32 and abs(low.item() - F.cross_entropy(F.linear(h, w), y).item()) < 2e-2
     empty = linear_cross_entropy(h[:0], w, b, y[:0])
     assert empty.item() == 0.0 and empty.requires_grad
+def test_bf16_training_attention_takes_the_matmul_path_and_agrees_with_sdpa(monkeypatch):
+    """CPU training in bf16 without dropout runs the explicit path (SDPA's flash backward is slower
+    there); its output and gradients agree with SDPA's within bf16 rounding."""
+    from clozeformer.nn import attention
+
+    torch.manual_seed(0)
+    layer = attention.Attention(32, 4)
+    x = torch.randn(2, 9, 32)
+    mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    mask[1, ..., 6:] = False
+    calls = []
+    explicit = attention._attention_with_dropout
+    monkeypatch.setattr(attention, "_attention_with_dropout", lambda *a, **k: calls.append(1) or explicit(*a, **k))
+    results = []
+    for training in (True, False):
+        layer.train(training)
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(xi, mask, causal=True)
+        y.float().square().sum().backward()
+        results.append((y.float(), xi.grad, layer.qkv.weight.grad.clone()))
+    assert len(calls) == 1  # the training pass only; eval stays on SDPA
+    for a, b in zip(*results):
+        assert (a - b).abs().max() <= 0.02 * b.abs().max()
