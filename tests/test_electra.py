@@ -39,8 +39,34 @@ def test_pair_runs_at_each_generator_size(fraction):
     labels = torch.full_like(ids, IGNORE)
     labels[:, 1:4] = ids[:, 1:4]
     out = pair(ids, mask, labels=labels, replace_u=torch.rand(ids.shape))
-    assert out.logits.shape == (9, V) and out.disc_logits.shape == ids.shape and torch.isfinite(out.loss)
+    assert out.sampled.shape == (9,) and out.disc_logits.shape == ids.shape and torch.isfinite(out.loss)
+    assert out.logits is None  # training: the generator's head is fused into its loss
     assert pair.generator.electra.layers[0].attn.qkv.in_features == round(fraction * 192)
+
+
+def test_fused_generator_head_gives_the_plain_paths_loss_samples_and_gradients():
+    """Training fuses the generator's vocabulary projection into its loss and draws the samples
+    in the same pass; the plain path (eval mode, logits materialised) must agree on all of it."""
+    torch.manual_seed(0)
+    pair = ElectraForPreTraining(tiny(dropout=0.0, attention_dropout=0.0))
+    ids, mask, _ = padded_batch(V, 4)
+    labels = torch.full_like(ids, IGNORE)
+    labels[:, 1:5] = ids[:, 1:5]
+    u = torch.rand(ids.shape)
+    runs = []
+    for training in (True, False):
+        pair.train(training)
+        pair.zero_grad()
+        out = pair(ids, mask, labels=labels, replace_u=u)
+        out.loss.backward()
+        runs.append((out, {k: p.grad.clone() for k, p in pair.named_parameters() if p.grad is not None}))
+    (fused, g_fused), (plain, g_plain) = runs
+    assert fused.logits is None and plain.logits.shape == (12, V)
+    assert torch.equal(fused.sampled, plain.sampled) and torch.equal(fused.replaced, plain.replaced)
+    assert torch.allclose(fused.losses["mlm"], plain.losses["mlm"], atol=1e-6)
+    assert g_fused.keys() == g_plain.keys() and "generator.mlm.bias" in g_fused
+    for k in g_plain:
+        assert torch.allclose(g_fused[k], g_plain[k], atol=1e-6, rtol=1e-4), k
 
 
 def test_config_validation_and_round_trip():

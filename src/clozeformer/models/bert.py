@@ -100,7 +100,7 @@ class BertForPreTraining(nn.Module):
         out = self.bert(input_ids, attention_mask, token_type_ids)
         h = out.last_hidden_state
         if labels is not None:
-            out.losses["mlm"], out.logits = masked_lm_loss(self.mlm, h, labels)
+            out.losses["mlm"], out.logits, _ = masked_lm_loss(self.mlm, h, labels)
         else:
             out.logits = self.mlm(h)  # [B, T, V]
         if self.nsp is not None:

@@ -21,7 +21,7 @@ from clozeformer.models.heads import (ClassificationHead, DiscriminatorHead, MLM
 from clozeformer.models.output import Output
 from clozeformer.nn import init_weights, padding_mask
 from clozeformer.nn.functional import dropout
-from clozeformer.objectives.rtd import discriminator_loss, electra_loss, replaced_inputs, sample_replacements
+from clozeformer.objectives.rtd import discriminator_loss, electra_loss, replaced_inputs
 
 
 class ElectraEncoder(nn.Module):
@@ -87,11 +87,13 @@ class ElectraGenerator(nn.Module):
                 init_weights(m, cfg.initializer_range)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
+                token_type_ids: Tensor | None = None, labels: Tensor | None = None,
+                sample_u: Tensor | None = None) -> Output:
+        """With `sample_u` [M] (quantiles, one per label) also draws `sampled` [M] from the softmax."""
         h = self.electra(input_ids, attention_mask, token_type_ids)  # [B, T, G]
         out = Output(last_hidden_state=h)
-        if labels is not None:
-            out.losses["mlm"], out.logits = masked_lm_loss(self.mlm, h, labels)  # [M, V]
+        if labels is not None:  # logits [M, V] (None in training: see masked_lm_loss)
+            out.losses["mlm"], out.logits, out.sampled = masked_lm_loss(self.mlm, h, labels, sample_u)
             out.loss = out.losses["mlm"]
         else:
             out.logits = self.mlm(h)  # [B, T, V]
@@ -105,7 +107,8 @@ class ElectraForPreTraining(nn.Module):
     masked inputs and labels the originals at masked positions (objectives/rtd.rtd_mask);
     replace_u [B, T] is the uniform noise the generator's samples are drawn with. Returns
     loss = MLM loss + λ · discriminator loss, with losses {"mlm", "disc"}, logits [M, V]
-    (generator), disc_logits [B, T], disc_input_ids [B, T] and replaced [B, T].
+    (generator; None in training, where its head is fused into the MLM loss), sampled [M],
+    disc_logits [B, T], disc_input_ids [B, T] and replaced [B, T].
     Without labels it runs the discriminator on input_ids as given.
     """
 
@@ -121,17 +124,16 @@ class ElectraForPreTraining(nn.Module):
                 replace_u: Tensor | None = None) -> Output:
         if labels is None:
             return self.discriminator(input_ids, attention_mask, token_type_ids)
-        gen = self.generator(input_ids, attention_mask, token_type_ids, labels)
         where = labels != -100  # [B, T]
         if replace_u is None:  # no noise in the batch: draw it from the global RNG
             replace_u = torch.rand(labels.shape, device=labels.device)
-        sampled = sample_replacements(gen.logits, replace_u[where])  # [M], no gradient
-        disc_ids, replaced = replaced_inputs(input_ids, labels, sampled)  # [B, T] each
+        gen = self.generator(input_ids, attention_mask, token_type_ids, labels, replace_u[where])
+        disc_ids, replaced = replaced_inputs(input_ids, labels, gen.sampled)  # [B, T] each; samples carry no gradient
         out = self.discriminator(disc_ids, attention_mask, token_type_ids)
         disc = discriminator_loss(out.disc_logits, replaced, attention_mask)
         out.losses = {"mlm": gen.loss, "disc": disc}
         out.loss = electra_loss(gen.loss, disc, self.config.discriminator_weight)
-        out.logits, out.disc_input_ids, out.replaced = gen.logits, disc_ids, replaced
+        out.logits, out.sampled, out.disc_input_ids, out.replaced = gen.logits, gen.sampled, disc_ids, replaced
         return out
 
 

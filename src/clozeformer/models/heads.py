@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clozeformer.nn.functional import linear_cross_entropy
 from clozeformer.nn.layers import ACTIVATION_FNS
+from clozeformer.objectives.rtd import sample_replacements
 
 
 class Pooler(nn.Module):
@@ -34,22 +36,36 @@ class MLMHead(nn.Module):
         self.embedding = embedding  # tied: the decoder weight IS the input embedding matrix
         self.bias = nn.Parameter(torch.zeros(embedding.num_embeddings))
 
+    def transform(self, hidden: Tensor) -> Tensor:
+        return self.norm(self.act(self.dense(hidden)))  # [..., D] -> [..., E]
+
     def forward(self, hidden: Tensor) -> Tensor:
-        h = self.norm(self.act(self.dense(hidden)))  # [..., D] -> [..., E]
-        return F.linear(h, self.embedding.weight, self.bias)  # [..., V]
+        return F.linear(self.transform(hidden), self.embedding.weight, self.bias)  # [..., V]
 
 
-def masked_lm_loss(head: MLMHead, hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def masked_lm_loss(head: MLMHead, hidden: Tensor, labels: Tensor, sample_u: Tensor | None = None
+                   ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Sparse prediction: run the head only at positions with a label (labels != -100).
 
-    hidden [B, T, D], labels [B, T] -> (loss, logits [M, V]). With 15% masking this skips
-    85% of the vocabulary projection, the largest matmul of a small BERT.
+    hidden [B, T, D], labels [B, T] -> (loss, logits [M, V], samples [M] or None). With 15%
+    masking this skips 85% of the vocabulary projection, the largest matmul of a small BERT.
+    With `sample_u` [M] (quantiles), one id per prediction is drawn from its softmax (ELECTRA's
+    generator). In training the projection is fused into the loss (nn.functional.
+    linear_cross_entropy: no [M, V] logits, so `logits` is None; the samples come from the same
+    pass); in eval the logits are returned for metrics.
     """
     where = labels != -100  # [B, T]
-    logits = head(hidden[where])  # [M, V]
+    x, y = head.transform(hidden[where]), labels[where]  # [M, E], [M]
+    if head.training and torch.is_grad_enabled():
+        if sample_u is None:
+            return linear_cross_entropy(x, head.embedding.weight, head.bias, y), None, None
+        loss, sampled = linear_cross_entropy(x, head.embedding.weight, head.bias, y, sample_u=sample_u)
+        return loss, None, sampled
+    logits = F.linear(x, head.embedding.weight, head.bias)  # [M, V]
+    sampled = None if sample_u is None else sample_replacements(logits, sample_u)
     if logits.shape[0] == 0:  # nothing to predict: a zero loss that still has a graph
-        return logits.sum(), logits
-    return F.cross_entropy(logits.float(), labels[where]), logits
+        return logits.sum(), logits, sampled
+    return F.cross_entropy(logits.float(), y), logits, sampled
 
 
 class DiscriminatorHead(nn.Module):

@@ -10,13 +10,15 @@ from torch import Tensor
 @dataclass
 class Output:
     last_hidden_state: Tensor | None = None  # [B, T, D]
-    logits: Tensor | None = None  # LM logits: [B, T, V]; with labels only masked rows, [M, V]
+    logits: Tensor | None = None  # LM logits: [B, T, V]; with labels only masked rows, [M, V] (None in training
+    #                               where the head is fused into the loss)
     loss: Tensor | None = None  # scalar, the sum of `losses`
     pooled: Tensor | None = None  # [B, D] pooler output
     nsp_logits: Tensor | None = None  # [B, 2]; class 0 = B follows A (HF convention)
     disc_logits: Tensor | None = None  # [B, T] ELECTRA discriminator: > 0 means "replaced"
     disc_input_ids: Tensor | None = None  # [B, T] what the ELECTRA discriminator saw (generator samples in)
     replaced: Tensor | None = None  # bool [B, T]: the discriminator's targets (sample ≠ original)
+    sampled: Tensor | None = None  # [M] ELECTRA generator: the id drawn at each masked position
     start_logits: Tensor | None = None  # [B, T] extractive QA: answer-start score per token
     end_logits: Tensor | None = None  # [B, T] extractive QA: answer-end score per token
     losses: dict[str, Tensor] = field(default_factory=dict)  # named parts of `loss`, for logging

@@ -55,7 +55,9 @@ def _attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
         scores = scores.masked_fill(~causal_mask(*scores.shape[-2:], q.device), low)
     if mask is not None:
         scores = scores.masked_fill(~mask, low) if mask.dtype == torch.bool else scores + mask
-    return dropout(scores.softmax(-1), p, True) @ v
+    # probabilities in the scores' dtype: bf16 under autocast, as they would be cast to for `@ v` anyway (the
+    # kernel accumulates in float32); autocast would otherwise make a float32 copy [B, H, T, S] and cast it back
+    return dropout(scores.softmax(-1, dtype=scores.dtype), p, True) @ v
 
 
 @dataclass

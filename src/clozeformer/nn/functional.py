@@ -44,45 +44,66 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, dtype: torch.dtype) -> Tensor:
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, dtype: torch.dtype,
+                u: Tensor | None) -> tuple[Tensor, Tensor]:
         m, v = h.shape[0], weight.shape[0]
         hc, wc = h.to(dtype), weight.to(dtype)  # [M, D], [V, D]
         bc = bias.to(dtype) if bias is not None else None
         grad = torch.empty(m, v, dtype=dtype, device=h.device)  # ∂loss/∂logits
+        sampled = torch.empty(m if u is not None else 0, dtype=torch.long, device=h.device)
         chunk = max(16, (1 << 23) // v)  # rows per chunk: ~8 MB of float32 logits (274 rows at V = 30,522)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
+        grad_bias = torch.zeros(v if bias is not None else 0, dtype=torch.float32, device=h.device)  # Σ rows
         for s in range(0, m, chunk):
             y = labels[s: s + chunk]
             logp = torch.log_softmax(F.linear(hc[s: s + chunk], wc, bc), -1, dtype=torch.float32)  # [c, V]
             total -= logp.gather(1, y[:, None]).sum()
             p = logp.exp_()  # softmax
+            if u is not None:
+                sampled[s: s + chunk] = inverse_cdf(p, u[s: s + chunk])
             p[torch.arange(len(y), device=h.device), y] -= 1.0
             grad[s: s + chunk] = p.mul_(1.0 / m)
-        ctx.save_for_backward(grad, hc, wc)
+            if bias is not None:  # summed here, in float32 and in cache, not from the stored bf16 copy later
+                grad_bias += p.sum(0)
+        ctx.save_for_backward(grad, hc, wc, grad_bias)
         ctx.dtypes = (h.dtype, weight.dtype, bias.dtype if bias is not None else None)
-        return total / m
+        ctx.mark_non_differentiable(sampled)
+        return total / m, sampled
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        grad, hc, wc = ctx.saved_tensors
+    def backward(ctx, grad_out: Tensor, _grad_sampled: Tensor | None = None):
+        grad, hc, wc, grad_bias = ctx.saved_tensors
         h_dtype, w_dtype, b_dtype = ctx.dtypes
         go = grad_out.float()
         grad_h = (grad @ wc).to(h_dtype) * go if ctx.needs_input_grad[0] else None  # [M, D]
         grad_w = (grad.T @ hc).to(w_dtype) * go if ctx.needs_input_grad[1] else None  # [V, D]
-        grad_b = (grad.sum(0, dtype=torch.float32) * go).to(b_dtype) if ctx.needs_input_grad[2] else None  # [V]
-        return grad_h, grad_w, grad_b, None, None
+        grad_b = (grad_bias * go).to(b_dtype) if ctx.needs_input_grad[2] else None  # [V]
+        return grad_h, grad_w, grad_b, None, None, None
 
 
-def linear_cross_entropy(h: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor) -> Tensor:
+def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
+    """One id per row of probs [M, V] (non-negative, any total), read at quantile u [M] in [0, 1)."""
+    cdf = probs.float().cumsum(-1)  # [M, V]
+    target = (u.to(cdf.dtype) * cdf[:, -1])[:, None]  # [M, 1]; scaled by the total, which rounding leaves ≠ 1
+    # right=True: the first id whose cumulative mass exceeds the target, so zero-probability ids are never drawn
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)  # [M]
+
+
+def linear_cross_entropy(h: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, *,
+                         sample_u: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """`F.cross_entropy(F.linear(h, weight, bias), labels)` (mean over rows) for training.
 
     h [M, D], labels [M] (every row counts: select labelled rows first). Under autocast the
     matmuls run in the autocast dtype and the softmax in float32, as autocast would run the
-    two-step version; the logits are not returned.
+    two-step version; the logits are not returned. With `sample_u` [M] it also returns one id
+    per row drawn from the same softmax at those quantiles (`inverse_cdf`; ELECTRA's generator
+    samples), as (loss, ids [M]).
     """
     if h.shape[0] == 0:
-        return (h.sum() + weight.sum()) * 0.0  # nothing to predict: a zero loss that still has a graph
+        zero = (h.sum() + weight.sum()) * 0.0  # nothing to predict: a zero loss that still has a graph
+        return zero if sample_u is None else (zero, labels.new_empty(0))
     dev = h.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
     with torch.autocast(dev, enabled=False):
-        return _LinearCrossEntropy.apply(h, weight, bias, labels, dtype)
+        loss, sampled = _LinearCrossEntropy.apply(h, weight, bias, labels, dtype, sample_u)
+    return loss if sample_u is None else (loss, sampled)
