@@ -35,7 +35,8 @@ def ours(model: Path, task: str, data: Path, out: Path, a) -> tuple[float, float
     t = time.perf_counter()
     s = finetune(model, task, data / "train.tsv", data / "dev.tsv", run_dir=out, epochs=a.epochs,
                  batch_size=a.batch_size, lr=a.lr, warmup_ratio=a.warmup_ratio, weight_decay=0.01, seed=a.seed,
-                 max_len=a.max_len, max_train_rows=a.rows, max_eval_rows=a.eval_rows, progress=False)
+                 max_len=a.max_len, max_train_rows=a.rows, max_eval_rows=a.eval_rows, precision=a.precision,
+                 progress=False)
     wall = time.perf_counter() - t
     return evaluate(s["model_dir"], data / "dev.tsv", max_rows=a.eval_rows)[s["metric"]], wall
 
@@ -66,7 +67,7 @@ def hf_trainer(model: Path, metric: str, data: Path, out: Path, a) -> tuple[floa
         per_device_eval_batch_size=32, learning_rate=a.lr, weight_decay=0.01,
         warmup_steps=int(a.warmup_ratio * a.epochs * -(-len(train) // a.batch_size)),  # as ours: ratio of all steps
         adam_epsilon=1e-6, max_grad_norm=1.0, lr_scheduler_type="linear", seed=a.seed, save_strategy="no",
-        report_to=[], logging_strategy="no", use_cpu=not torch.cuda.is_available())
+        report_to=[], logging_strategy="no", use_cpu=not torch.cuda.is_available(), bf16=a.precision == "bf16")
     trainer = transformers.Trainer(model=net, args=args, train_dataset=encode(train),
                                    data_collator=transformers.DataCollatorWithPadding(tok))
     trainer.train()
@@ -117,6 +118,7 @@ def main() -> None:
     ap.add_argument("--warmup-ratio", type=float, default=0.1)
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="both sides (Trainer: bf16=True)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["minilm", "korean", "trainer"])
     ap.add_argument("--pretrain-steps", type=int, default=2000, help="Korean BERT pretraining steps")
     ap.add_argument("--pretrain-minutes", type=float, help="instead: a pretraining time budget (overrides steps)")
