@@ -105,3 +105,34 @@ def test_bf16_training_attention_takes_the_matmul_path_and_agrees_with_sdpa(monk
     assert len(calls) == 1  # the training pass only; eval stays on SDPA
     for a, b in zip(*results):
         assert (a - b).abs().max() <= 0.02 * b.abs().max()
+
+
+def test_packed_training_encoder_equals_the_padded_one_at_every_real_token():
+    """Training with padding runs the position-wise parts on the real tokens only (Packed); without
+    dropout the outputs at real positions and every gradient equal the padded computation's."""
+    from clozeformer.nn import TransformerLayer, encode
+
+    torch.manual_seed(0)
+    layers = torch.nn.ModuleList(TransformerLayer(32, 4, 64, dropout=0.0, attention_dropout=0.0) for _ in range(2))
+    x = torch.randn(3, 9, 32)
+    attention_mask = torch.ones(3, 9, dtype=torch.long)
+    attention_mask[1, 6:] = 0
+    attention_mask[2, 2:] = 0
+    keep = attention_mask.bool()
+    results = []
+    for packed in (True, False):
+        layers.zero_grad()
+        xi = x.clone().requires_grad_()
+        if packed:
+            y = encode(layers, xi, attention_mask)
+        else:  # the padded layout, layer by layer
+            y = xi
+            for layer in layers:
+                y = layer(y, attention_mask.bool()[:, None, None, :])
+        (y[keep] ** 2).sum().backward()
+        results.append((y.detach(), xi.grad, [p.grad.clone() for p in layers.parameters()]))
+    (yp, gp, wp), (yd, gd, wd) = results
+    assert torch.equal(yp[~keep], torch.zeros_like(yp[~keep]))  # padding rows of the packed result
+    assert (yp[keep] - yd[keep]).abs().max() < 1e-5
+    assert (gp - gd).abs().max() < 1e-5
+    assert all((a - b).abs().max() < 1e-5 for a, b in zip(wp, wd))

@@ -13,7 +13,7 @@ from clozeformer.config import BertConfig
 from clozeformer.models.heads import (MLMHead, Pooler, SpanHead, masked_lm_loss, sequence_loss, span_loss,
                                       token_loss)
 from clozeformer.models.output import Output
-from clozeformer.nn import TransformerLayer, init_weights, padding_mask
+from clozeformer.nn import TransformerLayer, encode, init_weights
 from clozeformer.nn.functional import dropout
 
 
@@ -71,9 +71,7 @@ class BertModel(nn.Module):
                 token_type_ids: Tensor | None = None) -> Output:
         check_length(input_ids, self.config.max_positions)
         x = self.embeddings(input_ids, token_type_ids)  # [B, T, D]
-        mask = padding_mask(attention_mask)  # [B, 1, 1, T] or None
-        for layer in self.layers:
-            x = layer(x, mask)
+        x = encode(self.layers, x, attention_mask)  # [B, T, D]
         return Output(last_hidden_state=x, pooled=self.pooler(x))
 
 

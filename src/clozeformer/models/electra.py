@@ -19,7 +19,7 @@ from clozeformer.models.bert import BertEmbeddings, bert_layers, check_length
 from clozeformer.models.heads import (ClassificationHead, DiscriminatorHead, MLMHead, SpanHead, masked_lm_loss,
                                       sequence_loss, span_loss, token_loss)
 from clozeformer.models.output import Output
-from clozeformer.nn import init_weights, padding_mask
+from clozeformer.nn import encode, init_weights
 from clozeformer.nn.functional import dropout
 from clozeformer.objectives.rtd import discriminator_loss, electra_loss, replaced_inputs
 
@@ -41,9 +41,7 @@ class ElectraEncoder(nn.Module):
         x = self.embeddings(input_ids, token_type_ids)  # [B, T, E]
         if self.project is not None:
             x = self.project(x)  # [B, T, D]
-        mask = padding_mask(attention_mask)  # [B, 1, 1, T] or None
-        for layer in self.layers:
-            x = layer(x, mask)
+        x = encode(self.layers, x, attention_mask)  # [B, T, D]
         return x
 
 

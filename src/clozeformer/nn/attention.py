@@ -103,6 +103,27 @@ class Cache:
             self_kv.reorder(index)
 
 
+class Packed:
+    """The non-pad tokens of a [B, T] batch as rows [N, ...], for position-wise work without padding.
+
+    Linear layers, norms and dropout act per token, so in training an encoder can run them on
+    the N real tokens only; attention alone needs the [B, T] layout (`unpack`, then `pack`).
+    Exact for every non-pad position: padded keys are masked, padded queries are dropped. With
+    SST-2-like batches (lengths 5-50, padded to the longest) about half the rows are padding.
+    """
+
+    def __init__(self, attention_mask: Tensor) -> None:
+        self.batch, self.length = attention_mask.shape
+        self.index = attention_mask.reshape(-1).nonzero().squeeze(1)  # [N] positions in the flat [B·T]
+
+    def pack(self, x: Tensor) -> Tensor:  # [B, T, ...] -> [N, ...]
+        return x.reshape(self.batch * self.length, *x.shape[2:])[self.index]
+
+    def unpack(self, x: Tensor) -> Tensor:  # [N, ...] -> [B, T, ...], zeros at padding
+        full = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.index, x)
+        return full.view(self.batch, self.length, *x.shape[1:])
+
+
 class Attention(nn.Module):
     """Self-attention (one fused q/k/v projection) or cross-attention (q, fused k/v).
 
@@ -130,8 +151,12 @@ class Attention(nn.Module):
         return x.view(b, t, n, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, context: Tensor | None = None,
-                causal: bool = False, kv: KV | None = None) -> Tensor:
-        """x [B, T, D] -> [B, T, D]. With `kv`, keys/values are cached there (decoding)."""
+                causal: bool = False, kv: KV | None = None, packed: Packed | None = None) -> Tensor:
+        """x [B, T, D] -> [B, T, D]. With `kv`, keys/values are cached there (decoding).
+        With `packed` (self-attention only), x is [N, D], the non-pad tokens of a [B, T] batch."""
+        if packed is not None:  # x [N, D]: only attention itself needs the padded layout
+            heads = self._heads(packed.unpack(self.qkv(x)), 3)
+            return self.out(packed.pack(self._attend(heads, mask, False)))
         if self.cross:
             (q,) = self._heads(self.q(x), 1)  # [B, H, T, d]
             if kv is not None and kv.k is not None:  # the encoder output does not change while decoding
@@ -144,6 +169,12 @@ class Attention(nn.Module):
                 k, v = torch.cat([kv.k, k], 2), torch.cat([kv.v, v], 2)  # [B, H, S_past + T, d]
         if kv is not None:
             kv.k, kv.v = k, v
+        y = self._attend((q, k, v), mask, causal)  # [B, T, H·d]
+        return self.out(y)
+
+    def _attend(self, qkv: tuple[Tensor, Tensor, Tensor], mask: Tensor | None, causal: bool) -> Tensor:
+        """Heads q [B, H, T, d], k, v [B, H, S, d] -> [B, T, H·d]."""
+        q, k, v = qkv
         t, s = q.shape[2], k.shape[2]
         if causal and t == 1:  # one new query sees every cached key
             causal = False
@@ -158,6 +189,4 @@ class Attention(nn.Module):
             if mask is not None and mask.dtype != torch.bool:
                 mask = mask.to(q.dtype)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
-        # y: [B, H, T, d]
-        b = y.shape[0]
-        return self.out(y.transpose(1, 2).reshape(b, t, -1))  # [B, T, D]
+        return y.transpose(1, 2).reshape(y.shape[0], t, -1)  # [B, H, T, d] -> [B, T, H·d]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clozeformer.nn.attention import KV, Attention
+from clozeformer.nn.attention import KV, Attention, Packed, padding_mask
 from clozeformer.nn.functional import dropout
 
 
@@ -69,14 +69,35 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, causal: bool = False,
                 context: Tensor | None = None, context_mask: Tensor | None = None,
-                cache: tuple[KV, KV] | None = None) -> Tensor:
-        """x [B, T, D]; context [B, S, D] is the encoder output a decoder layer attends to."""
+                cache: tuple[KV, KV] | None = None, packed: Packed | None = None) -> Tensor:
+        """x [B, T, D] (or [N, D] with `packed`, see encode); context [B, S, D] is the encoder output
+        a decoder layer attends to."""
         self_kv, cross_kv = cache if cache is not None else (None, None)
-        x = self._residual(x, self.attn_norm, lambda h: self.attn(h, mask, causal=causal, kv=self_kv))
+        x = self._residual(x, self.attn_norm, lambda h: self.attn(h, mask, causal=causal, kv=self_kv, packed=packed))
         if self.cross is not None:
             x = self._residual(x, self.cross_norm,
                                lambda h: self.cross(h, context_mask, context=context, kv=cross_kv))
         return self._residual(x, self.ffn_norm, self.ffn)
+
+
+def encode(layers: nn.ModuleList, x: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Self-attention encoder layers over x [B, T, D] with a padding mask [B, T] (1 = token).
+
+    In training with padding, everything but attention runs on the non-pad tokens only
+    (`Packed`): the same values at every real position for up to half the matmul work on
+    dynamically padded batches; padding positions of the result are zeros. Inference keeps
+    the padded layout, so outputs match transformers' at every position.
+    """
+    mask = padding_mask(attention_mask)  # [B, 1, 1, T] or None
+    if mask is None or not (layers.training and torch.is_grad_enabled()) or bool(attention_mask.all()):
+        for layer in layers:
+            x = layer(x, mask)
+        return x
+    packed = Packed(attention_mask)
+    h = packed.pack(x)  # [N, D]
+    for layer in layers:
+        h = layer(h, mask, packed=packed)
+    return packed.unpack(h)  # [B, T, D]
 
 
 def init_weights(module: nn.Module, std: float) -> None:
