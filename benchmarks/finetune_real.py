@@ -79,9 +79,10 @@ def hf_trainer(model: Path, metric: str, data: Path, out: Path, a) -> tuple[floa
 
 def korean(a, out: Path) -> dict:
     from clozeformer import evaluate, finetune
-    from clozeformer.train.loop import TrainConfig
+    from clozeformer.train.loop import TrainConfig, fast_bf16
     from clozeformer.train.pretrain import pretrain
 
+    precision = "bf16" if fast_bf16(torch.device("cpu")) else "fp32"
     steps = a.pretrain_steps
     if a.pretrain_minutes:  # a time budget: time 20 steps (tokenizer and cache built before), take as many as fit
         probe = dict(model="bert", config=a.ko_config, run_dir=out / "probe", vocab_size=a.ko_vocab, nsp=False,
@@ -91,20 +92,23 @@ def korean(a, out: Path) -> dict:
         t0 = time.perf_counter()
         pretrain([DATA / "corpus" / "ko_reviews.txt"], **{**probe, "run_dir": out / "probe2"},
                  tokenizer=out / "probe" / "tokenizer", train=TrainConfig(steps=20, warmup_steps=1, eval_every=20,
-                                                                           save_every=20))
+                                                                           save_every=20, precision=precision))
         steps = max(20, int(a.pretrain_minutes * 60 / ((time.perf_counter() - t0) / 20)))
     t = time.perf_counter()
     pre = pretrain([DATA / "corpus" / "ko_reviews.txt"], model="bert", config=a.ko_config, run_dir=out / "pretrain",
                    vocab_size=a.ko_vocab, nsp=False, max_len=a.max_len,
-                   train=TrainConfig(steps=steps, warmup_steps=max(1, steps // 20), eval_every=max(1, steps // 5),
-                                     save_every=steps, seed=a.seed), progress=False)
+                   tokenizer=out / "probe" / "tokenizer" if a.pretrain_minutes else None,
+                   train=TrainConfig(steps=steps, lr=a.ko_pretrain_lr, warmup_steps=max(1, steps // 20),
+                                     eval_every=max(1, steps // 5), save_every=steps, seed=a.seed,
+                                     precision=precision), progress=False)
     pre_wall = time.perf_counter() - t
     t = time.perf_counter()
     s = finetune(pre["model_dir"], "nsmc", DATA / "nsmc" / "train.tsv", DATA / "nsmc" / "dev.tsv",
                  run_dir=out / "nsmc", epochs=a.epochs, batch_size=a.batch_size, lr=a.ko_lr, seed=a.seed,
                  max_len=a.max_len, max_train_rows=a.rows, max_eval_rows=a.eval_rows, progress=False)
     acc = evaluate(s["model_dir"], DATA / "nsmc" / "dev.tsv", max_rows=a.eval_rows)["accuracy"]
-    return {"pretrain_steps": steps, "pretrain_s": pre_wall, "finetune_s": time.perf_counter() - t, "accuracy": acc}
+    return {"pretrain_steps": steps, "pretrain_s": pre_wall, "finetune_s": time.perf_counter() - t, "accuracy": acc,
+            "pretrain_eval": pre.get("eval"), "precision": precision}
 
 
 def main() -> None:
@@ -119,18 +123,20 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="both sides (Trainer: bf16=True)")
+    ap.add_argument("--tasks", default="sst2,cola", help="MiniLM tasks, from sst2,cola")
     ap.add_argument("--skip", nargs="*", default=[], choices=["minilm", "korean", "trainer"])
     ap.add_argument("--pretrain-steps", type=int, default=2000, help="Korean BERT pretraining steps")
     ap.add_argument("--pretrain-minutes", type=float, help="instead: a pretraining time budget (overrides steps)")
     ap.add_argument("--ko-config", default="mini")
     ap.add_argument("--ko-vocab", type=int, default=16000)
-    ap.add_argument("--ko-lr", type=float, default=1e-4)
+    ap.add_argument("--ko-lr", type=float, default=1e-4, help="NSMC fine-tuning lr")
+    ap.add_argument("--ko-pretrain-lr", type=float, default=1e-3)
     a = ap.parse_args()
     out = Path(a.out)
     if "minilm" not in a.skip:
         model = minilm_dir()
         print("| task | metric | clozeformer | time (s) | transformers.Trainer | time (s) |\n|---|---|---|---|---|---|")
-        for task, metric in (("sst2", "accuracy"), ("cola", "mcc")):
+        for task, metric in [(t, {"sst2": "accuracy", "cola": "mcc"}[t]) for t in a.tasks.split(",")]:
             m1, w1 = ours(model, task, DATA / task, out / f"ours-{task}", a)
             m2 = w2 = float("nan")
             if "trainer" not in a.skip:
@@ -143,7 +149,7 @@ def main() -> None:
         r = korean(a, out / "korean")
         print(f"Korean NSMC: dev accuracy {r['accuracy']:.4f} after {r['pretrain_steps']} pretraining steps "
               f"({r['pretrain_s']:.0f} s, config {a.ko_config}, vocab {a.ko_vocab}) + fine-tuning "
-              f"({r['finetune_s']:.0f} s)")
+              f"({r['finetune_s']:.0f} s); pretraining {r['precision']}, final eval {r['pretrain_eval']}")
 
 
 if __name__ == "__main__":

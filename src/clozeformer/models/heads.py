@@ -57,10 +57,8 @@ def masked_lm_loss(head: MLMHead, hidden: Tensor, labels: Tensor, sample_u: Tens
     where = labels != -100  # [B, T]
     x, y = head.transform(hidden[where]), labels[where]  # [M, E], [M]
     if head.training and torch.is_grad_enabled():
-        if sample_u is None:
-            return linear_cross_entropy(x, head.embedding.weight, head.bias, y), None, None
-        loss, sampled = linear_cross_entropy(x, head.embedding.weight, head.bias, y, sample_u=sample_u)
-        return loss, None, sampled
+        fused = linear_cross_entropy(x, head.embedding.weight, head.bias, y, sample_u=sample_u)
+        return (fused, None, None) if sample_u is None else (fused[0], None, fused[1])
     logits = F.linear(x, head.embedding.weight, head.bias)  # [M, V]
     sampled = None if sample_u is None else sample_replacements(logits, sample_u)
     if logits.shape[0] == 0:  # nothing to predict: a zero loss that still has a graph

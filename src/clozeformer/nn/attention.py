@@ -169,8 +169,7 @@ class Attention(nn.Module):
                 k, v = torch.cat([kv.k, k], 2), torch.cat([kv.v, v], 2)  # [B, H, S_past + T, d]
         if kv is not None:
             kv.k, kv.v = k, v
-        y = self._attend((q, k, v), mask, causal)  # [B, T, H·d]
-        return self.out(y)
+        return self.out(self._attend((q, k, v), mask, causal))  # [B, T, H·d] -> [B, T, D]
 
     def _attend(self, qkv: tuple[Tensor, Tensor, Tensor], mask: Tensor | None, causal: bool) -> Tensor:
         """Heads q [B, H, T, d], k, v [B, H, S, d] -> [B, T, H·d]."""
