@@ -76,6 +76,25 @@ def _join(parts: dict[str, list]) -> dict[str, Tensor]:
     return {key: torch.cat(pieces) for key, pieces in parts.items()}
 
 
+def _from_hf(hf: dict[str, Tensor], top: dict[str, str], piece, redundant: re.Pattern
+             ) -> tuple[dict[str, Tensor], list[str]]:
+    """HF state -> (ours, ignored HF keys) for the encoder-decoders: `top` maps our names to HF's
+    one to one; `piece(key)` gives (our fused name, index, count) for an HF layer key, or None;
+    keys `redundant` matches (tied copies, buffers) are dropped without a word."""
+    inverse_top = {v: k for k, v in top.items()}
+    ours, ignored, parts = {}, [], {}
+    for key, t in hf.items():
+        target = None if key in inverse_top else piece(key)
+        if key in inverse_top:
+            ours[inverse_top[key]] = t
+        elif target is not None:
+            name, j, n = target
+            parts.setdefault(name, [None] * n)[j] = t
+        elif not redundant.search(key):
+            ignored.append(key)
+    return {**ours, **_join(parts)}, ignored
+
+
 def bert_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
     out = {}
     for key, t in state.items():
@@ -370,22 +389,19 @@ def t5_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str
     """
     if "shared.weight" not in hf and "encoder.embed_tokens.weight" in hf:
         hf = {**hf, "shared.weight": hf["encoder.embed_tokens.weight"]}
+    if "lm_head.weight" in hf and "shared.weight" in hf and torch.equal(hf["lm_head.weight"], hf["shared.weight"]):
+        hf = {k: t for k, t in hf.items() if k != "lm_head.weight"}  # tied
     gated = any(k.endswith("DenseReluDense.wi_0.weight") for k in hf)
-    inverse_top = {v: k for k, v in _T5_TOP.items()}
     inverse = {stack: _pieces_of(_t5_layer_table(stack, gated)) for stack in ("encoder", "decoder")}
-    ours, ignored, parts = {}, [], {}
-    for key, t in hf.items():
+
+    def piece(key: str):
         m = _T5_HF_LAYER.match(key)
-        if key == "lm_head.weight" and "shared.weight" in hf and torch.equal(t, hf["shared.weight"]):
-            continue  # tied
-        if key in inverse_top:
-            ours[inverse_top[key]] = t
-        elif m is not None and f"{m[3]}.{m[4]}" in inverse[m[1]]:
-            module, j, n = inverse[m[1]][f"{m[3]}.{m[4]}"]
-            parts.setdefault(f"{m[1]}.layers.{m[2]}.{module}.weight", [None] * n)[j] = t
-        elif not _T5_REDUNDANT.search(key):
-            ignored.append(key)
-    return {**ours, **_join(parts)}, ignored
+        if m is None or f"{m[3]}.{m[4]}" not in inverse[m[1]]:
+            return None
+        module, j, n = inverse[m[1]][f"{m[3]}.{m[4]}"]
+        return f"{m[1]}.layers.{m[2]}.{module}.weight", j, n
+
+    return _from_hf(hf, _T5_TOP, piece, _T5_REDUNDANT)
 
 
 def t5_config_to_hf(cfg: T5Config) -> dict:
@@ -496,21 +512,18 @@ def bart_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[s
     hf = {("model." + k if k.startswith(("encoder.", "decoder.", "shared.")) else k): t for k, t in hf.items()}
     if "model.shared.weight" not in hf and "model.encoder.embed_tokens.weight" in hf:
         hf["model.shared.weight"] = hf["model.encoder.embed_tokens.weight"]
-    inverse_top = {v: k for k, v in _BART_TOP.items()}
+    if "final_logits_bias" in hf:
+        hf = {**hf, "final_logits_bias": hf["final_logits_bias"].reshape(-1)}  # HF keeps [1, V]
     inverse_layer = _pieces_of(_BART_LAYER)
-    ours, ignored, parts = {}, [], {}
-    for key, t in hf.items():
+
+    def piece(key: str):
         m = _BART_LAYER_KEY.match(key)
-        if key == "final_logits_bias":
-            ours[key] = t.reshape(-1)
-        elif key in inverse_top:
-            ours[inverse_top[key]] = t
-        elif m is not None and m[4] in inverse_layer:
-            module, j, n = inverse_layer[m[4]]
-            parts.setdefault(f"bart.{m[2]}.layers.{m[3]}.{module}.{m[5]}", [None] * n)[j] = t
-        elif not _BART_REDUNDANT.search(key):
-            ignored.append(key)
-    return {**ours, **_join(parts)}, ignored
+        if m is None or m[4] not in inverse_layer:
+            return None
+        module, j, n = inverse_layer[m[4]]
+        return f"bart.{m[2]}.layers.{m[3]}.{module}.{m[5]}", j, n
+
+    return _from_hf(hf, {**_BART_TOP, "final_logits_bias": "final_logits_bias"}, piece, _BART_REDUNDANT)
 
 
 def bart_config_to_hf(cfg: BartConfig) -> dict:
