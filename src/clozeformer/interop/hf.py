@@ -150,6 +150,15 @@ def bert_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[s
     return ours, ignored
 
 
+def _encoder_keys(cfg) -> dict:
+    """The config keys BERT and ELECTRA share in transformers."""
+    return {"hidden_act": cfg.activation, "hidden_dropout_prob": cfg.dropout,
+            "attention_probs_dropout_prob": cfg.attention_dropout, "max_position_embeddings": cfg.max_positions,
+            "type_vocab_size": cfg.type_vocab_size, "initializer_range": cfg.initializer_range,
+            "layer_norm_eps": cfg.layer_norm_eps, "pad_token_id": cfg.pad_token_id,
+            "position_embedding_type": "absolute", "tie_word_embeddings": True}
+
+
 def bert_config_to_hf(cfg: BertConfig) -> dict:
     return {
         "architectures": ["BertForPreTraining" if cfg.nsp else "BertForMaskedLM"],
@@ -159,16 +168,7 @@ def bert_config_to_hf(cfg: BertConfig) -> dict:
         "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": cfg.num_heads,
         "intermediate_size": cfg.intermediate_size,
-        "hidden_act": cfg.activation,
-        "hidden_dropout_prob": cfg.dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "max_position_embeddings": cfg.max_positions,
-        "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": cfg.initializer_range,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "pad_token_id": cfg.pad_token_id,
-        "position_embedding_type": "absolute",
-        "tie_word_embeddings": True,
+        **_encoder_keys(cfg),
     }
 
 
@@ -264,16 +264,7 @@ def electra_config_to_hf(cfg: ElectraConfig, *, generator: bool = False) -> dict
         "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": sizes[1],
         "intermediate_size": sizes[2],
-        "hidden_act": cfg.activation,
-        "hidden_dropout_prob": cfg.dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "max_position_embeddings": cfg.max_positions,
-        "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": cfg.initializer_range,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "pad_token_id": cfg.pad_token_id,
-        "position_embedding_type": "absolute",
-        "tie_word_embeddings": True,
+        **_encoder_keys(cfg),
     }
 
 
