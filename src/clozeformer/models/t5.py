@@ -5,7 +5,7 @@ replaced by sentinels, the decoder writes each sentinel followed by the span it 
 No absolute positions: each stack adds one learned relative position bias (nn/position.py)
 to every layer's self-attention logits, computed once per forward (T5 keeps the table in
 the stack's first layer and hands the computed bias on; HF names it there, see
-interop/seq2seq.py). No biases in any linear layer, attention logits unscaled (q·kᵀ; the init
+interop/hf.py). No biases in any linear layer, attention logits unscaled (q·kᵀ; the init
 absorbs 1/√d), dropout on the embeddings, every residual branch, the attention
 probabilities, the feed-forward activations and after each stack's final RMSNorm.
 
