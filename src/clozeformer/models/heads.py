@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clozeformer.nn.functional import linear_cross_entropy
+from clozeformer.nn.functional import inverse_cdf, linear_cross_entropy
 from clozeformer.nn.layers import ACTIVATION_FNS
-from clozeformer.objectives.rtd import sample_replacements
 
 
 class Pooler(nn.Module):
@@ -60,7 +59,7 @@ def masked_lm_loss(head: MLMHead, hidden: Tensor, labels: Tensor, sample_u: Tens
         fused = linear_cross_entropy(x, head.embedding.weight, head.bias, y, sample_u=sample_u)
         return (fused, None, None) if sample_u is None else (fused[0], None, fused[1])
     logits = F.linear(x, head.embedding.weight, head.bias)  # [M, V]
-    sampled = None if sample_u is None else sample_replacements(logits, sample_u)
+    sampled = None if sample_u is None else inverse_cdf(logits.float().softmax(-1), sample_u)  # as rtd's
     if logits.shape[0] == 0:  # nothing to predict: a zero loss that still has a graph
         return logits.sum(), logits, sampled
     return F.cross_entropy(logits.float(), y), logits, sampled
