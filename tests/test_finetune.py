@@ -278,3 +278,43 @@ def test_token_classification_qa_and_seq2seq_run_end_to_end(sst2, tmp_path):
                  **{**FAST, "epochs": 1, "max_len": 24, "stride": 4})
     assert {"exact_match", "f1"} <= set(s["best"])
     assert predict(s["model_dir"], tmp_path / "qa.json")[0]["id"] == "q1"
+
+
+def test_finetune_trains_exactly_as_transformers(sst2, trained):
+    """The oracle for the whole training step: transformers' BertForSequenceClassification from the same
+    directory and initial head, fed the same batches, with Trainer's optimizer (AdamW, no decay on biases and
+    LayerNorm), its linear schedule (no warmup here, where the two schedules coincide) and its clipping, ends
+    where our `finetune` ends after 100 steps (the sst2 model has no dropout)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    from clozeformer.interop.hf import load_model
+    from clozeformer.tasks.task import TaskData, features, label_set
+    from clozeformer.train.finetune import _head_model
+
+    d, train, _ = sst2
+    spec = task_spec("sst2", max_len=FAST["max_len"])
+    examples = load_examples(spec, train, "train")
+    spec = spec.replace(labels=label_set(spec, examples))
+    tok = Tokenizer.load(d / "bert")
+    start = _head_model(load_model(d / "bert"), spec, seed=0)  # finetune's initial model (seed 0)
+    hf = transformers.BertForSequenceClassification.from_pretrained(d / "bert", num_labels=2)
+    hf.classifier.load_state_dict({"weight": start.classifier.weight, "bias": start.classifier.bias})
+    decay = set(get_parameter_names(hf, [torch.nn.LayerNorm], ["bias", "layernorm", "rmsnorm"]))
+    opt = torch.optim.AdamW([{"params": [p for n, p in hf.named_parameters() if n in decay], "weight_decay": 0.01},
+                             {"params": [p for n, p in hf.named_parameters() if n not in decay], "weight_decay": 0.0}],
+                            lr=FAST["lr"], eps=1e-6)
+    data = TaskData(features(spec, tok, "bert", examples)[0], [], pad_id=tok.pad_id, batch_size=16, seed=0)
+    steps = trained["steps"]
+    sched = transformers.get_linear_schedule_with_warmup(opt, 0, steps)
+    hf.train()
+    for i in range(steps):
+        b = data.train_batch(i)
+        hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"],
+           labels=b["labels"]).loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        opt.step(), sched.step(), opt.zero_grad()
+    ours = transformers.BertForSequenceClassification.from_pretrained(trained["last_dir"])
+    theirs = hf.state_dict()
+    for name, value in ours.state_dict().items():
+        torch.testing.assert_close(value, theirs[name], atol=2e-5, rtol=1e-4, msg=name)
