@@ -17,7 +17,7 @@ import time
 
 import torch
 import transformers
-from bench_pretrain import print_race, race, step_args
+from bench_pretrain import print_race, race, step_args, step_flops
 
 from clozeformer.config import BartConfig
 from clozeformer.interop.hf import bart_config_to_hf, bart_state_to_hf
@@ -50,7 +50,7 @@ def main() -> None:
 
     print("\n## denoising training step")
     rows = [(p, race(models, batch, p, args.steps, args.warmup)) for p in args.precision.split(",")]
-    print_race(rows, args.batch * args.seq)
+    print_race(rows, args.batch * args.seq, step_flops(models, batch))
 
     print(f"\n## beam-4 generation: {args.gen_batch} sources x {args.seq // 2} tokens, {args.gen_tokens} new tokens")
     src = batch["input_ids"][: args.gen_batch, : args.seq // 2].clone()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import transformers
 
-from bench_pretrain import print_race, race, step_args  # this directory is on sys.path when run as a script
+from bench_pretrain import print_race, race, step_args, step_flops  # this directory is on sys.path when run as a script
 
 from clozeformer.config import ElectraConfig
 from clozeformer.interop.hf import electra_config_to_hf, electra_state_to_hf
@@ -85,7 +85,7 @@ def main() -> None:
 
     models = {"clozeformer": ours, "transformers": theirs}
     rows = [(p, race(models, batch, p, args.steps, args.warmup, loss_fn)) for p in args.precision.split(",")]
-    print_race(rows, tokens)
+    print_race(rows, tokens, step_flops(models, batch, loss_fn))
 
 if __name__ == "__main__":
     main()

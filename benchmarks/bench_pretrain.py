@@ -85,18 +85,64 @@ def race(models: dict, batch: dict, precision: str, steps: int, warmup: int, los
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def print_race(rows: list[tuple[str, dict[str, float]]], tokens: int) -> None:
-    """The markdown table of `race` results (tokens per step given) and the ratio to transformers' bf16."""
-    print("\n| precision | clozeformer ms/step | tok/s | transformers ms/step | tok/s | ratio |")
-    print("|---|---|---|---|---|---|")
+def step_flops(models: dict, batch: dict, loss_fn=None) -> dict[str, float]:
+    """Floating-point operations of one forward + backward of each model (matmuls and attention, as counted by
+    torch.utils.flop_counter; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    loss_fn = loss_fn or (lambda model, b: model(**b).loss)
+    out = {}
+    for name, model in models.items():
+        model.train()
+        with FlopCounterMode(display=False) as counter:
+            loss_fn(model, batch).backward()
+        model.zero_grad(set_to_none=True)
+        out[name] = float(counter.get_total_flops())
+    return out
+
+
+def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of one large square matmul on this machine's threads: the ceiling a step's matmuls can reach."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
+def print_race(rows: list[tuple[str, dict[str, float]]], tokens: int, flops: dict[str, float] | None = None) -> None:
+    """The markdown table of `race` results (tokens per step given) and the ratio to transformers' bf16.
+
+    With `flops` (step_flops), also each side's matmul GFLOP/s as a share of this machine's GEMM peak in that
+    precision: how far from the ceiling each implementation runs, and what a given ratio would need.
+    """
+    peaks = {p: gemm_peak(torch.bfloat16 if p == "bf16" else torch.float32) for p, _ in rows} if flops else {}
+    extra = " ours GFLOP/s (% of GEMM peak) | theirs GFLOP/s (%) |" if flops else ""
+    print(f"\n| precision | clozeformer ms/step | tok/s | transformers ms/step | tok/s | ratio |{extra}")
+    print("|---|---|---|---|---|---|" + "---|---|" * bool(flops))
     for precision, med in rows:
         ours_t, theirs_t = med["clozeformer"], med["transformers"]
-        print(f"| {precision} | {ours_t * 1e3:.0f} | {tokens / ours_t:,.0f} | {theirs_t * 1e3:.0f} | "
-              f"{tokens / theirs_t:,.0f} | {theirs_t / ours_t:.2f}x |")
+        line = (f"| {precision} | {ours_t * 1e3:.0f} | {tokens / ours_t:,.0f} | {theirs_t * 1e3:.0f} | "
+                f"{tokens / theirs_t:,.0f} | {theirs_t / ours_t:.2f}x |")
+        if flops:
+            rate = {k: flops[k] / med[k] for k in med}
+            line += "".join(f" {rate[k] / 1e9:,.0f} ({100 * rate[k] / peaks[precision]:.0f}%) |"
+                            for k in ("clozeformer", "transformers"))
+        print(line)
+    if flops:
+        print("\nper step: " + ", ".join(f"{k} {v / 1e9:,.1f} GFLOP" for k, v in flops.items()) + "; GEMM peak "
+              + ", ".join(f"{p} {v / 1e9:,.0f} GFLOP/s" for p, v in peaks.items()))
     best_hf_bf16 = dict(rows).get("bf16", {}).get("transformers")
     if best_hf_bf16:
         best_ours = min(m["clozeformer"] for _, m in rows)
         print(f"\nours (best precision) vs transformers bf16: {best_hf_bf16 / best_ours:.2f}x")
+        if flops and "bf16" in peaks:
+            floor = flops["clozeformer"] / peaks["bf16"]  # every matmul at the GEMM peak, everything else free
+            print(f"at the bf16 GEMM peak with nothing else costing time, ours would take {floor * 1e3:.0f} ms/step: "
+                  f"at most {best_hf_bf16 / floor:.2f}x transformers bf16")
 
 
 def main() -> None:
@@ -110,10 +156,10 @@ def main() -> None:
     batch = make_batch(args.batch, args.seq, cfg.vocab_size, torch.Generator().manual_seed(0))
     tokens = args.batch * args.seq
 
-    rows = [(precision, race({"clozeformer": ours, "transformers": theirs}, batch, precision, args.steps,
-                             args.warmup)) for precision in args.precision.split(",")]
-
-    print_race(rows, tokens)
+    models = {"clozeformer": ours, "transformers": theirs}
+    rows = [(precision, race(models, batch, precision, args.steps, args.warmup))
+            for precision in args.precision.split(",")]
+    print_race(rows, tokens, step_flops(models, batch))
 
 
 if __name__ == "__main__":

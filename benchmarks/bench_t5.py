@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 import transformers
-from bench_pretrain import print_race, race, step_args
+from bench_pretrain import print_race, race, step_args, step_flops
 
 from clozeformer.config import T5Config
 from clozeformer.interop.hf import t5_config_to_hf, t5_state_to_hf
@@ -54,7 +54,7 @@ def bench_train(args) -> None:
 
     models = {"clozeformer": ours, "transformers": theirs}
     rows = [(p, race(models, batch, p, args.steps, args.warmup, loss_fn)) for p in args.precision.split(",")]
-    print_race(rows, n_tokens)
+    print_race(rows, n_tokens, step_flops(models, batch, loss_fn))
 
 
 # --- (b) the per-example numpy reference -------------------------------------------------
