@@ -1,6 +1,6 @@
 """BART §3.4 on Multi30k EN→DE: pretrain a small BART on German, then train a new English encoder.
 
-    python benchmarks/bart_translation.py [--pretrain-steps 600] [--stage1-steps 800] [--stage2-steps 200]
+    python benchmarks/bart_translation.py [--pretrain-steps 600] [--stage1-steps 600] [--stage2-steps 2000]
 
 1. A byte-level BPE and a BART (`mini` preset unless --config) are pretrained by
    denoising (bart-base noise: sentence permutation + 30% text infilling) on the German
@@ -40,8 +40,9 @@ def main() -> None:
     ap.add_argument("--config", default="mini")
     ap.add_argument("--vocab-size", type=int, default=8000)
     ap.add_argument("--pretrain-steps", type=int, default=600)
-    ap.add_argument("--stage1-steps", type=int, default=800)
-    ap.add_argument("--stage2-steps", type=int, default=200)
+    ap.add_argument("--stage1-steps", type=int, default=600)
+    ap.add_argument("--stage2-steps", type=int, default=2000)
+    ap.add_argument("--stage2-lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     args = ap.parse_args()
@@ -65,8 +66,8 @@ def main() -> None:
                                 max_len=64, batch_size=args.batch_size, num_beams=4, max_new_tokens=64,
                                 stage1=TrainConfig(steps=args.stage1_steps, lr=1e-3, warmup_steps=100,
                                                    precision=args.precision, eval_every=500, save_every=500),
-                                stage2=TrainConfig(steps=args.stage2_steps, lr=1e-4, warmup_steps=20,
-                                                   precision=args.precision, eval_every=100, save_every=500))
+                                stage2=TrainConfig(steps=args.stage2_steps, lr=args.stage2_lr, warmup_steps=100,
+                                                   precision=args.precision, eval_every=500, save_every=1000))
     t2, c2 = time.perf_counter(), time.process_time()
     result = {"pretrain_eval": pre.get("eval"), "pretrain_wall_minutes": (t1 - t0) / 60,
               "translate_wall_minutes": (t2 - t1) / 60, "pretrain_two_core_minutes": (c1 - c0) / 120,
