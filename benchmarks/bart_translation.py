@@ -27,11 +27,25 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from clozeformer.data.pairs import PairData, read_pairs  # noqa: E402
+from clozeformer.interop.hf import load_model  # noqa: E402
+from clozeformer.tokenizer import Tokenizer  # noqa: E402
 from clozeformer.train.loop import TrainConfig  # noqa: E402
 from clozeformer.train.pretrain import pretrain  # noqa: E402
 from clozeformer.train.translate import train_translation  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
+
+
+@torch.no_grad()
+def source_use(model, sources: list[list[int]], targets: list[list[int]], pad_id: int) -> tuple[float, float]:
+    """Mean loss on (source, target) pairs, then with each target given another row's source. Equal losses
+    mean the decoder ignores its encoder (a language model of the target side, whatever the input)."""
+    model.eval()
+    batch = PairData(sources, targets, source_pad=pad_id, batch_size=len(sources), eval_sources=sources,
+                     eval_targets=targets).eval_batches(1)[0]
+    other = {**batch, "input_ids": batch["input_ids"].roll(1, 0), "attention_mask": batch["attention_mask"].roll(1, 0)}
+    return round(model(**batch).loss.item(), 4), round(model(**other).loss.item(), 4)
 
 
 def main() -> None:
@@ -43,6 +57,7 @@ def main() -> None:
     ap.add_argument("--stage1-steps", type=int, default=600)
     ap.add_argument("--stage2-steps", type=int, default=2000)
     ap.add_argument("--stage2-lr", type=float, default=3e-4)
+    ap.add_argument("--pretrain-lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     args = ap.parse_args()
@@ -56,7 +71,7 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     pre = pretrain([german], model="bart", config=args.config, run_dir=run / "bart-de", vocab_size=args.vocab_size,
                    lowercase=False, max_len=64, batch_size=args.batch_size,
-                   train=TrainConfig(steps=args.pretrain_steps, lr=1e-3, warmup_steps=100, precision=args.precision,
+                   train=TrainConfig(steps=args.pretrain_steps, lr=args.pretrain_lr, warmup_steps=100, precision=args.precision,
                                      eval_every=500, save_every=500),
                    progress=True)
     t1, c1 = time.perf_counter(), time.process_time()
@@ -69,11 +84,20 @@ def main() -> None:
                                 stage2=TrainConfig(steps=args.stage2_steps, lr=args.stage2_lr, warmup_steps=100,
                                                    precision=args.precision, eval_every=500, save_every=1000))
     t2, c2 = time.perf_counter(), time.process_time()
+    dev = read_pairs(DATA / "dev.jsonl", "en", "de")[:256]
+    de_tok, en_tok = Tokenizer.load(pre["model_dir"]), Tokenizer.load(Path(summary["model_dir"]) / "source")
+    german_ids = [de_tok.encode(de, max_length=64) for _, de in dev]
+    uses = {"pretrained (clean German in, same out)": source_use(load_model(pre["model_dir"]), german_ids, german_ids,
+                                                                 de_tok.pad_id),
+            "translator (English in, German out)": source_use(load_model(summary["model_dir"]),
+                                                              [en_tok.encode(en, max_length=64) for en, _ in dev],
+                                                              german_ids, en_tok.pad_id)}
     result = {"pretrain_eval": pre.get("eval"), "pretrain_wall_minutes": (t1 - t0) / 60,
               "translate_wall_minutes": (t2 - t1) / 60, "pretrain_two_core_minutes": (c1 - c0) / 120,
               "translate_two_core_minutes": (c2 - c1) / 120, "bleu_greedy": summary["bleu_beam1"],
               "bleu_beam4": summary["bleu_beam4"], "stage1_eval": summary["stage1"].get("eval"),
-              "stage2_eval": summary["stage2"].get("eval")}
+              "stage2_eval": summary["stage2"].get("eval"),
+              "dev_loss_true_vs_other_source": uses}
     print(json.dumps(result, indent=2))
     (run / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
