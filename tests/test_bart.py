@@ -69,6 +69,27 @@ def test_logits_and_loss_match_transformers(pair):
         assert abs(ours(ids, mask, labels=labels).loss.item() - ref_loss.item()) < 1e-5
 
 
+def test_training_gradients_match_transformers(pair):
+    """Every parameter's gradient of a training step (train mode: the fused LM head) equals transformers'."""
+    import copy
+
+    from clozeformer.interop.hf import bart_state_to_hf
+
+    hf, ours = (copy.deepcopy(m).train() for m in pair)
+    ids, mask, labels = batch()
+    hf(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+    ours(ids, mask, labels=labels).loss.backward()
+    theirs = {n: p.grad for n, p in hf.named_parameters()}
+    got = bart_state_to_hf({n: p.grad for n, p in ours.named_parameters()})
+    assert got.keys() <= theirs.keys() and len(got) > 40
+    for name, grad in got.items():  # relative to each tensor's scale: encoder gradients are ~1e-5 here
+        scale = theirs[name].abs().max().item()
+        if scale < 1e-10:  # the k-projection biases: zero up to rounding (softmax ignores a shift of every score)
+            assert grad.abs().max() < 1e-10, name
+            continue
+        assert (grad - theirs[name]).abs().max() <= 1e-4 * scale, name
+
+
 def test_export_loads_in_transformers(tmp_path):
     torch.manual_seed(3)
     ours = BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=V, dropout=0.0)).eval()
