@@ -1,6 +1,7 @@
 """BART §3.4 on Multi30k EN→DE: pretrain a small BART on German, then train a new English encoder.
 
-    python benchmarks/bart_translation.py [--pretrain-lr 3e-4] [--pretrain-steps 600] [--stage1-steps 600] [--stage2-steps 2000]
+    python benchmarks/bart_translation.py [--pretrain-lr 3e-4] [--pretrain-steps 600]
+                                          [--stage1-steps 600] [--stage2-steps 2000] [--stage2-lr 3e-4]
 
 1. A byte-level BPE and a BART (`mini` preset unless --config) are pretrained by
    denoising (bart-base noise: sentence permutation + 30% text infilling) on the German
@@ -71,8 +72,8 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     pre = pretrain([german], model="bart", config=args.config, run_dir=run / "bart-de", vocab_size=args.vocab_size,
                    lowercase=False, max_len=64, batch_size=args.batch_size,
-                   train=TrainConfig(steps=args.pretrain_steps, lr=args.pretrain_lr, warmup_steps=100, precision=args.precision,
-                                     eval_every=500, save_every=500),
+                   train=TrainConfig(steps=args.pretrain_steps, lr=args.pretrain_lr, warmup_steps=100,
+                                     precision=args.precision, eval_every=500, save_every=500),
                    progress=True)
     t1, c1 = time.perf_counter(), time.process_time()
     summary = train_translation(pre["model_dir"], DATA / "train.jsonl", source_field="en", target_field="de",
