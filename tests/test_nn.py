@@ -20,6 +20,23 @@ def test_dropout_rate_and_expectation():
     assert torch.equal(dropout(x, 0.1, False), x) and torch.equal(dropout(x, 0.0, True), x)
 
 
+def test_dropout_every_int16_lane_of_a_draw_is_uniform():
+    # four mask bits come from each 64-bit draw; a lane with a stuck sign bit would keep or drop too often
+    torch.manual_seed(1)
+    y = dropout(torch.ones(4000, 1000), 0.5, True).view(-1, 4)
+    n = y.shape[0]
+    for lane in range(4):
+        assert abs((y[:, lane] == 0).float().mean().item() - 0.5) < 4 * math.sqrt(0.25 / n)
+
+
+def test_dropout_gradient_is_the_same_mask_and_scale():
+    torch.manual_seed(2)
+    x = torch.ones(300, 200, requires_grad=True)
+    y = dropout(x, 0.3, True)
+    (y * 2).sum().backward()
+    assert torch.equal(x.grad, 2 * y.detach())  # d/dx of x·keep·scale is keep·scale: y itself at x = 1
+
+
 def test_dropout_follows_the_global_generator():
     torch.manual_seed(3)
     a = dropout(torch.ones(64, 64), 0.5, True)
