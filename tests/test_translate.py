@@ -11,7 +11,7 @@ import torch
 from clozeformer.cli import main
 from clozeformer.config import BartConfig
 from clozeformer.data.corpus import CorpusError
-from clozeformer.data.pairs import read_pairs
+from clozeformer.data.pairs import PairData, read_pairs
 from clozeformer.interop.hf import load_model, save_model
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
 from clozeformer.tokenizer import Tokenizer
@@ -92,3 +92,38 @@ def test_pair_files_fail_clearly(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="empty"):
         read_pairs(tmp_path / "empty.jsonl", "en", "de")
+
+
+def test_length_buckets_cover_each_epoch_once_and_pad_less():
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(4, 40, (1000,), generator=g)
+    # target lengths follow source lengths, as a translation's do
+    lengths = torch.stack([src, src + torch.randint(-2, 3, (1000,), generator=g)], 1).tolist()
+    sources = [[5] * s for s, _ in lengths]
+    targets = [[7] * t for _, t in lengths]
+
+    def data(buckets):
+        return PairData(sources, targets, source_pad=0, batch_size=16, seed=3, buckets=buckets)
+
+    def padded_share(d, batches):
+        pad = sum(int((1 - b["attention_mask"]).sum()) + int((b["labels"] == -100).sum()) for b in batches)
+        return pad / sum(b["input_ids"].numel() + b["labels"].numel() for b in batches)
+
+    bucketed, plain = data(8), data(0)
+    per_epoch = 1000 // 16  # 62 whole batches; the 8 rows left over sit out this epoch
+    for epoch in range(2):
+        batches = [bucketed.train_batch(epoch * per_epoch + k) for k in range(per_epoch)]
+        seen = [tuple(int(x) for x in row[row.ne(0)]) for b in batches for row in b["input_ids"]]
+        assert len(seen) == per_epoch * 16
+        counted = torch.tensor([[int(m.sum()), int(l.ne(-100).sum())] for b in batches
+                                for m, l in zip(b["attention_mask"], b["labels"])])
+        # every row once: the multiset of (source, target) lengths is a sub-multiset of the data's, missing 8
+        rows = sorted(map(tuple, counted.tolist()))
+        remaining = sorted(map(tuple, lengths))
+        for r in rows:
+            remaining.remove(r)
+        assert len(remaining) == 8
+        assert padded_share(bucketed, batches) < 0.5 * padded_share(plain, [plain.train_batch(k) for k in range(62)])
+    # batch k is a pure function of (seed, k)
+    assert torch.equal(data(8).train_batch(70)["labels"], bucketed.train_batch(70)["labels"])
+    assert not torch.equal(data(8).train_batch(70)["labels"], bucketed.train_batch(71)["labels"])
