@@ -78,7 +78,7 @@ def test_cli_translate(setup):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["translate", "--bart", str(tmp / "bart"), "--train", str(tmp / "train.jsonl"), "--source", "en",
                      "--target", "de", "--run-dir", str(tmp / "cli"), "--stage1-steps", "2", "--stage2-steps", "1",
-                     "--source-vocab-size", "300", "--max-len", "48", "--batch-size", "8", "--quiet"])
+                     "--source-vocab-size", "300", "--max-len", "48", "--batch-size", "8", "--buckets", "4", "--quiet"])
     assert code == 0, err.getvalue()
     summary = json.loads(out.getvalue()[out.getvalue().index("{"):])
     assert isinstance(load_model(summary["model_dir"]), BartForTranslation)

@@ -124,6 +124,7 @@ def cmd_translate(args) -> None:
                                 run_dir=args.run_dir, eval_file=args.eval, test_file=args.test,
                                 source_tokenizer=args.source_tokenizer, source_vocab_size=args.source_vocab_size,
                                 source_layers=args.source_layers, max_len=args.max_len, batch_size=args.batch_size,
+                                buckets=args.buckets,
                                 stage1=TrainConfig(steps=args.stage1_steps, lr=args.stage1_lr, **common),
                                 stage2=TrainConfig(steps=args.stage2_steps, lr=args.stage2_lr, **common),
                                 num_beams=args.num_beams, resume=args.resume, progress=not args.quiet)
@@ -344,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-layers", type=int, default=2)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--buckets", type=int, default=0,
+                   help="batch pairs of similar lengths, sorting pools of this many batches (0: off)")
     p.add_argument("--stage1-steps", type=int, default=1000)
     p.add_argument("--stage1-lr", type=float, default=5e-4)
     p.add_argument("--stage2-steps", type=int, default=200)

@@ -40,10 +40,13 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
                       run_dir: str | Path = "runs/translate", eval_file: str | Path | None = None,
                       test_file: str | Path | None = None, source_tokenizer: str | Path | None = None,
                       source_vocab_size: int = 8000, source_layers: int = 2, max_len: int = 128,
-                      batch_size: int = 32, stage1: TrainConfig = TrainConfig(steps=1000, lr=5e-4),
+                      batch_size: int = 32, buckets: int = 0, stage1: TrainConfig = TrainConfig(steps=1000, lr=5e-4),
                       stage2: TrainConfig = TrainConfig(steps=200, lr=5e-5), num_beams: int = 4,
                       max_new_tokens: int = 64, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train a BART-based translator in two stages; returns a summary (BLEU on `test_file` if given)."""
+    """Train a BART-based translator in two stages; returns a summary (BLEU on `test_file` if given).
+
+    buckets > 0 batches pairs of similar lengths (data/pairs.PairData), so less of each batch is padding.
+    """
     run_dir = Path(run_dir)
     bart = load_model(bart_dir)
     if type(bart) is not BartForConditionalGeneration:
@@ -58,13 +61,13 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
                 [target_tok.encode(t, max_length=max_len) for _, t in pairs])
 
     data = PairData(*encode(train_pairs), source_pad=source_tok.pad_id, batch_size=batch_size, seed=stage1.seed,
-                    **dict(zip(("eval_sources", "eval_targets"), encode(eval_pairs))))
+                    buckets=buckets, **dict(zip(("eval_sources", "eval_targets"), encode(eval_pairs))))
     torch.manual_seed(stage1.seed)  # the new encoder's initial weights
     model = BartForTranslation(bart.config, source_tok.vocab_size, source_layers=source_layers,
                                source_pad_id=source_tok.pad_id)
     model.load_state_dict(bart.state_dict(), strict=False)  # everything but the new encoder
     state = {"data": {"train": str(train_file), "source_field": source_field, "target_field": target_field,
-                      "max_len": max_len, "batch_size": batch_size}}
+                      "max_len": max_len, "batch_size": batch_size, "buckets": buckets}}
     summary: dict[str, Any] = {"source_vocab_size": source_tok.vocab_size}
     for stage, cfg in ((1, stage1), (2, stage2)):
         trainable = model.set_stage(stage)
