@@ -97,8 +97,8 @@ def main() -> None:
         model.load_state_dict(pretrained.state_dict())
     else:
         torch.manual_seed(0)
-        model = T5ForConditionalGeneration(T5Config.preset(args.config, vocab_size=tok.vocab_size,
-                                                                   dropout=args.dropout))
+        cfg = T5Config.preset(args.config, vocab_size=tok.vocab_size, dropout=args.dropout)
+        model = T5ForConditionalGeneration(cfg)
     t1 = time.perf_counter()
 
     def encode(pairs):
