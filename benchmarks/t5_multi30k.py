@@ -1,13 +1,15 @@
 """T5 on Multi30k EN→DE, text to text: `translate English to German: …` → German, from scratch.
 
     python benchmarks/t5_multi30k.py [--config tiny] [--train-minutes 24] [--pretrain-steps 0] [--batch-size 64]
+    torchrun --standalone --nproc_per_node 2 benchmarks/t5_multi30k.py ...   # one single-threaded rank per core
 
 1. One Unigram tokenizer (T5 layout: pad 0, eos 1, unk 2, 100 sentinels on top) trained
    on the English and German sides of the training set.
 2. Optionally (--pretrain-steps > 0) span-corruption pretraining on both sides first.
 3. Supervised training on the prefixed pairs (one `fit`: bf16, eval, checkpoints, plots),
    for as many steps as fit `--train-minutes` 2-core-minutes of this process's CPU time
-   (calibrated on a few steps first; CPU time, so other jobs on the machine do not count).
+   (calibrated on a few steps first; CPU time, so other jobs on the machine do not count;
+   under torchrun, the CPU time of all ranks together).
 4. sacreBLEU on test2016 with greedy and beam-4 decoding, and the wall and CPU time of each
    phase (CPU seconds / 2 = minutes of the 2-core machine).
 """
@@ -32,6 +34,7 @@ from clozeformer.config import T5Config  # noqa: E402
 from clozeformer.data.pairs import PairData, read_pairs  # noqa: E402
 from clozeformer.interop.hf import load_model  # noqa: E402
 from clozeformer.models.t5 import T5ForConditionalGeneration  # noqa: E402
+from clozeformer.train import distributed  # noqa: E402
 from clozeformer.tokenizer import Tokenizer  # noqa: E402
 from clozeformer.train.loop import TrainConfig, fit  # noqa: E402
 from clozeformer.train.pretrain import pretrain, seq2seq_metrics  # noqa: E402
@@ -41,21 +44,23 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30
 PREFIX = "translate English to German: "  # T5's own prefix for this task (Raffel et al., App. D)
 
 
-def calibrate(model, data, precision: str, cpu_seconds: float, probe: int = 16) -> int:
-    """Steps that fit `cpu_seconds` of process CPU time, from the mean of `probe` steps on a copy (the first
-    two, warm-up, left out; bucketed batches vary in length, so the mean and not the median)."""
+def calibrate(model, data, precision: str, cpu_seconds: float, dist: distributed.Dist, probe: int = 16) -> int:
+    """Steps that fit `cpu_seconds` of CPU time (all ranks together), from the mean of `probe` steps on a
+    copy, each rank on its share of the batch (the first two, warm-up, left out; bucketed batches vary in
+    length, so the mean and not the median)."""
     trial = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(trial.parameters(), lr=1e-4, fused=True)
     cost = []
     for i in range(probe):
         start = time.process_time()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = trial(**data.train_batch(i)).loss
+            loss = trial(**distributed.shard(data.train_batch(i), dist)).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
         cost.append(time.process_time() - start)
-    return max(10, int(cpu_seconds * 0.95 / statistics.mean(cost[2:])))  # 5% for evaluation and checkpoints
+    per_step = sum(distributed.sum_over_ranks([statistics.mean(cost[2:])], dist))
+    return max(10, int(cpu_seconds * 0.95 / per_step))  # 5% for evaluation and checkpoints
 
 
 def main() -> None:
@@ -80,13 +85,21 @@ def main() -> None:
     dev_pairs = read_pairs(DATA / "dev.jsonl", "en", "de")
     test_pairs = read_pairs(DATA / "test2016.jsonl", "en", "de")
     test_pairs = test_pairs[: args.test_rows] if args.test_rows else test_pairs
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(train_pairs):,} training pairs")
+    dist = distributed.init("cpu")
+    say = print if dist.is_main else (lambda *a, **k: None)
+    say(f"torch {torch.__version__}, {dist.world_size} process(es) of {torch.get_num_threads()} threads, "
+        f"{len(train_pairs):,} training pairs")
 
     t0, c0 = time.perf_counter(), time.process_time()
     text = run / "train.en-de.txt"
-    text.write_text("".join(f"{en}\n{de}\n" for en, de in train_pairs), encoding="utf-8")
-    tok = Tokenizer.train("unigram", (line for pair in train_pairs for line in pair), vocab_size=args.vocab_size)
-    tok.save(run / "tokenizer")
+    with distributed.main_first(dist):  # rank 0 trains the tokenizer, the others read it
+        if dist.is_main:
+            text.write_text("".join(f"{en}\n{de}\n" for en, de in train_pairs), encoding="utf-8")
+            tok = Tokenizer.train("unigram", (line for pair in train_pairs for line in pair),
+                                  vocab_size=args.vocab_size)
+            tok.save(run / "tokenizer")
+        else:
+            tok = Tokenizer.load(run / "tokenizer")
     if args.pretrain_steps:
         pre = pretrain([text], model="t5", config=args.config, run_dir=run / "pretrain", tokenizer=tok,
                        max_len=64, batch_size=args.batch_size,
@@ -109,14 +122,17 @@ def main() -> None:
     eval_sources, eval_targets = encode(dev_pairs)
     data = PairData(sources, targets, source_pad=tok.pad_id, batch_size=args.batch_size, seed=0,
                     eval_sources=eval_sources, eval_targets=eval_targets, buckets=args.buckets)
-    steps = args.steps or calibrate(model, data, args.precision, args.train_minutes * 120)
-    print(f"training for {steps} steps ({steps * args.batch_size / len(train_pairs):.1f} epochs)", flush=True)
+    steps = args.steps or calibrate(model, data, args.precision, args.train_minutes * 120, dist)
+    say(f"training for {steps} steps ({steps * args.batch_size / len(train_pairs):.1f} epochs)", flush=True)
     c1 = time.process_time()
     result = fit(model, data, TrainConfig(steps=steps, lr=args.lr, warmup_steps=300, schedule="linear",
                                           precision=args.precision, eval_every=1000, save_every=2000,
                                           eval_batches=4),
                  run / "train", metrics_fn=seq2seq_metrics, tokenizer=tok)
     t2, c2 = time.perf_counter(), time.process_time()
+    cpu_setup, cpu_train = distributed.sum_over_ranks([c1 - c0, c2 - c1], dist)  # all ranks
+    if not dist.is_main:  # rank 0 decodes the test set alone (half a minute)
+        return
     scores = {f"bleu_beam{b}": bleu(model, tok, tok, [(PREFIX + en, de) for en, de in test_pairs], num_beams=b,
                                     max_new_tokens=80, batch_size=64) for b in (1, 4)}
     t3, c3 = time.perf_counter(), time.process_time()
@@ -125,7 +141,9 @@ def main() -> None:
            "epochs": steps * args.batch_size / len(train_pairs), "eval": result.get("eval"), **scores,
            "wall_minutes": {"tokenizer+pretrain": (t1 - t0) / 60, "train": (t2 - t1) / 60, "decode": (t3 - t2) / 60,
                             "total": (t3 - t0) / 60},
-           "two_core_minutes": {"train": (c2 - c1) / 120, "decode": (c3 - c2) / 120, "total": (c3 - c0) / 120}}
+           "processes": dist.world_size,
+           "two_core_minutes": {"train": cpu_train / 120, "decode": (c3 - c2) / 120,
+                                "total": (cpu_setup + cpu_train + c3 - c2) / 120}}
     print(json.dumps(out, indent=2))
     (run / "result.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 
