@@ -34,8 +34,8 @@ from clozeformer.config import T5Config  # noqa: E402
 from clozeformer.data.pairs import PairData, read_pairs  # noqa: E402
 from clozeformer.interop.hf import load_model  # noqa: E402
 from clozeformer.models.t5 import T5ForConditionalGeneration  # noqa: E402
-from clozeformer.train import distributed  # noqa: E402
 from clozeformer.tokenizer import Tokenizer  # noqa: E402
+from clozeformer.train import distributed  # noqa: E402
 from clozeformer.train.loop import TrainConfig, fit  # noqa: E402
 from clozeformer.train.pretrain import pretrain, seq2seq_metrics  # noqa: E402
 from clozeformer.train.translate import bleu  # noqa: E402
@@ -59,7 +59,7 @@ def calibrate(model, data, precision: str, cpu_seconds: float, dist: distributed
         opt.step()
         opt.zero_grad()
         cost.append(time.process_time() - start)
-    per_step = sum(distributed.sum_over_ranks([statistics.mean(cost[2:])], dist))
+    (per_step,) = distributed.sum_over_ranks([statistics.mean(cost[2:])], dist)
     return max(10, int(cpu_seconds * 0.95 / per_step))  # 5% for evaluation and checkpoints
 
 
