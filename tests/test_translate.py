@@ -122,6 +122,9 @@ def test_length_buckets_cover_each_epoch_once_and_pad_less():
             remaining.remove(r)
         assert len(remaining) == 8
         assert padded_share(batches) < 0.5 * padded_share([plain.train_batch(k) for k in range(62)])
+        # rows come in no length order within a batch, so the ranks' halves under torchrun are alike
+        first_half_longer = [b["attention_mask"][:8].sum() > b["attention_mask"][8:].sum() for b in batches]
+        assert 0.25 < sum(first_half_longer) / len(batches) < 0.75
     # batch k is a pure function of (seed, k)
     assert torch.equal(data(8).train_batch(70)["labels"], bucketed.train_batch(70)["labels"])
     assert not torch.equal(data(8).train_batch(70)["labels"], bucketed.train_batch(71)["labels"])

@@ -50,8 +50,10 @@ class _BucketOrder:
 
     Each epoch: a seeded permutation, cut into pools of `pool` batches; each pool sorted by
     (source length, target length) and cut into batches; the epoch's batches in a seeded
-    random order. The n mod b rows that would fill no whole batch sit out that epoch (other
-    rows each epoch). Batch k is a pure function of (seed, k).
+    random order, and each batch's rows shuffled (under torchrun every rank takes a slice of
+    the batch, which would otherwise be its shortest or longest rows). The n mod b rows that
+    would fill no whole batch sit out that epoch (other rows each epoch). Batch k is a pure
+    function of (seed, k).
     """
 
     def __init__(self, source_lengths: np.ndarray, target_lengths: np.ndarray, batch_size: int, seed: int,
@@ -69,6 +71,8 @@ class _BucketOrder:
                 chunk = perm[i: i + step]
                 perm[i: i + step] = chunk[np.lexsort((self.tgt[chunk], self.src[chunk]))]
             batches = perm.reshape(self.per_epoch, self.b)
+            within = torch.rand(self.per_epoch, self.b, generator=_seeded(self.seed, 4, epoch)).argsort(1).numpy()
+            batches = np.take_along_axis(batches, within, 1)
             self._cached = (epoch, batches[torch.randperm(self.per_epoch, generator=_seeded(self.seed, 3, epoch))])
         return self._cached[1]
 
