@@ -5,7 +5,8 @@
     transformers.Trainer (BertForSequenceClassification from the same directory), identical
     hyperparameters and seed: dev accuracy / MCC and wall time, as a table.
 (b) Korean: a WordPiece tokenizer + small BERT pretrained by clozeformer on
-    corpus/ko_reviews.txt, then fine-tuned on NSMC; dev accuracy and the pretraining budget.
+    corpus/ko_reviews.txt, then fine-tuned on NSMC; dev accuracy and the pretraining budget,
+    next to a linear reference (TF-IDF over character 1-3-grams + logistic regression).
 
 Smoke run (seconds):  python benchmarks/finetune_real.py --rows 64 --epochs 1 --pretrain-steps 20
 Real run:             python benchmarks/finetune_real.py --epochs 3 --pretrain-minutes 60
@@ -77,8 +78,24 @@ def hf_trainer(model: Path, metric: str, data: Path, out: Path, a) -> tuple[floa
     return float(matthews_corrcoef(gold, pred) if metric == "mcc" else accuracy_score(gold, pred)), wall
 
 
+def char_ngram_baseline(data: Path, train_rows: int | None, eval_rows: int | None) -> float:
+    """Reference point for NSMC: TF-IDF over character 1-3-grams + logistic regression (scikit-learn)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    def rows(name: str, n: int | None) -> tuple[list[str], list[str]]:
+        rs = list(csv.DictReader(open(data / name, encoding="utf-8"), delimiter="\t"))[:n]
+        return [r["sentence"] for r in rs], [r["label"] for r in rs]
+
+    (x, y), (dx, dy) = rows("train.tsv", train_rows), rows("dev.tsv", eval_rows)
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
+    clf = LogisticRegression(C=4, max_iter=2000).fit(vec.fit_transform(x), y)
+    return float((clf.predict(vec.transform(dx)) == dy).mean())
+
+
 def korean(a, out: Path) -> dict:
-    from clozeformer import evaluate, finetune
+    from clozeformer import evaluate, finetune, load_model, save_model
+    from clozeformer.tokenizer import Tokenizer
     from clozeformer.train.loop import TrainConfig, fast_bf16
     from clozeformer.train.pretrain import pretrain
 
@@ -102,13 +119,24 @@ def korean(a, out: Path) -> dict:
                                      eval_every=max(1, steps // 5), save_every=steps, seed=a.seed,
                                      precision=precision), progress=False)
     pre_wall = time.perf_counter() - t
+
+    def nsmc(model: Path, run_dir: Path) -> float:
+        s = finetune(model, "nsmc", DATA / "nsmc" / "train.tsv", DATA / "nsmc" / "dev.tsv", run_dir=run_dir,
+                     epochs=a.epochs, batch_size=a.batch_size, lr=a.ko_lr, seed=a.seed, max_len=a.max_len,
+                     max_train_rows=a.rows, max_eval_rows=a.eval_rows, progress=False)
+        return evaluate(s["model_dir"], DATA / "nsmc" / "dev.tsv", max_rows=a.eval_rows)["accuracy"]
+
     t = time.perf_counter()
-    s = finetune(pre["model_dir"], "nsmc", DATA / "nsmc" / "train.tsv", DATA / "nsmc" / "dev.tsv",
-                 run_dir=out / "nsmc", epochs=a.epochs, batch_size=a.batch_size, lr=a.ko_lr, seed=a.seed,
-                 max_len=a.max_len, max_train_rows=a.rows, max_eval_rows=a.eval_rows, progress=False)
-    acc = evaluate(s["model_dir"], DATA / "nsmc" / "dev.tsv", max_rows=a.eval_rows)["accuracy"]
-    return {"pretrain_steps": steps, "pretrain_s": pre_wall, "finetune_s": time.perf_counter() - t, "accuracy": acc,
-            "pretrain_eval": pre.get("eval"), "precision": precision}
+    acc = nsmc(Path(pre["model_dir"]), out / "nsmc")
+    r = {"pretrain_steps": steps, "pretrain_s": pre_wall, "finetune_s": time.perf_counter() - t, "accuracy": acc,
+         "pretrain_eval": pre.get("eval"), "precision": precision}
+    if a.ko_reference:  # what pretraining adds: the same architecture and tokenizer with random weights
+        net = load_model(pre["model_dir"])
+        torch.manual_seed(a.seed)
+        save_model(type(net)(net.config), out / "random", Tokenizer.load(pre["model_dir"]))
+        r["no_pretraining_accuracy"] = nsmc(out / "random", out / "nsmc-random")
+    r["char_ngram_lr_accuracy"] = char_ngram_baseline(DATA / "nsmc", a.rows, a.eval_rows)
+    return r
 
 
 def main() -> None:
@@ -131,6 +159,8 @@ def main() -> None:
     ap.add_argument("--ko-vocab", type=int, default=16000)
     ap.add_argument("--ko-lr", type=float, default=1e-4, help="NSMC fine-tuning lr")
     ap.add_argument("--ko-pretrain-lr", type=float, default=1e-3)
+    ap.add_argument("--ko-reference", action="store_true",
+                    help="also fine-tune the same model with random weights (no pretraining) on NSMC")
     a = ap.parse_args()
     out = Path(a.out)
     if "minilm" not in a.skip:
@@ -149,7 +179,9 @@ def main() -> None:
         r = korean(a, out / "korean")
         print(f"Korean NSMC: dev accuracy {r['accuracy']:.4f} after {r['pretrain_steps']} pretraining steps "
               f"({r['pretrain_s']:.0f} s, config {a.ko_config}, vocab {a.ko_vocab}) + fine-tuning "
-              f"({r['finetune_s']:.0f} s); pretraining {r['precision']}, final eval {r['pretrain_eval']}")
+              f"({r['finetune_s']:.0f} s); pretraining {r['precision']}, final eval {r['pretrain_eval']}; "
+              f"char n-gram TF-IDF + logistic regression: {r['char_ngram_lr_accuracy']:.4f}"
+              + (f"; no pretraining: {r['no_pretraining_accuracy']:.4f}" if a.ko_reference else ""))
 
 
 if __name__ == "__main__":
