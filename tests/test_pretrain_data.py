@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from clozeformer.data.cache import load_corpus
-from clozeformer.data.pretrain import BertPretrainData, MLMSpec, sentence_chunks, split_documents, stream_windows
+from clozeformer.data.pretrain import (BertPretrainData, MLMSpec, SpanPretrainData, sentence_chunks, split_documents,
+                                       stream_windows)
 from clozeformer.tokenizer import Tokenizer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -282,6 +283,23 @@ def test_whole_word_spec(setup):
         assert torch.equal(sel[is_cont], prev_sel[is_cont])
         n_cont += int((sel & is_cont).sum())
     assert n_cont > 0  # some multi-piece words were masked, so the check above had something to check
+
+
+def test_held_out_windows_fill_from_one_line_documents(setup, tmp_path):
+    """One short review per line: held-out documents come in runs, so T5's exact-length windows fit in them."""
+    tok, _ = setup
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(CORPUS.read_text(encoding="utf-8").splitlines()[:3000]) + "\n", encoding="utf-8")
+    cache = load_corpus(path, tok, cache_dir=tmp_path / "cache")
+    data = SpanPretrainData(cache, [tok.vocab_size - 1], tok.sep_id, max_len=MAX_LEN, seed=5, eval_fraction=0.05)
+    held = split_documents(cache.n_documents, 0.05, 5)
+    bounds = doc_token_bounds(cache)
+    assert np.median(np.diff(bounds)) < data.raw  # most documents are shorter than one window
+    for examples, side in [(data.train_examples, False), (data.eval_examples, True)]:
+        assert all(held[d] == side for t0, t1 in examples for d in docs_overlapping(bounds, t0, t1))
+    # every held-out token is in a held-out window except the last, shorter window of each run
+    held_tokens = int(np.diff(bounds)[held].sum())
+    assert held_tokens - 8 * data.raw < len(data.eval_examples) * data.raw <= held_tokens
 
 
 def test_single_document_corpus_trains_on_everything(setup, tmp_path):

@@ -37,12 +37,21 @@ def _seeded(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(hash(parts) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
-def split_documents(n_docs: int, eval_fraction: float, seed: int) -> np.ndarray:
-    """bool [n_docs]: True for held-out documents."""
+def split_documents(n_docs: int, eval_fraction: float, seed: int, runs: int = 8) -> np.ndarray:
+    """bool [n_docs]: True for held-out documents, about eval_fraction of them.
+
+    They form up to `runs` contiguous runs at seeded places. Packed windows (MLM-only BERT,
+    T5) stream over consecutive documents, so a corpus of one short review per line still
+    fills held-out windows, and training keeps long runs.
+    """
     held = np.zeros(n_docs, dtype=bool)
     if eval_fraction > 0 and n_docs > 1:
         k = min(n_docs - 1, max(1, round(n_docs * eval_fraction)))
-        held[torch.randperm(n_docs, generator=_seeded(seed, 1)).numpy()[:k]] = True
+        r = min(runs, k)
+        sizes = np.full(r, k // r) + (np.arange(r) < k % r)  # k documents in r runs
+        gaps = np.sort(torch.randint(n_docs - k + 1, (r,), generator=_seeded(seed, 1)).numpy())
+        for start, size in zip(gaps + np.cumsum(sizes) - sizes, sizes):  # training documents before run i: gaps[i]
+            held[start : start + size] = True
     return held
 
 
