@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from clozeformer.data.cache import load_corpus
-from clozeformer.data.pretrain import (BertPretrainData, MLMSpec, SpanPretrainData, sentence_chunks, split_documents,
-                                       stream_windows)
+from clozeformer.data.pretrain import (BertPretrainData, MLMSpec, SpanPretrainData, TokenStream, sentence_chunks,
+                                       split_documents)
 from clozeformer.tokenizer import Tokenizer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -43,6 +43,16 @@ def doc_token_bounds(cache):
     return np.asarray(cache.sent_offsets)[np.asarray(cache.doc_offsets)]
 
 
+def stream_bounds(cache, marked):
+    """int64 [D + 1]: document d (with its separator, if marked) is positions b[d]:b[d+1] of a TokenStream."""
+    bounds = doc_token_bounds(cache)
+    return bounds + np.arange(len(bounds)) if marked else bounds
+
+
+def sequences(data, examples):
+    return [tuple(r.tolist()) for r in data.stream.rows(examples)]
+
+
 def docs_overlapping(bounds, t0, t1):
     first = np.searchsorted(bounds, t0, "right") - 1
     last = np.searchsorted(bounds, t1 - 1, "right") - 1
@@ -62,16 +72,16 @@ def test_held_out_documents_never_in_training(setup, nsp):
     held = split_documents(cache.n_documents, 0.1, 3)
     assert 0 < held.sum() < cache.n_documents
     assert abs(held.sum() - round(0.1 * cache.n_documents)) <= 1
-    bounds = doc_token_bounds(cache)
-    covered = np.zeros(cache.n_tokens, dtype=np.int64)
+    bounds = stream_bounds(cache, marked=not nsp)
+    covered = np.zeros(bounds[-1], dtype=np.int64)
     for t0, t1 in data.train_examples:
         assert t0 < t1
         assert not any(held[d] for d in docs_overlapping(bounds, t0, t1))
         covered[t0:t1] += 1
     for t0, t1 in data.eval_examples:
         assert all(held[d] for d in docs_overlapping(bounds, t0, t1))
-    # every token of every training document is in exactly one example (no loss, no overlap)
-    train_tok = np.zeros(cache.n_tokens, dtype=bool)
+    # every token (and separator) of every training document is in exactly one example (no loss, no overlap)
+    train_tok = np.zeros(bounds[-1], dtype=bool)
     for d in np.flatnonzero(~held):
         train_tok[bounds[d] : bounds[d + 1]] = True
     assert (covered[train_tok] == 1).all() and (covered[~train_tok] == 0).all()
@@ -84,8 +94,7 @@ def test_batches_come_from_training_examples(setup, nsp):
     tok, cache = setup
     data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=16, nsp=nsp, seed=0,
                             eval_fraction=0.1)
-    tokens = np.asarray(cache.tokens)
-    train_seqs = [tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples]
+    train_seqs = sequences(data, data.train_examples)
     train_set = set(train_seqs)
     n_random = 0
     for i in range(6):
@@ -179,7 +188,6 @@ def test_an_epoch_visits_every_example_once(setup):
     tok, cache = setup
     bs = 64
     data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=bs, nsp=False, seed=1)
-    tokens = np.asarray(cache.tokens)
     n = len(data.train_examples)
     rows = []
     for i in range(-(-n // bs)):
@@ -187,9 +195,8 @@ def test_an_epoch_visits_every_example_once(setup):
         orig = original(b)
         for r in range(bs):
             rows.append(tuple(orig[r][b["attention_mask"][r].bool()][1:-1].tolist()))
-    expected = Counter(tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples)
-    assert Counter(rows[:n]) == expected
-    assert rows[:n] != [tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples]  # shuffled
+    assert Counter(rows[:n]) == Counter(sequences(data, data.train_examples))
+    assert rows[:n] != sequences(data, data.train_examples)  # shuffled
 
 
 def test_nsp_and_mlm_only_batch_keys_and_shapes(setup):
@@ -222,7 +229,7 @@ def test_mlm_only_windows_full_except_last_per_run(setup):
     data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=32, nsp=False, seed=2,
                             eval_fraction=0.1)
     held = split_documents(cache.n_documents, 0.1, 2)
-    bounds = doc_token_bounds(cache)
+    bounds = stream_bounds(cache, marked=True)
     train_docs = np.flatnonzero(~held)
     run_ends = {int(bounds[r[-1] + 1]) for r in np.split(train_docs, np.flatnonzero(np.diff(train_docs) != 1) + 1)}
     assert len(run_ends) > 1
@@ -234,7 +241,7 @@ def test_mlm_only_windows_full_except_last_per_run(setup):
     crossing = [len(docs_overlapping(bounds, t0, t1)) > 1 for t0, t1 in data.train_examples]
     assert np.mean(crossing) > 0.05
     # in batches, only those last windows are padded
-    short_seqs = {tuple(np.asarray(cache.tokens)[t0:t1].tolist()) for t0, t1 in data.train_examples[is_last]}
+    short_seqs = set(sequences(data, data.train_examples[is_last]))
     for i in range(8):
         b = data.train_batch(i)
         used = b["attention_mask"].sum(1)
@@ -293,7 +300,7 @@ def test_held_out_windows_fill_from_one_line_documents(setup, tmp_path):
     cache = load_corpus(path, tok, cache_dir=tmp_path / "cache")
     data = SpanPretrainData(cache, [tok.vocab_size - 1], tok.sep_id, max_len=MAX_LEN, seed=5, eval_fraction=0.05)
     held = split_documents(cache.n_documents, 0.05, 5)
-    bounds = doc_token_bounds(cache)
+    bounds = stream_bounds(cache, marked=True)  # each document ended by </s>
     assert np.median(np.diff(bounds)) < data.raw  # most documents are shorter than one window
     for examples, side in [(data.train_examples, False), (data.eval_examples, True)]:
         assert all(held[d] == side for t0, t1 in examples for d in docs_overlapping(bounds, t0, t1))
@@ -310,4 +317,21 @@ def test_single_document_corpus_trains_on_everything(setup, tmp_path):
     # one document: nothing can be held out, all of it trains
     data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=16, batch_size=2, nsp=False)
     assert len(data.eval_examples) == 0 and len(data.train_examples) >= 1
-    assert stream_windows(cache, np.array([], dtype=np.int64), 8).shape == (0, 2)
+    assert TokenStream(cache, tok.sep_id).windows(np.array([], dtype=np.int64), 8).shape == (0, 2)
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_token_stream_ends_every_document_with_its_separator(setup, marked):
+    tok, cache = setup
+    stream = TokenStream(cache, tok.sep_id if marked else None)
+    bounds, tokens = doc_token_bounds(cache), np.asarray(cache.tokens)
+    for docs in (np.arange(5, 40), np.arange(0, 3), np.arange(cache.n_documents - 4, cache.n_documents)):
+        windows = stream.windows(docs, 13)
+        assert (np.diff(windows, axis=1)[:-1] == 13).all() and 0 < windows[-1, 1] - windows[-1, 0] <= 13
+        mark = [tok.sep_id] if marked else []
+        expected = np.concatenate([np.concatenate([tokens[bounds[d]:bounds[d + 1]], mark]) for d in docs])
+        assert np.array_equal(np.concatenate(stream.rows(windows)), expected)
+    # BERT without NSP: a window that crosses a document end has [SEP] exactly there
+    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=32, nsp=False, seed=0)
+    body = original(data.train_batch(0))[:, 1:-1]
+    assert (body == tok.sep_id).any()

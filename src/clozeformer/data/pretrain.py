@@ -4,15 +4,17 @@ Every batch is a pure function of (seed, micro-batch index): the example order c
 per-epoch `torch.randperm`, the objective's randomness from a generator seeded with the
 index. Resuming at step k therefore needs no data state beyond k itself.
 
-Examples (token ranges into the cache):
+Examples ([start, stop) ranges of a TokenStream over the cache):
 - with NSP: runs of consecutive sentences of one document, at most max_len − 3 tokens;
   each is split at a random sentence boundary into A and its true continuation B
   (google-research/bert builds its pairs the same way; its short_seq_prob is left out).
-- without NSP: windows of max_len − 2 tokens over the token stream of the training
-  documents, crossing document ends (RoBERTa's FULL-SENTENCES packing), so no padding.
+- without NSP: windows of max_len − 2 positions over the stream of the training documents,
+  crossing document ends, each end marked by [SEP] (RoBERTa's FULL-SENTENCES packing), so
+  no padding.
 BART (DenoisePretrainData) and T5 (SpanPretrainData) use the packed windows too: `<s> … </s>`
-rows noised by objectives/denoise.py, and raw windows of exactly the length that T5's span
-corruption turns into max_len encoder tokens.
+rows noised by objectives/denoise.py (documents unmarked: `</s>` ends the row), and raw
+windows, each document ended by `</s>`, of exactly the length that T5's span corruption
+turns into max_len encoder tokens.
 Held-out documents (a seeded random `eval_fraction` of them, at least one) never appear in
 training examples.
 """
@@ -77,17 +79,52 @@ def sentence_chunks(cache: TokenCache, docs: np.ndarray, budget: int) -> np.ndar
     return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
 
-def stream_windows(cache: TokenCache, docs: np.ndarray, size: int) -> np.ndarray:
-    """[N, 2] windows of `size` tokens over each run of consecutive selected documents."""
-    out = []
-    if len(docs) == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    breaks = np.flatnonzero(np.diff(docs) != 1) + 1
-    for run in np.split(docs, breaks):
-        t0, t1 = cache.sent_offsets[cache.doc_offsets[run[0]]], cache.sent_offsets[cache.doc_offsets[run[-1] + 1]]
-        starts = np.arange(t0, t1, size)
-        out.append(np.stack([starts, np.minimum(starts + size, t1)], 1))
-    return np.concatenate(out).astype(np.int64)
+class TokenStream:
+    """The documents of a token cache as one stream, each document followed by `sep`.
+
+    RoBERTa's FULL-SENTENCES packing lets windows cross document ends and marks each end with
+    a separator; T5 ends every packed document with </s>. Without the mark a one-review-per-line
+    corpus reads as one run-on text. A position in the stream is a token index plus the number
+    of documents before it. With sep=None documents run on unmarked and positions are token
+    indices (BART's rows, and the sentence chunks of BERT with NSP, which never cross a document).
+    """
+
+    def __init__(self, cache: TokenCache, sep: int | None) -> None:
+        self.cache, self.sep = cache, sep
+        ends = np.asarray(cache.sent_offsets)[np.asarray(cache.doc_offsets)[1:]].astype(np.int64)
+        # stream position of each document's separator (its last token's position + 1)
+        self.ends = ends if sep is None else ends + np.arange(len(ends))
+
+    def bounds(self, docs: np.ndarray) -> tuple[int, int]:
+        """[start, stop) of consecutive documents docs[0] … docs[-1], their separators included."""
+        start = 0 if docs[0] == 0 else int(self.ends[docs[0] - 1]) + (self.sep is not None)
+        return start, int(self.ends[docs[-1]]) + (self.sep is not None)
+
+    def windows(self, docs: np.ndarray, size: int) -> np.ndarray:
+        """[N, 2] windows of `size` positions over each run of consecutive selected documents."""
+        if len(docs) == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        out = []
+        for run in np.split(docs, np.flatnonzero(np.diff(docs) != 1) + 1):
+            t0, t1 = self.bounds(run)
+            starts = np.arange(t0, t1, size)
+            out.append(np.stack([starts, np.minimum(starts + size, t1)], 1))
+        return np.concatenate(out).astype(np.int64)
+
+    def rows(self, ranges: np.ndarray) -> list[np.ndarray]:
+        """The token ids at each [start, stop) range of stream positions."""
+        tokens = self.cache.tokens
+        if self.sep is None:
+            return [np.asarray(tokens[t0:t1], dtype=np.int64) for t0, t1 in ranges]
+        out = []
+        for t0, t1 in ranges:
+            pos = np.arange(t0, t1)
+            doc = np.searchsorted(self.ends, pos)  # the document each position is in (or ends)
+            row = np.full(len(pos), self.sep, dtype=np.int64)
+            inside = self.ends[doc] != pos
+            row[inside] = tokens[pos[inside] - doc[inside]]
+            out.append(row)
+        return out
 
 
 def _pad_rows(rows: list[np.ndarray], fill: int) -> tuple[Tensor, Tensor]:
@@ -170,8 +207,9 @@ class BertPretrainData(_Batches):
         self.cache, self.spec, self.max_len, self.batch_size = cache, spec, max_len, batch_size
         self.nsp, self.seed = nsp, seed
         held = split_documents(cache.n_documents, eval_fraction, seed)
+        self.stream = TokenStream(cache, None if nsp else spec.sep_id)
         make = (lambda docs: sentence_chunks(cache, docs, max_len - 3)) if nsp else \
-            (lambda docs: stream_windows(cache, docs, max_len - 2))
+            (lambda docs: self.stream.windows(docs, max_len - 2))
         self.train_examples = make(np.flatnonzero(~held))
         self.eval_examples = make(np.flatnonzero(held))
         if len(self.train_examples) == 0:
@@ -197,7 +235,7 @@ class BertPretrainData(_Batches):
             batch = nsp_pairs(a, a_len, b, b_len, doc, max_len=self.max_len, cls_id=s.cls_id, sep_id=s.sep_id,
                               pad_id=s.pad_id, generator=g)
         else:
-            body, length = _pad_rows([tokens[t0:t1] for t0, t1 in ranges], s.pad_id)
+            body, length = _pad_rows(self.stream.rows(ranges), s.pad_id)
             n, w = body.shape
             p = torch.arange(w + 2)[None, :]
             ids = torch.full((n, w + 2), s.pad_id, dtype=torch.long)
@@ -253,8 +291,9 @@ class DenoisePretrainData(_Batches):
         self.cache, self.spec, self.noise, self.full_stops = cache, spec, noise, torch.tensor(full_stops)
         self.max_len, self.batch_size, self.seed = max_len, batch_size, seed
         held = split_documents(cache.n_documents, eval_fraction, seed)
-        self.train_examples = stream_windows(cache, np.flatnonzero(~held), max_len - 2)
-        self.eval_examples = stream_windows(cache, np.flatnonzero(held), max_len - 2)
+        self.stream = TokenStream(cache, None)
+        self.train_examples = self.stream.windows(np.flatnonzero(~held), max_len - 2)
+        self.eval_examples = self.stream.windows(np.flatnonzero(held), max_len - 2)
         if len(self.train_examples) == 0:
             raise ValueError("the corpus is too small to hold out evaluation documents and still train")
         self._order = _EpochOrder(len(self.train_examples), seed)
@@ -262,7 +301,7 @@ class DenoisePretrainData(_Batches):
 
     def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
         s = self.spec
-        body, length = _pad_rows([self.cache.tokens[t0:t1] for t0, t1 in ranges], s.pad)
+        body, length = _pad_rows(self.stream.rows(ranges), s.pad)
         ids = torch.full((len(ranges), body.shape[1] + 2), s.pad, dtype=torch.long)
         ids[:, 1:-1] = body
         ids[:, 0] = s.bos
@@ -287,11 +326,12 @@ class SpanPretrainData(_Batches):
             raise ValueError("span corruption needs a tokenizer with sentinels <extra_id_0> … (a T5 tokenizer)")
         self.raw, self.target_len = span_lengths(max_len, density, mean_span)
         self.cache, self.sentinels, self.eos = cache, torch.tensor(sentinel_ids), eos_id
+        self.stream = TokenStream(cache, eos_id)
         self.batch_size, self.seed, self.density, self.mean_span = batch_size, seed, density, mean_span
         held = split_documents(cache.n_documents, eval_fraction, seed)
 
         def full(docs):
-            w = stream_windows(cache, docs, self.raw)
+            w = self.stream.windows(docs, self.raw)
             return w[w[:, 1] - w[:, 0] == self.raw]
 
         self.train_examples, self.eval_examples = full(np.flatnonzero(~held)), full(np.flatnonzero(held))
@@ -302,7 +342,7 @@ class SpanPretrainData(_Batches):
 
 
     def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
-        rows = torch.from_numpy(np.stack([self.cache.tokens[t0:t1] for t0, t1 in ranges]).astype(np.int64))
+        rows = torch.from_numpy(np.stack(self.stream.rows(ranges)))
         out = span_corruption(rows, sentinel_ids=self.sentinels, eos_id=self.eos, density=self.density,
                               mean_span=self.mean_span, generator=g)
         return {**out, "attention_mask": torch.ones_like(out["input_ids"])}
