@@ -102,8 +102,8 @@ def korean(a, out: Path) -> dict:
     precision = "bf16" if fast_bf16(torch.device("cpu")) else "fp32"
     steps = a.pretrain_steps
     if a.pretrain_minutes:  # a time budget: time 20 steps (tokenizer and cache built before), take as many as fit
-        probe = dict(model="bert", config=a.ko_config, run_dir=out / "probe", vocab_size=a.ko_vocab, nsp=False,
-                     max_len=a.max_len, progress=False)
+        probe = dict(model="bert", config=a.ko_config, run_dir=out / "probe", vocab_size=a.ko_vocab, nsp=a.ko_nsp,
+                     max_len=a.ko_max_len, batch_size=a.ko_batch_size, progress=False)
         pretrain([DATA / "corpus" / "ko_reviews.txt"], **probe,
                  train=TrainConfig(steps=1, warmup_steps=1, eval_every=1, save_every=1))
         t0 = time.perf_counter()
@@ -113,7 +113,7 @@ def korean(a, out: Path) -> dict:
         steps = max(20, int(a.pretrain_minutes * 60 / ((time.perf_counter() - t0) / 20)))
     t = time.perf_counter()
     pre = pretrain([DATA / "corpus" / "ko_reviews.txt"], model="bert", config=a.ko_config, run_dir=out / "pretrain",
-                   vocab_size=a.ko_vocab, nsp=False, max_len=a.max_len,
+                   vocab_size=a.ko_vocab, nsp=a.ko_nsp, max_len=a.ko_max_len, batch_size=a.ko_batch_size,
                    tokenizer=out / "probe" / "tokenizer" if a.pretrain_minutes else None,
                    train=TrainConfig(steps=steps, lr=a.ko_pretrain_lr, warmup_steps=max(1, steps // 20),
                                      eval_every=max(1, steps // 5), save_every=steps, seed=a.seed,
@@ -159,6 +159,10 @@ def main() -> None:
     ap.add_argument("--ko-vocab", type=int, default=16000)
     ap.add_argument("--ko-lr", type=float, default=1e-4, help="NSMC fine-tuning lr")
     ap.add_argument("--ko-pretrain-lr", type=float, default=1e-3)
+    ap.add_argument("--ko-nsp", action=argparse.BooleanOptionalAction, default=True,
+                    help="pretrain on one review per example with NSP (default; --no-ko-nsp: MLM on packed windows)")
+    ap.add_argument("--ko-max-len", type=int, default=64, help="Korean pretraining max_len")
+    ap.add_argument("--ko-batch-size", type=int, default=256, help="Korean pretraining batch")
     ap.add_argument("--ko-reference", action="store_true",
                     help="also fine-tune the same model with random weights (no pretraining) on NSMC")
     a = ap.parse_args()
