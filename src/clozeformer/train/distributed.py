@@ -198,11 +198,12 @@ def parallelize(model: nn.Module, opt: torch.optim.Optimizer, make_opt: Callable
     if dist.world_size == 1:
         return Parallel(LossOf(model), model, opt, dist)
     if not fsdp:
-        # find_unused_parameters: parameters the loss does not use (BERT's pooler without NSP)
-        # get no gradient, and DDP would otherwise wait for them forever
+        # static_graph: every step uses the same parameters, so DDP finds the ones the loss never
+        # touches (BERT's pooler without NSP) in the first step and need not wait for them, nor
+        # walk the autograd graph every step as find_unused_parameters=True does
         net = nn.parallel.DistributedDataParallel(
             LossOf(model), device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-            find_unused_parameters=True)
+            static_graph=True)
         return Parallel(net, model, opt, dist)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
