@@ -101,9 +101,10 @@ def korean(a, out: Path) -> dict:
 
     precision = "bf16" if fast_bf16(torch.device("cpu")) else "fp32"
     steps = a.pretrain_steps
+    recipe = dict(model="bert", config=a.ko_config, vocab_size=a.ko_vocab, nsp=a.ko_nsp, max_len=a.ko_max_len,
+                  batch_size=a.ko_batch_size, progress=False)  # the timing probe and the run alike
     if a.pretrain_minutes:  # a time budget: time 20 steps (tokenizer and cache built before), take as many as fit
-        probe = dict(model="bert", config=a.ko_config, run_dir=out / "probe", vocab_size=a.ko_vocab, nsp=a.ko_nsp,
-                     max_len=a.ko_max_len, batch_size=a.ko_batch_size, progress=False)
+        probe = dict(recipe, run_dir=out / "probe")
         pretrain([DATA / "corpus" / "ko_reviews.txt"], **probe,
                  train=TrainConfig(steps=1, warmup_steps=1, eval_every=1, save_every=1))
         t0 = time.perf_counter()
@@ -112,12 +113,11 @@ def korean(a, out: Path) -> dict:
                                                                            save_every=20, precision=precision))
         steps = max(20, int(a.pretrain_minutes * 60 / ((time.perf_counter() - t0) / 20)))
     t = time.perf_counter()
-    pre = pretrain([DATA / "corpus" / "ko_reviews.txt"], model="bert", config=a.ko_config, run_dir=out / "pretrain",
-                   vocab_size=a.ko_vocab, nsp=a.ko_nsp, max_len=a.ko_max_len, batch_size=a.ko_batch_size,
+    pre = pretrain([DATA / "corpus" / "ko_reviews.txt"], **recipe, run_dir=out / "pretrain",
                    tokenizer=out / "probe" / "tokenizer" if a.pretrain_minutes else None,
                    train=TrainConfig(steps=steps, lr=a.ko_pretrain_lr, warmup_steps=max(1, steps // 20),
                                      eval_every=max(1, steps // 5), save_every=steps, seed=a.seed,
-                                     precision=precision), progress=False)
+                                     precision=precision))
     pre_wall = time.perf_counter() - t
 
     def nsmc(model: Path, run_dir: Path) -> float:
