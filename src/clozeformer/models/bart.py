@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from clozeformer.config import BartConfig
 from clozeformer.models.heads import SpanHead, span_loss
 from clozeformer.models.output import Output
-from clozeformer.nn import Cache, TransformerLayer, init_weights, padding_mask
+from clozeformer.nn import (Cache, TransformerLayer, init_weights, padding_mask, segment_ids, segment_mask,
+                            segment_positions)
 from clozeformer.nn.functional import dropout, linear_cross_entropy
 
 POSITION_OFFSET = 2  # fairseq reserved the first two position rows; HF BART keeps the layout
@@ -52,14 +53,19 @@ class BartStack(nn.Module):
             for _ in range(n))
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, context: Tensor | None = None,
-                context_mask: Tensor | None = None, cache: Cache | None = None) -> Tensor:
-        """Token embeddings [B, T, D] -> hidden states [B, T, D]."""
+                context_mask: Tensor | None = None, cache: Cache | None = None,
+                positions: Tensor | None = None) -> Tensor:
+        """Token embeddings [B, T, D] -> hidden states [B, T, D]. positions [B, T] (a packed row's,
+        restarting at each document) default to start … start + T − 1."""
         start = cache.length if cache is not None else 0
         t = x.shape[1]
         if start + t > self.config.max_positions:
             raise ValueError(f"sequence length {start + t} exceeds max_positions {self.config.max_positions}; "
                              "truncate the input")
-        x = x + self.pos.weight[start + POSITION_OFFSET: start + t + POSITION_OFFSET]
+        if positions is None:
+            x = x + self.pos.weight[start + POSITION_OFFSET: start + t + POSITION_OFFSET]
+        else:
+            x = x + self.pos(positions + POSITION_OFFSET)
         x = dropout(self.norm(x), self.config.dropout, self.training)
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, causal=self.decoder, context=context, context_mask=context_mask,
@@ -86,13 +92,24 @@ class BartModel(nn.Module):
                embeds: Tensor | None = None) -> Tensor:
         """Source ids [B, S] (or ready input `embeds` [B, S, D], as the translation encoder gives) -> [B, S, D]."""
         x = self.embed(input_ids) if embeds is None else embeds
-        return self.encoder(x, padding_mask(attention_mask))  # [B, S, D]
+        segments = segment_ids(attention_mask)
+        if segments is None:
+            return self.encoder(x, padding_mask(attention_mask))  # [B, S, D]
+        return self.encoder(x, segment_mask(segments, segments), positions=segment_positions(segments))
 
     def decode_hidden(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, attention_mask: Tensor | None = None,
-                      cache: Cache | None = None) -> Tensor:
-        # Causal self-attention only: padding sits at the end of a target, where causality already hides it.
-        return self.decoder(self.embed(decoder_input_ids), context=encoder_hidden,
-                            context_mask=padding_mask(attention_mask), cache=cache)  # [B, T, D]
+                      cache: Cache | None = None, decoder_attention_mask: Tensor | None = None) -> Tensor:
+        """Decoder ids [B, T] -> [B, T, D]. A packed batch gives both masks as segment ids (the decoder's
+        k-th document is the encoder's k-th): each target document attends to itself and its own source."""
+        x = self.embed(decoder_input_ids)
+        segments, sources = segment_ids(decoder_attention_mask), segment_ids(attention_mask)
+        if segments is None:
+            # Causal self-attention only: padding sits at the end of a target, where causality already hides it.
+            return self.decoder(x, context=encoder_hidden, context_mask=padding_mask(attention_mask), cache=cache)
+        if sources is None:
+            raise ValueError("a packed decoder_attention_mask needs the encoder's packed attention_mask")
+        return self.decoder(x, segment_mask(segments, segments), context=encoder_hidden,
+                            context_mask=segment_mask(segments, sources), positions=segment_positions(segments))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 decoder_input_ids: Tensor | None = None) -> Output:
@@ -140,13 +157,16 @@ class BartForConditionalGeneration(_EncoderDecoder):
         return self.lm_head(self.bart.decode_hidden(decoder_input_ids, encoder_hidden, attention_mask, cache))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                decoder_input_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
+                decoder_input_ids: Tensor | None = None, labels: Tensor | None = None,
+                decoder_attention_mask: Tensor | None = None) -> Output:
+        """decoder_attention_mask matters only for a packed batch (segment ids, see decode_hidden)."""
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("pass decoder_input_ids or labels")
             decoder_input_ids = self.decoder_inputs(labels)
         enc = self.encode(input_ids, attention_mask)  # [B, S, D]
-        h = self.bart.decode_hidden(decoder_input_ids, enc, attention_mask)  # [B, T, D]
+        h = self.bart.decode_hidden(decoder_input_ids, enc, attention_mask,
+                                    decoder_attention_mask=decoder_attention_mask)  # [B, T, D]
         out = Output(last_hidden_state=h)
         if labels is None:
             out.logits = self.lm_head(h)  # [B, T, V]

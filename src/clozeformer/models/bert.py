@@ -13,7 +13,7 @@ from clozeformer.config import BertConfig
 from clozeformer.models.heads import (MLMHead, Pooler, SpanHead, masked_lm_loss, sequence_loss, span_loss,
                                       token_loss)
 from clozeformer.models.output import Output
-from clozeformer.nn import TransformerLayer, encode, init_weights
+from clozeformer.nn import TransformerLayer, encode, init_weights, segment_ids, segment_positions, segment_starts
 from clozeformer.nn.functional import dropout
 
 
@@ -34,9 +34,11 @@ class BertEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
         self.dropout = cfg.dropout
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
+                positions: Tensor | None = None) -> Tensor:
+        """positions [B, T] (a packed row's, restarting at each document) default to 0 … T − 1."""
         t = input_ids.shape[1]
-        x = self.tok(input_ids) + self.pos.weight[:t]  # [B, T, D]
+        x = self.tok(input_ids) + (self.pos.weight[:t] if positions is None else self.pos(positions))  # [B, T, D]
         x = x + (self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0])
         return dropout(self.norm(x), self.dropout, self.training)
 
@@ -56,6 +58,27 @@ def check_length(input_ids: Tensor, max_positions: int) -> None:
                          "truncate the input")
 
 
+def embed_and_encode(embeddings: BertEmbeddings, project: nn.Module | None, layers: nn.ModuleList,
+                     input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None) -> Tensor:
+    """Embeddings (-> projection, ELECTRA's E -> D) -> encoder layers: [B, T] ids -> [B, T, D].
+
+    A packed attention_mask (segment ids, nn.attention.segment_ids) restarts positions at each
+    document and keeps attention within it, so each document is encoded as if alone.
+    """
+    segments = segment_ids(attention_mask)
+    x = embeddings(input_ids, token_type_ids, None if segments is None else segment_positions(segments))
+    if project is not None:
+        x = project(x)
+    return encode(layers, x, attention_mask)
+
+
+def first_tokens(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """The [CLS] vectors: hidden [B, T, D] -> [B, D]; of a packed batch, every document's first token, [P, D]
+    in row-major order."""
+    segments = segment_ids(attention_mask)
+    return hidden[:, 0] if segments is None else hidden[segment_starts(segments)]
+
+
 class BertModel(nn.Module):
     """The bare encoder: returns last_hidden_state and the pooled [CLS] vector."""
 
@@ -70,9 +93,14 @@ class BertModel(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> Output:
         check_length(input_ids, self.config.max_positions)
-        x = self.embeddings(input_ids, token_type_ids)  # [B, T, D]
-        x = encode(self.layers, x, attention_mask)  # [B, T, D]
-        return Output(last_hidden_state=x, pooled=self.pooler(x))
+        x = embed_and_encode(self.embeddings, None, self.layers, input_ids, attention_mask, token_type_ids)
+        return Output(last_hidden_state=x, pooled=self.pooler(first_tokens(x, attention_mask)))  # [B or P, D]
+
+
+def nsp_targets(next_sentence_label: Tensor) -> Tensor:
+    """NSP labels [B] or, packed, [B, K] with -100 past each row's last pair -> [P] in row-major order."""
+    y = next_sentence_label.reshape(-1)
+    return y[y != -100]
 
 
 class BertForPreTraining(nn.Module):
@@ -102,9 +130,9 @@ class BertForPreTraining(nn.Module):
         else:
             out.logits = self.mlm(h)  # [B, T, V]
         if self.nsp is not None:
-            out.nsp_logits = self.nsp(out.pooled)  # [B, 2]
-            if next_sentence_label is not None:
-                out.losses["nsp"] = F.cross_entropy(out.nsp_logits.float(), next_sentence_label)
+            out.nsp_logits = self.nsp(out.pooled)  # [B, 2]; [P, 2] for a packed batch's P pairs
+            if next_sentence_label is not None:  # [B], or [B, K] per packed pair, -100 after a row's last
+                out.losses["nsp"] = F.cross_entropy(out.nsp_logits.float(), nsp_targets(next_sentence_label))
         if out.losses:
             out.loss = torch.stack(list(out.losses.values())).sum()
         return out

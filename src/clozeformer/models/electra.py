@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from clozeformer.config import ElectraConfig
-from clozeformer.models.bert import BertEmbeddings, bert_layers, check_length
+from clozeformer.models.bert import BertEmbeddings, bert_layers, check_length, embed_and_encode
 from clozeformer.models.heads import (ClassificationHead, DiscriminatorHead, MLMHead, SpanHead, masked_lm_loss,
                                       sequence_loss, span_loss, token_loss)
 from clozeformer.models.output import Output
-from clozeformer.nn import encode, init_weights
+from clozeformer.nn import init_weights
 from clozeformer.nn.functional import dropout
 from clozeformer.objectives.rtd import discriminator_loss, electra_loss, replaced_inputs
 
@@ -38,11 +38,8 @@ class ElectraEncoder(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> Tensor:
         check_length(input_ids, self.max_positions)
-        x = self.embeddings(input_ids, token_type_ids)  # [B, T, E]
-        if self.project is not None:
-            x = self.project(x)  # [B, T, D]
-        x = encode(self.layers, x, attention_mask)  # [B, T, D]
-        return x
+        # embeddings [B, T, E] -> projection [B, T, D] -> layers [B, T, D]
+        return embed_and_encode(self.embeddings, self.project, self.layers, input_ids, attention_mask, token_type_ids)
 
 
 class ElectraDiscriminator(nn.Module):

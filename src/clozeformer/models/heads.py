@@ -20,8 +20,8 @@ class Pooler(nn.Module):
         super().__init__()
         self.dense = nn.Linear(dim, dim)
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))  # [B, T, D] -> [B, D]
+    def forward(self, first: Tensor) -> Tensor:
+        return torch.tanh(self.dense(first))  # [B, D] [CLS] vectors -> [B, D]
 
 
 class MLMHead(nn.Module):

@@ -13,8 +13,8 @@ class Output:
     logits: Tensor | None = None  # LM logits: [B, T, V]; with labels only masked rows, [M, V] (None in training
     #                               where the head is fused into the loss)
     loss: Tensor | None = None  # scalar, the sum of `losses`
-    pooled: Tensor | None = None  # [B, D] pooler output
-    nsp_logits: Tensor | None = None  # [B, 2]; class 0 = B follows A (HF convention)
+    pooled: Tensor | None = None  # [B, D] pooler output; [P, D], one per document, for a packed batch
+    nsp_logits: Tensor | None = None  # [B, 2] (packed: [P, 2]); class 0 = B follows A (HF convention)
     disc_logits: Tensor | None = None  # [B, T] ELECTRA discriminator: > 0 means "replaced"
     disc_input_ids: Tensor | None = None  # [B, T] what the ELECTRA discriminator saw (generator samples in)
     replaced: Tensor | None = None  # bool [B, T]: the discriminator's targets (sample ≠ original)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from clozeformer.config import T5Config
 from clozeformer.models.bart import shift_right
 from clozeformer.models.output import Output
-from clozeformer.nn import Cache, TransformerLayer, causal_mask
+from clozeformer.nn import Cache, TransformerLayer, causal_mask, segment_ids, segment_mask
 from clozeformer.nn.functional import dropout, linear_cross_entropy
 from clozeformer.nn.position import RelativePositionBias
 
@@ -53,13 +53,19 @@ class T5Stack(nn.Module):
         """Token embeddings [B, T, D] -> hidden states [B, T, D].
 
         `attention_mask` [B, T] 1/0 masks this stack's own keys (the decoder's only without a
-        cache); `context_mask` [B, S] masks the encoder output a decoder cross-attends to.
+        cache); `context_mask` [B, S] masks the encoder output a decoder cross-attends to. In a
+        packed batch both hold segment ids (nn.attention.segment_ids): each document attends to
+        itself, and the decoder's k-th document to the encoder's k-th. Relative positions need
+        no restart: the offsets within a document are the same wherever it sits in the row.
         """
         start = cache.length if cache is not None else 0
         t = x.shape[1]
         s = start + t
         keep = None  # bool, broadcastable to [B, H, T, S]: True where a query may attend
-        if attention_mask is not None and not bool(attention_mask.all()):
+        segments, sources = segment_ids(attention_mask), segment_ids(context_mask)
+        if segments is not None:
+            keep = segment_mask(segments, segments)  # [B, 1, T, T]
+        elif attention_mask is not None and not bool(attention_mask.all()):
             if attention_mask.shape[1] != s:
                 raise ValueError(f"attention_mask covers {attention_mask.shape[1]} positions, expected {s}")
             keep = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
@@ -70,9 +76,13 @@ class T5Stack(nn.Module):
         mask = self.bias(t, s, offset=start)  # [1, H, T, S]
         if keep is not None:
             mask = mask.masked_fill(~keep, torch.finfo(mask.dtype).min)  # [B or 1, H, T, S]
-        cross_mask = None
-        if context_mask is not None and not bool(context_mask.all()):
-            cross_mask = context_mask.bool()[:, None, None, :]  # [B, 1, 1, S_enc]; no position bias across
+        cross_mask = None  # no position bias across
+        if sources is not None:  # packed: the decoder's k-th document reads the encoder's k-th
+            if segments is None:
+                raise ValueError("a packed encoder attention_mask needs the decoder's packed decoder_attention_mask")
+            cross_mask = segment_mask(segments, sources)  # [B, 1, T, S_enc]
+        elif context_mask is not None and not bool(context_mask.all()):
+            cross_mask = context_mask.bool()[:, None, None, :]  # [B, 1, 1, S_enc]
         x = dropout(x, self.config.dropout, self.training)
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, context=context, context_mask=cross_mask,

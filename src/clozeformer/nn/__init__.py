@@ -1,7 +1,9 @@
 """The shared core every model composes: attention, feed-forward, layers, init."""
 
-from clozeformer.nn.attention import KV, Attention, Cache, additive, causal_mask, padding_mask
+from clozeformer.nn.attention import (KV, Attention, Cache, additive, causal_mask, padding_mask, segment_ids,
+                                      segment_mask, segment_positions, segment_starts)
 from clozeformer.nn.layers import FeedForward, TransformerLayer, encode, init_weights, num_parameters
 
 __all__ = ["Attention", "Cache", "FeedForward", "KV", "TransformerLayer", "additive", "causal_mask", "encode",
-           "init_weights", "num_parameters", "padding_mask"]
+           "init_weights", "num_parameters", "padding_mask", "segment_ids", "segment_mask", "segment_positions",
+           "segment_starts"]

@@ -28,6 +28,41 @@ def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     return attention_mask.bool()[:, None, None, :]
 
 
+def segment_ids(attention_mask: Tensor | None) -> Tensor | None:
+    """The segment ids of a packed batch, or None for a plain 0/1 mask.
+
+    In pretraining a row holds several documents: its attention_mask is 0 on padding and
+    k = 1, 2, … on the tokens of the row's k-th document (as multipack samplers write it).
+    A 0/1 mask is one document per row, read as before (and as transformers reads it).
+    """
+    if attention_mask is None or attention_mask.dtype == torch.bool or int(attention_mask.max()) <= 1:
+        return None
+    return attention_mask
+
+
+def segment_mask(query: Tensor, key: Tensor) -> Tensor:
+    """bool [B, 1, T, S]: a token attends only to the tokens of its own document.
+
+    query [B, T], key [B, S] segment ids. Padding queries (0) may attend to anything, so that
+    no row of the mask is empty (their outputs are never used).
+    """
+    same = query[:, :, None] == key[:, None, :]  # [B, T, S]
+    return (same | (query == 0)[:, :, None])[:, None]
+
+
+def segment_positions(segments: Tensor) -> Tensor:
+    """[B, T] each token's position within its own document (0 at the document's first token)."""
+    pos = torch.arange(segments.shape[1], device=segments.device).expand_as(segments)
+    first = torch.where(segment_starts(segments, padding=True), pos, 0).cummax(1).values  # [B, T]
+    return pos - first
+
+
+def segment_starts(segments: Tensor, padding: bool = False) -> Tensor:
+    """bool [B, T]: True at the first token of each document (and of the padding run, if `padding`)."""
+    start = segments != F.pad(segments[:, :-1], (1, 0), value=-1)
+    return start if padding else start & (segments != 0)
+
+
 def causal_mask(t: int, s: int, device: torch.device | None = None) -> Tensor:
     """bool [T, S]: query i (the last T of S positions) sees keys 0 … S − T + i."""
     return torch.ones(t, s, dtype=torch.bool, device=device).tril(s - t)
@@ -138,6 +173,7 @@ class Attention(nn.Module):
         self.cross = cross
         self.scale = scale
         inner = num_heads * (head_dim or dim // num_heads)
+        self.q_rows = inner  # rows of the query projection (the first rows of qkv)
         if cross:
             self.q = nn.Linear(dim, inner, bias=bias)
             self.kv = nn.Linear(dim, 2 * inner, bias=bias)

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clozeformer.nn.attention import KV, Attention, Packed, padding_mask
+from clozeformer.nn.attention import KV, Attention, Packed, padding_mask, segment_ids, segment_mask
 from clozeformer.nn.functional import dropout
+from clozeformer.nn.position import sinusoidal_
 
 
 def _gelu_tanh(x: Tensor) -> Tensor:
@@ -81,14 +82,17 @@ class TransformerLayer(nn.Module):
 
 
 def encode(layers: nn.ModuleList, x: Tensor, attention_mask: Tensor | None) -> Tensor:
-    """Self-attention encoder layers over x [B, T, D] with a padding mask [B, T] (1 = token).
+    """Self-attention encoder layers over x [B, T, D] with a padding mask [B, T] (1 = token, or
+    a packed row's segment ids: attention stays within each document, see attention.segment_ids).
 
     In training with padding, everything but attention runs on the non-pad tokens only
     (`Packed`): the same values at every real position for up to half the matmul work on
     dynamically padded batches; padding positions of the result are zeros. Inference keeps
     the padded layout, so outputs match transformers' at every position.
     """
-    mask = padding_mask(attention_mask)  # [B, 1, 1, T] or None
+    segments = segment_ids(attention_mask)
+    # [B, 1, 1, T] padding or [B, 1, T, T] one block per document of a packed row, or None
+    mask = padding_mask(attention_mask) if segments is None else segment_mask(segments, segments)
     if mask is None or not (layers.training and torch.is_grad_enabled()) or bool(attention_mask.all()):
         for layer in layers:
             x = layer(x, mask)
@@ -121,9 +125,49 @@ def init_weights(module: nn.Module, std: float) -> None:
                 nn.init.zeros_(m.bias)
 
 
+@torch.no_grad()
+def mimetic_init(module: nn.Module, generator: torch.Generator | None = None, *, qk: tuple[float, float] = (0.7, 0.7),
+                 vo: tuple[float, float] = (0.4, 0.4), position_std: float = 0.05) -> None:
+    """Mimetic initialisation of every attention module in `module` (Trockman & Kolter 2023), and
+    sinusoidal learned positions (every nn.Embedding held as `.pos`, see position.sinusoidal_).
+
+    Per head, W_qᵀ W_k ≈ α₁ Z + β₁ I, and per module W_o W_v ≈ α₂ Z − β₂ I (Z ~ N(0, 1/D); each
+    product factored by SVD, rank-limited to the head width): trained attention layers look like
+    this, and starting there makes a token attend to the tokens that resemble it — with position
+    embeddings that vary smoothly, to its neighbours — from the first step, instead of after the
+    long plateau random weights sit on (BENCHMARKS.md, "A recipe for minutes"). (α, β) = (0.7, 0.7)
+    and (0.4, 0.4) are the paper's; position_std 0.05 was the best of 0.02 / 0.05 / 0.1 here. Biases
+    stay zero. Only the initial values change: the model is the same architecture and exports unchanged.
+    """
+    for m in module.modules():
+        if isinstance(getattr(m, "pos", None), nn.Embedding):  # BERT/ELECTRA embeddings, BART stacks
+            sinusoidal_(m.pos.weight, position_std)
+
+    def randn(d: int) -> Tensor:
+        return torch.randn(d, d, generator=generator) / d ** 0.5
+
+    for attn in (m for m in module.modules() if isinstance(m, Attention)):
+        q, kv = (attn.q.weight, attn.kv.weight) if attn.cross else (attn.qkv.weight, attn.qkv.weight[attn.q_rows:])
+        heads, dim = attn.num_heads, q.shape[1]
+        width = attn.q_rows // heads
+        # scores are scale · q·k; T5 (scale 1) gets the 1/√d the others apply, folded into q as its own init does
+        q_scale = 1.0 if attn.scale is None else width ** -0.5 / attn.scale
+        for h in range(heads):  # q·k = xᵀ W_qᵀ W_k x'
+            u, s, vh = torch.linalg.svd(qk[0] * randn(dim) + qk[1] * torch.eye(dim))
+            q[h * width: (h + 1) * width] = (u[:, :width] * s[:width].sqrt()).T * q_scale
+            kv[h * width: (h + 1) * width] = vh[:width] * s[:width, None].sqrt()
+        u, s, vh = torch.linalg.svd(vo[0] * randn(dim) - vo[1] * torch.eye(dim))
+        r = min(attn.q_rows, dim)
+        value = kv[attn.q_rows: 2 * attn.q_rows]  # [inner, D]
+        value.zero_()
+        value[:r] = vh[:r] * s[:r, None].sqrt()
+        attn.out.weight.zero_()
+        attn.out.weight[:, :r] = u[:, :r] * s[:r].sqrt()
+
+
 def num_parameters(module: nn.Module) -> int:
     """Unique parameters (tied weights counted once)."""
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["FeedForward", "TransformerLayer", "init_weights", "num_parameters", "ACTIVATION_FNS"]
+__all__ = ["FeedForward", "TransformerLayer", "init_weights", "mimetic_init", "num_parameters", "ACTIVATION_FNS"]

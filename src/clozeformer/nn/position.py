@@ -35,6 +35,23 @@ def relative_position_bucket(offset: Tensor, *, bidirectional: bool, num_buckets
     return buckets + torch.where(distance < exact, distance, log_bucket)
 
 
+@torch.no_grad()
+def sinusoidal_(weight: Tensor, std: float) -> Tensor:
+    """Fill a learned position table [P, D] with the Transformer's sinusoids (Vaswani et al. 2017,
+    §3.5), scaled to standard deviation `std`. Neighbouring positions start alike and far ones
+    apart (the dot product of two rows depends on their distance only, so BART's offset of two
+    rows changes nothing), and attention can tell near from far from the first step; the table
+    is then learned as usual."""
+    n, d = weight.shape
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, d, 2, dtype=torch.float64) / d)  # [⌈D/2⌉]
+    table = torch.zeros(n, d, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: d // 2])
+    weight.copy_(table * (std / table.std()))
+    return weight
+
+
 class RelativePositionBias(nn.Module):
     """A learned [num_buckets, H] table -> additive attention bias [1, H, T, S]."""
 

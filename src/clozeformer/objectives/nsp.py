@@ -21,9 +21,15 @@ from torch import Tensor
 SHIFT_TRIES = 4  # random row shifts tried to find a B from another document
 
 
-def nsp_pairs(a: Tensor, a_len: Tensor, b: Tensor, b_len: Tensor, doc: Tensor, *, max_len: int, cls_id: int,
-              sep_id: int, pad_id: int, generator: torch.Generator, next_prob: float = 0.5) -> dict[str, Tensor]:
-    """-> input_ids, token_type_ids, attention_mask [N, L]; next_sentence_label [N]."""
+def nsp_pairs(a: Tensor, a_len: Tensor, b: Tensor, b_len: Tensor, doc: Tensor, *, max_len: int | Tensor,
+              cls_id: int, sep_id: int, pad_id: int, generator: torch.Generator,
+              next_prob: float = 0.5) -> dict[str, Tensor]:
+    """-> input_ids, token_type_ids, attention_mask [N, L]; next_sentence_label [N].
+
+    max_len: one limit for every pair, or one per pair [N] (packed pretraining gives each pair
+    the room its true A + B took, so a random B is truncated to fit the same slot); L is the
+    largest limit.
+    """
     n = a.shape[0]
     want_random = torch.rand(n, generator=generator) >= next_prob  # [N]
     donor = torch.arange(n)
@@ -37,7 +43,8 @@ def nsp_pairs(a: Tensor, a_len: Tensor, b: Tensor, b_len: Tensor, doc: Tensor, *
     b, b_len = b[donor], b_len[donor]  # rows without a foreign donor keep their true B (label 0)
     label = found.long()
 
-    budget = max_len - 3  # [CLS], [SEP], [SEP]
+    limit = torch.as_tensor(max_len).expand(n)  # [N]
+    budget = limit - 3  # [CLS], [SEP], [SEP]
     short = torch.minimum(a_len, b_len)
     over = a_len + b_len > budget
     fits = budget - short >= short
@@ -45,13 +52,14 @@ def nsp_pairs(a: Tensor, a_len: Tensor, b: Tensor, b_len: Tensor, doc: Tensor, *
     la = torch.where(~over, a_len, torch.where(fits, torch.where(a_len > b_len, budget - short, a_len), half_a))
     lb = torch.where(~over, b_len, torch.where(fits, torch.where(a_len > b_len, b_len, budget - short), half_b))
 
-    p = torch.arange(max_len)[None, :]  # [1, L]
+    width = int(limit.max()) if n else 3
+    p = torch.arange(width)[None, :]  # [1, L]
     la_, lb_ = la[:, None], lb[:, None]
     in_a = (p >= 1) & (p <= la_)
     in_b = (p >= la_ + 2) & (p <= la_ + lb_ + 1)
     a_tok = a.gather(1, (p - 1).clamp(0, a.shape[1] - 1).expand(n, -1))
     b_tok = b.gather(1, (p - la_ - 2).clamp(0, b.shape[1] - 1))
-    ids = torch.full((n, max_len), pad_id, dtype=a.dtype)
+    ids = torch.full((n, width), pad_id, dtype=a.dtype)
     ids = torch.where(in_a, a_tok, ids)
     ids = torch.where(in_b, b_tok, ids)
     ids = torch.where((p == 0), cls_id, ids)

@@ -67,11 +67,12 @@ def replaced_inputs(input_ids: Tensor, labels: Tensor, sampled: Tensor) -> tuple
 
 
 def discriminator_loss(logits: Tensor, replaced: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-    """Binary cross-entropy of logits [B, T] against replaced [B, T], mean over non-pad tokens."""
+    """Binary cross-entropy of logits [B, T] against replaced [B, T], mean over non-pad tokens
+    (attention_mask ≠ 0: a packed batch's mask holds segment ids 1, 2, …)."""
     per_token = F.binary_cross_entropy_with_logits(logits.float(), replaced.float(), reduction="none")  # [B, T]
     if attention_mask is None:
         return per_token.mean()
-    keep = attention_mask.to(per_token.dtype)
+    keep = (attention_mask != 0).to(per_token.dtype)
     return (per_token * keep).sum() / keep.sum().clamp(min=1.0)
 
 
