@@ -368,6 +368,26 @@ def test_nsp_truncation_matches_truncate_seq_pair(max_len):
         assert (A, B) == (ra, rb), (i, int(a_len[i]), int(b_len[i]))
 
 
+def test_nsp_per_pair_limits():
+    """Packed pretraining gives each pair the room its true A + B took: a foreign B is cut to fit it."""
+    n = 2000
+    a, a_len, b, b_len, doc = pair_inputs(n, 7, a_max=30, b_max=30)
+    limit = a_len + b_len + 3
+    out = nsp_pairs(a, a_len, b, b_len, doc, max_len=limit, cls_id=NCLS, sep_id=NSEP, pad_id=NPAD,
+                    generator=torch.Generator().manual_seed(7))
+    assert out["input_ids"].shape == (n, int(limit.max()))
+    used = out["attention_mask"].sum(1)
+    assert (used <= limit).all()
+    true = out["next_sentence_label"] == 0
+    assert torch.equal(used[true], limit[true]) and (~true).sum() > n // 3  # a true pair is whole
+    for i in torch.nonzero(~true).flatten().tolist():  # a random pair is cut as truncate_seq_pair would
+        A, B = split_pair(out["input_ids"][i], out["attention_mask"][i])
+        j = B[0] - B_MARK
+        ra, rb = a[i, : a_len[i]].tolist(), b[j, : b_len[j]].tolist()
+        truncate_seq_pair(ra, rb, int(limit[i]) - 3)
+        assert (A, B) == (ra, rb)
+
+
 def test_nsp_generator_determinism_and_single_document():
     a, a_len, b, b_len, doc = pair_inputs(64, 2)
     kw = dict(max_len=48, cls_id=NCLS, sep_id=NSEP, pad_id=NPAD)

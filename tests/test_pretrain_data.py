@@ -1,62 +1,56 @@
-"""BertPretrainData on a small real corpus: held-out split, example ranges, batches, masks."""
+"""Pretraining data on real English (the standard library's own documentation, offline): the held-out
+split, document-aware packing, and every family's batches (each row's segments are whole documents)."""
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from clozeformer.data.cache import load_corpus
-from clozeformer.data.pretrain import (BertPretrainData, MLMSpec, SpanPretrainData, TokenStream, sentence_chunks,
+from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
+                                       document_pieces, full_stop_ids, noise_ids, pack, sentence_chunks,
                                        split_documents)
+from clozeformer.demo import stdlib_documents
+from clozeformer.objectives.rtd import rtd_mask
+from clozeformer.objectives.span import noise_counts
 from clozeformer.tokenizer import Tokenizer
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CORPUS = DATA / "corpus" / "en_reviews.txt"
 MAX_LEN = 48
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    if not CORPUS.is_file():
-        pytest.skip(f"{CORPUS} not available")
+def corpus(tmp_path_factory):
+    """Sentences of the stdlib docs regrouped into documents of 1..12 sentences, blank-line separated."""
     tmp = tmp_path_factory.mktemp("pretrain_data")
-    lines = CORPUS.read_text(encoding="utf-8").splitlines()[:2000]
-    # documents of 1..12 consecutive sentences, blank-line separated (BERT's format)
+    sentences = [s for d in stdlib_documents(400_000) for s in d][:3000]
     rng = np.random.default_rng(0)
     docs, i = [], 0
-    while i < len(lines):
+    while i < len(sentences):
         k = int(rng.integers(1, 13))
-        docs.append(lines[i : i + k])
+        docs.append(sentences[i: i + k])
         i += k
     path = tmp / "docs.txt"
     path.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
-    tok = Tokenizer.train_wordpiece(lines, vocab_size=1000)
+    return tmp, path, sentences, len(docs)
+
+
+@pytest.fixture(scope="module")
+def bert(corpus):
+    tmp, path, sentences, n_docs = corpus
+    tok = Tokenizer.train_wordpiece(sentences, vocab_size=1000)
     cache = load_corpus(path, tok, cache_dir=tmp / "cache", blank_line_docs=True)
-    assert cache.n_documents == len(docs)
+    assert cache.n_documents == n_docs
     return tok, cache
 
 
-def doc_token_bounds(cache):
+def bounds(cache):
     """int64 [D + 1]: document d is tokens[b[d]:b[d+1]]."""
     return np.asarray(cache.sent_offsets)[np.asarray(cache.doc_offsets)]
 
 
-def stream_bounds(cache, marked):
-    """int64 [D + 1]: document d (with its separator, if marked) is positions b[d]:b[d+1] of a TokenStream."""
-    bounds = doc_token_bounds(cache)
-    return bounds + np.arange(len(bounds)) if marked else bounds
-
-
-def sequences(data, examples):
-    return [tuple(r.tolist()) for r in data.stream.rows(examples)]
-
-
-def docs_overlapping(bounds, t0, t1):
-    first = np.searchsorted(bounds, t0, "right") - 1
-    last = np.searchsorted(bounds, t1 - 1, "right") - 1
-    return range(first, last + 1)
+def doc_of(cache, t):
+    return int(np.searchsorted(bounds(cache), t, "right") - 1)
 
 
 def original(batch):
@@ -64,274 +58,262 @@ def original(batch):
     return torch.where(batch["labels"] != -100, batch["labels"], batch["input_ids"])
 
 
-@pytest.mark.parametrize("nsp", [True, False])
-def test_held_out_documents_never_in_training(setup, nsp):
-    tok, cache = setup
-    spec = MLMSpec.from_tokenizer(tok)
-    data = BertPretrainData(cache, spec, max_len=MAX_LEN, batch_size=8, nsp=nsp, seed=3, eval_fraction=0.1)
-    held = split_documents(cache.n_documents, 0.1, 3)
-    assert 0 < held.sum() < cache.n_documents
-    assert abs(held.sum() - round(0.1 * cache.n_documents)) <= 1
-    bounds = stream_bounds(cache, marked=not nsp)
-    covered = np.zeros(bounds[-1], dtype=np.int64)
-    for t0, t1 in data.train_examples:
-        assert t0 < t1
-        assert not any(held[d] for d in docs_overlapping(bounds, t0, t1))
+def segments(ids, seg, r):
+    """The documents of row r: lists of ids, in order."""
+    return [ids[r][seg[r] == k].tolist() for k in range(1, int(seg[r].max()) + 1)]
+
+
+def test_document_pieces_cover_documents_exactly(bert):
+    _, cache = bert
+    b = bounds(cache)
+    docs = np.arange(0, cache.n_documents, 3)
+    pieces = document_pieces(cache, docs, 20)
+    assert ((pieces[:, 1] - pieces[:, 0] >= 1) & (pieces[:, 1] - pieces[:, 0] <= 20)).all()
+    covered = np.zeros(cache.n_tokens, dtype=int)
+    for t0, t1 in pieces:
+        assert doc_of(cache, t0) == doc_of(cache, t1 - 1)  # never across a document end
         covered[t0:t1] += 1
-    for t0, t1 in data.eval_examples:
-        assert all(held[d] for d in docs_overlapping(bounds, t0, t1))
-    # every token (and separator) of every training document is in exactly one example (no loss, no overlap)
-    train_tok = np.zeros(bounds[-1], dtype=bool)
-    for d in np.flatnonzero(~held):
-        train_tok[bounds[d] : bounds[d + 1]] = True
-    assert (covered[train_tok] == 1).all() and (covered[~train_tok] == 0).all()
-    # a different seed holds out different documents
+    wanted = np.zeros(cache.n_tokens, dtype=bool)
+    for d in docs:
+        wanted[b[d]: b[d + 1]] = True
+    assert (covered[wanted] == 1).all() and (covered[~wanted] == 0).all()
+    # only documents longer than the window are cut, and only the last piece of each is short
+    lengths = np.diff(b)[docs]
+    assert len(pieces) == int(np.ceil(lengths / 20).sum())
+
+
+def test_pack_best_fit_fills_rows():
+    rng = np.random.default_rng(0)
+    costs = rng.integers(3, 40, 3000)
+    pieces = np.stack([np.arange(3000), np.arange(3000) + 1], 1)
+    packing = pack(pieces, costs, 128, seed=0)
+    used = [costs[packing.pieces[a:b, 0]].sum() for a, b in zip(packing.offsets[:-1], packing.offsets[1:])]
+    assert max(used) <= 128
+    assert sorted(packing.pieces[:, 0].tolist()) == list(range(3000))  # every piece once
+    assert packing.fill == pytest.approx(costs.sum() / (len(packing) * 128)) and packing.fill > 0.99
+    again = pack(pieces, costs, 128, seed=0)
+    assert np.array_equal(again.pieces, packing.pieces) and np.array_equal(again.offsets, packing.offsets)
+    with pytest.raises(ValueError, match="costs"):
+        pack(pieces[:1], np.array([129]), 128, seed=0)
+
+
+@pytest.mark.parametrize("nsp", [True, False])
+def test_held_out_documents_never_in_training(bert, nsp):
+    tok, cache = bert
+    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=8, nsp=nsp, seed=3,
+                            eval_fraction=0.1)
+    held = split_documents(cache.n_documents, 0.1, 3)
+    assert 0 < held.sum() < cache.n_documents and abs(held.sum() - round(0.1 * cache.n_documents)) <= 1
+    b = bounds(cache)
+    covered = np.zeros(cache.n_tokens, dtype=int)
+    for side, packing in ((False, data.train_examples), (True, data.eval_examples)):
+        for t0, t1 in packing.pieces:
+            assert held[doc_of(cache, t0)] == side
+            covered[t0:t1] += 1
+    assert (covered == 1).all()  # every token of every document in exactly one piece
     assert (split_documents(cache.n_documents, 0.1, 4) != held).any()
 
 
-@pytest.mark.parametrize("nsp", [True, False])
-def test_batches_come_from_training_examples(setup, nsp):
-    tok, cache = setup
-    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=16, nsp=nsp, seed=0,
-                            eval_fraction=0.1)
-    train_seqs = sequences(data, data.train_examples)
-    train_set = set(train_seqs)
-    n_random = 0
+def test_mlm_rows_hold_whole_documents(bert):
+    tok, cache = bert
+    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=16, nsp=False, seed=0)
+    assert data.train_examples.fill > 0.95
+    tokens = np.asarray(cache.tokens)
+    pieces = {tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples.pieces}
+    n_docs = 0
+    for i in range(4):
+        batch = data.train_batch(i)
+        ids, seg = original(batch), batch["attention_mask"]
+        assert set(batch) == {"input_ids", "attention_mask", "labels"} and ids.shape[1] <= MAX_LEN
+        assert (batch["labels"][seg == 0] == -100).all() and (ids[seg == 0] == tok.pad_id).all()
+        for r in range(ids.shape[0]):
+            assert (seg[r][seg[r] > 0].diff() >= 0).all() and (seg[r][: int((seg[r] > 0).sum())] > 0).all()
+            for doc in segments(ids, seg, r):  # [CLS] a whole piece [SEP]
+                assert doc[0] == tok.cls_id and doc[-1] == tok.sep_id and tuple(doc[1:-1]) in pieces
+                n_docs += 1
+    assert n_docs > 4 * 16  # rows hold several documents
+
+
+def test_nsp_pairs_packed(bert):
+    tok, cache = bert
+    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=16, nsp=True, seed=0)
+    tokens = np.asarray(cache.tokens)
+    chunks = {tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples.pieces}
+    labels = []
     for i in range(6):
         batch = data.train_batch(i)
-        orig = original(batch)
-        for r in range(orig.shape[0]):
-            used = orig[r][batch["attention_mask"][r].bool()].tolist()
-            assert used[0] == tok.cls_id and used[-1] == tok.sep_id
-            if not nsp:
-                assert tuple(used[1:-1]) in train_set
-                continue
-            cut = used.index(tok.sep_id)
-            a, b = tuple(used[1:cut]), tuple(used[cut + 1 : -1])
-            assert len(a) >= 1
-            assert len(b) >= 1 or a in train_set  # B is empty only for a one-token example
-            if int(batch["next_sentence_label"][r]) == 0:
-                assert a + b in train_set  # A and its true continuation: one example, untruncated
-            else:
-                n_random += 1
-                assert any(s[: len(a)] == a for s in train_seqs)  # A is (a prefix of) an example's start
-                assert a + b not in train_set
-    assert n_random > 0 or not nsp
-
-
-def test_examples_respect_max_len(setup):
-    tok, cache = setup
-    spec = MLMSpec.from_tokenizer(tok)
-    nsp = BertPretrainData(cache, spec, max_len=MAX_LEN, batch_size=16, nsp=True, seed=0)
-    mlm = BertPretrainData(cache, spec, max_len=MAX_LEN, batch_size=16, nsp=False, seed=0)
-    assert (np.diff(nsp.train_examples, axis=1) <= MAX_LEN - 3).all()
-    assert (np.diff(mlm.train_examples, axis=1) <= MAX_LEN - 2).all()
-    for i in range(4):
-        b = nsp.train_batch(i)
-        assert b["input_ids"].shape == (16, MAX_LEN)
-        assert int(b["attention_mask"].sum(1).max()) <= MAX_LEN
-        b = mlm.train_batch(i)
-        assert b["input_ids"].shape[0] == 16 and b["input_ids"].shape[1] <= MAX_LEN
-    for b in nsp.eval_batches(4) + mlm.eval_batches(4):
-        assert b["input_ids"].shape[1] <= MAX_LEN
-
-
-@pytest.mark.parametrize("budget", [20, 45])
-def test_sentence_chunks_keep_sentences_whole(setup, budget):
-    _, cache = setup
-    so = np.asarray(cache.sent_offsets)
-    bounds = doc_token_bounds(cache)
-    chunks = sentence_chunks(cache, np.arange(cache.n_documents), budget)
-    assert (np.diff(chunks, axis=1) <= budget).all() and (np.diff(chunks, axis=1) > 0).all()
-    assert all(len(docs_overlapping(bounds, t0, t1)) == 1 for t0, t1 in chunks)  # one document each
-    # a chunk cuts a sentence only if that sentence is longer than the budget
-    sent_len = np.diff(so)
-    for t in np.concatenate([chunks[:, 0], chunks[:, 1]]):
-        if t not in so:
-            assert sent_len[np.searchsorted(so, t, "right") - 1] > budget
-    # consecutive sentences are packed: two neighbouring chunks of a document never fit together
-    for (p0, p1), (q0, q1) in zip(chunks[:-1], chunks[1:]):
-        if p1 == q0 and p1 in so and len(docs_overlapping(bounds, p0, q1)) == 1:
-            assert q1 - p0 > budget
-    multi = [np.searchsorted(so, t1, "left") - np.searchsorted(so, t0, "right") >= 1 for t0, t1 in chunks]
-    assert any(multi)  # some chunks hold several sentences
-    assert (chunks[1:, 0] == chunks[:-1, 1]).all() and chunks[0, 0] == 0 and chunks[-1, 1] == cache.n_tokens
-
-
-def same(x, y):
-    return x.keys() == y.keys() and all(x[k].shape == y[k].shape and torch.equal(x[k], y[k]) for k in x)
+        assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "next_sentence_label", "labels"}
+        ids, seg, types, nsp = original(batch), batch["attention_mask"], batch["token_type_ids"], \
+            batch["next_sentence_label"]
+        assert nsp.shape == (16, int(seg.max()))
+        for r in range(ids.shape[0]):
+            pairs = segments(ids, seg, r)
+            assert (nsp[r, len(pairs):] == -100).all() and (nsp[r, : len(pairs)] >= 0).all()
+            for k, pair in enumerate(pairs):
+                t = types[r][seg[r] == k + 1].tolist()
+                cut = pair.index(tok.sep_id)
+                a, b = pair[1:cut], pair[cut + 1: -1]
+                assert pair[0] == tok.cls_id and pair[-1] == tok.sep_id and len(a) >= 1
+                assert t == [0] * (cut + 1) + [1] * (len(pair) - cut - 1)
+                if int(nsp[r, k]) == 0:
+                    assert tuple(a + b) in chunks  # A and its true continuation: one chunk, whole
+                else:
+                    assert tuple(a + b) not in chunks
+                labels.append(int(nsp[r, k]))
+    n = len(labels)
+    assert abs(np.mean(labels) - 0.5) < 4 * (0.25 / n) ** 0.5
 
 
 @pytest.mark.parametrize("nsp", [True, False])
-def test_train_batch_deterministic(setup, nsp):
-    tok, cache = setup
+def test_mask_counts_follow_the_mlm_rule(bert, nsp):
+    tok, cache = bert
+    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=32, nsp=nsp, seed=0)
+    specials = torch.tensor(tok.special_ids)
+    for i in range(5):
+        b = data.train_batch(i)
+        eligible = (~torch.isin(original(b), specials)).sum(1).double()
+        predicted = (b["labels"] != -100).sum(1)
+        assert ((predicted - (0.15 * eligible).clamp(min=1)).abs() <= 0.5 + 1e-9).all()
+
+
+def test_electra_batches_are_rtd_masked(bert):
+    tok, cache = bert
+    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=16, nsp=False, seed=0,
+                            mask_fn=rtd_mask)
+    b = data.train_batch(0)
+    assert set(b) == {"input_ids", "attention_mask", "labels", "replace_u"}
+    sel = b["labels"] != -100
+    masked = (b["input_ids"] == tok.mask_id) & sel
+    assert (b["input_ids"][sel & ~masked] == b["labels"][sel & ~masked]).all()  # no random replacements
+    assert 0.75 < masked.sum() / sel.sum() < 0.95
+
+
+@pytest.mark.parametrize("nsp", [True, False])
+def test_train_batch_deterministic_and_epochs_visit_every_row_once(bert, nsp):
+    tok, cache = bert
     spec = MLMSpec.from_tokenizer(tok)
     a = BertPretrainData(cache, spec, max_len=MAX_LEN, batch_size=8, nsp=nsp, seed=5)
     b = BertPretrainData(cache, spec, max_len=MAX_LEN, batch_size=8, nsp=nsp, seed=5)
     x3, x7 = a.train_batch(3), a.train_batch(7)
-    b.train_batch(7)  # another instance, visited in another order
-    assert same(x3, b.train_batch(3))
-    assert same(x7, b.train_batch(7))
-    assert not same(x3, x7)
-    assert not torch.equal(original(x3)[:, :8], original(x7)[:, :8])  # different examples, not just masks
-    # a different seed: a different batch at the same index
+    b.train_batch(7)
+    assert all(torch.equal(x3[k], v) for k, v in b.train_batch(3).items())
+    assert not torch.equal(original(x3)[:, :8], original(x7)[:, :8])
     c = BertPretrainData(cache, spec, max_len=MAX_LEN, batch_size=8, nsp=nsp, seed=6)
-    assert not same(x3, c.train_batch(3))
-    # evaluation batches are fixed
+    assert not torch.equal(original(x3)[:, :8], original(c.train_batch(3))[:, :8])
     e1, e2 = a.eval_batches(3), b.eval_batches(3)
-    assert len(e1) == len(e2) > 0
-    assert all(same(p, q) for p, q in zip(e1, e2))
-    assert all(same(p, q) for p, q in zip(e1, a.eval_batches(3)))
-
-
-def test_an_epoch_visits_every_example_once(setup):
-    tok, cache = setup
+    assert len(e1) == len(e2) > 0 and all(torch.equal(p[k], q[k]) for p, q in zip(e1, e2) for k in p)
+    # one epoch of batches holds every training piece once
     bs = 64
-    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=bs, nsp=False, seed=1)
+    data = BertPretrainData(cache, spec, max_len=MAX_LEN, batch_size=bs, nsp=False, seed=1)
     n = len(data.train_examples)
-    rows = []
+    seen = []
     for i in range(-(-n // bs)):
+        batch = data.train_batch(i)
+        ids, seg = original(batch), batch["attention_mask"]
+        rows = [tuple(tuple(d) for d in segments(ids, seg, r)) for r in range(bs)]
+        seen.extend(rows)
+    tokens = np.asarray(cache.tokens)
+    packed = [tuple(tuple([tok.cls_id] + tokens[t0:t1].tolist() + [tok.sep_id]) for t0, t1 in
+                    data.train_examples.rows(np.array([r]))[0]) for r in range(n)]
+    assert Counter(seen[:n]) == Counter(packed)
+
+
+def test_sentence_chunks_keep_sentences_whole(bert):
+    _, cache = bert
+    so = np.asarray(cache.sent_offsets)
+    chunks = sentence_chunks(cache, np.arange(cache.n_documents), 30)
+    assert (np.diff(chunks, axis=1) <= 30).all() and (np.diff(chunks, axis=1) > 0).all()
+    assert all(doc_of(cache, t0) == doc_of(cache, t1 - 1) for t0, t1 in chunks)
+    sent_len = np.diff(so)
+    for t in np.concatenate([chunks[:, 0], chunks[:, 1]]):
+        if t not in so:  # a chunk cuts a sentence only if that sentence is longer than the budget
+            assert sent_len[np.searchsorted(so, t, "right") - 1] > 30
+
+
+@pytest.fixture(scope="module")
+def bpe(corpus):
+    tmp, path, sentences, _ = corpus
+    tok = Tokenizer.train("bart", sentences, vocab_size=1200)
+    return tok, load_corpus(path, tok, cache_dir=tmp / "cache_bpe", blank_line_docs=True)
+
+
+@pytest.mark.parametrize("noise", ["token-masking", "bart-base"])
+def test_bart_rows_noise_each_document_alone(bpe, noise):
+    tok, cache = bpe
+    data = DenoisePretrainData(cache, noise_ids(tok), noise, full_stops=full_stop_ids(tok), max_len=MAX_LEN,
+                               batch_size=8, seed=0)
+    assert data.train_examples.fill > 0.95
+    tokens = np.asarray(cache.tokens)
+    pieces = {tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples.pieces}
+    checked = 0
+    for i in range(3):
         b = data.train_batch(i)
-        orig = original(b)
-        for r in range(bs):
-            rows.append(tuple(orig[r][b["attention_mask"][r].bool()][1:-1].tolist()))
-    assert Counter(rows[:n]) == Counter(sequences(data, data.train_examples))
-    assert rows[:n] != sequences(data, data.train_examples)  # shuffled
+        assert set(b) == {"input_ids", "attention_mask", "labels", "decoder_input_ids", "decoder_attention_mask"}
+        assert b["decoder_input_ids"].shape[1] <= MAX_LEN
+        for r in range(8):
+            targets = segments(b["labels"], b["decoder_attention_mask"], r)
+            starts = segments(b["decoder_input_ids"], b["decoder_attention_mask"], r)
+            sources = segments(b["input_ids"], b["attention_mask"], r)
+            assert len(targets) == len(sources) == len(starts)
+            for t, d, s in zip(targets, starts, sources):
+                assert t[0] == tok.bos_id and t[-1] == tok.eos_id and tuple(t[1:-1]) in pieces
+                assert d == [tok.eos_id] + t[:-1]  # shifted right on its own, behind </s>
+                assert s[0] == tok.bos_id and s[-1] == tok.eos_id
+                if noise == "token-masking":  # the same document, 30% of its body masked
+                    assert len(s) == len(t) and all(x == y or x == tok.mask_id for x, y in zip(s, t))
+                else:
+                    assert Counter(s) != Counter(t) or len(t) <= 3
+                checked += 1
+    assert checked > 3 * 8
 
 
-def test_nsp_and_mlm_only_batch_keys_and_shapes(setup):
-    tok, cache = setup
-    spec = MLMSpec.from_tokenizer(tok)
-    b = BertPretrainData(cache, spec, max_len=MAX_LEN, batch_size=12, nsp=True, seed=0).train_batch(0)
-    assert set(b) == {"input_ids", "token_type_ids", "attention_mask", "next_sentence_label", "labels"}
-    for k in ("input_ids", "token_type_ids", "attention_mask", "labels"):
-        assert b[k].shape == (12, MAX_LEN) and b[k].dtype == torch.long
-    assert b["next_sentence_label"].shape == (12,)
-    assert (b["input_ids"][:, 0] == tok.cls_id).all()
-    b = BertPretrainData(cache, spec, max_len=MAX_LEN, batch_size=12, nsp=False, seed=0).train_batch(0)
-    assert set(b) == {"input_ids", "attention_mask", "labels"}
-    assert b["input_ids"].shape == b["attention_mask"].shape == b["labels"].shape
-    assert (b["input_ids"][:, 0] == tok.cls_id).all()
-    used = b["attention_mask"].sum(1)
-    assert (original(b).gather(1, (used - 1)[:, None]).squeeze(1) == tok.sep_id).all()
+@pytest.fixture(scope="module")
+def unigram(corpus):
+    tmp, path, sentences, _ = corpus
+    tok = Tokenizer.train("t5", sentences, vocab_size=1200)
+    return tok, load_corpus(path, tok, cache_dir=tmp / "cache_t5", blank_line_docs=True)
 
 
-def test_nsp_labels_balanced_on_real_data(setup):
-    tok, cache = setup
-    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=64, nsp=True, seed=0)
-    labels = torch.cat([data.train_batch(i)["next_sentence_label"] for i in range(20)])
-    n = labels.numel()
-    assert abs(labels.double().mean().item() - 0.5) < 4 * (0.25 / n) ** 0.5
-
-
-def test_mlm_only_windows_full_except_last_per_run(setup):
-    tok, cache = setup
-    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=32, nsp=False, seed=2,
-                            eval_fraction=0.1)
-    held = split_documents(cache.n_documents, 0.1, 2)
-    bounds = stream_bounds(cache, marked=True)
-    train_docs = np.flatnonzero(~held)
-    run_ends = {int(bounds[r[-1] + 1]) for r in np.split(train_docs, np.flatnonzero(np.diff(train_docs) != 1) + 1)}
-    assert len(run_ends) > 1
-    sizes = np.diff(data.train_examples, axis=1).ravel()
-    is_last = np.isin(data.train_examples[:, 1], list(run_ends))
-    assert (sizes[~is_last] == MAX_LEN - 2).all()
-    assert is_last.sum() == len(run_ends)
-    # windows cross document ends within a run
-    crossing = [len(docs_overlapping(bounds, t0, t1)) > 1 for t0, t1 in data.train_examples]
-    assert np.mean(crossing) > 0.05
-    # in batches, only those last windows are padded
-    short_seqs = set(sequences(data, data.train_examples[is_last]))
-    for i in range(8):
+def test_t5_rows_corrupt_each_document_alone(unigram):
+    tok, cache = unigram
+    data = SpanPretrainData(cache, tok.sentinel_ids, tok.eos_id, max_len=MAX_LEN, batch_size=8, seed=0,
+                            decoder_start_id=tok.pad_id, pad_id=tok.pad_id)
+    assert data.train_examples.fill > 0.95
+    tokens = np.asarray(cache.tokens)
+    pieces = {tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples.pieces}
+    sentinels = set(tok.sentinel_ids)
+    checked = 0
+    for i in range(3):
         b = data.train_batch(i)
-        used = b["attention_mask"].sum(1)
-        for r in torch.nonzero(used < MAX_LEN).flatten().tolist():
-            body = original(b)[r][: used[r]][1:-1]
-            assert tuple(body.tolist()) in short_seqs
+        assert b["input_ids"].shape[1] <= MAX_LEN
+        for r in range(8):
+            sources = segments(b["input_ids"], b["attention_mask"], r)
+            targets = segments(b["labels"], b["decoder_attention_mask"], r)
+            starts = segments(b["decoder_input_ids"], b["decoder_attention_mask"], r)
+            for s, t, d in zip(sources, targets, starts):
+                assert s[-1] == t[-1] == tok.eos_id and d == [tok.pad_id] + t[:-1]
+                # putting each span back at its sentinel rebuilds a whole training piece
+                spans, current = {}, None
+                for x in t[:-1]:
+                    if x in sentinels:
+                        current = x
+                        spans[x] = []
+                    else:
+                        spans[current].append(x)
+                rebuilt = [y for x in s[:-1] for y in (spans[x] if x in sentinels else [x])]
+                assert tuple(rebuilt) in pieces
+                n, k = noise_counts(len(rebuilt))
+                assert (len(s), len(t)) == (len(rebuilt) - n + k + 1, n + k + 1)  # T5's exact lengths
+                checked += 1
+    assert checked > 3 * 8
 
 
-@pytest.mark.parametrize("nsp", [True, False])
-def test_mask_counts_follow_the_mlm_rule(setup, nsp):
-    tok, cache = setup
-    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=32, nsp=nsp, seed=0)
-    specials = torch.tensor(tok.special_ids)
-    n_pred = n_mask = 0
-    for i in range(10):
-        b = data.train_batch(i)
-        orig = original(b)
-        eligible = (~torch.isin(orig, specials)).sum(1).double()
-        predicted = (b["labels"] != -100).sum(1)
-        assert ((predicted - (0.15 * eligible).clamp(min=1)).abs() <= 0.5 + 1e-9).all()
-        assert (predicted >= 1).all()
-        masks = (b["input_ids"] == tok.mask_id).sum(1)
-        assert (masks <= predicted).all()
-        assert ((b["input_ids"] == tok.mask_id) <= (b["labels"] != -100)).all()  # [MASK] only where predicted
-        assert (b["labels"][b["attention_mask"] == 0] == -100).all()
-        n_pred += int(predicted.sum())
-        n_mask += int(masks.sum())
-    assert abs(n_mask / n_pred - 0.8) < 4 * (0.16 / n_pred) ** 0.5
-
-
-def test_whole_word_spec(setup):
-    tok, cache = setup
-    spec = MLMSpec.from_tokenizer(tok, whole_word=True)
-    assert spec.continuation is not None and spec.continuation.any()
-    data = BertPretrainData(cache, spec, max_len=MAX_LEN, batch_size=32, nsp=False, seed=0)
-    cont = spec.continuation
-    specials = torch.tensor(tok.special_ids)
-    n_cont = 0
-    for i in range(4):
-        b = data.train_batch(i)
-        orig, sel = original(b), b["labels"] != -100
-        prev_sel = torch.nn.functional.pad(sel[:, :-1], (1, 0), value=False)
-        prev_special = torch.nn.functional.pad(torch.isin(orig[:, :-1], specials), (1, 0), value=True)
-        is_cont = cont[orig] & ~prev_special & ~torch.isin(orig, specials)
-        # a continuation piece shares its selection with the piece before it: whole words only
-        assert torch.equal(sel[is_cont], prev_sel[is_cont])
-        n_cont += int((sel & is_cont).sum())
-    assert n_cont > 0  # some multi-piece words were masked, so the check above had something to check
-
-
-def test_held_out_windows_fill_from_one_line_documents(setup, tmp_path):
-    """One short review per line: held-out documents come in runs, so T5's exact-length windows fit in them."""
-    tok, _ = setup
-    path = tmp_path / "lines.txt"
-    path.write_text("\n".join(CORPUS.read_text(encoding="utf-8").splitlines()[:3000]) + "\n", encoding="utf-8")
-    cache = load_corpus(path, tok, cache_dir=tmp_path / "cache")
-    data = SpanPretrainData(cache, [tok.vocab_size - 1], tok.sep_id, max_len=MAX_LEN, seed=5, eval_fraction=0.05)
-    held = split_documents(cache.n_documents, 0.05, 5)
-    bounds = stream_bounds(cache, marked=True)  # each document ended by </s>
-    assert np.median(np.diff(bounds)) < data.raw  # most documents are shorter than one window
-    for examples, side in [(data.train_examples, False), (data.eval_examples, True)]:
-        assert all(held[d] == side for t0, t1 in examples for d in docs_overlapping(bounds, t0, t1))
-    # every held-out token is in a held-out window except the last, shorter window of each run
-    held_tokens = int(np.diff(bounds)[held].sum())
-    assert held_tokens - 8 * data.raw < len(data.eval_examples) * data.raw <= held_tokens
-
-
-def test_single_document_corpus_trains_on_everything(setup, tmp_path):
-    tok, _ = setup
+def test_tiny_corpora(bert, tmp_path):
+    tok, _ = bert
     path = tmp_path / "one.txt"
     path.write_text("just one short document here\n", encoding="utf-8")
     cache = load_corpus(path, tok, cache_dir=tmp_path / "cache")
     # one document: nothing can be held out, all of it trains
     data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=16, batch_size=2, nsp=False)
-    assert len(data.eval_examples) == 0 and len(data.train_examples) >= 1
-    assert TokenStream(cache, tok.sep_id).windows(np.array([], dtype=np.int64), 8).shape == (0, 2)
-
-
-@pytest.mark.parametrize("marked", [True, False])
-def test_token_stream_ends_every_document_with_its_separator(setup, marked):
-    tok, cache = setup
-    stream = TokenStream(cache, tok.sep_id if marked else None)
-    bounds, tokens = doc_token_bounds(cache), np.asarray(cache.tokens)
-    for docs in (np.arange(5, 40), np.arange(0, 3), np.arange(cache.n_documents - 4, cache.n_documents)):
-        windows = stream.windows(docs, 13)
-        assert (np.diff(windows, axis=1)[:-1] == 13).all() and 0 < windows[-1, 1] - windows[-1, 0] <= 13
-        mark = [tok.sep_id] if marked else []
-        expected = np.concatenate([np.concatenate([tokens[bounds[d]:bounds[d + 1]], mark]) for d in docs])
-        assert np.array_equal(np.concatenate(stream.rows(windows)), expected)
-    # BERT without NSP: a window that crosses a document end has [SEP] exactly there
-    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=32, nsp=False, seed=0)
-    body = original(data.train_batch(0))[:, 1:-1]
-    assert (body == tok.sep_id).any()
+    assert len(data.eval_examples) == 0 and len(data.train_examples) == 1
+    assert data.eval_batches() == [] and data.train_batch(0)["input_ids"].shape[0] == 2

@@ -1,26 +1,41 @@
-"""Pretraining examples from a token cache, and the batches the objectives make of them.
+"""Pretraining batches from a token cache: whole documents packed into rows, for every family.
 
-Every batch is a pure function of (seed, micro-batch index): the example order comes from a
+Every batch is a pure function of (seed, micro-batch index): the row order comes from a
 per-epoch `torch.randperm`, the objective's randomness from a generator seeded with the
 index. Resuming at step k therefore needs no data state beyond k itself.
 
-Examples ([start, stop) ranges of a TokenStream over the cache):
-- with NSP: runs of consecutive sentences of one document, at most max_len − 3 tokens;
-  each is split at a random sentence boundary into A and its true continuation B
+Document-aware packing. Each document becomes one piece (several, when it is longer than a
+row allows); pieces are packed into rows of at most max_len tokens by best-fit decreasing,
+once, when the data is built, and each epoch visits the rows in a fresh seeded order. In a
+batch a row's attention_mask holds segment ids (0 on padding, k on its k-th document): the
+models restart positions at every document and keep attention inside it
+(nn/attention.segment_ids), so each document is read as if it were alone in its row, and
+almost no position is padding (`Packing.fill`; pretraining prints it). Windows that run
+several documents together never grow the attention heads that read a word's neighbours
+(BENCHMARKS.md, Korean: the position probe); whole documents alone do.
+
+Pieces per family (the objective always sees one document at a time):
+- BERT with NSP: runs of consecutive sentences of one document (≤ max_len − 3 tokens), each
+  split at a random sentence boundary into A and its true continuation B; one time in two
+  B is swapped for another piece's B from another document and cut to the same room
   (google-research/bert builds its pairs the same way; its short_seq_prob is left out).
-- without NSP: windows of max_len − 2 positions over the stream of the training documents,
-  crossing document ends, each end marked by [SEP] (RoBERTa's FULL-SENTENCES packing), so
-  no padding.
-BART (DenoisePretrainData) and T5 (SpanPretrainData) use the packed windows too: `<s> … </s>`
-rows noised by objectives/denoise.py (documents unmarked: `</s>` ends the row), and raw
-windows, each document ended by `</s>`, of exactly the length that T5's span corruption
-turns into max_len encoder tokens.
+  `[CLS] A [SEP] B [SEP]`, NSP read at every pair's [CLS]: next_sentence_label is [B, K].
+- BERT without NSP, ELECTRA: a document (≤ max_len − 2 tokens), `[CLS] doc [SEP]`.
+- BART: a document (≤ max_len − 2 tokens), `<s> doc </s>`, noised on its own (sentence
+  permutation shuffles its sentences, rotation rotates it); the decoder rows hold the clean
+  documents in the same order, each shifted right on its own.
+- T5: a document (≤ the raw length span corruption turns into max_len tokens), span-
+  corrupted on its own, ended by </s>. T5's noise and span counts depend on the length
+  alone, so each piece's input and target lengths are known before sampling and rows are
+  packed by them exactly.
 Held-out documents (a seeded random `eval_fraction` of them, at least one) never appear in
-training examples.
+training rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,9 +44,12 @@ from torch import Tensor
 
 from clozeformer.data.cache import TokenCache
 from clozeformer.objectives.denoise import PRESETS, NoiseIds, NoiseStep, denoise
-from clozeformer.objectives.mlm import mlm_mask
+from clozeformer.objectives.mlm import IGNORE, mlm_mask
 from clozeformer.objectives.nsp import nsp_pairs
-from clozeformer.objectives.span import DENSITY, MEAN_SPAN, span_corruption, span_lengths
+from clozeformer.objectives.span import DENSITY, MEAN_SPAN, noise_counts, span_corruption, span_lengths
+
+
+EVAL_RATE = 0.15  # held-out MLM batches are masked at BERT's rate (BERT §3.1), whatever training uses
 
 
 def _seeded(*parts: int) -> torch.Generator:
@@ -40,12 +58,8 @@ def _seeded(*parts: int) -> torch.Generator:
 
 
 def split_documents(n_docs: int, eval_fraction: float, seed: int, runs: int = 8) -> np.ndarray:
-    """bool [n_docs]: True for held-out documents, about eval_fraction of them.
-
-    They form up to `runs` contiguous runs at seeded places. Packed windows (MLM-only BERT,
-    T5) stream over consecutive documents, so a corpus of one short review per line still
-    fills held-out windows, and training keeps long runs.
-    """
+    """bool [n_docs]: True for held-out documents, about eval_fraction of them, in up to `runs`
+    contiguous runs at seeded places (so held-out text is spread over the corpus in a few stretches)."""
     held = np.zeros(n_docs, dtype=bool)
     if eval_fraction > 0 and n_docs > 1:
         k = min(n_docs - 1, max(1, round(n_docs * eval_fraction)))
@@ -55,6 +69,16 @@ def split_documents(n_docs: int, eval_fraction: float, seed: int, runs: int = 8)
         for start, size in zip(gaps + np.cumsum(sizes) - sizes, sizes):  # training documents before run i: gaps[i]
             held[start : start + size] = True
     return held
+
+
+def document_pieces(cache: TokenCache, docs: np.ndarray, size: int) -> np.ndarray:
+    """[N, 2] token ranges: each selected document whole, or cut into pieces of `size` tokens (the
+    last shorter) when it is longer. Empty documents give none."""
+    bounds = np.asarray(cache.sent_offsets)[np.asarray(cache.doc_offsets)]  # document d: tokens bounds[d]:bounds[d+1]
+    start, stop = bounds[docs], bounds[docs + 1]
+    n = -(-(stop - start) // size)  # pieces per document
+    first = np.repeat(start, n) + size * (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+    return np.stack([first, np.minimum(first + size, np.repeat(stop, n))], 1).astype(np.int64).reshape(-1, 2)
 
 
 def sentence_chunks(cache: TokenCache, docs: np.ndarray, budget: int) -> np.ndarray:
@@ -79,60 +103,99 @@ def sentence_chunks(cache: TokenCache, docs: np.ndarray, budget: int) -> np.ndar
     return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
 
-class TokenStream:
-    """The documents of a token cache as one stream, each document followed by `sep`.
+@dataclass(frozen=True)
+class Packing:
+    """Rows of whole pieces: row r holds pieces[offsets[r]:offsets[r + 1]], each a [start, stop) token range."""
 
-    RoBERTa's FULL-SENTENCES packing lets windows cross document ends and marks each end with
-    a separator; T5 ends every packed document with </s>. Without the mark a one-review-per-line
-    corpus reads as one run-on text. A position in the stream is a token index plus the number
-    of documents before it. With sep=None documents run on unmarked and positions are token
-    indices (BART's rows, and the sentence chunks of BERT with NSP, which never cross a document).
+    pieces: np.ndarray  # int64 [P, 2]
+    offsets: np.ndarray  # int64 [R + 1]
+    fill: float  # Σ piece costs / (R × capacity): the share of row positions that are real tokens
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def rows(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pieces [Q, 2] of rows `index`, row after row, and the batch row [Q] (0 … len(index) − 1) of each."""
+        first, counts = self.offsets[index], self.offsets[index + 1] - self.offsets[index]
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.pieces[np.repeat(first, counts) + within], np.repeat(np.arange(len(index)), counts)
+
+
+def pack(pieces: np.ndarray, costs: np.ndarray, capacity: int, seed: int) -> Packing:
+    """Best-fit decreasing: pieces by cost, largest first, each into the open row with the least room
+    that still holds it (a new row when none does); rows then in a seeded random order.
+
+    costs [P]: positions each piece takes in a row (its tokens and special tokens), 1 ≤ cost ≤ capacity.
+    Many short documents fill rows almost completely (fill ≥ 99% on the shared corpora).
     """
-
-    def __init__(self, cache: TokenCache, sep: int | None) -> None:
-        self.cache, self.sep = cache, sep
-        ends = np.asarray(cache.sent_offsets)[np.asarray(cache.doc_offsets)[1:]].astype(np.int64)
-        # stream position of each document's separator (its last token's position + 1)
-        self.ends = ends if sep is None else ends + np.arange(len(ends))
-
-    def bounds(self, docs: np.ndarray) -> tuple[int, int]:
-        """[start, stop) of consecutive documents docs[0] … docs[-1], their separators included."""
-        start = 0 if docs[0] == 0 else int(self.ends[docs[0] - 1]) + (self.sep is not None)
-        return start, int(self.ends[docs[-1]]) + (self.sep is not None)
-
-    def windows(self, docs: np.ndarray, size: int) -> np.ndarray:
-        """[N, 2] windows of `size` positions over each run of consecutive selected documents."""
-        if len(docs) == 0:
-            return np.zeros((0, 2), dtype=np.int64)
-        out = []
-        for run in np.split(docs, np.flatnonzero(np.diff(docs) != 1) + 1):
-            t0, t1 = self.bounds(run)
-            starts = np.arange(t0, t1, size)
-            out.append(np.stack([starts, np.minimum(starts + size, t1)], 1))
-        return np.concatenate(out).astype(np.int64)
-
-    def rows(self, ranges: np.ndarray) -> list[np.ndarray]:
-        """The token ids at each [start, stop) range of stream positions."""
-        tokens = self.cache.tokens
-        if self.sep is None:
-            return [np.asarray(tokens[t0:t1], dtype=np.int64) for t0, t1 in ranges]
-        out = []
-        for t0, t1 in ranges:
-            pos = np.arange(t0, t1)
-            doc = np.searchsorted(self.ends, pos)  # the document each position is in (or ends)
-            row = np.full(len(pos), self.sep, dtype=np.int64)
-            inside = self.ends[doc] != pos
-            row[inside] = tokens[pos[inside] - doc[inside]]
-            out.append(row)
-        return out
+    if len(costs) and (costs.min() < 1 or costs.max() > capacity):
+        raise ValueError(f"piece costs must be in [1, {capacity}]")
+    by_room: list[list[int]] = [[] for _ in range(capacity + 1)]  # open rows by room left
+    count = np.zeros(capacity + 1, dtype=np.int64)
+    members: list[list[int]] = []
+    for p in np.argsort(-costs, kind="stable"):
+        c = int(costs[p])
+        fits = np.flatnonzero(count[c:])
+        if len(fits):
+            room = c + int(fits[0])
+            row = by_room[room].pop()
+            count[room] -= 1
+        else:
+            room, row = capacity, len(members)
+            members.append([])
+        members[row].append(int(p))
+        by_room[room - c].append(row)
+        count[room - c] += 1
+    order = torch.randperm(len(members), generator=_seeded(seed, 0)).numpy() if members else np.zeros(0, int)
+    rows = [members[r] for r in order]
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    take = np.asarray([p for r in rows for p in r], dtype=np.int64)
+    fill = float(costs.sum()) / (len(rows) * capacity) if rows else 1.0
+    return Packing(pieces[take].reshape(-1, 2), offsets, fill)
 
 
-def _pad_rows(rows: list[np.ndarray], fill: int) -> tuple[Tensor, Tensor]:
-    width = max(1, max(len(r) for r in rows))
-    out = np.full((len(rows), width), fill, dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return torch.from_numpy(out), torch.tensor([len(r) for r in rows])
+def gather_pieces(tokens: np.ndarray, pieces: np.ndarray, pad: int, before: int | None = None,
+                  after: int | None = None) -> tuple[Tensor, Tensor]:
+    """The tokens of each piece, optionally between `before` and `after` ids: ids [Q, W] padded with
+    `pad`, lengths [Q]."""
+    n = pieces[:, 1] - pieces[:, 0]  # [Q]
+    lead = int(before is not None)
+    length = n + lead + int(after is not None)
+    width = int(length.max()) if len(n) else 1
+    at = np.arange(width - lead)
+    inside = at[None, :] < n[:, None]  # [Q, W − lead]
+    body = np.asarray(tokens[np.where(inside, pieces[:, :1] + at, 0)], dtype=np.int64)
+    ids = np.full((len(n), width), pad, dtype=np.int64)
+    ids[:, lead:] = np.where(inside, body, pad)
+    if before is not None:
+        ids[:, 0] = before
+    if after is not None:
+        ids[np.arange(len(n)), n + lead] = after
+    return torch.from_numpy(ids), torch.from_numpy(length)
+
+
+def place(values: Tensor, lengths: Tensor, row: np.ndarray, n_rows: int, fill: int) -> tuple[Tensor, Tensor]:
+    """Lay pieces end to end in their rows.
+
+    values [Q, W] (piece q valid up to lengths[q]), row [Q] (non-decreasing: pieces arrive row after
+    row) -> (out [R, T] with T the longest row, filled with `fill` after it; segment ids [R, T]:
+    0 on padding, k on the row's k-th piece).
+    """
+    row_t = torch.from_numpy(np.asarray(row, dtype=np.int64))
+    first = torch.from_numpy(np.searchsorted(row, row).astype(np.int64))  # [Q] index of the row's first piece
+    end = lengths.cumsum(0)
+    start = end - lengths - (end - lengths)[first]  # [Q] offset of each piece in its row
+    widths = torch.zeros(n_rows, dtype=torch.long).index_add_(0, row_t, lengths)  # [R]
+    width = max(1, int(widths.max())) if n_rows else 1
+    at = torch.arange(values.shape[1])
+    valid = at[None, :] < lengths[:, None]  # [Q, W]
+    r = row_t[:, None].expand_as(valid)[valid]
+    c = (start[:, None] + at)[valid]
+    out = torch.full((n_rows, width), fill, dtype=values.dtype)
+    out[r, c] = values[valid]
+    seg = torch.zeros(n_rows, width, dtype=torch.long)
+    seg[r, c] = (torch.arange(len(row_t)) - first + 1)[:, None].expand_as(valid)[valid]
+    return out, seg
 
 
 class _EpochOrder:
@@ -147,10 +210,13 @@ class _EpochOrder:
             self._perm = (epoch, torch.randperm(self.n, generator=_seeded(self.seed, 2, epoch)).numpy())
         return self._perm[1]
 
+    def indices(self, index: int, batch_size: int) -> np.ndarray:
+        """Example indices of batch `index`."""
+        return np.asarray([self._epoch(j // self.n)[j % self.n]
+                           for j in range(index * batch_size, (index + 1) * batch_size)], dtype=np.int64)
+
     def rows(self, examples: np.ndarray, index: int, batch_size: int) -> np.ndarray:
-        picks = [examples[self._epoch(j // self.n)[j % self.n]]
-                 for j in range(index * batch_size, (index + 1) * batch_size)]
-        return np.stack(picks)
+        return examples[self.indices(index, batch_size)]
 
 
 @dataclass
@@ -173,84 +239,112 @@ class MLMSpec:
 
 
 class _Batches:
-    """What every pretraining data class shares: batch k of training and the fixed eval batches,
-    each a pure function of (seed, k) through `make_batch(ranges, generator)`."""
+    """What every pretraining data class shares: packed training and held-out rows, batch k of
+    training and the fixed eval batches, each a pure function of (seed, k) through
+    `make_batch(pieces, row, n_rows, generator)` (pieces [Q, 2] of n_rows rows, row [Q])."""
 
-    train_examples: np.ndarray
-    eval_examples: np.ndarray
+    train_examples: Packing
+    eval_examples: Packing
     batch_size: int
     seed: int
-    _order: _EpochOrder
+    # True: a row's documents are read as one text, attention and positions running across them
+    # (RoBERTa's FULL-SENTENCES packing; the ablation of document-aware packing, BENCHMARKS.md)
+    cross_document = False
 
-    def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
+    def _pack(self, cache: TokenCache, eval_fraction: float, capacity: int,
+              pieces_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Split the documents, cut each side into pieces (pieces_of(docs) -> (pieces, costs)) and pack them."""
+        if cache.n_tokens == 0:
+            raise ValueError("the corpus has no tokens")
+        held = split_documents(cache.n_documents, eval_fraction, self.seed)
+        self.train_examples = pack(*pieces_of(np.flatnonzero(~held)), capacity, self.seed)
+        self.eval_examples = pack(*pieces_of(np.flatnonzero(held)), capacity, self.seed)
+        if len(self.train_examples) == 0:
+            raise ValueError("the corpus is too small to hold out evaluation documents and still train")
+        self._order = _EpochOrder(len(self.train_examples), self.seed)
+
+    def make_batch(self, pieces: np.ndarray, row: np.ndarray, n_rows: int, g: torch.Generator) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def _batch(self, packing: Packing, rows: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
+        batch = self.make_batch(*packing.rows(rows), len(rows), g)
+        if self.cross_document:
+            for key in ("attention_mask", "decoder_attention_mask"):
+                if key in batch:
+                    batch[key] = (batch[key] > 0).long()
+        return batch
 
     def train_batch(self, index: int) -> dict[str, Tensor]:
         """The `index`-th micro-batch (deterministic in seed and index)."""
-        return self.make_batch(self._order.rows(self.train_examples, index, self.batch_size),
-                               _seeded(self.seed, 3, index))
+        return self._batch(self.train_examples, self._order.indices(index, self.batch_size), _seeded(self.seed, 3, index))
 
     def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
-        """Fixed held-out batches: the same examples and masks at every evaluation."""
-        ex = self.eval_examples[: max_batches * self.batch_size]
-        return [self.make_batch(ex[i: i + self.batch_size], _seeded(self.seed, 4, i))
-                for i in range(0, len(ex), self.batch_size)]
+        """Fixed held-out batches: the same rows and masks at every evaluation."""
+        n = min(len(self.eval_examples), max_batches * self.batch_size)
+        return [self._batch(self.eval_examples, np.arange(i, min(i + self.batch_size, n)), _seeded(self.seed, 4, i))
+                for i in range(0, n, self.batch_size)]
 
 
 class BertPretrainData(_Batches):
-    """Batches for BERT pretraining: MLM (+ NSP) over a token cache."""
+    """Batches for BERT pretraining: MLM (+ NSP) over packed documents; ELECTRA's with mask_fn=rtd_mask
+    (objectives/rtd.py: 85% [MASK], 15% kept, and the generator's sampling noise `replace_u`)."""
 
     def __init__(self, cache: TokenCache, spec: MLMSpec, *, max_len: int = 128, batch_size: int = 32,
-                 nsp: bool = True, seed: int = 0, eval_fraction: float = 0.02) -> None:
-        if cache.n_tokens == 0:
-            raise ValueError("the corpus has no tokens")
+                 nsp: bool = True, seed: int = 0, eval_fraction: float = 0.02,
+                 mask_fn: Callable[..., dict[str, Tensor]] = mlm_mask) -> None:
         self.cache, self.spec, self.max_len, self.batch_size = cache, spec, max_len, batch_size
-        self.nsp, self.seed = nsp, seed
-        held = split_documents(cache.n_documents, eval_fraction, seed)
-        self.stream = TokenStream(cache, None if nsp else spec.sep_id)
-        make = (lambda docs: sentence_chunks(cache, docs, max_len - 3)) if nsp else \
-            (lambda docs: self.stream.windows(docs, max_len - 2))
-        self.train_examples = make(np.flatnonzero(~held))
-        self.eval_examples = make(np.flatnonzero(held))
-        if len(self.train_examples) == 0:
-            raise ValueError("the corpus is too small to hold out evaluation documents and still train")
-        self._order = _EpochOrder(len(self.train_examples), seed)
-
-
-    def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
-        s = self.spec
-        tokens = self.cache.tokens
-        if self.nsp:
-            a_rows, b_rows = [], []
-            u = torch.rand(len(ranges), generator=g).numpy()
-            for (t0, t1), ui in zip(ranges, u):
-                cuts = self._boundaries(t0, t1)
-                cut = cuts[int(ui * len(cuts))] if len(cuts) else t0 + 1 + int(ui * max(t1 - t0 - 1, 0))
-                a_rows.append(tokens[t0:cut])
-                b_rows.append(tokens[cut:t1])
-            a, a_len = _pad_rows(a_rows, s.pad_id)
-            b, b_len = _pad_rows(b_rows, s.pad_id)
-            sent = np.searchsorted(self.cache.sent_offsets, ranges[:, 0], "right") - 1
-            doc = torch.from_numpy(np.searchsorted(self.cache.doc_offsets, sent, "right") - 1)
-            batch = nsp_pairs(a, a_len, b, b_len, doc, max_len=self.max_len, cls_id=s.cls_id, sep_id=s.sep_id,
-                              pad_id=s.pad_id, generator=g)
+        self.nsp, self.seed, self.mask_fn = nsp, seed, mask_fn
+        if nsp:
+            def pieces_of(docs):
+                chunks = sentence_chunks(cache, docs, max_len - 3)
+                return chunks, chunks[:, 1] - chunks[:, 0] + 3  # [CLS] A [SEP] B [SEP]
         else:
-            body, length = _pad_rows(self.stream.rows(ranges), s.pad_id)
-            n, w = body.shape
-            p = torch.arange(w + 2)[None, :]
-            ids = torch.full((n, w + 2), s.pad_id, dtype=torch.long)
-            ids[:, 1:-1] = body
-            ids[:, 0] = s.cls_id
-            ids = ids.scatter(1, (length + 1)[:, None], s.sep_id)
-            batch = {"input_ids": ids, "attention_mask": (p <= length[:, None] + 1).long()}
-        batch.update(mlm_mask(batch["input_ids"], mask_id=s.mask_id, vocab_size=s.vocab_size,
-                              special_ids=s.special_ids, generator=g, rate=s.rate, continuation=s.continuation))
+            def pieces_of(docs):
+                pieces = document_pieces(cache, docs, max_len - 2)
+                return pieces, pieces[:, 1] - pieces[:, 0] + 2  # [CLS] doc [SEP]
+        self._pack(cache, eval_fraction, max_len, pieces_of)
+
+    def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
+        """Held-out batches masked at BERT's 15% whatever the training rate, so that runs at other rates
+        report comparable MLM loss and accuracy."""
+        train_spec, self.spec = self.spec, dataclasses.replace(self.spec, rate=EVAL_RATE)
+        try:
+            return super().eval_batches(max_batches)
+        finally:
+            self.spec = train_spec
+
+    def make_batch(self, pieces: np.ndarray, row: np.ndarray, n_rows: int, g: torch.Generator) -> dict[str, Tensor]:
+        s = self.spec
+        if self.nsp:
+            pairs = self._pairs(pieces, g)
+            length = pairs["attention_mask"].sum(1)
+            ids, seg = place(pairs["input_ids"], length, row, n_rows, s.pad_id)
+            batch = {"input_ids": ids, "attention_mask": seg,
+                     "token_type_ids": place(pairs["token_type_ids"], length, row, n_rows, 0)[0],
+                     "next_sentence_label": place(pairs["next_sentence_label"][:, None],
+                                                  torch.ones_like(length), row, n_rows, IGNORE)[0]}  # [R, K]
+        else:
+            docs, length = gather_pieces(self.cache.tokens, pieces, s.pad_id, s.cls_id, s.sep_id)
+            ids, seg = place(docs, length, row, n_rows, s.pad_id)
+            batch = {"input_ids": ids, "attention_mask": seg}
+        batch.update(self.mask_fn(batch["input_ids"], mask_id=s.mask_id, vocab_size=s.vocab_size,
+                                  special_ids=s.special_ids, generator=g, rate=s.rate, continuation=s.continuation))
         return batch
 
-    def _boundaries(self, t0: int, t1: int) -> np.ndarray:
-        so = self.cache.sent_offsets
-        lo, hi = np.searchsorted(so, t0, "right"), np.searchsorted(so, t1, "left")
-        return so[lo:hi]
+    def _pairs(self, chunks: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
+        """`[CLS] A [SEP] B [SEP]` of every chunk [Q, 2], B swapped for a foreign one half the time."""
+        s, tokens, so = self.spec, self.cache.tokens, self.cache.sent_offsets
+        u = torch.rand(len(chunks), generator=g).numpy()
+        cuts = np.empty(len(chunks), dtype=np.int64)
+        for i, ((t0, t1), ui) in enumerate(zip(chunks, u)):
+            inner = so[np.searchsorted(so, t0, "right"): np.searchsorted(so, t1, "left")]  # sentence starts inside
+            cuts[i] = inner[int(ui * len(inner))] if len(inner) else t0 + 1 + int(ui * max(t1 - t0 - 1, 0))
+        a, a_len = gather_pieces(tokens, np.stack([chunks[:, 0], cuts], 1), s.pad_id)
+        b, b_len = gather_pieces(tokens, np.stack([cuts, chunks[:, 1]], 1), s.pad_id)
+        sent = np.searchsorted(so, chunks[:, 0], "right") - 1
+        doc = torch.from_numpy(np.searchsorted(self.cache.doc_offsets, sent, "right") - 1)
+        return nsp_pairs(a, a_len, b, b_len, doc, max_len=a_len + b_len + 3, cls_id=s.cls_id, sep_id=s.sep_id,
+                         pad_id=s.pad_id, generator=g)
 
 
 def noise_ids(tok) -> NoiseIds:
@@ -274,75 +368,82 @@ def full_stop_ids(tok) -> list[int]:
     return stops
 
 
-class DenoisePretrainData(_Batches):
-    """Batches for BART pretraining: packed windows of max_len − 2 tokens, `<s> … </s>`, noised.
+def seq2seq_rows(source: Tensor, source_len: Tensor, target: Tensor, target_len: Tensor, decoder_start: int,
+                 row: np.ndarray, n_rows: int, pad: int) -> dict[str, Tensor]:
+    """Packed encoder–decoder rows from per-document sources [Q, S] and clean targets [Q, T] (with lengths):
+    input_ids, attention_mask (segment ids), labels (-100 after each row), decoder_input_ids (each target
+    shifted right on its own behind decoder_start) and decoder_attention_mask (segment ids)."""
+    shifted = torch.cat([target.new_full((len(target), 1), decoder_start), target[:, :-1]], 1)  # [Q, T]
+    input_ids, seg = place(source, source_len, row, n_rows, pad)
+    labels, dec_seg = place(target, target_len, row, n_rows, IGNORE)
+    decoder_input_ids, _ = place(shifted, target_len, row, n_rows, pad)
+    return {"input_ids": input_ids, "attention_mask": seg, "labels": labels, "decoder_input_ids": decoder_input_ids,
+            "decoder_attention_mask": dec_seg}
 
-    Windows run over consecutive training documents (like BERT without NSP), so a row holds
-    several sentences for sentence permutation to shuffle. The targets are the clean rows.
-    """
+
+class DenoisePretrainData(_Batches):
+    """Batches for BART pretraining: documents `<s> doc </s>` (≤ max_len tokens), each noised on its own,
+    packed into rows; the targets are the clean documents, packed alike (`seq2seq_rows`). Noises that
+    grow a document (insertion, zero-length infilling) may make an encoder row longer than max_len."""
 
     def __init__(self, cache: TokenCache, spec: NoiseIds, noise: str | tuple[NoiseStep, ...] = "bart-base", *,
                  full_stops: list[int], max_len: int = 128, batch_size: int = 32, seed: int = 0,
                  eval_fraction: float = 0.02) -> None:
-        if cache.n_tokens == 0:
-            raise ValueError("the corpus has no tokens")
         if isinstance(noise, str) and noise not in PRESETS:
             raise ValueError(f"unknown noise preset {noise!r}; choose from {sorted(PRESETS)}")
         self.cache, self.spec, self.noise, self.full_stops = cache, spec, noise, torch.tensor(full_stops)
         self.max_len, self.batch_size, self.seed = max_len, batch_size, seed
-        held = split_documents(cache.n_documents, eval_fraction, seed)
-        self.stream = TokenStream(cache, None)
-        self.train_examples = self.stream.windows(np.flatnonzero(~held), max_len - 2)
-        self.eval_examples = self.stream.windows(np.flatnonzero(held), max_len - 2)
-        if len(self.train_examples) == 0:
-            raise ValueError("the corpus is too small to hold out evaluation documents and still train")
-        self._order = _EpochOrder(len(self.train_examples), seed)
 
+        def pieces_of(docs):
+            pieces = document_pieces(cache, docs, max_len - 2)
+            return pieces, pieces[:, 1] - pieces[:, 0] + 2  # <s> doc </s>
+        self._pack(cache, eval_fraction, max_len, pieces_of)
 
-    def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
+    def make_batch(self, pieces: np.ndarray, row: np.ndarray, n_rows: int, g: torch.Generator) -> dict[str, Tensor]:
         s = self.spec
-        body, length = _pad_rows(self.stream.rows(ranges), s.pad)
-        ids = torch.full((len(ranges), body.shape[1] + 2), s.pad, dtype=torch.long)
-        ids[:, 1:-1] = body
-        ids[:, 0] = s.bos
-        ids = ids.scatter(1, (length + 1)[:, None], s.eos)  # <s> body </s> <pad>…
-        return denoise(ids, length + 2, self.noise, spec=s, generator=g, full_stop_ids=self.full_stops,
-                       max_len=self.max_len)
+        docs, length = gather_pieces(self.cache.tokens, pieces, s.pad, s.bos, s.eos)  # [Q, W]
+        out = denoise(docs, length, self.noise, spec=s, generator=g, full_stop_ids=self.full_stops,
+                      max_len=self.max_len)
+        return seq2seq_rows(out["input_ids"], out["attention_mask"].sum(1), docs, length, s.eos, row, n_rows, s.pad)
 
 
 class SpanPretrainData(_Batches):
-    """Batches for T5 pretraining: windows of exactly the raw length that span corruption turns
-    into `max_len` encoder tokens (T5's packing: no padding anywhere, static shapes).
-
-    Windows run over consecutive training documents; a stream's last, shorter window is dropped.
-    """
+    """Batches for T5 pretraining: documents span-corrupted one by one and packed into rows of at most
+    max_len encoder tokens. A document longer than `raw` (the length span corruption turns into exactly
+    max_len tokens) is cut into pieces of `raw`; one-token pieces are dropped (nothing to corrupt)."""
 
     def __init__(self, cache: TokenCache, sentinel_ids: list[int], eos_id: int, *, max_len: int = 128,
                  batch_size: int = 32, seed: int = 0, eval_fraction: float = 0.02, density: float = DENSITY,
-                 mean_span: float = MEAN_SPAN) -> None:
-        if cache.n_tokens == 0:
-            raise ValueError("the corpus has no tokens")
+                 mean_span: float = MEAN_SPAN, decoder_start_id: int = 0, pad_id: int = 0) -> None:
         if not sentinel_ids:
             raise ValueError("span corruption needs a tokenizer with sentinels <extra_id_0> … (a T5 tokenizer)")
         self.raw, self.target_len = span_lengths(max_len, density, mean_span)
         self.cache, self.sentinels, self.eos = cache, torch.tensor(sentinel_ids), eos_id
-        self.stream = TokenStream(cache, eos_id)
         self.batch_size, self.seed, self.density, self.mean_span = batch_size, seed, density, mean_span
-        held = split_documents(cache.n_documents, eval_fraction, seed)
+        self.decoder_start, self.pad = decoder_start_id, pad_id
 
-        def full(docs):
-            w = self.stream.windows(docs, self.raw)
-            return w[w[:, 1] - w[:, 0] == self.raw]
+        def input_length(n: int) -> int:  # span corruption of n tokens: n − N + K, then </s>
+            noise, spans = noise_counts(n, density, mean_span)
+            return n - noise + spans + 1
+        self._input_len = np.array([0, 0] + [input_length(n) for n in range(2, self.raw + 1)])  # by piece length
 
-        self.train_examples, self.eval_examples = full(np.flatnonzero(~held)), full(np.flatnonzero(held))
-        if len(self.train_examples) == 0:
-            raise ValueError(f"the corpus is too small for one training window of {self.raw} tokens "
-                             f"(max_len {max_len}); use a smaller max_len or more text")
-        self._order = _EpochOrder(len(self.train_examples), seed)
+        def pieces_of(docs):
+            pieces = document_pieces(cache, docs, self.raw)
+            pieces = pieces[pieces[:, 1] - pieces[:, 0] >= 2]
+            return pieces, self._input_len[pieces[:, 1] - pieces[:, 0]]  # corrupted input + </s>
+        self._pack(cache, eval_fraction, max_len, pieces_of)
 
-
-    def make_batch(self, ranges: np.ndarray, g: torch.Generator) -> dict[str, Tensor]:
-        rows = torch.from_numpy(np.stack(self.stream.rows(ranges)))
-        out = span_corruption(rows, sentinel_ids=self.sentinels, eos_id=self.eos, density=self.density,
-                              mean_span=self.mean_span, generator=g)
-        return {**out, "attention_mask": torch.ones_like(out["input_ids"])}
+    def make_batch(self, pieces: np.ndarray, row: np.ndarray, n_rows: int, g: torch.Generator) -> dict[str, Tensor]:
+        n = pieces[:, 1] - pieces[:, 0]
+        docs, _ = gather_pieces(self.cache.tokens, pieces, self.pad)  # [Q, W]
+        sources, targets = [None] * len(n), [None] * len(n)
+        for length in np.unique(n):  # one call per length: T5's span counts depend on it alone
+            which = np.flatnonzero(n == length)
+            out = span_corruption(docs[which, :length], sentinel_ids=self.sentinels, eos_id=self.eos,
+                                  density=self.density, mean_span=self.mean_span, generator=g)
+            for j, q in enumerate(which):
+                sources[q], targets[q] = out["input_ids"][j], out["labels"][j]
+        src = torch.nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=self.pad)
+        tgt = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=self.pad)
+        return seq2seq_rows(src, torch.tensor([len(x) for x in sources]), tgt, torch.tensor([len(x) for x in targets]),
+                            self.decoder_start, row, n_rows, self.pad)
