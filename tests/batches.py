@@ -1,8 +1,20 @@
-"""Small padded batches shared by the test modules (imported as `batches`: pytest puts tests/ on sys.path)."""
+"""Small padded batches and run readers shared by the test modules (imported as `batches`: pytest puts
+tests/ on sys.path)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+
+TIMINGS = ("elapsed_s",)  # wall-clock fields of metrics.jsonl rows: never the same twice
+
+
+def rows(run_dir, split="train"):
+    """metrics.jsonl rows of one split, without their timings."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in map(json.loads, lines) if r["split"] == split]
 
 
 def padded_batch(vocab: int, seed: int = 0):

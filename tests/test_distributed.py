@@ -30,11 +30,12 @@ from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.distributed import Dist, shard, sum_over_ranks
 from clozeformer.train.loop import TrainConfig, fit
 from clozeformer.train.pretrain import bert_metrics
+from batches import rows
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CORPUS = DATA / "corpus" / "en_reviews.txt"
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, dropout=0.0, attention_dropout=0.0)
-STEPS, BATCH, MAX_LEN = 4, 8, 32
+STEPS, BATCH, MAX_LEN, RATE = 4, 8, 32, 0.15  # `data` below is what these CLI runs train on
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,7 +59,7 @@ def env(tmp_path_factory):
 def args(env, run_dir, *extra):
     corpus, tok, cache = env
     return ["pretrain", "--corpus", str(corpus), "--blank-line-docs", "--tokenizer", str(tok), "--config", "tiny",
-            "--set", *(f"{k}={v}" for k, v in TINY.items()), "--no-nsp", "--max-len", str(MAX_LEN),
+            "--set", *(f"{k}={v}" for k, v in TINY.items()), "--no-nsp", "--mlm-rate", str(RATE), "--max-len", str(MAX_LEN),
             "--batch-size", str(BATCH), "--steps", str(STEPS), "--warmup", "1", "--lr", "2e-3", "--log-every", "1",
             "--eval-every", "2", "--save-every", "2", "--eval-batches", "2", "--cache-dir", str(cache),
             "--run-dir", str(run_dir), "--quiet", *extra]
@@ -80,11 +81,6 @@ def torchrun(env, run_dir, *extra) -> str:
                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
     assert res.returncode == 0, res.stderr[-4000:]
     return res.stdout
-
-
-def rows(run_dir, split="train"):
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["split"] == split]
 
 
 def assert_same_run(a, b, steps=None, tol=1e-5):
@@ -109,7 +105,7 @@ def data(env, batch_size=BATCH) -> BertPretrainData:
     corpus, tok_dir, cache = env
     tok = Tokenizer.load(tok_dir)
     cache = load_corpus([corpus], tok, cache_dir=cache, blank_line_docs=True)
-    return BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=batch_size, nsp=False,
+    return BertPretrainData(cache, MLMSpec.from_tokenizer(tok, rate=RATE), max_len=MAX_LEN, batch_size=batch_size, nsp=False,
                             seed=0, eval_fraction=0.02)
 
 

@@ -5,7 +5,6 @@ Dropout is on in these runs, so exact continuation also proves that no random st
 
 import contextlib
 import io
-import json
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import list_checkpoints
 from clozeformer.train.loop import TrainConfig, TrainingInterrupted
 from clozeformer.train.pretrain import pretrain
+from batches import rows
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CORPUS = DATA / "corpus" / "en_reviews.txt"
@@ -74,11 +74,6 @@ def wait_for(condition, proc: subprocess.Popen, timeout=60.0) -> None:
         assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before the fault could be injected"
         assert time.monotonic() < end, "timed out waiting for the run"
         time.sleep(0.005)
-
-
-def rows(run_dir, split="train"):
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["split"] == split]
 
 
 def train_steps(run_dir) -> int:

@@ -1,6 +1,5 @@
 """The training loop through `pretrain`: learning, exact resume, checkpoints, NaN handling, bf16, schedule."""
 
-import json
 import math
 from pathlib import Path
 
@@ -16,10 +15,12 @@ from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import latest_checkpoint, list_checkpoints, verify
 from clozeformer.train.loop import TrainConfig, TrainingError, lr_factor
 from clozeformer.train.pretrain import pretrain
+from batches import rows
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CORPUS = DATA / "corpus" / "en_reviews.txt"
-TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, dropout=0.1,
+            attention_dropout=0.1)  # the small-budget recipe turns dropout off unless a run sets it
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,11 +49,6 @@ def run(env, run_dir, *, seed_init=0, nsp=True, max_len=32, batch_size=8, overri
                     max_len=max_len, batch_size=batch_size, nsp=nsp, blank_line_docs=True, cache_dir=cache,
                     run_dir=run_dir, train=TrainConfig(**{**cfg, **train}), progress=False, resume=resume,
                     eval_fraction=0.05)
-
-
-def rows(run_dir, split="train"):
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["split"] == split]
 
 
 def weights(model_dir):
@@ -380,7 +376,8 @@ def test_lr_factor_warmup_and_decay():
 
 
 @pytest.mark.parametrize("bad", [dict(precision="fp16"), dict(schedule="step"), dict(nan_policy="ignore"),
-                                 dict(steps=0), dict(grad_accum=0), dict(lr=0.0), dict(warmup_steps=-1)])
+                                 dict(steps=-1), dict(grad_accum=0), dict(lr=0.0), dict(warmup_steps=-1),
+                                 dict(minutes=-1.0), dict(warmup_fraction=1.0), dict(clock="cpu")])
 def test_train_config_validation(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)

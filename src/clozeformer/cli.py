@@ -28,19 +28,23 @@ def _value(text: str):
 def cmd_demo(args) -> None:
     from clozeformer.demo import run_demo
 
-    run_demo(args.out, steps=args.steps, progress=not args.quiet)
+    if args.steps is not None and args.steps < 1 or not args.minutes > 0:
+        raise ValueError(f"--steps must be ≥ 1 and --minutes > 0, got {args.steps} and {args.minutes}")
+    run_demo(args.out, minutes=args.minutes, steps=args.steps, progress=not args.quiet)
 
 
 def cmd_pretrain(args) -> None:
     from clozeformer.train import distributed
-    from clozeformer.train.loop import TrainConfig
     from clozeformer.train.pretrain import pretrain
 
-    train = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=args.warmup, schedule=args.schedule,
-                        weight_decay=args.weight_decay, clip_norm=args.clip, grad_accum=args.grad_accum,
-                        precision=args.precision, eval_every=args.eval_every, eval_batches=args.eval_batches,
-                        save_every=args.save_every, keep_last=args.keep_last, log_every=args.log_every,
-                        seed=args.seed, device=args.device, nan_policy=args.nan_policy, fsdp=args.fsdp)
+    given = dict(steps=args.steps, minutes=args.minutes, lr=args.lr, warmup_steps=args.warmup,
+                 warmup_fraction=args.warmup_fraction, schedule=args.schedule, weight_decay=args.weight_decay,
+                 betas=tuple(args.betas) if args.betas else None, clip_norm=args.clip, grad_accum=args.grad_accum,
+                 precision=args.precision, eval_every=args.eval_every, eval_batches=args.eval_batches,
+                 save_every=args.save_every, keep_last=args.keep_last, log_every=args.log_every, seed=args.seed,
+                 device=args.device, nan_policy=args.nan_policy, fsdp=args.fsdp)
+    # options left unset take the recipe's defaults (for tiny/mini: the small-budget recipe)
+    train = {k: v for k, v in given.items() if v is not None}
     if args.cased and args.lowercase:
         raise ValueError("--cased and --lowercase contradict each other")
     overrides = {}
@@ -53,7 +57,8 @@ def cmd_pretrain(args) -> None:
                        tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                        lowercase=False if args.cased else (True if args.lowercase else None), noise=args.noise,
                        init=args.init, max_len=args.max_len, batch_size=args.batch_size, nsp=not args.no_nsp,
-                       whole_word=args.whole_word, mlm_rate=args.mlm_rate, train=train,
+                       whole_word=args.whole_word, mlm_rate=args.mlm_rate, train=train, weight_init=args.weight_init,
+                       cross_document=args.cross_document,
                        model_overrides={k: _value(v) for k, v in overrides.items()}, text_field=args.text_field,
                        blank_line_docs=args.blank_line_docs, cache_dir=args.cache_dir, resume=args.resume,
                        progress=not args.quiet)
@@ -240,9 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"clozeformer {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="pretrain a tiny BERT offline on the stdlib docs (< 5 min on 2 cores)")
+    p = sub.add_parser("demo", help="pretrain a tiny BERT offline on the stdlib docs (3 min on 2 cores)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--minutes", type=float, default=2.5, help="training time (default 2.5)")
+    p.add_argument("--steps", type=int, help="train exactly this many steps instead")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo)
 
@@ -264,26 +270,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override model config fields")
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--no-nsp", action="store_true", help="MLM only, packed full windows")
+    p.add_argument("--no-nsp", action="store_true", help="MLM only (BERT): one document per segment of a row")
     p.add_argument("--whole-word", action="store_true", help="whole-word masking")
-    p.add_argument("--mlm-rate", type=float, default=0.15)
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--clip", type=float, default=1.0)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--eval-batches", type=int, default=8)
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--keep-last", type=int, default=2)
-    p.add_argument("--log-every", type=int, default=10, help="steps between train rows in metrics.jsonl")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--nan-policy", default="stop", choices=["stop", "skip"])
-    p.add_argument("--fsdp", action="store_true",
+    p.add_argument("--cross-document", action="store_true",
+                   help="let attention and positions run across the documents packed in a row (default: each "
+                        "document is read alone)")
+    p.add_argument("--weight-init", choices=["normal", "mimetic"],
+                   help="initial weights: the family's own, or mimetic attention + sinusoidal positions "
+                        "(default: the recipe's; mimetic for new tiny/mini models)")
+    p.add_argument("--mlm-rate", type=float, help="share of tokens predicted (BERT/ELECTRA; default: the recipe's)")
+    p.add_argument("--minutes", type=float, help="time budget: warmup and decay over elapsed time, stop when spent")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 1000; under --minutes, no limit)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--warmup", type=int, help="warmup steps (default 100)")
+    p.add_argument("--warmup-fraction", type=float, help="under --minutes: warmup share of the budget")
+    p.add_argument("--schedule", choices=["linear", "cosine", "constant"], help="decay after warmup (default linear)")
+    p.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), help="AdamW betas (default: the recipe's)")
+    p.add_argument("--weight-decay", type=float, help="default 0.01")
+    p.add_argument("--clip", type=float, help="gradient norm clip (default 1.0)")
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="default fp32")
+    p.add_argument("--eval-every", type=int, help="default 200")
+    p.add_argument("--eval-batches", type=int, help="default 8")
+    p.add_argument("--save-every", type=int, help="default 500")
+    p.add_argument("--keep-last", type=int, help="default 2")
+    p.add_argument("--log-every", type=int, help="steps between train rows in metrics.jsonl (default 10)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--nan-policy", choices=["stop", "skip"])
+    p.add_argument("--fsdp", action="store_true", default=None,
                    help="under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
     p.add_argument("--cache-dir", help="token cache (default: $CLOZEFORMER_CACHE or ~/.cache/clozeformer/tokens)")
     p.add_argument("--resume", action="store_true",

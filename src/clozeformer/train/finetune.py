@@ -157,7 +157,7 @@ class _BestKeeper:
         rows = self.history()
         return max(rows, key=lambda r: r[self.metric]) if rows else None  # max keeps the earliest of ties
 
-    def __call__(self, step: int, metrics: dict[str, float]) -> bool:
+    def __call__(self, step: int, metrics: dict[str, float], progress: float) -> bool:
         rows = self.history()
         if not rows:
             return False

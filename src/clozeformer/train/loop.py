@@ -39,6 +39,7 @@ from clozeformer.train.checkpoint import latest_checkpoint, restore
 
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("linear", "cosine", "constant")
+CLOCKS = ("wall", "process")
 
 
 class TrainingError(RuntimeError):
@@ -56,7 +57,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000
+    steps: int = 0  # 0: 1000, or no limit under a time budget (`minutes`)
     lr: float = 5e-4
     warmup_steps: int = 100
     schedule: str = "linear"  # decay after warmup: linear or cosine to 0, or constant
@@ -75,8 +76,15 @@ class TrainConfig:
     device: str = "auto"
     nan_policy: str = "stop"  # on a non-finite loss: "stop" (checkpoints intact) or "skip" the step
     fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of replicating it (DDP)
+    # A time budget (cramming, Geiping & Goldstein 2023): > 0 runs warmup and decay over elapsed time
+    # and stops when it is spent; `steps` is then only an upper bound and `warmup_steps` unused.
+    minutes: float = 0.0
+    warmup_fraction: float = 0.1  # of the time budget
+    clock: str = "wall"  # "wall", or "process": CPU seconds / threads, immune to other jobs on the machine
 
     def __post_init__(self) -> None:
+        if self.steps == 0:
+            object.__setattr__(self, "steps", 1 << 62 if self.minutes > 0 else 1000)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.schedule not in SCHEDULES:
@@ -88,18 +96,35 @@ class TrainConfig:
                 raise ValueError(f"{name} must be ≥ 1")
         if self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError("lr must be > 0 and warmup_steps ≥ 0")
+        if not self.minutes >= 0 or not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"minutes must be ≥ 0 and warmup_fraction in [0, 1), got {self.minutes} and "
+                             f"{self.warmup_fraction}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}, got {self.clock!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of cfg.lr at optimizer step `step` (0-based): linear warmup, then decay."""
-    if step < cfg.warmup_steps:
+def lr_factor(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
+    """Multiplier of cfg.lr at optimizer step `step` (0-based): linear warmup, then decay.
+
+    With a time budget (cfg.minutes) both run over the `elapsed` seconds instead: warmup over the
+    first warmup_fraction of the budget, decay to 0 at its end (warmup_fraction 0.5 and linear
+    decay is cramming's triangle).
+    """
+    if cfg.minutes > 0:
+        t = elapsed / (60.0 * cfg.minutes)
+        if t < cfg.warmup_fraction:
+            return t / cfg.warmup_fraction
+        progress = (t - cfg.warmup_fraction) / (1.0 - cfg.warmup_fraction)
+    elif step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
+    else:
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, progress)
     if cfg.schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0 - progress
@@ -242,15 +267,44 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
+def count_tokens(batch: dict[str, Tensor]) -> tuple[int, int, int]:
+    """(encoder tokens, all real tokens, all positions) of a batch; the decoder's count for seq2seq.
+
+    A mask holds 0 on padding (1, or a packed row's segment ids, elsewhere); a decoder without
+    its own mask counts its labelled positions.
+    """
+    mask = batch.get("attention_mask")
+    encoder = int(torch.count_nonzero(mask)) if mask is not None else batch["input_ids"].numel()
+    real, positions = encoder, batch["input_ids"].numel()
+    if "decoder_input_ids" in batch:
+        dec = batch.get("decoder_attention_mask")
+        real += int(torch.count_nonzero(dec)) if dec is not None else int((batch["labels"] != -100).sum())
+        positions += batch["decoder_input_ids"].numel()
+    return encoder, real, positions
+
+
+def _clock(kind: str) -> Callable[[], float]:
+    if kind == "process":  # CPU seconds per thread: a busy 2-thread process advances it at wall speed
+        return lambda: time.process_time() / torch.get_num_threads()
+    return time.perf_counter
+
+
 def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metrics_fn: Callable,
         resume: bool = False, tokenizer=None, extra_state: dict | None = None, progress: bool = True,
-        on_eval: Callable[[int, dict[str, float]], bool] | None = None) -> dict:
-    """Train `model` on `data` for cfg.steps optimizer steps; returns the final summary.
+        on_eval: Callable[[int, dict[str, float], float], bool] | None = None) -> dict:
+    """Train `model` on `data` for cfg.steps optimizer steps (or cfg.minutes); returns the final summary.
 
     metrics_fn(output, batch) -> {name: (sum, count)}; must include "loss". Under torchrun
-    every rank calls fit alike; rank 0 alone logs and writes files. on_eval(step, metrics),
-    called after each evaluation once its row is in metrics.jsonl (fine-tuning keeps the best
-    model there), returns True to stop early: a checkpoint is saved at that step and fit returns.
+    every rank calls fit alike; rank 0 alone logs and writes files. on_eval(step, metrics,
+    progress), called after each evaluation once its row is in metrics.jsonl (progress: the
+    share of the steps or of the time budget done), returns True to stop early: a checkpoint is
+    saved at that step and fit returns (fine-tuning keeps the best model there; pretraining
+    watches for the unigram plateau).
+
+    With a time budget the elapsed seconds (of the loop, evaluation and saving included) are
+    kept in each checkpoint, so a resumed run spends what is left; they are averaged over ranks
+    so every rank follows one schedule and stops at the same step. The schedule then depends
+    on the machine's speed, so such a run is not bit-reproducible.
     """
     run_dir = Path(run_dir)
     dist = distributed.init(cfg.device)
@@ -269,7 +323,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     opt = make_opt(model)
     state = {"train_config": cfg.to_dict(), "model_config": model.config.to_dict(), **(extra_state or {})}
 
-    step = 0
+    step, elapsed = 0, 0.0
     if resume:  # every rank reads the full checkpoint, whatever world size wrote it
         found = latest_checkpoint(run_dir)
         if found is None:
@@ -277,7 +331,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
         ckpt, saved = found
         _check_same(saved, state, ckpt)
         restore(ckpt, saved, model, opt)
-        step = saved["step"]
+        step, elapsed = saved["step"], float(saved.get("elapsed_s", 0.0))
     par = distributed.parallelize(model, opt, make_opt, dist, fsdp=cfg.fsdp)
     log = MetricsLog(run_dir / "metrics.jsonl", step if resume else None, enabled=dist.is_main)
     # every rank evaluates the whole (small) eval set: single-process results, no reduction
@@ -285,35 +339,40 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     summary: dict[str, Any] = {}
     if not resume and eval_set:
         summary["eval_before"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
-        log.write({"step": 0, "split": "eval", **summary["eval_before"]})
+        log.write({"step": 0, "split": "eval", "elapsed_s": 0.0, **summary["eval_before"]})
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and dist.is_main), desc="train",
-               dynamic_ncols=True)
-    window_tokens, window_start, skipped = 0, time.perf_counter(), 0
+    budget = 60.0 * cfg.minutes
+    clock = _clock(cfg.clock)
+    bar = tqdm(total=cfg.steps if not budget else round(budget), initial=step if not budget else round(elapsed),
+               disable=not (progress and dist.is_main), desc="train", dynamic_ncols=True,
+               unit="step" if not budget else "s")
+    window, window_start, skipped = [0, 0, 0], time.perf_counter(), 0  # encoder tokens, real tokens, positions
+    clock_start, elapsed_start = clock(), elapsed
     with StopSignals() as stop:
-        while step < cfg.steps:
+        while step < cfg.steps and not (budget and elapsed >= budget):
             par.net.train()
             torch.manual_seed(dropout_seed(cfg.seed, step, dist.rank))
-            lr = cfg.lr * lr_factor(step, cfg)
+            lr = cfg.lr * lr_factor(step, cfg, elapsed)
             for group in par.opt.param_groups:
                 group["lr"] = lr
-            loss_sum, tokens = 0.0, 0
+            loss_sum, counts = 0.0, [0, 0, 0]
             for micro in range(cfg.grad_accum):
                 # this rank's rows of the global micro-batch
                 batch = distributed.shard(data.train_batch(step * cfg.grad_accum + micro), dist)
+                counts = [a + b for a, b in zip(counts, count_tokens(batch))]
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with par.grad_sync(micro == cfg.grad_accum - 1):
                     with _autocast(device, cfg.precision):
                         loss = par.net(**batch)  # scalar: this rank's mean loss
                     (loss / cfg.grad_accum).backward()
                 loss_sum += loss.item() / cfg.grad_accum
-                mask = batch.get("attention_mask")
-                tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
             # one all_reduce a step: every rank sees the same mean loss (so takes the same branch
-            # below), the global token count, and whether any rank was signalled to stop
-            loss_sum, tokens, stopping = distributed.sum_over_ranks([loss_sum, tokens, stop.signum is not None], dist)
+            # below), the global token counts, the mean elapsed time, and whether any rank was signalled
+            loss_sum, *counts, elapsed, stopping = distributed.sum_over_ranks(
+                [loss_sum, *counts, elapsed_start + clock() - clock_start, stop.signum is not None], dist)
             loss_sum /= dist.world_size
-            window_tokens += tokens
+            elapsed /= dist.world_size
+            window = [a + b for a, b in zip(window, counts)]
             if math.isfinite(loss_sum):
                 grad_norm = par.clip_grad_norm(cfg.clip_norm)
                 par.opt.step()
@@ -326,34 +385,37 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
                 skipped += 1
             par.opt.zero_grad(set_to_none=True)
             step += 1
+            last = step == cfg.steps or bool(budget and elapsed >= budget)
 
-            if (step % cfg.log_every == 0 or step == cfg.steps) and math.isfinite(loss_sum):
-                elapsed = time.perf_counter() - window_start
-                tps = window_tokens / max(elapsed, 1e-9)
-                log.write({"step": step, "split": "train", "loss": loss_sum, "lr": lr,
-                           "grad_norm": grad_norm, "tokens_per_s": tps})
+            if (step % cfg.log_every == 0 or last) and math.isfinite(loss_sum):
+                tps = window[0] / max(time.perf_counter() - window_start, 1e-9)
+                log.write({"step": step, "split": "train", "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
+                           "tokens_per_s": tps, "real_frac": window[1] / max(window[2], 1),
+                           "elapsed_s": round(elapsed, 2)})
                 bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
-                window_tokens, window_start = 0, time.perf_counter()
-            bar.update(1)
+                window, window_start = [0, 0, 0], time.perf_counter()
+            bar.update(1 if not budget else round(elapsed) - bar.n)
             early = False
-            if eval_set and (step % cfg.eval_every == 0 or step == cfg.steps):
+            if eval_set and (step % cfg.eval_every == 0 or last):
                 summary["eval"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
-                log.write({"step": step, "split": "eval", **summary["eval"]})
+                log.write({"step": step, "split": "eval", "elapsed_s": round(elapsed, 2), **summary["eval"]})
                 if progress and dist.is_main:
                     bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in summary["eval"].items()))
-                early = on_eval is not None and bool(on_eval(step, summary["eval"]))
-            if step % cfg.save_every == 0 or step == cfg.steps or stopping or early:
+                done = min(1.0, elapsed / budget) if budget else step / cfg.steps
+                early = on_eval is not None and bool(on_eval(step, summary["eval"], done))
+            if step % cfg.save_every == 0 or last or stopping or early:
+                state["elapsed_s"] = elapsed
                 saved_to = par.save(run_dir, step, state, tokenizer, cfg.keep_last)
                 if dist.is_main:
                     plot_losses(log.rows, run_dir / "loss.png")
-            if stopping and step < cfg.steps:  # never mid-step: the step just taken is in the checkpoint
+            if stopping and not last:  # never mid-step: the step just taken is in the checkpoint
                 bar.close()
                 raise TrainingInterrupted(stop.signum or signal.SIGTERM, step, saved_to)
             if early:
                 summary["stopped_early"] = True
                 break
     bar.close()
-    summary.update(steps=step, skipped_steps=skipped, run_dir=str(run_dir),
+    summary.update(steps=step, skipped_steps=skipped, run_dir=str(run_dir), elapsed_s=round(elapsed, 1),
                    checkpoint=str(run_dir / "checkpoints" / f"step-{step:07d}"), plot=str(run_dir / "loss.png"))
     return summary
 
@@ -362,7 +424,7 @@ def _check_same(saved: dict, now: dict, ckpt: Path) -> None:
     """Resuming with a different model or training setup would silently train something else."""
     now = json.loads(json.dumps(now))  # compare as saved: tuples become lists
     # checkpoints hold the full model and optimizer, so DDP <-> FSDP may change on resume too
-    ignore = {"steps", "eval_every", "save_every", "keep_last", "log_every", "device", "eval_batches", "fsdp"}
+    ignore = {"steps", "minutes", "eval_every", "save_every", "keep_last", "log_every", "device", "eval_batches", "fsdp"}
     for section in ("model_config", "train_config", "data"):
         old, new = saved.get(section, {}), now.get(section, {})
         diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))

@@ -8,11 +8,14 @@ a `data` builder of the same signature; nothing else in `pretrain` changes.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,14 +26,16 @@ from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, ML
                                        full_stop_ids, noise_ids)
 from clozeformer.interop.hf import load_model, save_model
 from clozeformer.models.bart import BartForConditionalGeneration
-from clozeformer.models.bert import BertForPreTraining
+from clozeformer.models.bert import BertForPreTraining, nsp_targets
 from clozeformer.models.electra import ElectraForPreTraining
+from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.rtd import rtd_mask
 from clozeformer.models.output import Output
 from clozeformer.models.t5 import T5ForConditionalGeneration
+from clozeformer.nn.layers import mimetic_init
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
-from clozeformer.train.loop import Pooled, TrainConfig, fit
+from clozeformer.train.loop import Pooled, TrainConfig, count_tokens, fit
 
 
 def bert_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, tuple[float, float]]:
@@ -41,45 +46,25 @@ def bert_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, tuple[float
                "mlm_loss": (out.losses["mlm"].item() * m, m),
                "mlm_acc": ((out.logits.argmax(-1) == labels).sum().item(), m)}
     if "nsp" in out.losses:
-        n = batch["next_sentence_label"].numel()
+        y = nsp_targets(batch["next_sentence_label"])  # [P]: one per pair, also in packed rows
+        n = y.numel()
         metrics["nsp_loss"] = (out.losses["nsp"].item() * n, n)
-        metrics["nsp_acc"] = ((out.nsp_logits.argmax(-1) == batch["next_sentence_label"]).sum().item(), n)
+        metrics["nsp_acc"] = ((out.nsp_logits.argmax(-1) == y).sum().item(), n)
     return metrics
 
 
 def bert_data(cache, tok: Tokenizer, *, max_len: int, batch_size: int, nsp: bool, whole_word: bool,
-              mlm_rate: float, seed: int, eval_fraction: float, **_: Any) -> BertPretrainData:
+              mlm_rate: float, seed: int, eval_fraction: float, mask_fn=mlm_mask, **_: Any) -> BertPretrainData:
     spec = MLMSpec.from_tokenizer(tok, whole_word=whole_word, rate=mlm_rate)
     return BertPretrainData(cache, spec, max_len=max_len, batch_size=batch_size, nsp=nsp, seed=seed,
-                            eval_fraction=eval_fraction)
+                            eval_fraction=eval_fraction, mask_fn=mask_fn)
 
 
-class ElectraPretrainData:
-    """ELECTRA's batches: BERT's packed MLM-only windows (BertPretrainData(nsp=False)), masked the
-    ELECTRA way (objectives/rtd.rtd_mask: 85% [MASK], 15% kept) and carrying the generator's
-    sampling noise `replace_u` [B, T], so a batch stays a pure function of (seed, index)."""
-
-    def __init__(self, inner: BertPretrainData) -> None:
-        self.inner = inner
-        self.train_examples, self.eval_examples = inner.train_examples, inner.eval_examples
-
-    def _rtd(self, batch: dict[str, Tensor], purpose: int, index: int) -> dict[str, Tensor]:
-        original = torch.where(batch["labels"] != -100, batch["labels"], batch["input_ids"])  # undo BERT's masking
-        # purposes 6/7: apart from data/pretrain.py's 1-4 and the loop's dropout seed 5
-        g = torch.Generator().manual_seed(hash((self.inner.seed, purpose, index)) & 0x7FFF_FFFF_FFFF_FFFF)
-        s = self.inner.spec
-        return {**batch, **rtd_mask(original, mask_id=s.mask_id, vocab_size=s.vocab_size, special_ids=s.special_ids,
-                                    generator=g, rate=s.rate, continuation=s.continuation)}
-
-    def train_batch(self, index: int) -> dict[str, Tensor]:
-        return self._rtd(self.inner.train_batch(index), 6, index)
-
-    def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
-        return [self._rtd(b, 7, i) for i, b in enumerate(self.inner.eval_batches(max_batches))]
-
-
-def electra_data(cache, tok: Tokenizer, **kw: Any) -> ElectraPretrainData:
-    return ElectraPretrainData(bert_data(cache, tok, **{**kw, "nsp": False}))
+def electra_data(cache, tok: Tokenizer, **kw: Any) -> BertPretrainData:
+    """BERT's MLM-only batches, masked the ELECTRA way (objectives/rtd.rtd_mask: 85% [MASK], 15% kept)
+    and carrying the generator's sampling noise `replace_u` [B, T], so a batch stays a pure function
+    of (seed, index)."""
+    return bert_data(cache, tok, **{**kw, "nsp": False}, mask_fn=rtd_mask)
 
 
 def _auc(scores: Tensor, targets: Tensor) -> float:
@@ -119,7 +104,7 @@ def bart_data(cache, tok: Tokenizer, *, max_len: int, batch_size: int, noise: st
 def t5_data(cache, tok: Tokenizer, *, max_len: int, batch_size: int, seed: int, eval_fraction: float,
             **_: Any) -> SpanPretrainData:
     return SpanPretrainData(cache, tok.sentinel_ids, tok.eos_id, max_len=max_len, batch_size=batch_size, seed=seed,
-                            eval_fraction=eval_fraction)
+                            eval_fraction=eval_fraction, decoder_start_id=tok.pad_id, pad_id=tok.pad_id)
 
 
 def seq2seq_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, tuple[float, float]]:
@@ -154,6 +139,8 @@ class Recipe:
     list[dict], each dict the model's forward keywords; each builder takes the options it uses.
     metrics(output, batch) -> {name: (sum, count) | Pooled}. config(tokenizer, max_len) -> the
     config fields the tokenizer decides. uses_nsp: the config takes pretrain's `nsp` flag (BERT).
+    loss_key: the eval metric the plateau alarm compares with the unigram entropy. small_budget:
+    TrainConfig fields (and `mlm_rate`) of the small-budget recipe, the default for tiny/mini.
     """
 
     config_cls: type
@@ -162,21 +149,71 @@ class Recipe:
     data: Callable[..., Any]
     config: Callable[[Tokenizer, int], dict[str, Any]]
     uses_nsp: bool = False
+    loss_key: str = "mlm_loss"  # the held-out loss the plateau alarm watches
+    text_share: float = 1.0  # share of that loss's targets that are corpus text (T5: the rest are sentinels, </s>)
+    small_budget: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for the tiny/mini presets
 
+
+# The small-budget recipe (the defaults for new tiny/mini models; BENCHMARKS.md, "A recipe for minutes",
+# gives each choice's A/B run): mimetic init, a high peak lr, more masking; dropout off (pretrain()).
+_SMALL = dict(lr=2e-3, warmup_fraction=0.3, weight_init="mimetic")
 
 RECIPES = {
-    "bert": Recipe(BertConfig, BertForPreTraining, bert_metrics, bert_data, _bert_config, uses_nsp=True),
-    "electra": Recipe(ElectraConfig, ElectraForPreTraining, electra_metrics, electra_data, _bert_config),
-    "bart": Recipe(BartConfig, BartForConditionalGeneration, seq2seq_metrics, bart_data, _bart_config),
-    "t5": Recipe(T5Config, T5ForConditionalGeneration, seq2seq_metrics, t5_data, _t5_config),
+    "bert": Recipe(BertConfig, BertForPreTraining, bert_metrics, bert_data, _bert_config, uses_nsp=True,
+                   small_budget={**_SMALL, "mlm_rate": 0.25}),
+    "electra": Recipe(ElectraConfig, ElectraForPreTraining, electra_metrics, electra_data, _bert_config,
+                      small_budget={**_SMALL, "mlm_rate": 0.25}),
+    "bart": Recipe(BartConfig, BartForConditionalGeneration, seq2seq_metrics, bart_data, _bart_config,
+                   loss_key="token_loss", small_budget=dict(_SMALL)),
+    # T5's targets: N noise tokens, K sentinels and </s>; K ≈ N / 3 (mean span 3), so text is ~3/4
+    "t5": Recipe(T5Config, T5ForConditionalGeneration, seq2seq_metrics, t5_data, _t5_config, loss_key="token_loss",
+                 text_share=0.75, small_budget=dict(_SMALL)),
 }
+
+
+SMALL_PRESETS = ("tiny", "mini")
+WEIGHT_INITS = ("normal", "mimetic")  # the family's own init, or nn.layers.mimetic_init over it
+
+
+def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
+    """Entropy (nats) of the corpus' token frequencies: the loss of a model that predicts every
+    token from its frequency alone, the level an MLM sits at before it reads context."""
+    counts = np.bincount(np.asarray(tokens), minlength=vocab_size).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+class PlateauAlarm:
+    """fit's on_eval hook: says once, past `after` of the budget, when the held-out loss is still within
+    `margin` nats of `level` (the unigram entropy, scaled to the share of targets that are text):
+    the model predicts frequent tokens and has not begun to read context."""
+
+    def __init__(self, key: str, level: float, *, after: float = 0.3, margin: float = 1.0,
+                 enabled: bool = True) -> None:
+        self.key, self.level, self.after, self.margin, self.enabled = key, level, after, margin, enabled
+        self.said = False
+
+    def __call__(self, step: int, metrics: dict[str, float], progress: float) -> bool:
+        loss = metrics.get(self.key)
+        if self.enabled and not self.said and loss is not None and progress >= self.after \
+                and loss > self.level - self.margin:
+            self.said = True
+            warnings.warn(
+                f"held-out {self.key} {loss:.2f} at step {step} ({progress:.0%} of the budget) is still within "
+                f"{self.margin:g} nat of the unigram level {self.level:.2f}: the model predicts frequent tokens and "
+                "does not read context yet. Try: more time (--minutes/--steps); a peak lr 2x lower or higher "
+                "(--lr); a smaller model (--config tiny) or vocabulary (--vocab-size) on a small corpus; shorter "
+                "rows (--max-len 64) for more updates; check that documents are real text, one per line "
+                "(or --blank-line-docs)", stacklevel=2)
+        return False
 
 
 def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str = "mini", run_dir: str | Path = "runs/pretrain",
              tokenizer: str | Path | Tokenizer | None = None, vocab_size: int = 8000, lowercase: bool | None = None,
              init: str | Path | None = None, max_len: int = 128, batch_size: int = 32, nsp: bool = True,
-             whole_word: bool = False, mlm_rate: float = 0.15, noise: str = "bart-base",
-             train: TrainConfig = TrainConfig(),
+             whole_word: bool = False, mlm_rate: float | None = None, noise: str = "bart-base",
+             weight_init: str | None = None, cross_document: bool = False,
+             train: TrainConfig | dict[str, Any] | None = None,
              model_overrides: dict[str, Any] | None = None, text_field: str = "text", blank_line_docs: bool = False,
              eval_fraction: float = 0.02, cache_dir: str | Path | None = None, resume: bool = False,
              progress: bool = True) -> dict[str, Any]:
@@ -187,10 +224,30 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     (a objectives/denoise.py preset) to BART only. Without a tokenizer, the family's own kind
     is trained on the corpus (WordPiece, byte-level BPE, Unigram with sentinels); `lowercase`
     defaults to the family's habit (BERT/ELECTRA uncased, BART/T5 cased).
+
+    `train` is a TrainConfig, or a dict of TrainConfig fields over the defaults. For a new
+    tiny or mini model those defaults are the family's small-budget recipe (Recipe.small_budget,
+    each choice measured in BENCHMARKS.md) with dropout off in pretraining; `mlm_rate` (BERT/ELECTRA)
+    and `weight_init` ("normal", or "mimetic": nn.layers.mimetic_init) likewise. A model continued
+    with `init` keeps its own. `train={"minutes": 3}` trains for three minutes, the schedule
+    spread over the time. Rows hold whole documents, each read as if alone (data/pretrain.py);
+    `cross_document=True` lets attention and positions run across a row's documents instead.
     """
     if model not in RECIPES:
         raise ValueError(f"unknown model family {model!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[model]
+    small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
+    defaults = dict(recipe.small_budget) if small else {}
+    recipe_rate, recipe_init = defaults.pop("mlm_rate", 0.15), defaults.pop("weight_init", "normal")
+    mlm_rate = recipe_rate if mlm_rate is None else mlm_rate
+    weight_init = recipe_init if weight_init is None else weight_init
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
+    if not isinstance(train, TrainConfig):
+        given, train = train or {}, {**defaults, **(train or {})}
+        if small and not train.get("minutes") and "warmup_steps" not in given:  # the recipe's share of the steps
+            train["warmup_steps"] = max(1, round(train["warmup_fraction"] * (train.get("steps") or 1000)))
+        train = TrainConfig(**train)
     nsp = nsp and recipe.uses_nsp
     run_dir = Path(run_dir)
     corpus = sources(corpus)  # paths, or hf: dataset names
@@ -204,13 +261,19 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
 
     if init is not None:
         net = load_model(init)
-        cfg = net.config
+        cfg = exported = net.config
     else:
-        cfg = recipe.config_cls.preset(config, **{**recipe.config(tok, max_len),
-                                                  **({"nsp": nsp} if recipe.uses_nsp else {}),
-                                                  **(model_overrides or {})})
+        exported = recipe.config_cls.preset(config, **{**recipe.config(tok, max_len),
+                                                       **({"nsp": nsp} if recipe.uses_nsp else {}),
+                                                       **(model_overrides or {})})
+        # small budgets: no dropout in pretraining (cramming §4.3: no time to overfit); the exported model
+        # keeps the family's dropout in its config, for fine-tuning (there and in transformers)
+        dropouts = [f.name for f in dataclasses.fields(recipe.config_cls) if f.name.endswith("dropout")]
+        cfg = exported.replace(**{k: 0.0 for k in dropouts if small and k not in (model_overrides or {})})
         torch.manual_seed(train.seed)  # the seed fixes the initial weights too
         net = recipe.model_cls(cfg)
+        if weight_init == "mimetic":
+            mimetic_init(net)
     if cfg.vocab_size < tok.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} ids but the model's vocabulary holds {cfg.vocab_size}")
     if max_len > getattr(cfg, "max_positions", max_len):  # T5's relative positions have no limit
@@ -218,19 +281,32 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     if nsp and not cfg.nsp:
         raise ValueError("nsp=True but the model has no NSP head (pass nsp=False)")
 
+    if cross_document and nsp:
+        raise ValueError("cross_document needs nsp=False: NSP reads one [CLS] per pair, each pair its own document")
     data = recipe.data(cache, tok, max_len=max_len, batch_size=batch_size, nsp=nsp, whole_word=whole_word,
                        mlm_rate=mlm_rate, noise=noise, seed=train.seed, eval_fraction=eval_fraction)
+    data.cross_document = cross_document
+    sample = [count_tokens(data.train_batch(i)) for i in range(4)]
+    real = sum(c[1] for c in sample) / max(1, sum(c[2] for c in sample))
+    entropy = unigram_entropy(cache.tokens, tok.vocab_size)
+    if progress and dist.is_main:
+        print(f"packing: {len(data.train_examples):,} training rows of ≤ {max_len} tokens, whole documents, "
+              f"{real:.1%} of positions real tokens; unigram entropy {entropy:.2f} nats", flush=True)
     data_state = {"corpus_key": cache.meta["key"], "max_len": max_len, "batch_size": batch_size, "nsp": nsp,
                   "whole_word": whole_word, "mlm_rate": mlm_rate, "eval_fraction": eval_fraction,
-                  **({"noise": noise} if model == "bart" else {})}
+                  "cross_document": cross_document, **({"noise": noise} if model == "bart" else {})}
+    alarm = PlateauAlarm(recipe.loss_key, entropy * recipe.text_share, enabled=dist.is_main)
     summary = fit(net, data, train, run_dir, metrics_fn=recipe.metrics, resume=resume, tokenizer=tok,
-                  extra_state={"data": data_state}, progress=progress)
+                  extra_state={"data": data_state}, progress=progress, on_eval=alarm)
     if dist.is_main:  # the final checkpoint's model: complete even when FSDP sharded `net`
-        save_model(load_model(summary["checkpoint"]), run_dir / "model", tok)
+        final = load_model(summary["checkpoint"])
+        final.config = exported  # the same weights; dropout as the family fine-tunes with
+        save_model(final, run_dir / "model", tok)
     distributed.barrier(dist)
     summary["model_dir"] = str(run_dir / "model")
     summary.update(n_tokens=cache.n_tokens, train_examples=len(data.train_examples),
-                   eval_examples=len(data.eval_examples), parameters=sum(p.numel() for p in net.parameters()))
+                   eval_examples=len(data.eval_examples), parameters=sum(p.numel() for p in net.parameters()),
+                   real_token_fraction=round(real, 4), unigram_entropy=round(entropy, 4), plateau=alarm.said)
     return summary
 
 
@@ -253,5 +329,5 @@ def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowe
     return tok
 
 
-__all__ = ["pretrain", "bert_metrics", "electra_metrics", "seq2seq_metrics", "ElectraPretrainData", "Recipe",
+__all__ = ["pretrain", "bert_metrics", "electra_metrics", "seq2seq_metrics", "Recipe",
            "RECIPES"]
