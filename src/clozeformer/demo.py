@@ -19,17 +19,20 @@ from clozeformer.interop.hf import load_model
 from clozeformer.io import atomic_write
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.distributed import resolve_device
-from clozeformer.train.loop import TrainConfig, fast_bf16
+from clozeformer.train.loop import fast_bf16
 from clozeformer.train.pretrain import pretrain
 from clozeformer.view import render_text, view
 
 SHOWCASE = "A list is a mutable sequence. Use append to add an item to the end of the list."
+# Fill-mask probes and the answers that count as hits, fixed before the runs they are scored on (the
+# sentences are the earlier demo's; the answer sets were written down before this recipe's first run).
 PROBES = [
-    "The [MASK] statement is used to leave a loop early.",
-    "Raise an [MASK] if the file does not exist.",
-    "Return true if the [MASK] is empty.",
-    "Open the file for [MASK] and return a file object.",
-    "If the argument is not given, the default [MASK] is used.",
+    ("The [MASK] statement is used to leave a loop early.", {"break"}),
+    ("Raise an [MASK] if the file does not exist.", {"exception", "error", "oserror"}),
+    ("Return true if the [MASK] is empty.", {"list", "string", "set", "queue", "sequence", "buffer", "stack",
+                                              "deque", "dictionary", "container", "mapping", "tuple"}),
+    ("Open the file for [MASK] and return a file object.", {"reading", "writing", "read", "write", "appending"}),
+    ("If the argument is not given, the default [MASK] is used.", {"value", "encoding"}),
 ]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__", "ensurepip"}
@@ -80,7 +83,10 @@ def write_corpus(path: Path, docs: list[list[str]]) -> Path:
     return path
 
 
-def run_demo(out_dir: str | Path = "runs/demo", *, steps: int = 2000, progress: bool = True) -> dict:
+def run_demo(out_dir: str | Path = "runs/demo", *, minutes: float = 2.5, steps: int | None = None,
+             progress: bool = True) -> dict:
+    """Pretrain the demo's tiny BERT for `minutes` (or exactly `steps`) with the small-budget recipe,
+    then show what it learnt. Returns the pretraining summary plus `probe_hits`."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,27 +97,31 @@ def run_demo(out_dir: str | Path = "runs/demo", *, steps: int = 2000, progress: 
     n_sent = sum(len(d) for d in docs)
     print(f"corpus   {corpus}  ({len(docs):,} documents, {n_sent:,} sentences, "
           f"{corpus.stat().st_size / 1e6:.1f} MB)")
-    precision = "bf16" if fast_bf16(resolve_device("auto")) else "fp32"
-    # A 2-minute budget favours many small updates: MLM only on packed 64-token windows
-    # (RoBERTa found NSP unnecessary), no dropout (no time to overfit), a high peak lr.
-    train = TrainConfig(steps=steps, lr=2e-3, warmup_steps=steps // 10, schedule="linear",
-                        eval_every=max(1, steps // 8), save_every=steps, eval_batches=16, log_every=10,
-                        precision=precision, seed=0)
-    print(f"training BERT tiny: {steps} steps of 32 x 64 tokens, MLM only, {precision}")
+    precision = "bf16" if fast_bf16(resolve_device("auto")) else "fp32"  # bf16 only where the CPU runs it natively
+    budget = f"{steps} steps" if steps else f"{minutes:g} minutes"
+    # The small-budget recipe of `clozeformer pretrain --config tiny` (BENCHMARKS.md, "A recipe for minutes"):
+    # MLM only, whole documents packed into 128-token rows, mimetic init, no dropout, a high peak lr.
+    train = {"precision": precision, "eval_every": 250, "eval_batches": 16, "save_every": 10 ** 9, "seed": 0,
+             **({"steps": steps, "warmup_steps": max(1, steps // 10)} if steps else {"minutes": minutes})}
+    print(f"training BERT tiny for {budget}: MLM only, rows of 32 x 128 tokens, {precision}")
     summary = pretrain([corpus], model="bert", config="tiny", run_dir=out_dir, vocab_size=8000,
-                       blank_line_docs=True, max_len=64, batch_size=32, nsp=False, train=train,
-                       model_overrides={"dropout": 0.0, "attention_dropout": 0.0},
+                       blank_line_docs=True, max_len=128, batch_size=32, nsp=False, train=train,
                        cache_dir=out_dir / "cache", progress=progress)
     before, after = summary["eval_before"], summary["eval"]
-    print(f"\nmodel    BERT tiny, {summary['parameters'] / 1e6:.1f}M parameters, {steps} steps, "
-          f"{summary['n_tokens']:,} corpus tokens")
+    print(f"\nmodel    BERT tiny, {summary['parameters'] / 1e6:.1f}M parameters, {summary['steps']} steps in "
+          f"{summary['elapsed_s']:.0f} s, {summary['n_tokens']:,} corpus tokens")
     print(f"held-out MLM accuracy  {before['mlm_acc']:.1%} before -> {after['mlm_acc']:.1%} after "
-          f"(MLM loss {before['mlm_loss']:.2f} -> {after['mlm_loss']:.2f})\n")
+          f"(MLM loss {before['mlm_loss']:.2f} -> {after['mlm_loss']:.2f}; 15% of held-out tokens masked)\n")
     model, tok = load_model(summary["model_dir"]), Tokenizer.load(summary["model_dir"])
-    print("fill-mask (top 3):")
-    for text in PROBES:
-        preds = fill_mask(model, tok, text, top_k=3)[0]
-        print(f"  {text}\n    -> " + ", ".join(f"{p.token} ({p.score:.2f})" for p in preds))
+    print("fill-mask (top 5; a hit when an answer written down before training is among them):")
+    hits = 0
+    for text, answers in PROBES:
+        preds = fill_mask(model, tok, text, top_k=5)[0]
+        hit = any(p.token in answers for p in preds)
+        hits += hit
+        print(f"  {text}\n    -> " + ", ".join(f"{p.token} ({p.score:.2f})" for p in preds)
+              + ("   hit" if hit else f"   miss (wanted {' / '.join(sorted(answers)[:3])}…)"))
+    print(f"probe hits: {hits} of {len(PROBES)}")
     print("\nwhat each family's objective does to a sentence (clozeformer noise --objective …):")
     for objective in ("mlm", "text-infilling", "sentence-permutation", "span-corruption"):
         print(render_text(view(objective, SHOWCASE, tokenizer=tok if objective == "mlm" else None, seed=1),
@@ -122,4 +132,4 @@ def run_demo(out_dir: str | Path = "runs/demo", *, steps: int = 2000, progress: 
     print(f"metrics log   {out_dir / 'metrics.jsonl'}")
     print(f"try           clozeformer fill-mask {summary['model_dir']} \"Return the [MASK] of the list.\"")
     print(f"done in {time.perf_counter() - t0:.0f} s")
-    return summary
+    return {**summary, "probe_hits": hits}
