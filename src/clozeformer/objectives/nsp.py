@@ -3,8 +3,10 @@
 Pure and batched. Input: for every row a segment A and its TRUE continuation B (both
 without special tokens, right-padded) and the id of the document they come from. Half the
 rows (rate `next_prob`) keep B; the others take the B of another row from a different
-document, found by trying a few random row shifts. Label 0 = B follows A, 1 = B is
-random (the convention of HF `BertForPreTraining`).
+document: the next one up in a random order of the rows sorted by B's length, so that a
+random B is as long as the true one it stands for or a little longer (a packed row keeps
+its slot full; B's length says nothing of the label), else one found by random row shifts.
+Label 0 = B follows A, 1 = B is random (the convention of HF `BertForPreTraining`).
 
 Truncation (google-research/bert `truncate_seq_pair`): while the pair is too long, drop a
 token from the longer segment (B on ties). Its closed form is used here: if the shorter
@@ -18,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-SHIFT_TRIES = 4  # random row shifts tried to find a B from another document
+NEIGHBOUR_TRIES = 8  # rows just above in B-length order tried first for a B from another document
+SHIFT_TRIES = 4  # then random row shifts
 
 
 def nsp_pairs(a: Tensor, a_len: Tensor, b: Tensor, b_len: Tensor, doc: Tensor, *, max_len: int | Tensor,
@@ -35,8 +38,12 @@ def nsp_pairs(a: Tensor, a_len: Tensor, b: Tensor, b_len: Tensor, doc: Tensor, *
     donor = torch.arange(n)
     found = torch.zeros(n, dtype=torch.bool)
     if n > 1:
-        for _ in range(SHIFT_TRIES):
-            cand = (torch.arange(n) + torch.randint(1, n, (n,), generator=generator)) % n
+        order = (b_len.double() + torch.rand(n, generator=generator, dtype=torch.double)).argsort()  # [N]
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n)
+        shifts = [order[(rank + k) % n] for k in range(1, min(NEIGHBOUR_TRIES, n - 1) + 1)]
+        shifts += [(torch.arange(n) + torch.randint(1, n, (n,), generator=generator)) % n for _ in range(SHIFT_TRIES)]
+        for cand in shifts:
             ok = want_random & ~found & (doc[cand] != doc)
             donor = torch.where(ok, cand, donor)
             found |= ok
