@@ -9,7 +9,7 @@ import torch
 
 from clozeformer.data.cache import load_corpus
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
-                                       document_pieces, full_stop_ids, noise_ids, pack, sentence_chunks,
+                                       _EpochOrder, document_pieces, full_stop_ids, noise_ids, pack, sentence_chunks,
                                        split_documents)
 from clozeformer.demo import stdlib_documents
 from clozeformer.objectives.rtd import rtd_mask
@@ -267,6 +267,34 @@ def test_bart_rows_noise_each_document_alone(bpe, noise):
     assert checked > 3 * 8
 
 
+def test_length_grouped_epochs_are_permutations_of_similar_length_batches():
+    n, b = 1000, 8
+    key = np.random.default_rng(0).integers(1, 100, n)
+    plain, grouped = _EpochOrder(n, 3), _EpochOrder(n, 3, key, b)
+    for epoch in range(2):
+        rows = np.concatenate([grouped.indices(epoch * (n // b) + i, b) for i in range(n // b)])
+        assert sorted(rows.tolist()) == list(range(n))  # every row once an epoch
+    spread = lambda order: np.mean([np.ptp(key[order.indices(i, b)]) for i in range(n // b)])  # noqa: E731
+    assert spread(grouped) < 0.2 * spread(plain)  # a batch's rows have similar lengths
+    first = [key[grouped.indices(i, b)].mean() for i in range(n // b)]
+    assert np.corrcoef(np.arange(len(first)), first)[0, 1] < 0.3  # but batches do not come short to long
+    assert not np.array_equal(grouped.indices(0, b), _EpochOrder(n, 4, key, b).indices(0, b))
+
+
+def test_t5_batches_group_rows_by_decoder_length(unigram):
+    tok, cache = unigram
+    data = SpanPretrainData(cache, tok.sentinel_ids, tok.eos_id, max_len=MAX_LEN, batch_size=8, seed=0,
+                            decoder_start_id=tok.pad_id, pad_id=tok.pad_id)
+    steps = len(data.train_examples) // 8
+
+    def decoder_fill():
+        masks = [data.train_batch(i)["decoder_attention_mask"] for i in range(steps)]
+        return sum(int((m > 0).sum()) for m in masks) / sum(m.numel() for m in masks)
+    grouped = decoder_fill()
+    data._order = _EpochOrder(len(data.train_examples), 0)  # the same rows in plain random batches
+    assert grouped > decoder_fill() + 0.02 and grouped > 0.97
+
+
 @pytest.fixture(scope="module")
 def unigram(corpus):
     tmp, path, sentences, _ = corpus
@@ -283,7 +311,7 @@ def test_t5_rows_corrupt_each_document_alone(unigram):
     pieces = {tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples.pieces}
     sentinels = set(tok.sentinel_ids)
     checked = 0
-    for i in range(3):
+    for i in range(6):
         b = data.train_batch(i)
         assert b["input_ids"].shape[1] <= MAX_LEN
         for r in range(8):
@@ -305,7 +333,7 @@ def test_t5_rows_corrupt_each_document_alone(unigram):
                 n, k = noise_counts(len(rebuilt))
                 assert (len(s), len(t)) == (len(rebuilt) - n + k + 1, n + k + 1)  # T5's exact lengths
                 checked += 1
-    assert checked > 3 * 8
+    assert checked > 6 * 8
 
 
 def test_tiny_corpora(bert, tmp_path):

@@ -198,16 +198,35 @@ def place(values: Tensor, lengths: Tensor, row: np.ndarray, n_rows: int, fill: i
     return out, seg
 
 
-class _EpochOrder:
-    """Training examples in a fresh seeded permutation each epoch; batch k is rows [k·b, (k+1)·b)."""
+GROUP_WINDOW = 64  # batches whose rows are sorted together by length (T5: the decoder's)
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
+
+class _EpochOrder:
+    """Training examples in a fresh seeded permutation each epoch; batch k is rows [k·b, (k+1)·b).
+
+    With `key` (one length per example) and `group` (the batch size), each window of GROUP_WINDOW
+    groups of the permutation is sorted by key, cut into groups and the groups shuffled: a batch
+    then holds examples of similar length (little padding) and still comes at a random step.
+    """
+
+    def __init__(self, n: int, seed: int, key: np.ndarray | None = None, group: int = 1) -> None:
+        self.n, self.seed, self.key, self.group = n, seed, key, group
         self._perm: tuple[int, np.ndarray] | None = None
 
     def _epoch(self, epoch: int) -> np.ndarray:
         if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, torch.randperm(self.n, generator=_seeded(self.seed, 2, epoch)).numpy())
+            g = _seeded(self.seed, 2, epoch)
+            perm = torch.randperm(self.n, generator=g).numpy()
+            if self.key is not None:
+                window = GROUP_WINDOW * self.group
+                parts = []
+                for w in range(0, self.n, window):
+                    part = perm[w:w + window]
+                    part = part[np.argsort(self.key[part], kind="stable")]
+                    groups = [part[i:i + self.group] for i in range(0, len(part), self.group)]
+                    parts += [groups[i] for i in torch.randperm(len(groups), generator=g).tolist()]
+                perm = np.concatenate(parts)
+            self._perm = (epoch, perm)
         return self._perm[1]
 
     def indices(self, index: int, batch_size: int) -> np.ndarray:
@@ -422,16 +441,20 @@ class SpanPretrainData(_Batches):
         self.batch_size, self.seed, self.density, self.mean_span = batch_size, seed, density, mean_span
         self.decoder_start, self.pad = decoder_start_id, pad_id
 
-        def input_length(n: int) -> int:  # span corruption of n tokens: n − N + K, then </s>
-            noise, spans = noise_counts(n, density, mean_span)
-            return n - noise + spans + 1
-        self._input_len = np.array([0, 0] + [input_length(n) for n in range(2, self.raw + 1)])  # by piece length
+        # span corruption of n tokens: input n − N + K, then </s>; target N + K, then </s> (by piece length)
+        counts = np.array([(0, 0), (0, 0)] + [noise_counts(n, density, mean_span) for n in range(2, self.raw + 1)])
+        self._input_len = np.arange(self.raw + 1) - counts[:, 0] + counts[:, 1] + 1
+        target_len = counts.sum(1) + 1
 
         def pieces_of(docs):
             pieces = document_pieces(cache, docs, self.raw)
             pieces = pieces[pieces[:, 1] - pieces[:, 0] >= 2]
             return pieces, self._input_len[pieces[:, 1] - pieces[:, 0]]  # corrupted input + </s>
         self._pack(cache, eval_fraction, max_len, pieces_of)
+        # a row's decoder length is known before sampling too: batches group rows of similar length
+        train = self.train_examples
+        per_piece = target_len[train.pieces[:, 1] - train.pieces[:, 0]]
+        self._order = _EpochOrder(len(train), seed, np.add.reduceat(per_piece, train.offsets[:-1]), batch_size)
 
     def make_batch(self, pieces: np.ndarray, row: np.ndarray, n_rows: int, g: torch.Generator) -> dict[str, Tensor]:
         n = pieces[:, 1] - pieces[:, 0]
