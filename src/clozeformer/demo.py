@@ -102,7 +102,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, minutes: float = 2.5, steps: 
     # The small-budget recipe of `clozeformer pretrain --config tiny` (BENCHMARKS.md, "A recipe for minutes"):
     # MLM only, whole documents packed into 128-token rows, mimetic init, no dropout, a high peak lr.
     train = {"precision": precision, "eval_every": 250, "eval_batches": 16, "save_every": 10 ** 9, "seed": 0,
-             **({"steps": steps, "warmup_steps": max(1, steps // 10)} if steps else {"minutes": minutes})}
+             **({"steps": steps} if steps else {"minutes": minutes})}
     print(f"training BERT tiny for {budget}: MLM only, rows of 32 x 128 tokens, {precision}")
     summary = pretrain([corpus], model="bert", config="tiny", run_dir=out_dir, vocab_size=8000,
                        blank_line_docs=True, max_len=128, batch_size=32, nsp=False, train=train,
