@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from clozeformer.data.cache import load_corpus
+from clozeformer.data.packing import _EpochOrder, document_pieces, pack, sentence_chunks, split_documents
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
-                                       _EpochOrder, document_pieces, full_stop_ids, noise_ids, pack, sentence_chunks,
-                                       split_documents)
+                                       full_stop_ids, noise_ids)
 from clozeformer.demo import stdlib_documents
 from clozeformer.objectives.rtd import rtd_mask
 from clozeformer.objectives.span import noise_counts
@@ -114,12 +114,17 @@ def test_held_out_documents_never_in_training(bert, nsp):
     assert (split_documents(cache.n_documents, 0.1, 4) != held).any()
 
 
+def piece_texts(cache, data) -> set[tuple[int, ...]]:
+    """The token ids of every training piece the packing made."""
+    tokens = np.asarray(cache.tokens)
+    return {tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples.pieces}
+
+
 def test_mlm_rows_hold_whole_documents(bert):
     tok, cache = bert
     data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=16, nsp=False, seed=0)
     assert data.train_examples.fill > 0.95
-    tokens = np.asarray(cache.tokens)
-    pieces = {tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples.pieces}
+    pieces = piece_texts(cache, data)
     n_docs = 0
     for i in range(4):
         batch = data.train_batch(i)
@@ -137,8 +142,7 @@ def test_mlm_rows_hold_whole_documents(bert):
 def test_nsp_pairs_packed(bert):
     tok, cache = bert
     data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=16, nsp=True, seed=0)
-    tokens = np.asarray(cache.tokens)
-    chunks = {tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples.pieces}
+    chunks = piece_texts(cache, data)
     labels = []
     for i in range(6):
         batch = data.train_batch(i)
@@ -243,8 +247,7 @@ def test_bart_rows_noise_each_document_alone(bpe, noise):
     data = DenoisePretrainData(cache, noise_ids(tok), noise, full_stops=full_stop_ids(tok), max_len=MAX_LEN,
                                batch_size=8, seed=0)
     assert data.train_examples.fill > 0.95
-    tokens = np.asarray(cache.tokens)
-    pieces = {tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples.pieces}
+    pieces = piece_texts(cache, data)
     checked = 0
     for i in range(3):
         b = data.train_batch(i)
@@ -307,8 +310,7 @@ def test_t5_rows_corrupt_each_document_alone(unigram):
     data = SpanPretrainData(cache, tok.sentinel_ids, tok.eos_id, max_len=MAX_LEN, batch_size=8, seed=0,
                             decoder_start_id=tok.pad_id, pad_id=tok.pad_id)
     assert data.train_examples.fill > 0.95
-    tokens = np.asarray(cache.tokens)
-    pieces = {tuple(tokens[t0:t1].tolist()) for t0, t1 in data.train_examples.pieces}
+    pieces = piece_texts(cache, data)
     sentinels = set(tok.sentinel_ids)
     checked = 0
     for i in range(6):

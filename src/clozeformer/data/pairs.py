@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from clozeformer.data.corpus import CorpusError, _jsonl_text, _lines
-from clozeformer.data.pretrain import _EpochOrder, _seeded
+from clozeformer.data.packing import _EpochOrder, _seeded
 
 
 def read_pairs(path: str | Path, source_field: str, target_field: str) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clozeformer.data.pretrain import _EpochOrder
+from clozeformer.data.packing import _EpochOrder
 from clozeformer.tasks import metrics as M
 from clozeformer.tasks.qa import Window, answer_texts, windows
 from clozeformer.tasks.readers import Record, field, read_records, read_squad
