@@ -9,8 +9,9 @@ replacement — not an independent coin per token — so every row of a packed b
 the same number of positions (static shapes for the sparse MLM head). Of the selected
 tokens 80% become [MASK], 10% a random non-special token, 10% stay unchanged (BERT §3.1).
 With whole-word masking a word's pieces are selected together and share one 80/10/10
-draw; words are taken in random order while they fit the budget, so a row may predict a
-few tokens less than round(rate × eligible), never more.
+draw; words are visited in random order and a word that would overflow the budget is
+skipped while later, shorter words still fill it (Google's rule), so a row predicts
+round(rate × eligible) tokens unless no remaining word fits the gap — never more.
 """
 
 from __future__ import annotations
@@ -53,9 +54,17 @@ def mlm_mask(input_ids: Tensor, *, mask_id: int, vocab_size: int, special_ids: S
     # Visit words in a random order; take them while the running token count fits the budget.
     key = torch.rand(b, t, generator=generator).masked_fill(~start, 2.0)  # non-starts sort last
     order = key.argsort(dim=1)  # [B, T]
-    sorted_start = start.gather(1, order)
-    taken = (length.gather(1, order).cumsum(1) <= budget[:, None]) & sorted_start
-    chosen = torch.zeros_like(start).scatter_(1, order, taken)  # [B, T] chosen word starts
+    sorted_len = length.gather(1, order).masked_fill(~start.gather(1, order), 0)  # [B, T] 0 past the starts
+    if continuation is None:  # every word is one token: the first `budget` words fill it exactly
+        taken = torch.arange(t) < budget[:, None]
+    else:  # skip a word that overflows, keep visiting: one vectorised step per word position
+        taken = torch.zeros(b, t, dtype=torch.bool)
+        filled = torch.zeros(b, dtype=torch.long)
+        for j in range(int(start.sum(1).max())):
+            fits = (sorted_len[:, j] > 0) & (filled + sorted_len[:, j] <= budget)
+            taken[:, j] = fits
+            filled += sorted_len[:, j] * fits
+    chosen = torch.zeros_like(start).scatter_(1, order, taken & (sorted_len > 0))  # [B, T] chosen word starts
     selected = chosen.gather(1, anchor) & eligible  # every piece of a chosen word
 
     # One 80/10/10 draw per word (read at its start), one random replacement per token.
