@@ -103,6 +103,18 @@ def test_missing_file(tmp_path, tok):
         load_corpus(tmp_path / "nope.txt", tok, cache_dir=tmp_path / "cache")
 
 
+def test_a_file_given_twice_is_refused(tmp_path, tok, monkeypatch):
+    (tmp_path / "a.txt").write_text("one line\n", encoding="utf-8")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "a.txt")
+    (tmp_path / "b.txt").write_text("one line\n", encoding="utf-8")  # equal text, another file: allowed
+    monkeypatch.chdir(tmp_path)
+    for twice in (["a.txt", "a.txt"], ["a.txt", str(tmp_path / "a.txt")], ["a.txt", "link.txt"],
+                  ["a.txt", "./b.txt", "./a.txt"]):
+        with pytest.raises(CorpusError, match="given twice"):
+            load_corpus(twice, tok, cache_dir=tmp_path / "cache")
+    assert load_corpus(["a.txt", "b.txt"], tok, cache_dir=tmp_path / "cache").n_documents == 2
+
+
 def _direct(tok, path, **kw):
     """What the cache should hold: per document, the non-empty token lists of its sentences."""
     docs = [[ids for ids in tok.encode_batch(s) if ids] for _, s in read_documents(path, **kw)]

@@ -39,8 +39,8 @@ def test_pair_runs_at_each_generator_size(fraction):
     labels = torch.full_like(ids, IGNORE)
     labels[:, 1:4] = ids[:, 1:4]
     out = pair(ids, mask, labels=labels, replace_u=torch.rand(ids.shape))
-    assert out.sampled.shape == (9,) and out.disc_logits.shape == ids.shape and torch.isfinite(out.loss)
-    assert out.logits is None  # training: the generator's head is fused into its loss
+    assert out.sampled.shape == (9,) and out.logits.shape == ids.shape and torch.isfinite(out.loss)
+    assert out.generator_logits is None  # training: the generator's head is fused into its loss
     assert pair.generator.electra.layers[0].attn.qkv.in_features == round(fraction * 192)
 
 
@@ -61,7 +61,7 @@ def test_fused_generator_head_gives_the_plain_paths_loss_samples_and_gradients()
         out.loss.backward()
         runs.append((out, {k: p.grad.clone() for k, p in pair.named_parameters() if p.grad is not None}))
     (fused, g_fused), (plain, g_plain) = runs
-    assert fused.logits is None and plain.logits.shape == (12, V)
+    assert fused.generator_logits is None and plain.generator_logits.shape == (12, V)
     assert torch.equal(fused.sampled, plain.sampled) and torch.equal(fused.replaced, plain.replaced)
     assert torch.allclose(fused.losses["mlm"], plain.losses["mlm"], atol=1e-6)
     assert g_fused.keys() == g_plain.keys() and "generator.mlm.bias" in g_fused
@@ -204,7 +204,7 @@ def test_import_hf_discriminator_and_generator(tmp_path):
     ids, mask, types = padded_batch(V)
     keep = mask.bool()
     with torch.no_grad():
-        assert (ours_d(ids, mask, types).disc_logits - disc(input_ids=ids, attention_mask=mask,
+        assert (ours_d(ids, mask, types).logits - disc(input_ids=ids, attention_mask=mask,
                                                             token_type_ids=types).logits)[keep].abs().max() < TOL
         assert (ours_g(ids, mask, types).logits - gen(input_ids=ids, attention_mask=mask,
                                                       token_type_ids=types).logits)[keep].abs().max() < TOL
@@ -231,7 +231,7 @@ def test_export_pair_loads_in_transformers(tmp_path, pair):
         hf_g = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "generator").eval()
         ref_d = hf_d(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
         ref_g = hf_g(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-        assert (pair(ids, mask, types).disc_logits - ref_d)[keep].abs().max() < TOL
+        assert (pair(ids, mask, types).logits - ref_d)[keep].abs().max() < TOL
         assert (pair.generator(ids, mask, types).logits - ref_g)[keep].abs().max() < TOL
     back = clozeformer.load_model(tmp_path)
     assert isinstance(back, ElectraForPreTraining) and back.config == pair.config

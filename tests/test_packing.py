@@ -113,12 +113,12 @@ def test_electra_packed_row_equals_documents_alone():
     rows = [[docs[i] for i in row] for row in LAYOUT]
     ids, seg = pack(rows)
     gen_packed = model.generator(ids, seg).last_hidden_state
-    disc_packed = model.discriminator(ids, seg).disc_logits
+    disc_packed = model.discriminator(ids, seg).logits
     for (r, a, b), d in zip(places(rows), docs):
         one = torch.ones(1, len(d), dtype=torch.long)
         torch.testing.assert_close(gen_packed[r, a:b], model.generator(d[None], one).last_hidden_state[0],
                                    atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(disc_packed[r, a:b], model.discriminator(d[None], one).disc_logits[0],
+        torch.testing.assert_close(disc_packed[r, a:b], model.discriminator(d[None], one).logits[0],
                                    atol=1e-5, rtol=1e-5)
 
 

@@ -114,6 +114,25 @@ def test_held_out_documents_never_in_training(bert, nsp):
     assert (split_documents(cache.n_documents, 0.1, 4) != held).any()
 
 
+def test_copies_of_held_out_documents_never_train(corpus, bert, tmp_path):
+    """The corpus twice in one file: every held-out document has a copy on the training side, and
+    that copy is dropped; distinct training documents all stay."""
+    _, path, _, n_docs = corpus
+    tok = bert[0]
+    twice = tmp_path / "twice.txt"
+    twice.write_text("\n".join([path.read_text(encoding="utf-8")] * 2), encoding="utf-8")
+    cache = load_corpus(twice, tok, cache_dir=tmp_path / "cache", blank_line_docs=True)
+    assert cache.n_documents == 2 * n_docs
+    data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=MAX_LEN, batch_size=8, nsp=False, seed=3,
+                            eval_fraction=0.1)
+    tokens, b = np.asarray(cache.tokens), bounds(cache)
+    text = [tokens[b[d]:b[d + 1]].tobytes() for d in range(cache.n_documents)]
+    held = {text[d] for d in np.flatnonzero(split_documents(cache.n_documents, 0.1, 3))}
+    trained = {text[doc_of(cache, t0)] for t0, _ in data.train_examples.pieces}
+    assert held and not (held & trained)
+    assert trained == set(text) - held
+
+
 def piece_texts(cache, data) -> set[tuple[int, ...]]:
     """The token ids of every training piece the packing made."""
     tokens = np.asarray(cache.tokens)

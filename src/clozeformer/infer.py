@@ -76,7 +76,7 @@ def replaced_token_detection(model: nn.Module, tokenizer: Tokenizer, text: str, 
                 replace_u=batch["replace_u"].to(device))
     selected = (batch["labels"][0] != IGNORE).tolist()
     seen = out.disc_input_ids[0].tolist()
-    p = out.disc_logits[0].float().sigmoid().tolist()
+    p = out.logits[0].float().sigmoid().tolist()
     originals, masked, samples = (tokenizer.tokens(x) for x in (ids[0].tolist(), batch["input_ids"][0].tolist(), seen))
     return [RTDRow(originals[i], masked[i], samples[i] if selected[i] else None, p[i], bool(seen[i] != ids[0, i]))
             for i in range(ids.shape[1])]

@@ -121,7 +121,22 @@ def sources(paths) -> list:
            for p in paths]
     if not out:
         raise CorpusError("no corpus files given")
+    seen: dict = {}
+    for p in out:  # one file twice would double it and leak held-out documents into training
+        key = p if isinstance(p, HubCorpus) else _identity(p)
+        if key in seen:
+            raise CorpusError(f"{p}: given twice (also as {seen[key]}); give each corpus once")
+        seen[key] = p
     return out
+
+
+def _identity(path: Path):
+    """The file itself (device, inode) where it exists, so links and spellings of one file agree."""
+    try:
+        st = path.stat()
+    except OSError:
+        return path.absolute()
+    return (st.st_dev, st.st_ino)
 
 
 

@@ -34,6 +34,24 @@ def split_documents(n_docs: int, eval_fraction: float, seed: int, runs: int = 8)
     return held
 
 
+def training_documents(cache: TokenCache, held: np.ndarray) -> np.ndarray:
+    """Indices of the documents not held out, less exact copies of a held-out document (a file
+    given twice, overlapping files, repeated short texts), so held-out text never trains."""
+    bounds = np.asarray(cache.sent_offsets)[np.asarray(cache.doc_offsets)]
+    lengths = np.diff(bounds)
+    tokens = cache.tokens
+
+    def text(d: int) -> bytes:
+        return tokens[bounds[d] : bounds[d + 1]].tobytes()
+
+    held_docs = np.flatnonzero(held)
+    held_texts = {text(d) for d in held_docs}
+    train = np.flatnonzero(~held)
+    same_length = train[np.isin(lengths[train], lengths[held_docs])]  # only these can be copies
+    copies = [d for d in same_length if text(d) in held_texts]
+    return np.setdiff1d(train, np.asarray(copies, dtype=train.dtype)) if copies else train
+
+
 def document_pieces(cache: TokenCache, docs: np.ndarray, size: int) -> np.ndarray:
     """[N, 2] token ranges: each selected document whole, or cut into pieces of `size` tokens (the
     last shorter) when it is longer. Empty documents give none."""

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from clozeformer.data.cache import TokenCache
 from clozeformer.data.packing import (Packing, _EpochOrder, _seeded, document_pieces, gather_pieces, pack, place,
-                                      sentence_chunks, split_documents)
+                                      sentence_chunks, split_documents, training_documents)
 from clozeformer.objectives.denoise import PRESETS, NoiseIds, NoiseStep, denoise
 from clozeformer.objectives.mlm import IGNORE, mlm_mask
 from clozeformer.objectives.nsp import nsp_pairs
@@ -92,7 +92,7 @@ class _Batches:
         if cache.n_tokens == 0:
             raise ValueError("the corpus has no tokens")
         held = split_documents(cache.n_documents, eval_fraction, self.seed)
-        self.train_examples = pack(*pieces_of(np.flatnonzero(~held)), capacity, self.seed)
+        self.train_examples = pack(*pieces_of(training_documents(cache, held)), capacity, self.seed)
         self.eval_examples = pack(*pieces_of(np.flatnonzero(held)), capacity, self.seed)
         if len(self.train_examples) == 0:
             raise ValueError("the corpus is too small to hold out evaluation documents and still train")

@@ -58,9 +58,9 @@ class ElectraDiscriminator(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, labels: Tensor | None = None) -> Output:
         h = self.electra(input_ids, attention_mask, token_type_ids)  # [B, T, D]
-        out = Output(last_hidden_state=h, disc_logits=self.head(h))  # [B, T]
+        out = Output(last_hidden_state=h, logits=self.head(h))  # [B, T]
         if labels is not None:
-            out.loss = out.losses["disc"] = discriminator_loss(out.disc_logits, labels.bool(), attention_mask)
+            out.loss = out.losses["disc"] = discriminator_loss(out.logits, labels.bool(), attention_mask)
         return out
 
 
@@ -101,9 +101,10 @@ class ElectraForPreTraining(nn.Module):
     forward(input_ids, attention_mask, token_type_ids, labels, replace_u): input_ids are the
     masked inputs and labels the originals at masked positions (objectives/rtd.rtd_mask);
     replace_u [B, T] is the uniform noise the generator's samples are drawn with. Returns
-    loss = MLM loss + λ · discriminator loss, with losses {"mlm", "disc"}, logits [M, V]
-    (generator; None in training, where its head is fused into the MLM loss), sampled [M],
-    disc_logits [B, T], disc_input_ids [B, T] and replaced [B, T].
+    loss = MLM loss + λ · discriminator loss, with losses {"mlm", "disc"}, logits [B, T] (the
+    discriminator's, as HF's ElectraForPreTraining), generator_logits [M, V] (None in training,
+    where the generator's head is fused into the MLM loss), sampled [M], disc_input_ids [B, T]
+    and replaced [B, T].
     Without labels it runs the discriminator on input_ids as given.
     """
 
@@ -125,10 +126,10 @@ class ElectraForPreTraining(nn.Module):
         gen = self.generator(input_ids, attention_mask, token_type_ids, labels, replace_u[where])
         disc_ids, replaced = replaced_inputs(input_ids, labels, gen.sampled)  # [B, T] each; samples carry no gradient
         out = self.discriminator(disc_ids, attention_mask, token_type_ids)
-        disc = discriminator_loss(out.disc_logits, replaced, attention_mask)
+        disc = discriminator_loss(out.logits, replaced, attention_mask)
         out.losses = {"mlm": gen.loss, "disc": disc}
         out.loss = electra_loss(gen.loss, disc, self.config.discriminator_weight)
-        out.logits, out.sampled, out.disc_input_ids, out.replaced = gen.logits, gen.sampled, disc_ids, replaced
+        out.generator_logits, out.sampled, out.disc_input_ids, out.replaced = gen.logits, gen.sampled, disc_ids, replaced
         return out
 
 

@@ -13,6 +13,7 @@ they concatenate, and the metric runs once over the whole eval set.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -70,8 +71,18 @@ def example(spec: TaskSpec, record: Record, labelled: bool = True) -> dict[str, 
             except ValueError:
                 raise TaskError(f"{where}: label {label!r} is not a number (regression)") from None
         else:
-            ex["label"] = label
+            ex["label"] = class_label(label)
     return ex
+
+
+def class_label(label: str) -> str:
+    """A class label as one string per class: a number with an integral value in any spelling
+    (1, "1", 1.0, "+1", "01") becomes "1"; every other label is kept as written."""
+    try:
+        value = float(label)
+    except ValueError:
+        return label
+    return str(int(value)) if value.is_integer() else label
 
 
 def label_set(spec: TaskSpec, examples: list[dict]) -> list[str] | None:
@@ -83,7 +94,35 @@ def label_set(spec: TaskSpec, examples: list[dict]) -> list[str] | None:
     else:
         return None
     numeric = all(s.lstrip("-").isdigit() for s in found)
+    if spec.kind == "classification":
+        _warn_odd_labels(found, len(examples), numeric)
     return sorted(found, key=(lambda s: (int(s), s)) if numeric else None)
+
+
+def _warn_odd_labels(found: set[str], rows: int, numeric: bool) -> None:
+    """One warning when a classification label set looks like the wrong column or the wrong kind."""
+    fractions = [s for s in found if not numeric and _is_number(s)]
+    folded: dict[str, set[str]] = {}
+    for s in found:
+        folded.setdefault(s.strip().lower(), set()).add(s)
+    clashes = [sorted(v) for v in folded.values() if len(v) > 1]
+    if fractions:
+        why = f"labels {sorted(fractions)[:3]} are fractional numbers: for a score use the regression task"
+    elif len(found) > 20 and len(found) > rows // 2:
+        why = f"{len(found)} classes from {rows} rows: is the label column the right one?"
+    elif clashes:
+        why = f"labels {clashes[0]} differ only in case or spaces and count as different classes"
+    else:
+        return
+    warnings.warn(f"odd label set: {why}", stacklevel=3)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
 
 
 def check_labels(spec: TaskSpec, examples: list[dict]) -> None:
@@ -312,7 +351,11 @@ def metrics_fn(spec: TaskSpec, tok, family: str, model, examples: list[dict], wi
                 return memo["all"][name]
             return compute
 
-        metrics: dict[str, Any] = {"loss": (out.loss.item(), 1)}
+        # the model's loss is a mean over the batch's examples (over its labelled tokens for tags and
+        # text targets): weighted by that count, the eval loss does not depend on the batch size
+        labels = batch.get("labels")
+        n = int((labels != -100).sum()) if labels is not None and labels.dim() > 1 else len(batch["input_ids"])
+        metrics: dict[str, Any] = {"loss": (out.loss.item() * n, n)}
         metrics.update({name: Pooled(one(name), pooled) for name in names})
         return metrics
 

@@ -44,7 +44,7 @@ def bert_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, tuple[float
     m = labels.numel()
     metrics = {"loss": (out.loss.item(), 1),
                "mlm_loss": (out.losses["mlm"].item() * m, m),
-               "mlm_acc": ((out.logits.argmax(-1) == labels).sum().item(), m)}
+               "mlm_acc": ((out.generator_logits.argmax(-1) == labels).sum().item(), m)}
     if "nsp" in out.losses:
         y = nsp_targets(batch["next_sentence_label"])  # [P]: one per pair, also in packed rows
         n = y.numel()
@@ -84,11 +84,11 @@ def electra_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, Any]:
     mask = batch.get("attention_mask")
     keep = mask.bool() if mask is not None else torch.ones_like(out.replaced)
     n = int(keep.sum())
-    prob = out.disc_logits.float().sigmoid()[keep]  # [N] P(replaced)
+    prob = out.logits.float().sigmoid()[keep]  # [N] P(replaced)
     target = out.replaced[keep]  # [N]
     return {"loss": (out.loss.item(), 1),
             "mlm_loss": (out.losses["mlm"].item() * m, m),
-            "mlm_acc": ((out.logits.argmax(-1) == labels).sum().item(), m),
+            "mlm_acc": ((out.generator_logits.argmax(-1) == labels).sum().item(), m),
             "disc_loss": (out.losses["disc"].item() * n, n),
             "disc_acc": (((prob > 0.5) == target).sum().item(), n),
             "replaced_frac": (target.sum().item(), n),
