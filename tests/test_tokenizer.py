@@ -102,11 +102,17 @@ def test_missing_role_names_it(english):
 
 
 def test_pair_template_and_mask_token_kept_whole(english):
-    ids = english.encode("the fox [MASK] dog", "the cat")
-    a, b = english.encode("the fox [MASK] dog", add_special_tokens=False), english.encode("the cat", add_special_tokens=False)
+    ids = english.encode("the fox [MASK] dog", "the cat", specials=True)
+    a = english.encode("the fox [MASK] dog", add_special_tokens=False, specials=True)
+    b = english.encode("the cat", add_special_tokens=False)
     assert ids == [english.cls_id, *a, english.sep_id, *b, english.sep_id]
     assert english.mask_id in a
-    assert english.backend.encode("the fox [MASK] dog", "the cat").type_ids == [0] * (len(a) + 2) + [1] * (len(b) + 1)
+    # text is text unless it is a typed prompt: "[MASK]" and "[SEP]" in a corpus are characters
+    plain = english.encode("the fox [MASK] dog [SEP]", add_special_tokens=False)
+    assert not set(plain) & set(english.special_ids) - {english.unk_id}
+    ids = english.encode("the fox [MASK] dog", "the cat")
+    assert english.backend.encode("the fox [MASK] dog", "the cat").type_ids == [0] * (ids.index(english.sep_id) + 1) + \
+        [1] * (len(ids) - ids.index(english.sep_id) - 1)
 
 
 def test_max_length_truncates_with_specials(english):
@@ -165,9 +171,10 @@ def test_saved_dir_loads_in_transformers(korean, english, tmp_path):
         tok.save(tmp_path / "hf")
         hf = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
         for text, pair in texts:
-            out = hf(text, pair)
+            out = hf(text, pair, split_special_tokens=True)  # "[MASK]" in text is text, as ours by default
             assert out["input_ids"] == tok.encode(text, pair)
             assert out["token_type_ids"] == tok.backend.encode(text, pair).type_ids
+            assert hf(text, pair)["input_ids"] == tok.encode(text, pair, specials=True)  # a typed prompt
         assert hf.mask_token_id == tok.mask_id and hf.pad_token_id == tok.pad_id
 
 
@@ -181,8 +188,10 @@ def test_minilm_tokenizer_json_vocab_txt_and_transformers_agree(minilm_dir):
         assert tok.vocab_size == 30522 and tok.lowercase is True
     for text, pair in ENGLISH:
         expected = hf(text, pair)["input_ids"]
-        assert from_json.encode(text, pair) == expected  # no fixed padding to 128 from tokenizer.json
-        assert from_vocab.encode(text, pair) == expected
+        assert from_json.encode(text, pair, specials=True) == expected  # no fixed padding to 128 from tokenizer.json
+        assert from_vocab.encode(text, pair, specials=True) == expected
+        literal = hf(text, pair, split_special_tokens=True)["input_ids"]
+        assert from_json.encode(text, pair) == from_vocab.encode(text, pair) == literal
         assert from_json.decode(expected) == hf.decode(expected, skip_special_tokens=True)
 
 
@@ -201,7 +210,7 @@ def test_vocab_txt_without_config_detects_specials(minilm_dir, tmp_path):
     shutil.copy(minilm_dir / "vocab.txt", tmp_path / "vocab.txt")
     tok = Tokenizer.load(tmp_path)
     assert tok.specials == {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
-    assert tok.encode("Hello [MASK]!") == [101, 7592, 103, 999, 102]
+    assert tok.encode("Hello [MASK]!", specials=True) == [101, 7592, 103, 999, 102]
 
 
 def test_vocab_txt_config_cased_and_dict_specials(tmp_path):
@@ -287,8 +296,9 @@ def test_bpe_templates_and_mask_lstrip(bpe):
     assert bpe.encode("the fox") == [0, *a, 2]
     assert bpe.encode("the fox", "크리스찬") == [0, *a, 2, 2, *b, 2]
     # <mask> eats the space before it (lstrip), so "b" keeps its own "Ġb" as in HF's BART.
-    assert bpe.encode("a <mask> b") == [0, bpe.token_to_id("a"), bpe.mask_id, bpe.token_to_id("Ġb"), 2]
-    assert bpe.decode(bpe.encode("a <mask> b")) == "a b"
+    assert bpe.encode("a <mask> b", specials=True) == [0, bpe.token_to_id("a"), bpe.mask_id, bpe.token_to_id("Ġb"), 2]
+    assert bpe.decode(bpe.encode("a <mask> b", specials=True)) == "a b"
+    assert bpe.mask_id not in bpe.encode("a <mask> b") and bpe.decode(bpe.encode("a <mask> b")) == "a <mask> b"
     ids = bpe.encode(" ".join(SMALL_CORPUS[:2]), "the fox jumps", max_length=12)
     assert len(ids) == 12 and ids[0] == 0 and ids[-1] == 2 and ids.count(2) == 3
 
@@ -307,7 +317,8 @@ def test_unigram_t5_layout_sentinels_and_hangul(unigram):
     a = unigram.encode("the fox", add_special_tokens=False)
     assert unigram.encode("the fox") == [*a, 1] and unigram.encode("the fox", "a dog")[-1] == 1
     assert unigram.encode("the fox", "the fox") == [*a, 1, *a, 1]
-    assert unigram.tokens(unigram.encode("x <extra_id_0> y"))[-4:] == ["<extra_id_0>", "▁", "y", "</s>"]
+    assert unigram.tokens(unigram.encode("x <extra_id_0> y", specials=True))[-4:] == ["<extra_id_0>", "▁", "y", "</s>"]
+    assert not set(unigram.encode("x <extra_id_0> y </s>")[:-1]) & set(unigram.special_ids) - {unigram.unk_id}
     assert unigram.backend.normalizer.normalize_str("ＡＢＣ ①") == "ABC 1"  # NFKC, as T5's SentencePiece
     for text in (KO_PHRASE, "영화 정말 재밌어요"):
         ids = unigram.encode(text)
@@ -355,7 +366,9 @@ def test_saved_bpe_and_unigram_load_again_and_in_transformers(bpe, unigram, tmp_
         assert len(hf) == tok.vocab_size
         for text, pair in MIXED + ENGLISH:
             out = hf(text, pair)["input_ids"]
-            assert out == tok.encode(text, pair) == loaded.encode(text, pair), (text, pair)
+            assert out == tok.encode(text, pair, specials=True) == loaded.encode(text, pair, specials=True), (text, pair)
+            literal = hf(text, pair, split_special_tokens=True)["input_ids"]
+            assert literal == tok.encode(text, pair) == loaded.encode(text, pair), (text, pair)
             assert hf.decode(out, skip_special_tokens=True) == tok.decode(out)
         assert hf.pad_token_id == tok.pad_id and hf.eos_token_id == tok.eos_id and hf.unk_token_id == tok.unk_id
         assert set(hf.all_special_ids) == set(tok.special_ids)
@@ -383,7 +396,8 @@ def test_load_t5_tokenizer_json_written_by_transformers(tmp_path):
     assert tok.sentinel_ids == [len(vocab) - 1 - i for i in range(20)] == hf.convert_tokens_to_ids(tok.sentinels)
     for text, pair in MIXED + ENGLISH:
         out = hf(text, pair)["input_ids"]
-        assert tok.encode(text, pair) == out, (text, pair)
+        assert tok.encode(text, pair, specials=True) == out, (text, pair)
+        assert tok.encode(text, pair) == hf(text, pair, split_special_tokens=True)["input_ids"], (text, pair)
         assert tok.decode(out) == hf.decode(out, skip_special_tokens=True)
 
 
@@ -419,7 +433,7 @@ def test_load_spiece_model_matches_sentencepiece(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 5}))
     tok = Tokenizer.load(tmp_path / "spiece.model")
     assert tok.sentinel_ids == [1504, 1503, 1502, 1501, 1500] and tok.vocab_size == 1505
-    assert tok.encode("x <extra_id_1>")[-2:] == [1503, 1]
+    assert tok.encode("x <extra_id_1>", specials=True)[-2:] == [1503, 1]
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer"}))
     assert len(Tokenizer.load(tmp_path).sentinels) == 100  # HF T5Tokenizer's default extra_ids
 
@@ -453,7 +467,9 @@ def test_load_bart_tokenizer_json_and_vocab_merges(bpe, tmp_path):
         assert (tok.cls_id, tok.sep_id) == (0, 2) and tok.vocab_size == bpe.vocab_size
         for text, pair in MIXED + ENGLISH:
             out = hf(text, pair)["input_ids"]
-            assert tok.encode(text, pair) == out == bpe.encode(text, pair), (directory.name, text, pair)
+            assert tok.encode(text, pair, specials=True) == out == bpe.encode(text, pair, specials=True), (text, pair)
+            literal = hf(text, pair, split_special_tokens=True)["input_ids"]
+            assert tok.encode(text, pair) == literal == bpe.encode(text, pair), (directory.name, text, pair)
             assert tok.decode(out) == hf.decode(out, skip_special_tokens=True)
     assert Tokenizer.load(files / "merges.txt").fingerprint == Tokenizer.load(files).fingerprint
     (files / "merges.txt").unlink()

@@ -106,7 +106,7 @@ def test_fill_mask_top_k_over_non_special_tokens(trained, env):
     text = "the movie was [MASK] and the acting was [MASK] ."
     preds = fill_mask(model, mtok, text, top_k=5)
     assert len(preds) == 2 and all(len(p) == 5 for p in preds)
-    ids = mtok.encode(text)
+    ids = mtok.encode(text, specials=True)
     where = [i for i, t in enumerate(ids) if t == mtok.mask_id]
     with torch.no_grad():
         probs = model(torch.tensor([ids])).logits[0, where].softmax(-1)

@@ -78,3 +78,39 @@ def test_an_odd_label_set_is_named(bert_dir, tmp_path, labels, says):
     with pytest.warns(UserWarning, match=says):
         finetune(bert_dir, "classification", write_jsonl(tmp_path / "train.jsonl", rows), run_dir=tmp_path / "run",
                  epochs=1, batch_size=8, progress=False)
+
+
+LITERAL = ["[SEP] [MASK] the film [CLS] was good [PAD]", "</s> <mask> the plot <s> was bad <pad>",
+           "<extra_id_0> the cast </s> was fine <extra_id_1>", "[UNK] <unk> the ending was dull"]
+
+
+@pytest.mark.parametrize("family", ["bert", "bart", "t5"])
+def test_special_token_strings_in_a_corpus_are_text(tmp_path, family):
+    from clozeformer.data.cache import load_corpus
+    from clozeformer.data.pretrain import BertPretrainData, MLMSpec
+
+    lines = LITERAL * 10 + [t for t, _ in sentences(100, 6)]
+    tok = Tokenizer.train(family, lines, vocab_size=400 if family == "bart" else 300)
+    (tmp_path / "c.txt").write_text("\n".join(LITERAL * 30) + "\n", encoding="utf-8")
+    cache = load_corpus(tmp_path / "c.txt", tok, cache_dir=tmp_path / "cache")
+    found = set(torch.from_numpy(cache.tokens.astype("int64")).unique().tolist())
+    assert not found & (set(tok.special_ids) - {tok.unk_id}), [tok.tokens([i]) for i in found & set(tok.special_ids)]
+    if family == "bert":  # the masking objective sees ordinary tokens to predict
+        data = BertPretrainData(cache, MLMSpec.from_tokenizer(tok), max_len=32, batch_size=4, nsp=False, seed=0)
+        assert (data.train_batch(0)["labels"] != -100).sum() >= 4
+    # prompts typed for fill-mask / generate still read them as the special tokens
+    prompt = {"bert": "[MASK]", "bart": "<mask>", "t5": "<extra_id_0>"}[family]
+    assert set(tok.encode(f"the {prompt} was good", specials=True)) & set(tok.special_ids) - {tok.unk_id}
+
+
+def test_special_token_strings_in_a_task_file_are_text(bert_dir, tmp_path):
+    from clozeformer.tasks import task_spec
+    from clozeformer.tasks.task import features, load_examples
+
+    tok = Tokenizer.load(bert_dir)
+    rows = [{"sentence": "[SEP] [MASK] was good [CLS]", "label": 1}, {"sentence": "the plot [SEP] was bad", "label": 0}]
+    spec = task_spec("classification", labels=["0", "1"])
+    feats, _ = features(spec, tok, "bert", load_examples(spec, write_jsonl(tmp_path / "t.jsonl", rows)))
+    for f, n in zip(feats, (1, 1)):  # one [CLS] at the start, one [SEP] at the end, none from the text
+        assert f["input_ids"].count(tok.cls_id) == n and f["input_ids"].count(tok.sep_id) == n
+        assert tok.mask_id not in f["input_ids"]

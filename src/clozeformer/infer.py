@@ -22,7 +22,7 @@ class Prediction:
 def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[list[Prediction]]:
     """Top-k predictions for every [MASK] in `text` (one list per mask, left to right)."""
     mask_token = tokenizer.tokens([tokenizer.mask_id])[0]
-    ids = tokenizer.encode(text, max_length=model.config.max_positions)
+    ids = tokenizer.encode(text, max_length=model.config.max_positions, specials=True)
     where = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
     if not where:
         raise ValueError(f"no {mask_token} in {text!r}")
@@ -98,7 +98,7 @@ def generate_texts(model: nn.Module, tokenizer: Tokenizer, texts: list[str], *, 
     g = torch.Generator(device=device).manual_seed(seed)
     outputs = []
     for i in range(0, len(texts), batch_size):
-        rows = [tokenizer.encode(prefix + t, max_length=limit) for t in texts[i: i + batch_size]]
+        rows = [tokenizer.encode(prefix + t, max_length=limit, specials=True) for t in texts[i: i + batch_size]]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
         for j, r in enumerate(rows):

@@ -199,6 +199,24 @@ def _unigram_pipeline(backend: Backend) -> None:
     backend.decoder = decoders.Metaspace(replacement=_METASPACE, prepend_scheme="always")
 
 
+# A Unigram special piece scores this, so text spelling "</s>" or "<pad>" segments into
+# ordinary pieces (as SentencePiece never emits a control symbol from text); converted
+# tokenizers give them 0.0, the best score of all.
+_UNREACHABLE = -1e6
+
+
+def _unreachable_specials(backend: Backend, tokens: list[str]) -> Backend:
+    """backend with the Unigram scores of `tokens` set to _UNREACHABLE (special tokens are matched
+    before the model, so only text that spells them out changes)."""
+    state = json.loads(backend.to_str())
+    vocab = state["model"]["vocab"]
+    changed = False
+    for piece in vocab:
+        if piece[0] in tokens and piece[1] != _UNREACHABLE:
+            piece[1], changed = _UNREACHABLE, True
+    return Backend.from_str(json.dumps(state)) if changed else backend
+
+
 def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
     value = shift = 0
     while True:
@@ -312,6 +330,11 @@ class Tokenizer:
         # fixed padding to 128), so the backend itself never pads or truncates.
         backend.no_padding()
         backend.no_truncation()
+        if isinstance(backend.model, models.Unigram):
+            backend = _unreachable_specials(backend, [t for r, t in specials.items() if r != "unk"])
+        # Text is text: "[MASK]", "</s>" or "<extra_id_0>" written in a corpus or a task file are
+        # characters, never the special ids (encode(..., specials=True) reads a typed prompt's).
+        backend.encode_special_tokens = True
         self.backend = backend
         self.specials = dict(specials)
         self.sentinels = sentinels
@@ -619,18 +642,24 @@ class Tokenizer:
         *,
         add_special_tokens: bool = True,
         max_length: int | None = None,
+        specials: bool = False,
     ) -> list[int]:
-        """Ids of text (and pair); with max_length, truncated longest-first so all fits."""
-        if max_length is None:
-            return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).ids
+        """Ids of text (and pair); with max_length, truncated longest-first so all fits.
+
+        specials: special-token strings in the text ("[MASK]", "<extra_id_0>") are the special
+        tokens, as in a prompt typed for fill-mask or generate; otherwise they are plain text.
+        """
         n_special = self.backend.num_special_tokens_to_add(pair is not None) if add_special_tokens else 0
-        if max_length <= n_special:
+        if max_length is not None and max_length <= n_special:
             raise TokenizerError(f"max_length={max_length} leaves no room beside {n_special} special tokens")
-        self.backend.enable_truncation(max_length)
+        if max_length is not None:
+            self.backend.enable_truncation(max_length)
+        self.backend.encode_special_tokens = not specials
         try:
             return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).ids
         finally:
             self.backend.no_truncation()
+            self.backend.encode_special_tokens = True
 
     def encode_batch(self, texts: list[str], *, add_special_tokens: bool = False) -> list[list[int]]:
         """Ids of many texts at once, on the backend's Rust thread pool (no offsets computed)."""

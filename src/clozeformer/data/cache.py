@@ -41,7 +41,7 @@ from clozeformer.tokenizer import Tokenizer
 
 __all__ = ["TokenCache", "default_cache_dir", "load_corpus"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: special-token strings in the text are plain text
 _FILES = ("tokens.bin", "sentences.bin", "documents.bin")
 # A document is tokenised in pieces of at most this many sentences (bounds memory; any
 # number above a batch's worth does).

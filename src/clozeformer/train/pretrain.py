@@ -44,7 +44,7 @@ def bert_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, tuple[float
     m = labels.numel()
     metrics = {"loss": (out.loss.item(), 1),
                "mlm_loss": (out.losses["mlm"].item() * m, m),
-               "mlm_acc": ((out.generator_logits.argmax(-1) == labels).sum().item(), m)}
+               "mlm_acc": ((out.logits.argmax(-1) == labels).sum().item(), m)}
     if "nsp" in out.losses:
         y = nsp_targets(batch["next_sentence_label"])  # [P]: one per pair, also in packed rows
         n = y.numel()
