@@ -114,3 +114,99 @@ def test_special_token_strings_in_a_task_file_are_text(bert_dir, tmp_path):
     for f, n in zip(feats, (1, 1)):  # one [CLS] at the start, one [SEP] at the end, none from the text
         assert f["input_ids"].count(tok.cls_id) == n and f["input_ids"].count(tok.sep_id) == n
         assert tok.mask_id not in f["input_ids"]
+
+
+# ---- generation: a translator, a fine-tuned T5's prefix ------------------------------------
+
+def run_cli(argv, capsys, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
+    from clozeformer.cli import main
+
+    if stdin is not None:
+        import io
+
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_with_a_translator_reads_sources_with_the_source_tokenizer(tmp_path, capsys, monkeypatch):
+    from clozeformer.config import BartConfig
+    from clozeformer.infer import generate_texts
+    from clozeformer.interop.hf import load_model
+    from clozeformer.models.bart import BartForTranslation
+
+    english = [t for t, _ in sentences(200, 7)]
+    target = Tokenizer.train("bpe", [t.upper() for t in english], vocab_size=300)
+    source = Tokenizer.train("bpe", english, vocab_size=400)  # larger: target ids would overflow the source side
+    torch.manual_seed(0)
+    cfg = BartConfig.preset("tiny", vocab_size=target.vocab_size, hidden_size=32, num_heads=2, intermediate_size=64,
+                            max_positions=64)
+    model = BartForTranslation(cfg, source.vocab_size, source_layers=1, source_pad_id=source.pad_id)
+    save_model(model, tmp_path / "mt", target, source_tokenizer=source)
+    code, out, err = run_cli(["generate", tmp_path / "mt", "--max-new-tokens", "6"], capsys, "the film was good\n"
+                             "the plot was dull\n", monkeypatch)
+    assert code == 0, err
+    want = generate_texts(load_model(tmp_path / "mt"), source, ["the film was good", "the plot was dull"],
+                          target_tokenizer=target, max_new_tokens=6)
+    assert out.splitlines() == want
+    code, _, err = run_cli(["generate", tmp_path / "mt" / "source"], capsys, "x\n", monkeypatch)
+    assert code == 1 and f"load that directory (clozeformer generate {tmp_path / 'mt'}" in err
+
+
+def test_generate_applies_a_fine_tuned_t5s_prefix(tmp_path, capsys, monkeypatch):
+    from clozeformer.config import T5Config
+    from clozeformer.infer import generate_texts
+    from clozeformer.models.t5 import T5ForConditionalGeneration
+
+    tok = Tokenizer.train("t5", [t for t, _ in sentences(200, 8)] + ["sst2 sentence:"] * 5, vocab_size=300)
+    torch.manual_seed(0)
+    net = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=tok.vocab_size, d_model=32, d_kv=16,
+                                                     d_ff=64, num_layers=1, num_heads=2))
+    net.task = {"kind": "classification", "prefix": "sst2 sentence: ", "labels": ["0", "1"]}
+    save_model(net, tmp_path / "t5", tok)
+    import clozeformer.infer
+
+    prefixes = []
+
+    def spy(*args, prefix="", **kw):
+        prefixes.append(prefix)
+        return generate_texts(*args, prefix=prefix, **kw)
+
+    monkeypatch.setattr(clozeformer.infer, "generate_texts", spy)
+    code, out, err = run_cli(["generate", tmp_path / "t5", "--max-new-tokens", "4"], capsys, "the film was good\n",
+                             monkeypatch)
+    assert code == 0, err
+    assert out.splitlines() == generate_texts(net, tok, ["the film was good"], prefix="sst2 sentence: ",
+                                              max_new_tokens=4)
+    code, out2, _ = run_cli(["generate", tmp_path / "t5", "--max-new-tokens", "4", "--prefix", ""], capsys,
+                            "sst2 sentence: the film was good\n", monkeypatch)
+    assert out2 == out and prefixes == ["sst2 sentence: ", ""]  # the saved prefix; an explicit one wins
+
+
+# ---- extractive QA: defaults that work, records in and out -----------------------------------
+
+def test_extractive_qa_defaults_and_question_context_records(bert_dir, tmp_path, capsys, monkeypatch):
+    from clozeformer.train.finetune import predict
+
+    rng = random.Random(9)
+    rows = []
+    for i in range(24):
+        thing, word = rng.choice(THINGS), rng.choice(GOOD + BAD)
+        filler = " ".join(t for t, _ in sentences(6, i))  # a context longer than one window at max_len 64
+        context = f"{filler} the {thing} was {word} . {filler}"
+        rows.append({"id": f"q{i}", "question": f"how was the {thing} ?", "context": context,
+                     "answers": {"text": [word], "answer_start": [context.index(f"was {word} .") + 4]}})
+    train = write_jsonl(tmp_path / "qa.jsonl", rows)
+    s = finetune(bert_dir, "extractive-qa", train, train, run_dir=tmp_path / "run", epochs=1, batch_size=8,
+                 progress=False)  # default max_len and stride (clamped to the model's 64 positions)
+    assert 0 <= s["best"]["exact_match"] <= 100
+    records = [{"question": r["question"], "context": r["context"]} for r in rows[:3]]
+    got = predict(s["model_dir"], records)
+    assert [g["question"] for g in got] == [r["question"] for r in records]
+    assert all(isinstance(g["answer"], str) and g["answer"] in r["context"] for g, r in zip(got, records))
+    code, out, err = run_cli(["predict", "--model", s["model_dir"]], capsys,
+                             "".join(json.dumps(r) + "\n" for r in records), monkeypatch)
+    assert code == 0, err
+    assert [json.loads(x)["answer"] for x in out.splitlines()] == [g["answer"] for g in got]

@@ -18,6 +18,45 @@ from pathlib import Path
 from clozeformer import __version__
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse in the house format: a bad option is one line, `clozeformer: error: …`, exit status 1."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("clozeformer").strip()
+        print(f"clozeformer: error: {command + ': ' if command else ''}{_one_line(message)}", file=sys.stderr)
+        self.exit(1)
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None, *, open_low: bool = False,
+            open_high: bool = False):
+    """An argparse `type` that reads an int or a float and refuses it outside [low, high] (ends
+    open where asked), naming the value and the allowed range."""
+    ends = (f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}" if low is not None and high is not None
+            else f"{'>' if open_low else '≥'} {low}" if low is not None else f"{'<' if open_high else '≤'} {high}")
+    allowed = f"{'an integer' if kind is int else 'a number'} {'in ' if low is not None and high is not None else ''}{ends}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}") from None
+        fits = value == value and (low is None or (value > low if open_low else value >= low)) and \
+            (high is None or (value < high if open_high else value <= high))
+        if not fits:
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
+        return value
+
+    return parse
+
+
+COUNT = _number(int, 1)  # batch sizes, steps, lengths, beams…
+NONNEGATIVE = _number(int, 0)
+POSITIVE = _number(float, 0, open_low=True)  # learning rates, minutes, temperatures
+RATE = _number(float, 0, 1, open_low=True, open_high=True)  # shares of tokens: masking, noise
+SHARE = _number(float, 0, 1, open_high=True)  # warmup shares, Adam betas
+MAX_LEN = _number(int, 8)  # shortest row any objective packs (NSP pairs, sentinels, <s>…</s>)
+
+
 def _value(text: str):
     try:
         return json.loads(text)
@@ -68,14 +107,18 @@ def cmd_pretrain(args) -> None:
 
 def cmd_fill_mask(args) -> None:
     from clozeformer import load_model, load_tokenizer
-    from clozeformer.infer import fill_mask
+    from clozeformer.infer import fill_mask, mlm_model
 
-    model, tok = load_model(args.model, allow_pickle=args.allow_pickle), load_tokenizer(args.model)
+    model, tok = mlm_model(load_model(args.model, allow_pickle=args.allow_pickle)), load_tokenizer(args.model)
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"{args.model}: the tokenizer has {tok.vocab_size} ids but the model's vocabulary holds "
                          f"{model.config.vocab_size}; they do not belong together")
+    mask = tok.tokens([tok.mask_id])[0]
+    for text in args.text:  # every text checked before the first is answered
+        if tok.mask_id not in tok.encode(text, specials=True):
+            raise ValueError(f"no {mask} in {text!r}")
     for text in args.text:
-        n = len(tok.encode(text))
+        n = len(tok.encode(text, specials=True))
         if n > model.config.max_positions:
             warnings.warn(f"text of {n} tokens truncated to the model's max_positions ({model.config.max_positions})")
         print(text)
@@ -103,10 +146,9 @@ def cmd_noise(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from clozeformer import load_model, load_tokenizer
-    from clozeformer.infer import generate_texts
+    from clozeformer.infer import generate_texts, load_generator
 
-    model, tok = load_model(args.model, allow_pickle=args.allow_pickle), load_tokenizer(args.model)
+    model, tok, target_tok = load_generator(args.model, allow_pickle=args.allow_pickle)
     stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     with stream:
         lines = [line.rstrip("\n") for line in stream]
@@ -114,8 +156,9 @@ def cmd_generate(args) -> None:
                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                    length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
                    min_new_tokens=args.min_new_tokens, early_stopping=args.early_stopping)
-    for out in generate_texts(model, tok, lines, batch_size=args.batch_size, prefix=args.prefix, seed=args.seed,
-                              **options):
+    prefix = args.prefix if args.prefix is not None else (getattr(model, "task", None) or {}).get("prefix") or ""
+    for out in generate_texts(model, tok, lines, batch_size=args.batch_size, prefix=prefix, seed=args.seed,
+                              target_tokenizer=target_tok, **options):
         print(out, flush=True)
 
 
@@ -179,6 +222,8 @@ def cmd_predict(args) -> None:
         for line in sys.stdin:
             if line.strip():
                 records.append(json.loads(line) if line.lstrip().startswith("{") else line.rstrip("\n"))
+        if not records:
+            raise ValueError("predict --input -: stdin held no input (JSON records or text lines, one per line)")
         inputs = records
     else:
         inputs = args.input
@@ -241,14 +286,14 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="clozeformer", description=__doc__)
+    ap = _Parser(prog="clozeformer", description=__doc__)
     ap.add_argument("--version", action="version", version=f"clozeformer {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="pretrain a tiny BERT offline on the stdlib docs (3 min on 2 cores)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--minutes", type=float, default=2.5, help="training time (default 2.5)")
-    p.add_argument("--steps", type=int, help="train exactly this many steps instead")
+    p.add_argument("--minutes", type=POSITIVE, default=2.5, help="training time (default 2.5)")
+    p.add_argument("--steps", type=COUNT, help="train exactly this many steps instead")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo)
 
@@ -265,11 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "to stream a `datasets` dataset (e.g. hf:allenai/c4:en)")
     p.add_argument("--run-dir", default="runs/pretrain")
     p.add_argument("--tokenizer", help="existing tokenizer (dir or file); default: train one on the corpus")
-    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--vocab-size", type=COUNT, default=8000)
     p.add_argument("--init", help="continue pretraining from this model directory")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override model config fields")
-    p.add_argument("--max-len", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-len", type=MAX_LEN, default=128)
+    p.add_argument("--batch-size", type=COUNT, default=32)
     p.add_argument("--no-nsp", action="store_true", help="MLM only (BERT): one document per segment of a row")
     p.add_argument("--whole-word", action="store_true", help="whole-word masking")
     p.add_argument("--cross-document", action="store_true",
@@ -278,24 +323,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-init", choices=["normal", "mimetic"],
                    help="initial weights: the family's own, or mimetic attention + sinusoidal positions "
                         "(default: the recipe's; mimetic for new tiny/mini models)")
-    p.add_argument("--mlm-rate", type=float, help="share of tokens predicted (BERT/ELECTRA; default: the recipe's)")
-    p.add_argument("--minutes", type=float, help="time budget: warmup and decay over elapsed time, stop when spent")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 1000; under --minutes, no limit)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    p.add_argument("--warmup", type=int, help="warmup steps (default 100)")
-    p.add_argument("--warmup-fraction", type=float, help="under --minutes: warmup share of the budget")
+    p.add_argument("--mlm-rate", type=RATE, help="share of tokens predicted (BERT/ELECTRA; default: the recipe's)")
+    p.add_argument("--minutes", type=POSITIVE, help="time budget: warmup and decay over elapsed time, stop when spent")
+    p.add_argument("--steps", type=COUNT, help="optimizer steps (default 1000; under --minutes, no limit)")
+    p.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--warmup", type=NONNEGATIVE, help="warmup steps (default 100)")
+    p.add_argument("--warmup-fraction", type=SHARE, help="under --minutes: warmup share of the budget")
     p.add_argument("--schedule", choices=["linear", "cosine", "constant"], help="decay after warmup (default linear)")
-    p.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), help="AdamW betas (default: the recipe's)")
-    p.add_argument("--weight-decay", type=float, help="default 0.01")
-    p.add_argument("--clip", type=float, help="gradient norm clip (default 1.0)")
-    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--betas", type=SHARE, nargs=2, metavar=("B1", "B2"), help="AdamW betas (default: the recipe's)")
+    p.add_argument("--weight-decay", type=_number(float, 0), help="default 0.01")
+    p.add_argument("--clip", type=POSITIVE, help="gradient norm clip (default 1.0)")
+    p.add_argument("--grad-accum", type=COUNT)
     p.add_argument("--precision", choices=["fp32", "bf16"], help="default fp32")
-    p.add_argument("--eval-every", type=int, help="default 200")
-    p.add_argument("--eval-batches", type=int, help="default 8")
-    p.add_argument("--save-every", type=int, help="default 500")
-    p.add_argument("--keep-last", type=int, help="default 2")
-    p.add_argument("--log-every", type=int, help="steps between train rows in metrics.jsonl (default 10)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=COUNT, help="default 200")
+    p.add_argument("--eval-batches", type=COUNT, help="default 8")
+    p.add_argument("--save-every", type=COUNT, help="default 500")
+    p.add_argument("--keep-last", type=COUNT, help="default 2")
+    p.add_argument("--log-every", type=COUNT, help="steps between train rows in metrics.jsonl (default 10)")
+    p.add_argument("--seed", type=NONNEGATIVE)
     p.add_argument("--device")
     p.add_argument("--nan-policy", choices=["stop", "skip"])
     p.add_argument("--fsdp", action="store_true", default=None,
@@ -310,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fill-mask", help="predict [MASK] tokens with a saved or imported model")
     p.add_argument("model")
     p.add_argument("text", nargs="+")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=COUNT, default=5)
     p.add_argument("--allow-pickle", action="store_true", help="allow loading .bin/.pt weights (weights_only)")
     p.set_defaults(fn=cmd_fill_mask)
 
@@ -322,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="tokenizer dir/file for real subwords (default: the text's own words)")
     p.add_argument("--model", help="model dir (its tokenizer; rtd needs an ELECTRA model)")
     p.add_argument("--second", help="nsp: a second text, the source of the random NotNext segment")
-    p.add_argument("--rate", type=float, help="masking/noise rate (default: the objective's own)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rate", type=RATE, help="masking/noise rate (default: the objective's own)")
+    p.add_argument("--seed", type=NONNEGATIVE, default=0)
     p.add_argument("--html", help="also write the view to this HTML file")
     p.add_argument("--allow-pickle", action="store_true")
     p.set_defaults(fn=cmd_noise)
@@ -331,19 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate text with an encoder-decoder (BART, T5), one output per line")
     p.add_argument("model")
     p.add_argument("--input", default="-", help="text file, one source per line, or - for stdin (default)")
-    p.add_argument("--prefix", default="", help='prepended to every line (T5 task prefixes: "summarize: ")')
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--prefix", help='prepended to every line (T5 task prefixes: "summarize: "; default: the prefix '
+                                    'a fine-tuned model was trained with, else none)')
+    p.add_argument("--max-new-tokens", type=COUNT, default=64)
+    p.add_argument("--num-beams", type=COUNT, default=1)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy/beam search")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=POSITIVE, default=1.0)
+    p.add_argument("--top-k", type=COUNT, default=50)
+    p.add_argument("--top-p", type=_number(float, 0, 1, open_low=True), default=1.0)
     p.add_argument("--length-penalty", type=float, default=1.0)
-    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
-    p.add_argument("--min-new-tokens", type=int, default=0)
+    p.add_argument("--no-repeat-ngram-size", type=NONNEGATIVE, default=0)
+    p.add_argument("--min-new-tokens", type=NONNEGATIVE, default=0)
     p.add_argument("--early-stopping", action="store_true")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=COUNT, default=16)
+    p.add_argument("--seed", type=NONNEGATIVE, default=0)
     p.add_argument("--allow-pickle", action="store_true")
     p.set_defaults(fn=cmd_generate)
 
@@ -356,22 +402,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", help="JSONL pairs to report sacreBLEU on at the end")
     p.add_argument("--run-dir", default="runs/translate")
     p.add_argument("--source-tokenizer", help="default: a byte-level BPE trained on the source side")
-    p.add_argument("--source-vocab-size", type=int, default=8000)
-    p.add_argument("--source-layers", type=int, default=2)
-    p.add_argument("--max-len", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--buckets", type=int, default=0,
+    p.add_argument("--source-vocab-size", type=COUNT, default=8000)
+    p.add_argument("--source-layers", type=COUNT, default=2)
+    p.add_argument("--max-len", type=MAX_LEN, default=128)
+    p.add_argument("--batch-size", type=COUNT, default=32)
+    p.add_argument("--buckets", type=NONNEGATIVE, default=0,
                    help="batch pairs of similar lengths, sorting pools of this many batches (0: off)")
-    p.add_argument("--stage1-steps", type=int, default=1000)
-    p.add_argument("--stage1-lr", type=float, default=5e-4)
-    p.add_argument("--stage2-steps", type=int, default=200)
-    p.add_argument("--stage2-lr", type=float, default=5e-5)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--num-beams", type=int, default=4)
+    p.add_argument("--stage1-steps", type=COUNT, default=1000)
+    p.add_argument("--stage1-lr", type=POSITIVE, default=5e-4)
+    p.add_argument("--stage2-steps", type=COUNT, default=200)
+    p.add_argument("--stage2-lr", type=POSITIVE, default=5e-5)
+    p.add_argument("--warmup", type=NONNEGATIVE, default=50)
+    p.add_argument("--num-beams", type=COUNT, default=4)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=COUNT, default=200)
+    p.add_argument("--save-every", type=COUNT, default=500)
+    p.add_argument("--seed", type=NONNEGATIVE, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -385,18 +431,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, help=".tsv/.csv/.jsonl (QA: SQuAD .json), or hf:NAME[/CONFIG][@SPLIT]")
     p.add_argument("--eval", help="labelled file evaluated after every epoch (selects the best model)")
     p.add_argument("--run-dir", default="runs/finetune")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+    p.add_argument("--epochs", type=COUNT, default=3)
+    p.add_argument("--batch-size", type=COUNT, default=32)
+    p.add_argument("--lr", type=POSITIVE, default=5e-5)
+    p.add_argument("--warmup-ratio", type=SHARE, default=0.1)
+    p.add_argument("--weight-decay", type=_number(float, 0), default=0.01)
+    p.add_argument("--early-stopping", type=COUNT, metavar="PATIENCE",
                    help="stop after PATIENCE evaluations without a new best")
-    p.add_argument("--max-train-rows", type=int)
-    p.add_argument("--max-eval-rows", type=int)
-    p.add_argument("--keep-last", type=int, default=1, help="training checkpoints kept (for --resume)")
+    p.add_argument("--max-train-rows", type=COUNT)
+    p.add_argument("--max-eval-rows", type=COUNT)
+    p.add_argument("--keep-last", type=COUNT, default=1, help="training checkpoints kept (for --resume)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NONNEGATIVE, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -407,18 +453,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", help='T5 input prefix, e.g. "summarize: " or "translate English to German: "')
     p.add_argument("--pair-prefix", help='T5: before the second text of a pair (e.g. "sentence2: ")')
     p.add_argument("--label-words", nargs="+", metavar="LABEL=WORD", help="T5: target word per label")
-    p.add_argument("--max-len", type=int)
-    p.add_argument("--stride", type=int, help="extractive QA: tokens shared by neighbouring windows")
-    p.add_argument("--max-answer-len", type=int)
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--num-beams", type=int)
+    p.add_argument("--max-len", type=MAX_LEN)
+    p.add_argument("--stride", type=NONNEGATIVE, help="extractive QA: tokens shared by neighbouring windows")
+    p.add_argument("--max-answer-len", type=COUNT)
+    p.add_argument("--max-new-tokens", type=COUNT)
+    p.add_argument("--num-beams", type=COUNT)
     p.set_defaults(fn=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-rows", type=int)
+    p.add_argument("--batch-size", type=COUNT, default=32)
+    p.add_argument("--max-rows", type=COUNT)
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_evaluate)
 
@@ -427,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="-", help="file read as in training, or - : stdin, JSON records or text lines")
     p.add_argument("--output", help="default: stdout")
     p.add_argument("--format", default="jsonl", choices=["jsonl", "tsv"])
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-rows", type=int)
+    p.add_argument("--batch-size", type=COUNT, default=32)
+    p.add_argument("--max-rows", type=COUNT)
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_predict)
 
@@ -441,10 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-tokenizer", help="train a WordPiece, byte-level BPE or Unigram tokenizer on text files")
     p.add_argument("--corpus", nargs="+", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--vocab-size", type=COUNT, default=8000)
     p.add_argument("--kind", default="wordpiece", choices=["wordpiece", "bpe", "unigram"],
                    help="wordpiece (BERT, ELECTRA), bpe (BART, byte-level), unigram (T5) (default: wordpiece)")
-    p.add_argument("--extra-ids", type=int, help="unigram: number of T5 sentinels <extra_id_i> (default: 100)")
+    p.add_argument("--extra-ids", type=NONNEGATIVE, help="unigram: number of T5 sentinels <extra_id_i> (default: 100)")
     p.add_argument("--lowercase", action="store_true", help="bpe/unigram: lowercase (they keep case by default)")
     _corpus_options(p)
     p.set_defaults(fn=cmd_train_tokenizer)
@@ -478,13 +524,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) or a bad option (1, its line already printed)
+        return e.code if isinstance(e.code, int) else 1
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
             args.fn(args)
         except KeyboardInterrupt as e:  # Ctrl-C, or TrainingInterrupted: SIGINT/SIGTERM after saving a checkpoint
-            print(f"clozeformer: {e or 'interrupted'}", file=sys.stderr)
+            print(f"clozeformer: {str(e) or 'interrupted'}", file=sys.stderr)
             return 128 + getattr(e, "signum", signal.SIGINT)  # as a shell reports a signal: 130, 143
         except Exception as e:
             if not _user_error(e):

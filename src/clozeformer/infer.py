@@ -20,7 +20,15 @@ class Prediction:
 
 @torch.no_grad()
 def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[list[Prediction]]:
-    """Top-k predictions for every [MASK] in `text` (one list per mask, left to right)."""
+    """Top-k predictions for every [MASK] in `text` (one list per mask, left to right).
+
+    `model`: a BERT with its MLM head, an ELECTRA generator, or an ELECTRA pair (its generator).
+    """
+    model = mlm_model(model)
+    candidates = tokenizer.vocab_size - len(set(tokenizer.special_ids))
+    if not 1 <= top_k <= candidates:
+        raise ValueError(f"top_k {top_k} is out of range; allowed: 1 to {candidates} (the vocabulary's non-special "
+                         "tokens)")
     mask_token = tokenizer.tokens([tokenizer.mask_id])[0]
     ids = tokenizer.encode(text, max_length=model.config.max_positions, specials=True)
     where = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
@@ -41,6 +49,27 @@ def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 5)
             row.append(Prediction(tokenizer.tokens([tid])[0], tid, score, tokenizer.decode(filled)))
         results.append(row)
     return results
+
+
+def mlm_model(model: nn.Module) -> nn.Module:
+    """The part of `model` that predicts masked tokens; a one-line error where there is none, or where
+    its head was not in the checkpoint (load_model's `untrained`: freshly initialised, random words)."""
+    from clozeformer.models.bert import BertForPreTraining
+    from clozeformer.models.electra import ElectraForPreTraining, ElectraGenerator
+
+    if isinstance(model, ElectraForPreTraining):
+        model = model.generator
+    if not isinstance(model, (BertForPreTraining, ElectraGenerator)):
+        hint = ("; use `clozeformer generate` with a <mask> or <extra_id_0> prompt"
+                if hasattr(model, "generate") else "")
+        raise ValueError(f"fill-mask needs a masked-LM head (a BERT, or an ELECTRA generator); this model is a "
+                         f"{type(model).__name__}{hint}")
+    untrained = [k for k in getattr(model, "untrained", ()) if k.startswith("mlm.")]
+    if untrained:
+        raise ValueError(f"this {type(model).__name__} has no trained MLM head (its checkpoint lacks "
+                         f"{', '.join(untrained[:3])}): it would predict random words; pretrain or fine-tune it "
+                         "with MLM first")
+    return model
 
 
 @dataclass(frozen=True)
@@ -80,6 +109,22 @@ def replaced_token_detection(model: nn.Module, tokenizer: Tokenizer, text: str, 
     originals, masked, samples = (tokenizer.tokens(x) for x in (ids[0].tolist(), batch["input_ids"][0].tolist(), seen))
     return [RTDRow(originals[i], masked[i], samples[i] if selected[i] else None, p[i], bool(seen[i] != ids[0, i]))
             for i in range(ids.shape[1])]
+
+
+def load_generator(path, *, allow_pickle: bool = False) -> tuple[nn.Module, Tokenizer, Tokenizer | None]:
+    """(model, source tokenizer, target tokenizer or None) of a BART/T5 directory; a translator
+    (BART + a new source encoder) reads its sources with source/'s tokenizer and writes BART's."""
+    from pathlib import Path
+
+    from clozeformer.interop.hf import load_model
+    from clozeformer.models.bart import BartForTranslation
+
+    model = load_model(path, allow_pickle=allow_pickle)
+    if not hasattr(model, "generate"):
+        raise ValueError(f"{path}: a {type(model).__name__} does not generate text; use a BART or T5 model")
+    if isinstance(model, BartForTranslation):
+        return model, Tokenizer.load(Path(path) / "source"), Tokenizer.load(path)
+    return model, Tokenizer.load(path), None
 
 
 @torch.no_grad()

@@ -328,13 +328,18 @@ def load_corpus(
     meta = _read_meta(directory, key)
     if meta is None:
         directory.mkdir(parents=True, exist_ok=True)
-        with _locked(directory):
-            meta = _read_meta(directory, key)  # another process may have built it while we waited
-            if meta is None:
-                options = {"text_field": text_field, "blank_line_docs": blank_line_docs}
-                _build(directory, key, paths, tokenizer, options=options, batch_docs=batch_docs,
-                       batch_chars=batch_chars, progress=progress, stats=stats)
-                meta = _read_meta(directory, key)
+        try:
+            with _locked(directory):
+                meta = _read_meta(directory, key)  # another process may have built it while we waited
+                if meta is None:
+                    options = {"text_field": text_field, "blank_line_docs": blank_line_docs}
+                    _build(directory, key, paths, tokenizer, options=options, batch_docs=batch_docs,
+                           batch_chars=batch_chars, progress=progress, stats=stats)
+                    meta = _read_meta(directory, key)
+        except BaseException:  # an error or Ctrl-C: leave no empty cache directory behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if empty
+            raise
         if meta is None:
             raise CorpusError(f"{directory}: token cache is incomplete right after building it")
     return TokenCache(

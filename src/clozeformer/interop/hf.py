@@ -645,7 +645,15 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
         ours["task"] = model.task
     skip = ("source.",) + _skipped(model)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+    untrained = [k for k in getattr(model, "untrained", ()) if k in state]
+    if untrained:  # never export random weights as trained: the encoder alone, as transformers' bare model
+        state = {k: v for k, v in state.items() if k not in untrained}
+        hf_cfg["architectures"] = [_BARE[cfg.model_type]]
+        ours["untrained"] = untrained
     return _write_dir(directory, to_hf(state), {**hf_cfg, "clozeformer": ours}, tokenizer)
+
+
+_BARE = {"bert": "BertModel", "electra": "ElectraModel", "bart": "BartModel", "t5": "T5Model"}
 
 
 def _write_dir(directory: Path, tensors: dict[str, Tensor], config: dict, tokenizer) -> Path:
@@ -697,6 +705,9 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     if not config_file.is_file():
         raise FileNotFoundError(f"{directory}: not a model directory (no config.json)")
     hf_cfg = read_json(config_file, kind=dict)
+    if isinstance(hf_cfg.get("clozeformer"), dict) and "source_encoder" in hf_cfg["clozeformer"]:
+        raise ConfigError(f"{directory} is the source encoder of the translator in {directory.parent}; load that "
+                          f"directory (clozeformer generate {directory.parent} --input FILE)")
     kind = hf_cfg.get("model_type")
     if kind not in FAMILIES:
         raise ConfigError(f"{config_file}: model_type {kind!r} is not supported; known: {sorted(FAMILIES)}")
@@ -732,6 +743,7 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     if ours is not None and ours.get("task") is not None:
         model.task = ours["task"]
     missing = [k for k in load_state(model, state, str(weights)) if not k.startswith(_skipped(model))]
+    model.untrained = tuple(missing)  # random weights: fill-mask refuses an untrained head, save_model drops it
     if missing or ignored:
         warnings.warn(f"{directory}: {len(missing)} parameters not in the checkpoint were freshly initialised "
                       f"({', '.join(missing[:4])}{'…' if len(missing) > 4 else ''}); "

@@ -31,10 +31,12 @@ class Window:
     end: int = 0  # answer's last token
 
 
-def windows(tok, question: str, context: str, example: int, *, max_len: int, stride: int, max_query_len: int,
-            answer: tuple[str, int] | None = None) -> list[Window]:
-    """The windows of one question over its context (with targets when `answer` = (text, char start))."""
+def windows(tok, question: str, context: str, example: int, *, max_len: int, stride: int | None,
+            max_query_len: int, answer: tuple[str, int] | None = None) -> list[Window]:
+    """The windows of one question over its context (with targets when `answer` = (text, char start)).
+    stride None: a third of max_len, or half the room a long question leaves if that is less."""
     backend = tok.backend
+    max_query_len = min(max_query_len, max_len // 2)  # a question never crowds the context out
     q = backend.encode(question, add_special_tokens=False)
     if len(q.ids) > max_query_len:  # keep the question's first max_query_len tokens (HF run_qa)
         question = question[: q.offsets[max_query_len - 1][1]]
@@ -42,6 +44,8 @@ def windows(tok, question: str, context: str, example: int, *, max_len: int, str
     else:
         q_len = len(q.ids)
     room = max_len - q_len - backend.num_special_tokens_to_add(True)
+    if stride is None:
+        stride = max(0, min(max_len // 3, (room - 1) // 2))
     if room <= stride:
         raise TaskError(f"max_len {max_len} leaves {room} context tokens per window beside a {q_len}-token "
                         f"question; stride {stride} must be smaller (raise max_len or lower stride)")

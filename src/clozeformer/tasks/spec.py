@@ -46,8 +46,9 @@ class TaskSpec:
     pair_prefix: str = ""  # T5: before the second text ("sentence2: ")
     label_words: dict[str, str] | None = None  # T5 classification: label -> target word
     labels: list[str] | None = None  # the label (tag) set, read from the training data
-    max_len: int = 128
-    stride: int = 128  # extractive QA: tokens shared by neighbouring windows (HF's doc_stride)
+    max_len: int = 128  # extractive QA: 384 unless given (HF run_qa's max_seq_length)
+    stride: int | None = None  # extractive QA: tokens shared by neighbouring windows (HF's doc_stride); None:
+    #                            a third of max_len (HF's 128 of 384), less where a long question leaves less room
     max_query_len: int = 64  # extractive QA: question tokens kept (HF run_qa default)
     max_answer_len: int = 30  # extractive QA: longest answer in tokens (SQuAD reference default)
     max_new_tokens: int = 64  # generation (seq2seq, T5 text-to-text)
@@ -61,7 +62,7 @@ class TaskSpec:
         allowed = METRICS[self.kind] + (("rouge",) if self.kind == "seq2seq" else ())
         if self.metric is not None and self.metric not in allowed:
             raise TaskError(f"metric {self.metric!r} does not fit {self.kind}; choose from {', '.join(allowed)}")
-        if self.max_len < 8 or self.max_new_tokens < 1 or self.max_answer_len < 1 or self.stride < 0:
+        if self.max_len < 8 or self.max_new_tokens < 1 or self.max_answer_len < 1 or (self.stride or 0) < 0:
             raise TaskError("max_len must be ≥ 8, max_new_tokens and max_answer_len ≥ 1, stride ≥ 0")
 
     @property
@@ -115,7 +116,12 @@ def task_spec(task: str | TaskSpec, **overrides: Any) -> TaskSpec:
         base = PRESETS[task]
     else:
         base = TaskSpec(task)
+        if base.kind == "extractive-qa":
+            base = base.replace(max_len=QA_MAX_LEN)
     return base.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+QA_MAX_LEN = 384  # question + context window (HF run_qa's max_seq_length; doc_stride 128 = a third of it)
 
 
 def regression_text(value: float) -> str:

@@ -38,13 +38,23 @@ def text_to_text(spec: TaskSpec, family: str) -> bool:
 
 def load_examples(spec: TaskSpec, source, split: str = "train", labelled: bool = True) -> list[dict[str, Any]]:
     """Parsed examples of a file (or hf: dataset); `labelled=False` reads inputs only (predict)."""
-    if spec.kind == "extractive-qa":
+    if spec.kind == "extractive-qa" and str(source).endswith(".json"):
         return read_squad(source)
     return [example(spec, r, labelled) for r in read_records(source, split)]
 
 
 def example(spec: TaskSpec, record: Record, labelled: bool = True) -> dict[str, Any]:
     where = record[0]
+    if spec.kind == "extractive-qa":  # a record {"question", "context"[, "id", "answers"]}: SQuAD as HF's datasets
+        ex = {"id": str(record[1].get("id", where)), "question": field(record, "question"),
+              "context": field(record, "context"), "answers": [], "where": where}
+        if labelled:
+            answers = field(record, "answers", dict)
+            texts, starts = answers.get("text"), answers.get("answer_start")
+            if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
+                raise TaskError(f"{where}: 'answers' needs equal lists 'text' and 'answer_start'")
+            ex["answers"] = [(str(t), int(a)) for t, a in zip(texts, starts)]
+        return ex
     if spec.kind == "token-classification":
         tokens = field(record, spec.tokens_column, list)
         ex = {"where": where, "tokens": [str(t) for t in tokens]}

@@ -57,12 +57,25 @@ def env_rank() -> int:
 
 
 def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
-    """'auto' is CUDA when present, else CPU; under torchrun each process takes GPU LOCAL_RANK."""
+    """'auto' is CUDA when present, else CPU; under torchrun each process takes GPU LOCAL_RANK.
+    A device this machine lacks, or a name torch does not know, is a one-line ValueError."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and world_size > 1:
         name = f"cuda:{local_rank}"
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {name!r} is not a device name; allowed: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name!r}: CUDA is not available here (torch {torch.__version__}); use cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type not in ("cpu", "mps") or device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} is not available here; allowed: auto, cpu, cuda, cuda:N")
+    return device
 
 
 def init(device: str = "auto") -> Dist:

@@ -181,8 +181,7 @@ def _run(model: nn.Module, spec: TaskSpec, tok: Tokenizer, examples: list[dict],
     """(features, batches, windows) on `device`, model moved there."""
     family = model.config.model_type
     feats, wins = features(spec, tok, family, examples, labelled=labelled)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)
+    dev = distributed.resolve_device(device)
     model.to(dev).eval()
     data = TaskData([], feats, pad_id=tok.pad_id, batch_size=batch_size, seed=0)
     return feats, [{k: v.to(dev) for k, v in b.items()} for b in data.eval_batches()], wins

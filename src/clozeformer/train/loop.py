@@ -99,6 +99,13 @@ class TrainConfig:
         if not self.minutes >= 0 or not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"minutes must be ≥ 0 and warmup_fraction in [0, 1), got {self.minutes} and "
                              f"{self.warmup_fraction}")
+        distributed.resolve_device(self.device)  # a device this machine lacks fails here, before any work
+        for name in ("eval_batches", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not self.clip_norm > 0 or not self.weight_decay >= 0 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"clip_norm must be > 0, weight_decay ≥ 0 and betas in [0, 1), got {self.clip_norm}, "
+                             f"{self.weight_decay} and {self.betas}")
         if self.clock not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, got {self.clock!r}")
 
@@ -312,6 +319,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
+    model.untrained = ()  # weights load_model found missing are trained from here on (and exported)
 
     def make_opt(module: nn.Module) -> torch.optim.Optimizer:
         # the fused kernel updates all parameters in one pass (3x faster than the per-tensor loop on

@@ -33,7 +33,9 @@ from clozeformer.objectives.rtd import rtd_mask
 from clozeformer.models.output import Output
 from clozeformer.models.t5 import T5ForConditionalGeneration
 from clozeformer.nn.layers import mimetic_init
-from clozeformer.tokenizer import Tokenizer
+from clozeformer.io import read_json
+from clozeformer.objectives.denoise import PRESETS
+from clozeformer.tokenizer import KIND_OF_FAMILY, Tokenizer
 from clozeformer.train import distributed
 from clozeformer.train.loop import Pooled, TrainConfig, count_tokens, fit
 
@@ -236,6 +238,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     if model not in RECIPES:
         raise ValueError(f"unknown model family {model!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[model]
+    _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction)
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
     defaults = dict(recipe.small_budget) if small else {}
     recipe_rate, recipe_init = defaults.pop("mlm_rate", 0.15), defaults.pop("weight_init", "normal")
@@ -308,6 +311,47 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
                    eval_examples=len(data.eval_examples), parameters=sum(p.numel() for p in net.parameters()),
                    real_token_fraction=round(real, 4), unigram_entropy=round(entropy, 4), plateau=alarm.said)
     return summary
+
+
+MIN_MAX_LEN = 8  # the shortest row every objective packs: an NSP pair's [CLS] A [SEP] B [SEP], T5's sentinels
+
+
+def _check_arguments(recipe: Recipe, family: str, config: str, init, tokenizer, max_len: int, batch_size: int,
+                     mlm_rate: float | None, noise: str, eval_fraction: float) -> None:
+    """Everything that can be refused before the corpus is read: one ValueError naming the value."""
+    if init is None and config not in recipe.config_cls.presets:
+        raise ValueError(f"unknown {family} preset {config!r}; choose from {sorted(recipe.config_cls.presets)}")
+    if not isinstance(max_len, int) or max_len < MIN_MAX_LEN:
+        raise ValueError(f"max_len {max_len} is too short; allowed: an integer ≥ {MIN_MAX_LEN}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size {batch_size} is out of range; allowed: an integer ≥ 1")
+    if mlm_rate is not None and not 0 < mlm_rate < 1:
+        raise ValueError(f"mlm_rate {mlm_rate} is out of range; allowed: a share in (0, 1)")
+    if not 0 <= eval_fraction < 1:
+        raise ValueError(f"eval_fraction {eval_fraction} is out of range; allowed: [0, 1)")
+    if family == "bart" and noise not in PRESETS:
+        raise ValueError(f"unknown noise {noise!r}; choose from {sorted(PRESETS)}")
+    if init is not None:
+        kind = read_json(Path(init) / "config.json", kind=dict).get("model_type") \
+            if (Path(init) / "config.json").is_file() else None
+        if kind is not None and kind != family:
+            raise ValueError(f"--init {init} is a {kind} model; pretraining {family} continues a {family} model "
+                             f"(use --model {kind}, or leave out --init)")
+    if tokenizer is not None:
+        tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
+        lacks = [role for role in _NEEDS[family] if role not in tok.specials]
+        if family == "t5" and not tok.sentinels:
+            lacks.append("sentinel (<extra_id_0>…)")
+        if lacks:
+            raise ValueError(f"the tokenizer {tokenizer if not isinstance(tokenizer, Tokenizer) else ''} has no "
+                             f"{', '.join(lacks)} token, which {family} pretraining needs; use a "
+                             f"{KIND_OF_FAMILY[family]} tokenizer (train-tokenizer --kind {KIND_OF_FAMILY[family]})")
+
+
+# the special tokens each family's objective writes into its rows (BART/RoBERTa-style tokenizers
+# alias cls/sep to <s>/</s>, so a byte-level BPE serves BERT too)
+_NEEDS = {"bert": ("pad", "cls", "sep", "mask"), "electra": ("pad", "cls", "sep", "mask"),
+          "bart": ("pad", "bos", "eos", "mask"), "t5": ("pad", "eos")}
 
 
 def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowercase, text_field, blank_line_docs,

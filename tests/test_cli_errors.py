@@ -1,0 +1,164 @@
+"""Bad input on the command line, by class, on fixtures made here (no ../shared): every case is one
+line `clozeformer: error: …` naming the value and what is allowed, exit 1, before any work (no run
+directory, no cache), no traceback and no hang."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from clozeformer.cli import main
+from clozeformer.config import BertConfig
+from clozeformer.demo import stdlib_documents
+from clozeformer.interop.hf import save_model
+from clozeformer.models.bert import BertForPreTraining
+from clozeformer.tokenizer import Tokenizer
+
+TINY = ["--config", "tiny", "--set", "hidden_size=32", "num_layers=1", "num_heads=2", "intermediate_size=64"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cli_errors") / "c.txt"
+    path.write_text("\n".join(" ".join(d) for d in stdlib_documents(40_000)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def wordpiece(corpus) -> Path:
+    out = corpus.parent / "wp"
+    assert main(["train-tokenizer", "--corpus", str(corpus), "--out", str(out), "--vocab-size", "300"]) == 0
+    return out
+
+
+def fails(argv, capsys, *expected: str) -> str:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    lines = [x for x in err.splitlines() if not x.startswith("clozeformer: warning: ")]
+    assert len(lines) == 1 and lines[0].startswith("clozeformer: error: ") and "Traceback" not in err, err
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("option, value, allowed", [
+    ("--batch-size", "0", "≥ 1"), ("--steps", "-3", "≥ 1"), ("--max-len", "1", "≥ 8"), ("--max-len", "x", "integer"),
+    ("--mlm-rate", "1.5", "(0, 1)"), ("--mlm-rate", "0", "(0, 1)"), ("--lr", "0", "> 0"), ("--lr", "nan", "> 0"),
+    ("--minutes", "-1", "> 0"), ("--warmup", "-1", "≥ 0"), ("--warmup-fraction", "1", "[0, 1)"),
+    ("--grad-accum", "0", "≥ 1"), ("--vocab-size", "0", "≥ 1"), ("--keep-last", "0", "≥ 1"),
+])
+def test_pretrain_numbers_out_of_range(corpus, tmp_path, capsys, option, value, allowed):
+    fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "run", "--cache-dir", tmp_path / "cache",
+           option, value], capsys, option, value, allowed)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["noise", "--objective", "mlm", "--rate", "-1", "a b c"], ["--rate", "-1"]),
+    (["fill-mask", "m", "a [MASK]", "--top-k", "0"], ["--top-k", "0"]),
+    (["generate", "m", "--num-beams", "0"], ["--num-beams", "0"]),
+    (["generate", "m", "--top-p", "1.5"], ["--top-p", "(0, 1]"]),
+    (["generate", "m", "--temperature", "0"], ["--temperature", "> 0"]),
+    (["finetune", "--model", "m", "--task", "sst2", "--train", "t", "--epochs", "0"], ["--epochs", "0"]),
+    (["finetune", "--model", "m", "--task", "sst2", "--train", "t", "--warmup-ratio", "2"], ["--warmup-ratio"]),
+    (["translate", "--bart", "b", "--train", "t", "--source", "en", "--target", "de", "--stage1-steps", "0"],
+     ["--stage1-steps"]),
+    (["pretrain", "--corpus", "c", "--model", "gpt"], ["--model", "gpt", "bert"]),
+    (["evaluate", "--model", "m", "--data", "d", "--batch-size", "0"], ["--batch-size"]),
+])
+def test_every_command_checks_its_numbers(argv, expected, capsys):
+    fails(argv, capsys, *expected)
+
+
+@pytest.mark.parametrize("device, expected", [("tpu", "not a device name"), ("cuda:99", "cuda"),
+                                              ("banana:0", "not a device name")])
+def test_unknown_or_missing_device(corpus, tmp_path, capsys, device, expected):
+    if device.startswith("cuda") and torch.cuda.device_count() > 99:
+        pytest.skip("a machine with 100 GPUs")
+    fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "run", "--device", device], capsys, device,
+          expected)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda(corpus, tmp_path, capsys):
+    fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "run", "--device", "cuda"], capsys,
+          "'cuda'", "CUDA is not available", "cpu")
+
+
+def test_wrong_family_tokenizer_or_init_is_refused_before_tokenising(corpus, wordpiece, tmp_path, capsys):
+    fails(["pretrain", "--corpus", corpus, "--model", "bart", "--tokenizer", wordpiece, "--run-dir", tmp_path / "r",
+           "--cache-dir", tmp_path / "cache"], capsys, "bos", "bpe")
+    fails(["pretrain", "--corpus", corpus, "--model", "t5", "--tokenizer", wordpiece, "--run-dir", tmp_path / "r",
+           "--cache-dir", tmp_path / "cache"], capsys, "sentinel", "unigram")
+    tok = Tokenizer.load(wordpiece)
+    cfg = BertConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
+                            intermediate_size=64)
+    save_model(BertForPreTraining(cfg), tmp_path / "bert", tok)
+    fails(["pretrain", "--corpus", corpus, "--model", "bart", "--init", tmp_path / "bert", "--run-dir", tmp_path / "r",
+           "--cache-dir", tmp_path / "cache"], capsys, "is a bert model", "--model bert")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_corpus_named_twice(corpus, tmp_path, capsys):
+    fails(["pretrain", "--corpus", corpus, corpus, "--run-dir", tmp_path / "r"], capsys, "given twice")
+
+
+def test_shortest_rows_train_every_family(corpus, tmp_path, capsys):
+    """--max-len at its minimum packs and trains (NSP pairs, sentinels, whole words) without a hang."""
+    for family, extra in [("bert", ["--whole-word"]), ("electra", []), ("bart", []), ("t5", [])]:
+        sizes = TINY if family in ("bert", "electra") else ["--config", "tiny"]
+        code = main(["pretrain", "--corpus", str(corpus), "--model", family, *sizes, "--steps", "2", "--max-len", "8",
+                     "--batch-size", "4", "--vocab-size", "400", "--run-dir", str(tmp_path / family), "--cache-dir",
+                     str(tmp_path / "cache"), "--quiet", *extra])
+        assert code == 0, (family, capsys.readouterr().err)
+
+
+def test_fill_mask_needs_a_trained_mlm_head(wordpiece, tmp_path, capsys):
+    """A bare encoder (transformers' BertModel, MiniLM-like) has no MLM head: fill-mask refuses it, and
+    convert exports it as what it is (a BertModel), never a random head labelled BertForMaskedLM."""
+    transformers = pytest.importorskip("transformers")
+    tok = Tokenizer.load(wordpiece)
+    hf = transformers.BertModel(transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                                        num_attention_heads=2, intermediate_size=64))
+    hf.save_pretrained(tmp_path / "bare")
+    tok.save(tmp_path / "bare")
+    fails(["fill-mask", tmp_path / "bare", "the [MASK] is here"], capsys, "no trained MLM head")
+    assert main(["convert", str(tmp_path / "bare"), str(tmp_path / "out")]) == 0
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["architectures"] == ["BertModel"]
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "out" / "model.safetensors", "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("cls.")]
+    back = transformers.AutoModel.from_pretrained(tmp_path / "out")
+    assert isinstance(back, transformers.BertModel)
+    fails(["fill-mask", tmp_path / "out", "the [MASK] is here"], capsys, "no trained MLM head")
+
+
+def test_fill_mask_on_other_families_and_top_k(corpus, wordpiece, tmp_path, capsys):
+    from clozeformer.config import T5Config
+    from clozeformer.models.t5 import T5ForConditionalGeneration
+
+    unigram = Tokenizer.train("t5", corpus.read_text(encoding="utf-8").splitlines()[:200], vocab_size=300)
+    save_model(T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=unigram.vocab_size, d_model=32, d_kv=16,
+                                                          d_ff=64, num_layers=1, num_heads=2)), tmp_path / "t5", unigram)
+    fails(["fill-mask", tmp_path / "t5", "a <extra_id_0> b"], capsys, "T5ForConditionalGeneration", "generate")
+    tok = Tokenizer.load(wordpiece)
+    save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1,
+                                                    num_heads=2, intermediate_size=64)), tmp_path / "bert", tok)
+    fails(["fill-mask", tmp_path / "bert", "a [MASK] b", "--top-k", "100000"], capsys, "100000", "1 to ")
+    fails(["fill-mask", tmp_path / "bert", "a [MASK] b", "no mask"], capsys, "no [MASK] in 'no mask'")
+    assert "a [MASK] b" not in capsys.readouterr().out  # nothing answered before the bad text was found
+
+
+def test_empty_stdin_to_predict(tmp_path, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    fails(["predict", "--model", tmp_path], capsys, "stdin held no input")
