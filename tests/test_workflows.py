@@ -210,3 +210,31 @@ def test_extractive_qa_defaults_and_question_context_records(bert_dir, tmp_path,
                              "".join(json.dumps(r) + "\n" for r in records), monkeypatch)
     assert code == 0, err
     assert [json.loads(x)["answer"] for x in out.splitlines()] == [g["answer"] for g in got]
+
+
+# ---- generation settings saved with a checkpoint ------------------------------------------
+
+@pytest.mark.parametrize("settings", [
+    {},  # transformers' BartConfig default alone: forced_eos_token_id 2
+    {"num_beams": 3, "length_penalty": 2.0, "min_length": 4, "max_length": 9, "no_repeat_ngram_size": 2,
+     "forced_bos_token_id": 0, "early_stopping": True},
+])
+def test_generation_follows_the_saved_generation_config_as_transformers(tmp_path, settings):
+    transformers = pytest.importorskip("transformers")
+    from clozeformer.interop.hf import load_model
+
+    torch.manual_seed(0)
+    cfg = transformers.BartConfig(vocab_size=60, d_model=16, encoder_layers=1, decoder_layers=1,
+                                  encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                  decoder_ffn_dim=32, max_position_embeddings=64)
+    hf = transformers.BartForConditionalGeneration(cfg).eval()
+    for k, v in settings.items():
+        setattr(hf.generation_config, k, v)
+    hf.save_pretrained(tmp_path / "bart")
+    ours = load_model(tmp_path / "bart")
+    ids = torch.randint(4, 60, (3, 7), generator=torch.Generator().manual_seed(1))
+    for explicit in ({}, {"num_beams": 2, "max_new_tokens": 6}):
+        with torch.no_grad():
+            want = hf.generate(ids, **explicit)
+        got = ours.generate(ids, **explicit)
+        assert torch.equal(got, want), (explicit, got, want)

@@ -54,6 +54,7 @@ NONNEGATIVE = _number(int, 0)
 POSITIVE = _number(float, 0, open_low=True)  # learning rates, minutes, temperatures
 RATE = _number(float, 0, 1, open_low=True, open_high=True)  # shares of tokens: masking, noise
 SHARE = _number(float, 0, 1, open_high=True)  # warmup shares, Adam betas
+DEFAULT_NEW_TOKENS = 64  # generate: new tokens per line when neither the user nor the model says
 MAX_LEN = _number(int, 8)  # shortest row any objective packs (NSP pairs, sentinels, <s>…</s>)
 
 
@@ -152,10 +153,15 @@ def cmd_generate(args) -> None:
     stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     with stream:
         lines = [line.rstrip("\n") for line in stream]
-    options = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
-                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                   length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                   min_new_tokens=args.min_new_tokens, early_stopping=args.early_stopping)
+    given = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
+                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                 length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                 min_new_tokens=args.min_new_tokens, early_stopping=args.early_stopping)
+    # options left out take the model's saved generation settings (generation_config.json), as in transformers
+    options = {k: v for k, v in given.items() if v is not None}
+    saved = getattr(model, "generation_defaults", None) or {}
+    if "max_new_tokens" not in options and "max_length" not in saved and "max_new_tokens" not in saved:
+        options["max_new_tokens"] = DEFAULT_NEW_TOKENS
     prefix = args.prefix if args.prefix is not None else (getattr(model, "task", None) or {}).get("prefix") or ""
     for out in generate_texts(model, tok, lines, batch_size=args.batch_size, prefix=prefix, seed=args.seed,
                               target_tokenizer=target_tok, **options):
@@ -378,16 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="-", help="text file, one source per line, or - for stdin (default)")
     p.add_argument("--prefix", help='prepended to every line (T5 task prefixes: "summarize: "; default: the prefix '
                                     'a fine-tuned model was trained with, else none)')
-    p.add_argument("--max-new-tokens", type=COUNT, default=64)
-    p.add_argument("--num-beams", type=COUNT, default=1)
-    p.add_argument("--sample", action="store_true", help="sample instead of greedy/beam search")
-    p.add_argument("--temperature", type=POSITIVE, default=1.0)
-    p.add_argument("--top-k", type=COUNT, default=50)
-    p.add_argument("--top-p", type=_number(float, 0, 1, open_low=True), default=1.0)
-    p.add_argument("--length-penalty", type=float, default=1.0)
-    p.add_argument("--no-repeat-ngram-size", type=NONNEGATIVE, default=0)
-    p.add_argument("--min-new-tokens", type=NONNEGATIVE, default=0)
-    p.add_argument("--early-stopping", action="store_true")
+    saved = " (default: the model's generation_config.json, else {})".format
+    p.add_argument("--max-new-tokens", type=COUNT, help=saved(DEFAULT_NEW_TOKENS))
+    p.add_argument("--num-beams", type=COUNT, help=saved(1))
+    p.add_argument("--sample", action="store_true", default=None, help="sample instead of greedy/beam search")
+    p.add_argument("--temperature", type=POSITIVE, help=saved(1.0))
+    p.add_argument("--top-k", type=COUNT, help=saved(50))
+    p.add_argument("--top-p", type=_number(float, 0, 1, open_low=True), help=saved(1.0))
+    p.add_argument("--length-penalty", type=float, help=saved(1.0))
+    p.add_argument("--no-repeat-ngram-size", type=NONNEGATIVE, help=saved(0))
+    p.add_argument("--min-new-tokens", type=NONNEGATIVE, help=saved(0))
+    p.add_argument("--early-stopping", action="store_true", default=None, help=saved(False))
     p.add_argument("--batch-size", type=COUNT, default=16)
     p.add_argument("--seed", type=NONNEGATIVE, default=0)
     p.add_argument("--allow-pickle", action="store_true")

@@ -18,13 +18,14 @@ Shapes: B batch, K beams, N = B·K rows, V vocabulary, L max length.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["GenerationConfig", "generate"]
+__all__ = ["GenerationConfig", "generate", "generation_defaults"]
 
 _NEG = -1.0e9  # transformers' "no longer a candidate" score in beam search
 
@@ -60,6 +61,19 @@ class GenerationConfig:
             raise ValueError("top_p must be in (0, 1]")
         if self.early_stopping not in (True, False, "never"):
             raise ValueError('early_stopping must be True, False or "never"')
+
+
+GENERATION_KEYS = tuple(f.name for f in dataclasses.fields(GenerationConfig))
+
+
+def generation_defaults(model) -> dict:
+    """The model's own generation settings, which explicit arguments override (as transformers does):
+    what load_model read from generation_config.json (or config.json's generation keys), else the
+    family's: BART forces </s> at the maximum length (transformers' BartConfig default), T5 nothing."""
+    given = getattr(model, "generation_defaults", None)
+    if given is not None:
+        return given
+    return {"forced_eos_token_id": model.config.eos_token_id} if model.config.model_type == "bart" else {}
 
 
 def _process(scores: Tensor, seqs: Tensor, cfg: GenerationConfig, max_length: int, eos: int,
@@ -103,7 +117,10 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     forced_bos_token_id, forced_eos_token_id, num_return_sequences, …). Rows that end early
     are padded with pad_token_id. Sampling draws from `generator` (default: torch's global one).
     """
-    cfg = GenerationConfig(**options)
+    defaults = dict(generation_defaults(model))
+    if "max_new_tokens" in options or "max_length" in options:  # an explicit length wins over a saved one
+        defaults.pop("max_length", None), defaults.pop("max_new_tokens", None)
+    cfg = GenerationConfig(**{**defaults, **options})
     mc = model.config
     start = mc.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
     eos = mc.eos_token_id if eos_token_id is None else eos_token_id

@@ -417,6 +417,7 @@ def t5_config_to_hf(cfg: T5Config) -> dict:
         "pad_token_id": cfg.pad_token_id,
         "eos_token_id": cfg.eos_token_id,
         "decoder_start_token_id": cfg.decoder_start_token_id,
+        "forced_eos_token_id": cfg.eos_token_id,  # what our generate does (transformers' BART default, explicit)
         "is_encoder_decoder": True,
     }
 
@@ -540,6 +541,7 @@ def bart_config_to_hf(cfg: BartConfig) -> dict:
         "bos_token_id": cfg.bos_token_id,
         "eos_token_id": cfg.eos_token_id,
         "decoder_start_token_id": cfg.decoder_start_token_id,
+        "forced_eos_token_id": cfg.eos_token_id,  # what our generate does (transformers' BART default, explicit)
         "is_encoder_decoder": True,
         "tie_word_embeddings": True,
     }
@@ -743,6 +745,8 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     if ours is not None and ours.get("task") is not None:
         model.task = ours["task"]
     missing = [k for k in load_state(model, state, str(weights)) if not k.startswith(_skipped(model))]
+    if kind in ("bart", "t5"):
+        model.generation_defaults = _generation_defaults(directory, hf_cfg, kind)
     model.untrained = tuple(missing)  # random weights: fill-mask refuses an untrained head, save_model drops it
     if missing or ignored:
         warnings.warn(f"{directory}: {len(missing)} parameters not in the checkpoint were freshly initialised "
@@ -755,6 +759,27 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     return model.eval()
 
 
+def _generation_defaults(directory: Path, hf_cfg: dict, kind: str) -> dict:
+    """Generation settings saved with a checkpoint, read as transformers does: generation_config.json
+    when there is one, else config.json's generation keys over the family's class defaults
+    (BartConfig forces </s>, id 2, at the maximum length)."""
+    from clozeformer.generate import GENERATION_KEYS
+
+    path = directory / "generation_config.json"
+    if path.is_file():
+        saved = read_json(path, kind=dict)
+    else:
+        saved = {**({"forced_eos_token_id": 2} if kind == "bart" else {}), **hf_cfg}
+    out = {k: saved[k] for k in GENERATION_KEYS if k in saved}
+    try:
+        from clozeformer.generate import GenerationConfig
+
+        GenerationConfig(**out)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path if path.is_file() else directory / 'config.json'}: generation settings: {e}") from None
+    return out
+
+
 def _translator(bart: BartForConditionalGeneration, source: Path) -> BartForTranslation:
     """BART + the new source encoder saved in source/ (see save_model)."""
     spec = read_json(source / "config.json", kind=dict).get("clozeformer", {}).get("source_encoder")
@@ -763,6 +788,7 @@ def _translator(bart: BartForConditionalGeneration, source: Path) -> BartForTran
     model = BartForTranslation(bart.config, spec["vocab_size"], source_layers=spec["num_layers"],
                                source_pad_id=spec["pad_token_id"])
     model.load_state_dict(bart.state_dict(), strict=False)
+    model.generation_defaults = getattr(bart, "generation_defaults", None)
     missing = load_state(model.source, {k.removeprefix("source."): v for k, v in
                                         load_tensors(source / "model.safetensors").items()}, str(source))
     if missing:
