@@ -238,3 +238,20 @@ def test_generation_follows_the_saved_generation_config_as_transformers(tmp_path
             want = hf.generate(ids, **explicit)
         got = ours.generate(ids, **explicit)
         assert torch.equal(got, want), (explicit, got, want)
+
+
+def test_a_trained_tokenizer_is_named_for_repeating_the_run(tmp_path, capsys):
+    from clozeformer.train.pretrain import pretrain
+
+    (tmp_path / "c.txt").write_text("\n".join(t for t, _ in sentences(200, 10)) + "\n", encoding="utf-8")
+    kw = dict(model="bert", config="tiny", vocab_size=150, max_len=16, batch_size=4, cache_dir=tmp_path / "cache",
+              model_overrides={"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+              train={"steps": 1, "eval_every": 1, "save_every": 1})
+    pretrain([tmp_path / "c.txt"], run_dir=tmp_path / "a", **kw)
+    out = capsys.readouterr().out
+    assert f"pass --tokenizer {tmp_path / 'a' / 'tokenizer'} to repeat this run exactly" in out
+    pretrain([tmp_path / "c.txt"], run_dir=tmp_path / "b", tokenizer=tmp_path / "a" / "tokenizer", **kw)
+    assert "to repeat this run exactly" not in capsys.readouterr().out
+    a = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[0])
+    b = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[0])
+    assert a == b  # the same tokenizer: the same numbers from step 0

@@ -258,7 +258,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     with distributed.main_first(dist):  # rank 0 trains the tokenizer and builds the cache; the others reuse them
         lowercase = model in ("bert", "electra") if lowercase is None else lowercase
         tok = _tokenizer(tokenizer, init, run_dir, model, corpus, vocab_size, lowercase, text_field, blank_line_docs,
-                         resume or not dist.is_main)
+                         resume or not dist.is_main, say=progress and dist.is_main)
         cache = load_corpus(corpus, tok, cache_dir=cache_dir, text_field=text_field, blank_line_docs=blank_line_docs,
                             progress=progress and dist.is_main)
 
@@ -355,7 +355,7 @@ _NEEDS = {"bert": ("pad", "cls", "sep", "mask"), "electra": ("pad", "cls", "sep"
 
 
 def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowercase, text_field, blank_line_docs,
-               resume) -> Tokenizer:
+               resume, say: bool = False) -> Tokenizer:
     """The tokenizer given, else the init model's, else the run's own (trained once, reused on resume)."""
     if isinstance(given, Tokenizer):
         return given
@@ -370,6 +370,10 @@ def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowe
                           vocab_size=vocab_size, lowercase=lowercase)
     own.mkdir(parents=True, exist_ok=True)
     tok.save(own)
+    if say:
+        print(f"tokenizer: {tok.vocab_size:,} ids trained on the corpus, saved to {own}; the tokenizers library breaks "
+              f"ties in hash order, so a new run may number a few hundred ids differently: pass --tokenizer {own} "
+              "to repeat this run exactly (--resume and the other ranks reuse it)", flush=True)
     return tok
 
 
