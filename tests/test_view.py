@@ -138,3 +138,36 @@ def test_generate_cli_refuses_an_encoder_only_model(tmp_path):
     (tmp_path / "in.txt").write_text("a b c\n", encoding="utf-8")
     code, _, err = run("generate", str(tmp_path / "bert"), "--input", str(tmp_path / "in.txt"))
     assert code == 1 and "does not generate text" in err
+
+
+def test_span_view_keeps_the_final_eos_in_its_column():
+    """</s> ends the original as it ends the input, so a span dropped at the end never sits over it."""
+    for seed in range(30):
+        v = view("span-corruption", TEXT, seed=seed)
+        original, inputs = v.rows[0], v.rows[1]
+        assert original.cells[-1] == inputs.cells[-1] == "</s>" and original.styles[-1] == "", seed
+        for top, bottom, style in zip(original.cells, inputs.cells, original.styles):
+            if bottom.startswith("<extra_id_") and top:
+                assert style == "gone"  # a dropped token is struck through, the span's first one too
+
+
+def test_folded_infilling_span_struck_through_from_its_first_token():
+    for seed in range(30):
+        v = view("text-infilling", TEXT, seed=seed)
+        for top, bottom, style in zip(v.rows[0].cells, v.rows[1].cells, v.rows[0].styles):
+            if top and bottom != top:  # masked or deleted: the model never reads it
+                assert style == "gone", (seed, top, bottom)
+
+
+def test_html_target_row_has_its_own_columns():
+    page = render_html(view("span-corruption", TEXT, seed=1))
+    tables = page.split("<table>")[1:]
+    assert len(tables) == 2 and ">target<" not in tables[0] and ">target<" in tables[1]
+
+
+def test_view_splits_sentences_as_training_does():
+    """'…' and '。' end sentences in the corpus reader; NSP's A/B and BART's permutation use the same rule."""
+    v = view("nsp", "The first one… The second one。The third one!", seed=0)
+    cells = rows(v)["IsNext"]
+    a = cells[1:cells.index("[SEP]")]
+    assert "first" in a and "second" not in a and "third" not in a  # A = the first of three sentences

@@ -21,6 +21,8 @@ import torch
 from tokenizers import Tokenizer as Backend
 from tokenizers import models, pre_tokenizers
 
+from clozeformer.data.corpus import split_sentences
+from clozeformer.data.pretrain import full_stop_ids
 from clozeformer.objectives import denoise as dn
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.span import span_corruption
@@ -149,7 +151,7 @@ def _bert_view(objective, text, tok, model, g, rate, second) -> View:
 def _nsp_view(text, second, tok, g) -> View:
     from clozeformer.objectives.nsp import nsp_pairs
 
-    sentences = _sentences(text)
+    sentences = split_sentences(text.strip())  # as the corpus reader splits documents for training
     if len(sentences) < 2:
         raise ValueError("nsp needs a text of at least two sentences (A, then its true next segment B)")
     half = max(1, len(sentences) // 2)
@@ -173,10 +175,6 @@ def _nsp_view(text, second, tok, g) -> View:
     return View("nsp", rows, notes)
 
 
-def _sentences(text: str) -> list[str]:
-    import re
-
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
 
 def _bart_view(objective, text, tok, g, rate) -> View:
@@ -191,15 +189,14 @@ def _bart_view(objective, text, tok, g, rate) -> View:
         base = dn.PRESETS[objective]
         steps = tuple(dn.NoiseStep(s.name, rate=rate if rate is not None else s.rate,
                                    poisson_lambda=s.poisson_lambda, random_ratio=s.random_ratio) for s in base)
-    stops = [i for i in range(tok.vocab_size) if tok.tokens([i])[0].lstrip("Ġ▁") in {".", "!", "?"}]
-    out = dn.denoise(ids, torch.tensor([ids.shape[1]]), steps, spec=spec, generator=g, full_stop_ids=stops)
+    out = dn.denoise(ids, torch.tensor([ids.shape[1]]), steps, spec=spec, generator=g, full_stop_ids=full_stop_ids(tok))
     n = int(out["attention_mask"][0].sum())
     original = tok.tokens(ids[0].tolist())
     corrupted = tok.tokens(out["input_ids"][0, :n].tolist())
     top, bottom, styles, _ = _align(original, corrupted)
     mask = set(tok.tokens([tok.mask_id]))
     return View(objective, [
-        Row("original", top, ["gone" if s == "gone" else "" for s in styles]),
+        Row("original", top, ["gone" if s in ("gone", "changed") else "" for s in styles]),
         Row("input", bottom, _style_masks(bottom, styles, mask)),
         Row("target", original, ["target"] * len(original), aligned=False),
     ], ["the decoder reads the target shifted right (starting with </s>) and predicts every token"])
@@ -212,7 +209,7 @@ def _span_view(text, tok, g, rate) -> View:
     body = tok.encode(text, add_special_tokens=False)
     out = span_corruption(torch.tensor([body]), sentinel_ids=tok.sentinel_ids, eos_id=tok.eos_id, generator=g,
                           **({"density": rate} if rate is not None else {}))
-    original = tok.tokens(body)
+    original = tok.tokens(body + [tok.eos_id])  # the input ends with </s> too: aligned with it, not a dropped span
     inputs = tok.tokens(out["input_ids"][0].tolist())
     targets = tok.tokens(out["labels"][0].tolist())
     top, bottom, styles, _ = _align(original, inputs)
@@ -253,11 +250,14 @@ def render_html(v: View) -> str:
     def cell(c: str, s: str) -> str:
         return f'<td style="{_CSS[s]}">{html.escape(c)}</td>' if s in _CSS else f"<td>{html.escape(c)}</td>"
 
-    rows = []
-    for r in v.rows:
+    def row(r: Row) -> str:
         styles = r.styles or [""] * len(r.cells)
-        rows.append(f"<tr><th>{html.escape(r.label)}</th>{''.join(cell(c, s) for c, s in zip(r.cells, styles))}</tr>")
+        return f"<tr><th>{html.escape(r.label)}</th>{''.join(cell(c, s) for c, s in zip(r.cells, styles))}</tr>"
+
+    # the aligned rows share one table's columns; each other row (a target of another length) has its own
+    aligned = "".join(row(r) for r in v.rows if r.aligned)
+    free = "".join(f"<table>{row(r)}</table>" for r in v.rows if not r.aligned)
     notes = "".join(f"<p>{html.escape(n)}</p>" for n in v.notes)
     return (f"<!doctype html><meta charset=utf-8><title>{html.escape(v.objective)}</title>"
             f"<style>td,th{{padding:2px 6px;font-family:monospace;text-align:left}}</style>"
-            f"<h3>{html.escape(v.objective)}</h3><table>{''.join(rows)}</table>{notes}")
+            f"<h3>{html.escape(v.objective)}</h3><table>{aligned}</table>{free}{notes}")

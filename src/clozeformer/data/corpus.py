@@ -47,7 +47,7 @@ class CorpusError(ValueError):
     """A corpus that cannot be read; the message names the file (and line when one applies)."""
 
 
-def _split_sentences(text: str) -> list[str]:
+def split_sentences(text: str) -> list[str]:
     return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
 
 
@@ -220,7 +220,7 @@ def _pieces(
         records = path.texts(text_field) if hub else (
             (n, _jsonl_text(path, n, line, text_field) if jsonl else line) for n, line in _lines(path) if line.strip())
         for n, text in records:
-            sentences = _split_sentences(text)
+            sentences = split_sentences(text)
             for i in range(0, len(sentences), cap):
                 found = True
                 yield n, sentences[i : i + cap], i + cap >= len(sentences)
