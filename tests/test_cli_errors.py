@@ -162,3 +162,25 @@ def test_empty_stdin_to_predict(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     fails(["predict", "--model", tmp_path], capsys, "stdin held no input")
+
+
+def test_stdout_is_the_summary_alone_and_resume_says_where(corpus, wordpiece, tmp_path, capsys):
+    argv = ["pretrain", "--corpus", corpus, *TINY, "--tokenizer", wordpiece, "--steps", "4", "--warmup", "1",
+            "--max-len", "16", "--batch-size", "4", "--save-every", "2", "--eval-every", "2", "--run-dir", tmp_path / "r",
+            "--cache-dir", tmp_path / "cache"]
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["steps"] == 4 and "packing:" in err  # progress on stderr: stdout pipes into jq
+    argv[argv.index("--steps") + 1] = "6"
+    assert main([str(a) for a in argv] + ["--resume"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["steps"] == 6 and "resumed from step 4" in err
+
+
+def test_warmup_not_shorter_than_the_run_is_named(corpus, wordpiece, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["pretrain", "--corpus", str(corpus), *TINY, "--tokenizer", str(wordpiece), "--steps", "3",
+                 "--warmup", "5", "--max-len", "16", "--batch-size", "4", "--run-dir", str(tmp_path / "r"),
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert "clozeformer: warning: warmup_steps 5 ≥ steps 3" in capsys.readouterr().err

@@ -62,7 +62,7 @@ def args(env, run_dir, *extra):
             "--set", *(f"{k}={v}" for k, v in TINY.items()), "--no-nsp", "--mlm-rate", str(RATE), "--max-len", str(MAX_LEN),
             "--batch-size", str(BATCH), "--steps", str(STEPS), "--warmup", "1", "--lr", "2e-3", "--log-every", "1",
             "--eval-every", "2", "--save-every", "2", "--eval-batches", "2", "--cache-dir", str(cache),
-            "--run-dir", str(run_dir), "--quiet", *extra]
+            "--run-dir", str(run_dir), "--precision", "fp32", "--quiet", *extra]
 
 
 def one_process(env, run_dir, *extra) -> dict:

@@ -248,10 +248,21 @@ def test_a_trained_tokenizer_is_named_for_repeating_the_run(tmp_path, capsys):
               model_overrides={"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
               train={"steps": 1, "eval_every": 1, "save_every": 1})
     pretrain([tmp_path / "c.txt"], run_dir=tmp_path / "a", **kw)
-    out = capsys.readouterr().out
-    assert f"pass --tokenizer {tmp_path / 'a' / 'tokenizer'} to repeat this run exactly" in out
+    out, err = capsys.readouterr()
+    assert f"pass --tokenizer {tmp_path / 'a' / 'tokenizer'} to repeat this run exactly" in err and not out
     pretrain([tmp_path / "c.txt"], run_dir=tmp_path / "b", tokenizer=tmp_path / "a" / "tokenizer", **kw)
-    assert "to repeat this run exactly" not in capsys.readouterr().out
+    assert "to repeat this run exactly" not in capsys.readouterr().err
     a = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[0])
     b = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[0])
     assert a == b  # the same tokenizer: the same numbers from step 0
+
+
+def test_precision_auto_is_bf16_only_where_the_device_runs_it_natively():
+    from clozeformer.train.loop import TrainConfig, _autocast, fast_bf16
+
+    cpu = torch.device("cpu")
+    with _autocast(cpu, TrainConfig(precision="auto").precision):
+        y = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert (y.dtype == torch.bfloat16) == fast_bf16(cpu)
+    with _autocast(cpu, "fp32"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32

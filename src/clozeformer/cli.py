@@ -18,8 +18,28 @@ from pathlib import Path
 from clozeformer import __version__
 
 
+class _Help(argparse.HelpFormatter):
+    """--help names every default: the value, unless the help text already says what it is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse in the house format: a bad option is one line, `clozeformer: error: …`, exit status 1."""
+    """argparse in the house format: a bad option is one line, `clozeformer: error: …`, exit status 1;
+    --help names every default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        if not kwargs.get("help") and kwargs.get("default") not in (None, False) and args[0].startswith("-"):
+            kwargs["help"] = "(default: %(default)s)"  # argparse prints nothing for an option without help
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):
         command = self.prog.removeprefix("clozeformer").strip()
@@ -54,6 +74,9 @@ NONNEGATIVE = _number(int, 0)
 POSITIVE = _number(float, 0, open_low=True)  # learning rates, minutes, temperatures
 RATE = _number(float, 0, 1, open_low=True, open_high=True)  # shares of tokens: masking, noise
 SHARE = _number(float, 0, 1, open_high=True)  # warmup shares, Adam betas
+PRECISIONS = ["auto", "fp32", "bf16"]
+PRECISION_HELP = ("auto (default): bf16 where the device runs it natively (CUDA with bf16, CPUs with AVX512-BF16 or "
+                  "AMX), else fp32; bf16 elsewhere is emulated and ~100x slower")
 DEFAULT_NEW_TOKENS = 64  # generate: new tokens per line when neither the user nor the model says
 MAX_LEN = _number(int, 8)  # shortest row any objective packs (NSP pairs, sentinels, <s>…</s>)
 
@@ -340,15 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=_number(float, 0), help="default 0.01")
     p.add_argument("--clip", type=POSITIVE, help="gradient norm clip (default 1.0)")
     p.add_argument("--grad-accum", type=COUNT)
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="default fp32")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--eval-every", type=COUNT, help="default 200")
     p.add_argument("--eval-batches", type=COUNT, help="default 8")
     p.add_argument("--save-every", type=COUNT, help="default 500")
     p.add_argument("--keep-last", type=COUNT, help="default 2")
     p.add_argument("--log-every", type=COUNT, help="steps between train rows in metrics.jsonl (default 10)")
-    p.add_argument("--seed", type=NONNEGATIVE)
-    p.add_argument("--device")
-    p.add_argument("--nan-policy", choices=["stop", "skip"])
+    p.add_argument("--seed", type=NONNEGATIVE, help="initial weights, batches and masks (default 0)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto: CUDA when present)")
+    p.add_argument("--nan-policy", choices=["stop", "skip"], help="on a non-finite loss (default stop)")
     p.add_argument("--fsdp", action="store_true", default=None,
                    help="under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
     p.add_argument("--cache-dir", help="token cache (default: $CLOZEFORMER_CACHE or ~/.cache/clozeformer/tokens)")
@@ -421,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage2-lr", type=POSITIVE, default=5e-5)
     p.add_argument("--warmup", type=NONNEGATIVE, default=50)
     p.add_argument("--num-beams", type=COUNT, default=4)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--eval-every", type=COUNT, default=200)
     p.add_argument("--save-every", type=COUNT, default=500)
     p.add_argument("--seed", type=NONNEGATIVE, default=0)
@@ -448,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-rows", type=COUNT)
     p.add_argument("--max-eval-rows", type=COUNT)
     p.add_argument("--keep-last", type=COUNT, default=1, help="training checkpoints kept (for --resume)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--seed", type=NONNEGATIVE, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true")

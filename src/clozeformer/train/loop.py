@@ -22,8 +22,10 @@ import dataclasses
 import json
 import math
 import signal
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ from clozeformer.io import atomic_write
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import latest_checkpoint, restore
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device runs it natively (fast_bf16), else fp32
 SCHEDULES = ("linear", "cosine", "constant")
 CLOCKS = ("wall", "process")
 
@@ -161,7 +163,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def _autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    bf16 = precision == "bf16" or precision == "auto" and fast_bf16(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 @dataclass(frozen=True)
@@ -340,6 +343,11 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
         _check_same(saved, state, ckpt)
         restore(ckpt, saved, model, opt)
         step, elapsed = saved["step"], float(saved.get("elapsed_s", 0.0))
+        if progress and dist.is_main:
+            print(f"resumed from step {step} ({ckpt})", file=sys.stderr, flush=True)
+    if cfg.minutes <= 0 and cfg.warmup_steps >= cfg.steps > 1 and dist.is_main:
+        warnings.warn(f"warmup_steps {cfg.warmup_steps} ≥ steps {cfg.steps}: the learning rate never reaches its "
+                      f"peak {cfg.lr:g} and never decays")
     par = distributed.parallelize(model, opt, make_opt, dist, fsdp=cfg.fsdp)
     log = MetricsLog(run_dir / "metrics.jsonl", step if resume else None, enabled=dist.is_main)
     # every rank evaluates the whole (small) eval set: single-process results, no reduction
@@ -408,7 +416,8 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
                 summary["eval"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
                 log.write({"step": step, "split": "eval", "elapsed_s": round(elapsed, 2), **summary["eval"]})
                 if progress and dist.is_main:
-                    bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in summary["eval"].items()))
+                    bar.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in summary["eval"].items()),
+                              file=sys.stderr)
                 done = min(1.0, elapsed / budget) if budget else step / cfg.steps
                 early = on_eval is not None and bool(on_eval(step, summary["eval"], done))
             if step % cfg.save_every == 0 or last or stopping or early:

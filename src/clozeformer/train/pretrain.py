@@ -9,6 +9,7 @@ a `data` builder of the same signature; nothing else in `pretrain` changes.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -294,7 +295,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     entropy = unigram_entropy(cache.tokens, tok.vocab_size)
     if progress and dist.is_main:
         print(f"packing: {len(data.train_examples):,} training rows of ≤ {max_len} tokens, whole documents, "
-              f"{real:.1%} of positions real tokens; unigram entropy {entropy:.2f} nats", flush=True)
+              f"{real:.1%} of positions real tokens; unigram entropy {entropy:.2f} nats", file=sys.stderr, flush=True)
     data_state = {"corpus_key": cache.meta["key"], "max_len": max_len, "batch_size": batch_size, "nsp": nsp,
                   "whole_word": whole_word, "mlm_rate": mlm_rate, "eval_fraction": eval_fraction,
                   "cross_document": cross_document, **({"noise": noise} if model == "bart" else {})}
@@ -373,7 +374,7 @@ def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowe
     if say:
         print(f"tokenizer: {tok.vocab_size:,} ids trained on the corpus, saved to {own}; the tokenizers library breaks "
               f"ties in hash order, so a new run may number a few hundred ids differently: pass --tokenizer {own} "
-              "to repeat this run exactly (--resume and the other ranks reuse it)", flush=True)
+              "to repeat this run exactly (--resume and the other ranks reuse it)", file=sys.stderr, flush=True)
     return tok
 
 
