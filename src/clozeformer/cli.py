@@ -458,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory (ours or transformers') with its tokenizer")
     p.add_argument("--task", required=True, help="classification, regression, token-classification, extractive-qa, "
                                                  "seq2seq, or a preset: cola, sst2, stsb, mrpc, rte, mnli, nsmc")
-    p.add_argument("--train", required=True, help=".tsv/.csv/.jsonl (QA: SQuAD .json), or hf:NAME[/CONFIG][@SPLIT]")
+    p.add_argument("--train", required=True, help=".tsv/.csv/.jsonl (QA: SQuAD .json or question/context/answers records), or "
+                                                  "hf:NAME[:CONFIG][?split=…] (e.g. hf:nyu-mll/glue:sst2)")
     p.add_argument("--eval", help="labelled file evaluated after every epoch (selects the best model)")
     p.add_argument("--run-dir", default="runs/finetune")
     p.add_argument("--epochs", type=COUNT, default=3)

@@ -1,7 +1,7 @@
 """Labelled task files: TSV/CSV (the `csv` module, standard quoting), JSONL, SQuAD JSON, or `hf:` datasets.
 
 Every reader returns records `(where, fields)`: `where` names the source and line ("dev.tsv:12",
-or "hf:glue/sst2 row 12") so that every later error can point at it. Errors name file:line:
+or "hf:nyu-mll/glue:sst2 row 12") so that every later error can point at it. Errors name file:line:
 a missing column (with the columns present), an empty file, invalid UTF-8 (data/corpus.py's
 strict line reader), a row with too many or too few fields.
 
