@@ -184,3 +184,13 @@ def test_warmup_not_shorter_than_the_run_is_named(corpus, wordpiece, tmp_path, c
                  "--warmup", "5", "--max-len", "16", "--batch-size", "4", "--run-dir", str(tmp_path / "r"),
                  "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
     assert "clozeformer: warning: warmup_steps 5 ≥ steps 3" in capsys.readouterr().err
+
+
+def test_small_vocabularies_and_input_files_are_named(corpus, tmp_path, capsys):
+    fails(["train-tokenizer", "--corpus", corpus, "--out", tmp_path / "t", "--vocab-size", "5"], capsys,
+          "vocab_size=5", "5 specials")
+    capsys.readouterr()
+    assert main(["train-tokenizer", "--corpus", str(corpus), "--out", str(tmp_path / "t"), "--vocab-size", "20"]) == 0
+    assert "below the corpus' alphabet" in capsys.readouterr().err
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    fails(["generate", tmp_path, "--input", tmp_path / "latin1.txt"], capsys, "latin1.txt:1: not valid UTF-8")

@@ -172,10 +172,13 @@ def cmd_noise(args) -> None:
 def cmd_generate(args) -> None:
     from clozeformer.infer import generate_texts, load_generator
 
+    from clozeformer.data.corpus import read_lines
+
+    # a file is read before the model loads (its errors first); stdin after (a bad model does not wait for it)
+    lines = None if args.input == "-" else [line for _, line in read_lines(Path(args.input))]  # strict UTF-8
     model, tok, target_tok = load_generator(args.model, allow_pickle=args.allow_pickle)
-    stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-    with stream:
-        lines = [line.rstrip("\n") for line in stream]
+    if lines is None:
+        lines = [line.rstrip("\n") for line in sys.stdin]
     given = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                  length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,

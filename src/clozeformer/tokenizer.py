@@ -27,6 +27,7 @@ import hashlib
 import json
 import re
 import struct
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -356,6 +357,8 @@ class Tokenizer:
         show_progress: bool = False,
     ) -> Tokenizer:
         """Train a BERT-style WordPiece vocab; [PAD] [UNK] [CLS] [SEP] [MASK] get ids 0..4."""
+        if vocab_size <= len(BERT_SPECIALS):
+            raise TokenizerError(f"vocab_size={vocab_size} leaves no room beside the {len(BERT_SPECIALS)} specials")
         backend = Backend(models.WordPiece(unk_token=BERT_SPECIALS["unk"], max_input_chars_per_word=100))
         steps = [
             normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
@@ -464,7 +467,11 @@ class Tokenizer:
         if kind not in KINDS:
             choices = ", ".join(KINDS + tuple(KIND_OF_FAMILY))
             raise TokenizerError(f"unknown tokenizer kind {kind!r}; choose from {choices}")
-        return getattr(cls, f"train_{kind}")(texts, **kwargs)
+        tok = getattr(cls, f"train_{kind}")(texts, **kwargs)
+        if "vocab_size" in kwargs and tok.vocab_size > kwargs["vocab_size"]:
+            warnings.warn(f"vocab_size={kwargs['vocab_size']} is below the corpus' alphabet: the vocabulary holds "
+                          f"{tok.vocab_size} ids (every character, the specials and no merged pieces)")
+        return tok
 
     @classmethod
     def load(cls, path) -> Tokenizer:

@@ -149,7 +149,7 @@ def _check_file(path: Path) -> None:
         raise CorpusError(f"{path}: not a regular file")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number from 1, decoded line without its newline); strict UTF-8, gzip if .gz."""
     _check_file(path)
     opener = gzip.open if path.name.endswith(".gz") else open
@@ -205,7 +205,7 @@ def _pieces(
     found = False
     if blank_line_docs and not (jsonl or hub):
         start, sentences = 0, []
-        for n, line in itertools.chain(_lines(path), [(0, "")]):  # a blank sentinel ends the last document
+        for n, line in itertools.chain(read_lines(path), [(0, "")]):  # a blank sentinel ends the last document
             if line := line.strip():
                 if len(sentences) == cap:  # a very long document: hand on what we have
                     yield start, sentences, False
@@ -218,7 +218,7 @@ def _pieces(
                 start, sentences = 0, []
     else:  # one document per line (record)
         records = path.texts(text_field) if hub else (
-            (n, _jsonl_text(path, n, line, text_field) if jsonl else line) for n, line in _lines(path) if line.strip())
+            (n, _jsonl_text(path, n, line, text_field) if jsonl else line) for n, line in read_lines(path) if line.strip())
         for n, text in records:
             sentences = split_sentences(text)
             for i in range(0, len(sentences), cap):

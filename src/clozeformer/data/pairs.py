@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clozeformer.data.corpus import CorpusError, _jsonl_text, _lines
+from clozeformer.data.corpus import CorpusError, _jsonl_text, read_lines
 from clozeformer.data.packing import _EpochOrder, _seeded
 
 
@@ -26,7 +26,7 @@ def read_pairs(path: str | Path, source_field: str, target_field: str) -> list[t
     """(source, target) texts of a JSONL file; blank lines skipped, a blank text is an error."""
     path = Path(path)
     pairs = []
-    for n, line in _lines(path):
+    for n, line in read_lines(path):
         if not line.strip():
             continue
         src, tgt = (_jsonl_text(path, n, line, f) for f in (source_field, target_field))

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clozeformer.data.corpus import CorpusError, HubCorpus, _lines
+from clozeformer.data.corpus import CorpusError, HubCorpus, read_lines
 from clozeformer.tasks.spec import TaskError
 
 Record = tuple[str, dict[str, Any]]
@@ -49,7 +49,7 @@ def read_records(source: str | Path, split: str = "train") -> list[Record]:
 
 def _csv_records(path: Path, delimiter: str) -> list[Record]:
     csv.field_size_limit(sys.maxsize)
-    lines = _lines(path)  # strict UTF-8, file:line errors
+    lines = read_lines(path)  # strict UTF-8, file:line errors
     reader = csv.reader((line + "\n" for _, line in lines), delimiter=delimiter)
     header = next(reader, None)
     if header is None or not any(h.strip() for h in header):
@@ -68,7 +68,7 @@ def _csv_records(path: Path, delimiter: str) -> list[Record]:
 
 def _jsonl_records(path: Path) -> list[Record]:
     records = []
-    for n, line in _lines(path):
+    for n, line in read_lines(path):
         if not line.strip():
             continue
         try:
@@ -110,7 +110,7 @@ def read_squad(source: str | Path) -> list[dict[str, Any]]:
     """SQuAD v1.1 JSON -> [{"id", "question", "context", "answers": [(text, char_start), …], "where"}]."""
     path = Path(source)
     try:
-        raw = "\n".join(line for _, line in _lines(path))  # strict UTF-8 with file:line errors
+        raw = "\n".join(line for _, line in read_lines(path))  # strict UTF-8 with file:line errors
     except CorpusError as e:
         raise TaskError(str(e)) from None
     if not raw.strip():

@@ -98,6 +98,8 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     spec = task_spec(task, **task_options)
     limit = getattr(base.config, "max_positions", None)
     if limit is not None and spec.max_len > limit:
+        if "max_len" in task_options and task_options["max_len"] is not None:
+            warnings.warn(f"max_len {spec.max_len} is more than the model's {limit} positions; using {limit}")
         spec = spec.replace(max_len=limit)
     train_ex = load_examples(spec, train, "train")[:max_train_rows]
     eval_ex = load_examples(spec, eval, "validation")[:max_eval_rows] if eval is not None else []
