@@ -107,12 +107,20 @@ def run_copy(base, tmp_path):
 # ---- corpus contents ------------------------------------------------------------------------
 
 
+def test_a_new_run_never_overwrites_another(base, run_copy, tmp_path, capsys):
+    before = snapshot(run_copy)
+    fails(pretrain_args(base["corpus"], run_copy, base["cache"], tokenizer=base["tok"]), capsys,
+          "already holds a run (checkpoints up to step-0000006)", "--resume")
+    assert snapshot(run_copy) == before
+
+
+# "--resume" below: each bad input is found before the run (kept intact) would be continued
 def test_empty_corpus(base, run_copy, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n   \n\t\n", encoding="utf-8")
     before = snapshot(run_copy)
-    fails(pretrain_args(empty, run_copy, tmp_path / "cache"), capsys, "empty.txt: empty corpus (no text)")
-    fails(pretrain_args(empty, run_copy, tmp_path / "cache", tokenizer=base["tok"]), capsys, "empty corpus")
+    fails(pretrain_args(empty, run_copy, tmp_path / "cache", "--resume"), capsys, "empty.txt: empty corpus (no text)")
+    fails(pretrain_args(empty, run_copy, tmp_path / "cache", "--resume", tokenizer=base["tok"]), capsys, "empty corpus")
     assert snapshot(run_copy) == before
 
 
@@ -124,7 +132,7 @@ def test_empty_corpus(base, run_copy, tmp_path, capsys):
 def test_binary_or_non_utf8_corpus_names_file_and_line(base, run_copy, tmp_path, capsys, name, data, expected):
     (tmp_path / name).write_bytes(data)
     before = snapshot(run_copy)
-    fails(pretrain_args(tmp_path / name, run_copy, tmp_path / "cache", tokenizer=base["tok"]), capsys, expected)
+    fails(pretrain_args(tmp_path / name, run_copy, tmp_path / "cache", "--resume", tokenizer=base["tok"]), capsys, expected)
     fails(["train-tokenizer", "--corpus", str(tmp_path / name), "--out", str(tmp_path / "t")], capsys, expected)
     assert snapshot(run_copy) == before and not (tmp_path / "t").exists()
 
@@ -137,7 +145,7 @@ def test_binary_or_non_utf8_corpus_names_file_and_line(base, run_copy, tmp_path,
 def test_jsonl_missing_field_or_malformed_line(base, run_copy, tmp_path, capsys, text, expected):
     (tmp_path / "c.jsonl").write_text(text, encoding="utf-8")
     before = snapshot(run_copy)
-    fails(pretrain_args(tmp_path / "c.jsonl", run_copy, tmp_path / "cache", tokenizer=base["tok"]), capsys, expected)
+    fails(pretrain_args(tmp_path / "c.jsonl", run_copy, tmp_path / "cache", "--resume", tokenizer=base["tok"]), capsys, expected)
     assert snapshot(run_copy) == before
 
 
@@ -262,7 +270,7 @@ def test_model_config_with_unknown_key(base, tmp_path, capsys):
 ], ids=["unknown-key", "wrong-type", "bool-for-int", "no-value"])
 def test_bad_set_overrides(base, run_copy, capsys, setting, expected):
     before = snapshot(run_copy)
-    fails(pretrain_args(base["corpus"], run_copy, base["cache"], "--set", setting, tokenizer=base["tok"]), capsys,
+    fails(pretrain_args(base["corpus"], run_copy, base["cache"], "--resume", "--set", setting, tokenizer=base["tok"]), capsys,
           expected)
     assert snapshot(run_copy) == before
 

@@ -266,3 +266,14 @@ def test_precision_auto_is_bf16_only_where_the_device_runs_it_natively():
     assert (y.dtype == torch.bfloat16) == fast_bf16(cpu)
     with _autocast(cpu, "fp32"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_the_demo_runs_twice_into_its_directory(tmp_path, capsys):
+    """A new run never overwrites another's checkpoints, but a demo replaces the demo before it."""
+    from clozeformer.cli import main
+
+    for _ in range(2):
+        capsys.readouterr()
+        assert main(["demo", "--steps", "1", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+        assert "probe hits:" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "demo" / "checkpoints").iterdir()] == ["step-0000001"]

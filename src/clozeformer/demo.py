@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import sys
 import sysconfig
 import time
@@ -89,6 +90,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, minutes: float = 2.5, steps: 
     then show what it learnt. Returns the pretraining summary plus `probe_hits`."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    if (out_dir / "stdlib_docs.txt").is_file():  # an earlier demo's directory: this run replaces it
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"clozeformer demo: a tiny BERT pretrained on the Python {sys.version_info.major}."
           f"{sys.version_info.minor} standard library's documentation, on this machine, offline.\n")

@@ -171,6 +171,15 @@ def verify(ckpt: Path) -> dict[str, Any]:
     return state
 
 
+def check_fresh(run_dir: Path, resume: bool) -> None:
+    """A new run may not overwrite another's checkpoints: refuse a run directory that holds some
+    unless resuming (checked before any work)."""
+    found = list_checkpoints(run_dir)
+    if found and not resume:
+        raise ValueError(f"{run_dir} already holds a run (checkpoints up to {found[-1].name}); continue it with "
+                         "--resume, or give another --run-dir")
+
+
 def latest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint that verifies; corrupted newer ones are skipped with a warning."""
     for ckpt in reversed(list_checkpoints(run_dir)):

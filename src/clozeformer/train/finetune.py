@@ -30,6 +30,7 @@ from clozeformer.tasks.task import (TaskData, check_labels, example, features, l
                                     metrics_fn, predictions, steps_per_epoch, text_to_text, word_tags)
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
+from clozeformer.train.checkpoint import check_fresh
 from clozeformer.train.loop import TrainConfig, evaluate as evaluate_batches, fit
 
 _KIND_HEAD = {"classification": "SequenceClassification", "regression": "SequenceClassification",
@@ -93,6 +94,7 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
         raise ValueError("epochs and batch_size must be ≥ 1")
     if early_stopping is not None and (early_stopping < 1 or eval is None):
         raise ValueError("early_stopping needs an eval file and a patience ≥ 1")
+    check_fresh(Path(run_dir), resume)
     base, tok = _load(model)
     family = base.config.model_type
     spec = task_spec(task, **task_options)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from clozeformer.io import atomic_write
 from clozeformer.train import distributed
-from clozeformer.train.checkpoint import latest_checkpoint, restore
+from clozeformer.train.checkpoint import check_fresh, latest_checkpoint, restore
 
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device runs it natively (fast_bf16), else fp32
 SCHEDULES = ("linear", "cosine", "constant")
@@ -317,6 +317,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     on the machine's speed, so such a run is not bit-reproducible.
     """
     run_dir = Path(run_dir)
+    check_fresh(run_dir, resume)
     dist = distributed.init(cfg.device)
     device = dist.device
     if dist.is_main:

@@ -38,6 +38,7 @@ from clozeformer.io import read_json
 from clozeformer.objectives.denoise import PRESETS
 from clozeformer.tokenizer import KIND_OF_FAMILY, Tokenizer
 from clozeformer.train import distributed
+from clozeformer.train.checkpoint import check_fresh
 from clozeformer.train.loop import Pooled, TrainConfig, count_tokens, fit
 
 
@@ -240,6 +241,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
         raise ValueError(f"unknown model family {model!r}; choose from {sorted(RECIPES)}")
     recipe = RECIPES[model]
     _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction)
+    check_fresh(Path(run_dir), resume)
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
     defaults = dict(recipe.small_budget) if small else {}
     recipe_rate, recipe_init = defaults.pop("mlm_rate", 0.15), defaults.pop("weight_init", "normal")
