@@ -245,6 +245,11 @@ def test_whole_word_budget(rows, ww):
         assert left == 0 or (unchosen > left).all(), (r, left, unchosen.min())
     assert count.sum() / budget.sum() > 0.99
     assert (count >= 1).all()
+    # a short text of one long word still gets a target: that word, over the budget of 1
+    word = torch.tensor([[CLS, 50, CONT_FROM + 1, CONT_FROM + 2, SEP]])
+    one = mlm_mask(word, mask_id=MASK, vocab_size=V, special_ids=SPECIALS, continuation=cont,
+                   generator=torch.Generator().manual_seed(0))
+    assert (one["labels"][0] != IGNORE).tolist() == [False, True, True, True, False]
     assert torch.equal(out["input_ids"][~eligible], rows[~eligible])
     assert torch.equal(out["labels"][out["labels"] != IGNORE], rows[out["labels"] != IGNORE])
 

@@ -11,7 +11,8 @@ tokens 80% become [MASK], 10% a random non-special token, 10% stay unchanged (BE
 With whole-word masking a word's pieces are selected together and share one 80/10/10
 draw; words are visited in random order and a word that would overflow the budget is
 skipped while later, shorter words still fill it (Google's rule), so a row predicts
-round(rate × eligible) tokens unless no remaining word fits the gap — never more.
+round(rate × eligible) tokens unless no remaining word fits the gap — never more, except
+that a row whose every word is longer than its budget predicts its shortest word.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def mlm_mask(input_ids: Tensor, *, mask_id: int, vocab_size: int, special_ids: S
             fits = (sorted_len[:, j] > 0) & (filled + sorted_len[:, j] <= budget)
             taken[:, j] = fits
             filled += sorted_len[:, j] * fits
+        # a row whose every word is longer than its budget (a short text of long words) predicts its
+        # shortest word rather than nothing
+        empty = (filled == 0) & (sorted_len > 0).any(1)
+        shortest = sorted_len.masked_fill(sorted_len == 0, t + 1).argmin(1)  # first in the random order
+        taken[empty, shortest[empty]] = True
     chosen = torch.zeros_like(start).scatter_(1, order, taken & (sorted_len > 0))  # [B, T] chosen word starts
     selected = chosen.gather(1, anchor) & eligible  # every piece of a chosen word
 
