@@ -277,3 +277,19 @@ def test_the_demo_runs_twice_into_its_directory(tmp_path, capsys):
         assert main(["demo", "--steps", "1", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
         assert "probe hits:" in capsys.readouterr().out
     assert [p.name for p in (tmp_path / "demo" / "checkpoints").iterdir()] == ["step-0000001"]
+
+
+def test_outputs_answer_to_transformers_names(bert_dir):
+    transformers = pytest.importorskip("transformers")
+    from clozeformer.interop.hf import load_model
+
+    ours = load_model(bert_dir).eval()
+    ids = torch.tensor([[2, 10, 11, 12, 3, 13, 14, 3]])
+    types = torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1]])
+    with torch.no_grad():
+        mine = ours(ids, token_type_ids=types)
+        theirs = transformers.BertForPreTraining.from_pretrained(bert_dir).eval()(input_ids=ids, token_type_ids=types)
+        bare = transformers.BertModel.from_pretrained(bert_dir).eval()(input_ids=ids, token_type_ids=types)
+    for name in ("prediction_logits", "seq_relationship_logits"):
+        torch.testing.assert_close(getattr(mine, name), getattr(theirs, name), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(mine.pooler_output, bare.pooler_output, atol=1e-5, rtol=1e-4)

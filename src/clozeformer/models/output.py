@@ -23,3 +23,16 @@ class Output:
     start_logits: Tensor | None = None  # [B, T] extractive QA: answer-start score per token
     end_logits: Tensor | None = None  # [B, T] extractive QA: answer-end score per token
     losses: dict[str, Tensor] = field(default_factory=dict)  # named parts of `loss`, for logging
+
+    # transformers' names for the same tensors (BertForPreTraining, BertModel)
+    @property
+    def prediction_logits(self) -> Tensor | None:
+        return self.logits
+
+    @property
+    def seq_relationship_logits(self) -> Tensor | None:
+        return self.nsp_logits
+
+    @property
+    def pooler_output(self) -> Tensor | None:
+        return self.pooled
