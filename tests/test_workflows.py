@@ -252,9 +252,11 @@ def test_a_trained_tokenizer_is_named_for_repeating_the_run(tmp_path, capsys):
     assert f"pass --tokenizer {tmp_path / 'a' / 'tokenizer'} to repeat this run exactly" in err and not out
     pretrain([tmp_path / "c.txt"], run_dir=tmp_path / "b", tokenizer=tmp_path / "a" / "tokenizer", **kw)
     assert "to repeat this run exactly" not in capsys.readouterr().err
-    a = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[0])
-    b = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[0])
-    assert a == b  # the same tokenizer: the same numbers from step 0
+    def numbers(run: str) -> list[dict]:
+        rows = [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")} for r in rows]
+
+    assert len(numbers("a")) >= 3 and numbers("a") == numbers("b")  # one tokenizer: the same numbers throughout
 
 
 def test_precision_auto_is_bf16_only_where_the_device_runs_it_natively():
