@@ -295,3 +295,22 @@ def test_outputs_answer_to_transformers_names(bert_dir):
     for name in ("prediction_logits", "seq_relationship_logits"):
         torch.testing.assert_close(getattr(mine, name), getattr(theirs, name), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(mine.pooler_output, bare.pooler_output, atol=1e-5, rtol=1e-4)
+
+
+def test_exports_carry_each_familys_generation_defaults(tmp_path):
+    """BART forces </s> at the maximum length (transformers' BartConfig), T5 does not: our exports say so,
+    and what loads back generates with the same settings as before saving."""
+    from clozeformer.config import BartConfig, T5Config
+    from clozeformer.generate import generation_defaults
+    from clozeformer.interop.hf import load_model
+    from clozeformer.models.bart import BartForConditionalGeneration
+    from clozeformer.models.t5 import T5ForConditionalGeneration
+
+    for name, net in (("bart", BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=60, hidden_size=16,
+                                                                               num_heads=2, intermediate_size=32))),
+                      ("t5", T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=60, d_model=16, d_kv=8,
+                                                                        d_ff=32, num_layers=1, num_heads=2)))):
+        save_model(net, tmp_path / name)
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert ("forced_eos_token_id" in config) == (name == "bart")
+        assert generation_defaults(load_model(tmp_path / name)) == generation_defaults(net)

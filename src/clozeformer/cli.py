@@ -170,9 +170,8 @@ def cmd_noise(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from clozeformer.infer import generate_texts, load_generator
-
     from clozeformer.data.corpus import read_lines
+    from clozeformer.infer import generate_texts, load_generator
 
     # a file is read before the model loads (its errors first); stdin after (a bad model does not wait for it)
     lines = None if args.input == "-" else [line for _, line in read_lines(Path(args.input))]  # strict UTF-8

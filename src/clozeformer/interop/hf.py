@@ -417,7 +417,6 @@ def t5_config_to_hf(cfg: T5Config) -> dict:
         "pad_token_id": cfg.pad_token_id,
         "eos_token_id": cfg.eos_token_id,
         "decoder_start_token_id": cfg.decoder_start_token_id,
-        "forced_eos_token_id": cfg.eos_token_id,  # what our generate does (transformers' BART default, explicit)
         "is_encoder_decoder": True,
     }
 

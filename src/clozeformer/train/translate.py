@@ -23,7 +23,7 @@ from clozeformer.infer import generate_texts
 from clozeformer.interop.hf import load_model, save_model
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
 from clozeformer.tokenizer import Tokenizer
-from clozeformer.train.checkpoint import latest_checkpoint
+from clozeformer.train.checkpoint import check_fresh, latest_checkpoint
 from clozeformer.train.loop import TrainConfig, fit
 from clozeformer.train.pretrain import seq2seq_metrics
 
@@ -48,6 +48,8 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     buckets > 0 batches pairs of similar lengths (data/pairs.PairData), so less of each batch is padding.
     """
     run_dir = Path(run_dir)
+    for stage in (1, 2):  # before any work: a new run never overwrites another
+        check_fresh(run_dir / f"stage{stage}", resume)
     bart = load_model(bart_dir)
     if type(bart) is not BartForConditionalGeneration:
         raise ValueError(f"{bart_dir}: expected a BART model (bart), got {bart.config.model_type}")
