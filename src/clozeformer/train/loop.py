@@ -19,6 +19,7 @@ the CLI); a second signal stops at once, leaving the last complete checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import signal
@@ -139,6 +140,7 @@ def lr_factor(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
     return 1.0 - progress
 
 
+@functools.lru_cache(maxsize=None)  # asked at every step under precision "auto"
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast speeds this device up: CUDA with bf16, or a CPU with AVX512-BF16/AMX.
 
