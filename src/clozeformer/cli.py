@@ -16,69 +16,10 @@ import warnings
 from pathlib import Path
 
 from clozeformer import __version__
+from clozeformer.cliargs import (COUNT, MAX_LEN, NONNEGATIVE, POSITIVE, PRECISION_HELP, PRECISIONS, RATE, SHARE, Parser,
+                                number, one_line)
 
-
-class _Help(argparse.HelpFormatter):
-    """--help names every default: the value, unless the help text already says what it is."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
-            return text
-        return f"{text} (default: %(default)s)".lstrip()
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse in the house format: a bad option is one line, `clozeformer: error: …`, exit status 1;
-    --help names every default."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", _Help)
-        super().__init__(*args, **kwargs)
-
-    def add_argument(self, *args, **kwargs):
-        if not kwargs.get("help") and kwargs.get("default") not in (None, False) and args[0].startswith("-"):
-            kwargs["help"] = "(default: %(default)s)"  # argparse prints nothing for an option without help
-        return super().add_argument(*args, **kwargs)
-
-    def error(self, message: str):
-        command = self.prog.removeprefix("clozeformer").strip()
-        print(f"clozeformer: error: {command + ': ' if command else ''}{_one_line(message)}", file=sys.stderr)
-        self.exit(1)
-
-
-def _number(kind: type, low: float | None = None, high: float | None = None, *, open_low: bool = False,
-            open_high: bool = False):
-    """An argparse `type` that reads an int or a float and refuses it outside [low, high] (ends
-    open where asked), naming the value and the allowed range."""
-    ends = (f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}" if low is not None and high is not None
-            else f"{'>' if open_low else '≥'} {low}" if low is not None else f"{'<' if open_high else '≤'} {high}")
-    allowed = f"{'an integer' if kind is int else 'a number'} {'in ' if low is not None and high is not None else ''}{ends}"
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}") from None
-        fits = value == value and (low is None or (value > low if open_low else value >= low)) and \
-            (high is None or (value < high if open_high else value <= high))
-        if not fits:
-            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
-        return value
-
-    return parse
-
-
-COUNT = _number(int, 1)  # batch sizes, steps, lengths, beams…
-NONNEGATIVE = _number(int, 0)
-POSITIVE = _number(float, 0, open_low=True)  # learning rates, minutes, temperatures
-RATE = _number(float, 0, 1, open_low=True, open_high=True)  # shares of tokens: masking, noise
-SHARE = _number(float, 0, 1, open_high=True)  # warmup shares, Adam betas
-PRECISIONS = ["auto", "fp32", "bf16"]
-PRECISION_HELP = ("auto (default): bf16 where the device runs it natively (CUDA with bf16, CPUs with AVX512-BF16 or "
-                  "AMX), else fp32; bf16 elsewhere is emulated and ~100x slower")
 DEFAULT_NEW_TOKENS = 64  # generate: new tokens per line when neither the user nor the model says
-MAX_LEN = _number(int, 8)  # shortest row any objective packs (NSP pairs, sentinels, <s>…</s>)
 
 
 def _value(text: str):
@@ -317,7 +258,7 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="clozeformer", description=__doc__)
+    ap = Parser(prog="clozeformer", description=__doc__)
     ap.add_argument("--version", action="version", version=f"clozeformer {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -362,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-fraction", type=SHARE, help="under --minutes: warmup share of the budget")
     p.add_argument("--schedule", choices=["linear", "cosine", "constant"], help="decay after warmup (default linear)")
     p.add_argument("--betas", type=SHARE, nargs=2, metavar=("B1", "B2"), help="AdamW betas (default: the recipe's)")
-    p.add_argument("--weight-decay", type=_number(float, 0), help="default 0.01")
+    p.add_argument("--weight-decay", type=number(float, 0), help="default 0.01")
     p.add_argument("--clip", type=POSITIVE, help="gradient norm clip (default 1.0)")
     p.add_argument("--grad-accum", type=COUNT)
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
@@ -415,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", action="store_true", default=None, help="sample instead of greedy/beam search")
     p.add_argument("--temperature", type=POSITIVE, help=saved(1.0))
     p.add_argument("--top-k", type=COUNT, help=saved(50))
-    p.add_argument("--top-p", type=_number(float, 0, 1, open_low=True), help=saved(1.0))
+    p.add_argument("--top-p", type=number(float, 0, 1, open_low=True), help=saved(1.0))
     p.add_argument("--length-penalty", type=float, help=saved(1.0))
     p.add_argument("--no-repeat-ngram-size", type=NONNEGATIVE, help=saved(0))
     p.add_argument("--min-new-tokens", type=NONNEGATIVE, help=saved(0))
@@ -468,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=COUNT, default=32)
     p.add_argument("--lr", type=POSITIVE, default=5e-5)
     p.add_argument("--warmup-ratio", type=SHARE, default=0.1)
-    p.add_argument("--weight-decay", type=_number(float, 0), default=0.01)
+    p.add_argument("--weight-decay", type=number(float, 0), default=0.01)
     p.add_argument("--early-stopping", type=COUNT, metavar="PATIENCE",
                    help="stop after PATIENCE evaluations without a new best")
     p.add_argument("--max-train-rows", type=COUNT)
@@ -530,18 +471,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-# An error message longer than this is cut in the middle (it may quote a whole input text).
-_MAX_MESSAGE = 600
-
-
-def _one_line(message: str) -> str:
-    line = " ".join(str(message).split())
-    if len(line) > _MAX_MESSAGE:
-        half = _MAX_MESSAGE // 2
-        line = f"{line[:half]} … ({len(line) - 2 * half:,} characters) … {line[-half:]}"
-    return line
-
-
 def _user_error(e: BaseException) -> bool:
     """Bad input or a failing environment (reported in one line), as opposed to a bug (traceback)."""
     if isinstance(e, (ValueError, OSError, MemoryError)):
@@ -553,7 +482,7 @@ def _user_error(e: BaseException) -> bool:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"clozeformer: warning: {_one_line(str(message))}", file=sys.stderr)
+    print(f"clozeformer: warning: {one_line(str(message))}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -571,6 +500,6 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             if not _user_error(e):
                 raise
-            print(f"clozeformer: error: {_one_line(e)}", file=sys.stderr)
+            print(f"clozeformer: error: {one_line(e)}", file=sys.stderr)
             return 1
     return 0

@@ -12,6 +12,10 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+# The shortest row any objective or task is given: an NSP pair's [CLS] A [SEP] B [SEP], T5's sentinels,
+# <s>…</s> around a BART document, a QA window's question and context.
+MIN_MAX_LEN = 8
+
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
 # Field annotations (strings under `from __future__ import annotations`) -> accepted JSON types.
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}

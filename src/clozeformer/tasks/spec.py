@@ -15,6 +15,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from clozeformer.config import MIN_MAX_LEN
+
 KINDS = ("classification", "regression", "token-classification", "extractive-qa", "seq2seq")
 
 # the metrics each kind reports; the first is the default main metric (model selection, early stopping)
@@ -62,8 +64,8 @@ class TaskSpec:
         allowed = METRICS[self.kind] + (("rouge",) if self.kind == "seq2seq" else ())
         if self.metric is not None and self.metric not in allowed:
             raise TaskError(f"metric {self.metric!r} does not fit {self.kind}; choose from {', '.join(allowed)}")
-        if self.max_len < 8 or self.max_new_tokens < 1 or self.max_answer_len < 1 or (self.stride or 0) < 0:
-            raise TaskError("max_len must be ≥ 8, max_new_tokens and max_answer_len ≥ 1, stride ≥ 0")
+        if self.max_len < MIN_MAX_LEN or self.max_new_tokens < 1 or self.max_answer_len < 1 or (self.stride or 0) < 0:
+            raise TaskError(f"max_len must be ≥ {MIN_MAX_LEN}, max_new_tokens and max_answer_len ≥ 1, stride ≥ 0")
 
     @property
     def main_metric(self) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clozeformer.config import BartConfig, BertConfig, ElectraConfig, T5Config
+from clozeformer.config import MIN_MAX_LEN, BartConfig, BertConfig, ElectraConfig, T5Config
 from clozeformer.data.cache import load_corpus
 from clozeformer.data.corpus import iter_texts, sources
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
@@ -314,9 +314,6 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
                    eval_examples=len(data.eval_examples), parameters=sum(p.numel() for p in net.parameters()),
                    real_token_fraction=round(real, 4), unigram_entropy=round(entropy, 4), plateau=alarm.said)
     return summary
-
-
-MIN_MAX_LEN = 8  # the shortest row every objective packs: an NSP pair's [CLS] A [SEP] B [SEP], T5's sentinels
 
 
 def _check_arguments(recipe: Recipe, family: str, config: str, init, tokenizer, max_len: int, batch_size: int,

@@ -1,0 +1,83 @@
+"""The command line's argument handling in the house format: typed, ranged numbers that name the
+value and what is allowed, `--help` that names every default, and errors as one line
+`clozeformer: error: …` with exit status 1 (argparse's own exit 2 and usage block otherwise)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from clozeformer.config import MIN_MAX_LEN
+
+# An error message longer than this is cut in the middle (it may quote a whole input text).
+_MAX_MESSAGE = 600
+
+
+def one_line(message: str) -> str:
+    line = " ".join(str(message).split())
+    if len(line) > _MAX_MESSAGE:
+        half = _MAX_MESSAGE // 2
+        line = f"{line[:half]} … ({len(line) - 2 * half:,} characters) … {line[-half:]}"
+    return line
+
+
+class Help(argparse.HelpFormatter):
+    """--help names every default: the value, unless the help text already says what it is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse in the house format: a bad option is one line, `clozeformer: error: …`, exit status 1;
+    --help names every default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", Help)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        if not kwargs.get("help") and kwargs.get("default") not in (None, False) and args[0].startswith("-"):
+            kwargs["help"] = "(default: %(default)s)"  # argparse prints nothing for an option without help
+        return super().add_argument(*args, **kwargs)
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("clozeformer").strip()
+        print(f"clozeformer: error: {command + ': ' if command else ''}{one_line(message)}", file=sys.stderr)
+        self.exit(1)
+
+
+def number(kind: type, low: float | None = None, high: float | None = None, *, open_low: bool = False,
+            open_high: bool = False):
+    """An argparse `type` that reads an int or a float and refuses it outside [low, high] (ends
+    open where asked), naming the value and the allowed range."""
+    ends = (f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}" if low is not None and high is not None
+            else f"{'>' if open_low else '≥'} {low}" if low is not None else f"{'<' if open_high else '≤'} {high}")
+    allowed = f"{'an integer' if kind is int else 'a number'} {'in ' if low is not None and high is not None else ''}{ends}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}") from None
+        fits = value == value and (low is None or (value > low if open_low else value >= low)) and \
+            (high is None or (value < high if open_high else value <= high))
+        if not fits:
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
+        return value
+
+    return parse
+
+
+COUNT = number(int, 1)  # batch sizes, steps, lengths, beams…
+NONNEGATIVE = number(int, 0)
+POSITIVE = number(float, 0, open_low=True)  # learning rates, minutes, temperatures
+RATE = number(float, 0, 1, open_low=True, open_high=True)  # shares of tokens: masking, noise
+SHARE = number(float, 0, 1, open_high=True)  # warmup shares, Adam betas
+PRECISIONS = ["auto", "fp32", "bf16"]
+PRECISION_HELP = ("auto (default): bf16 where the device runs it natively (CUDA with bf16, CPUs with AVX512-BF16 or "
+                  "AMX), else fp32; bf16 elsewhere is emulated and ~100x slower")
+MAX_LEN = number(int, MIN_MAX_LEN)
