@@ -656,10 +656,10 @@ class Tokenizer:
         specials: special-token strings in the text ("[MASK]", "<extra_id_0>") are the special
         tokens, as in a prompt typed for fill-mask or generate; otherwise they are plain text.
         """
-        n_special = self.backend.num_special_tokens_to_add(pair is not None) if add_special_tokens else 0
-        if max_length is not None and max_length <= n_special:
-            raise TokenizerError(f"max_length={max_length} leaves no room beside {n_special} special tokens")
         if max_length is not None:
+            n_special = self.backend.num_special_tokens_to_add(pair is not None) if add_special_tokens else 0
+            if max_length <= n_special:
+                raise TokenizerError(f"max_length={max_length} leaves no room beside {n_special} special tokens")
             self.backend.enable_truncation(max_length)
         self.backend.encode_special_tokens = not specials
         try:
