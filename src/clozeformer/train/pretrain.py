@@ -343,8 +343,8 @@ def _check_arguments(recipe: Recipe, family: str, config: str, init, tokenizer, 
         if family == "t5" and not tok.sentinels:
             lacks.append("sentinel (<extra_id_0>…)")
         if lacks:
-            raise ValueError(f"the tokenizer {tokenizer if not isinstance(tokenizer, Tokenizer) else ''} has no "
-                             f"{', '.join(lacks)} token, which {family} pretraining needs; use a "
+            name = "the tokenizer" if isinstance(tokenizer, Tokenizer) else f"the tokenizer {tokenizer}"
+            raise ValueError(f"{name} has no {', '.join(lacks)} token, which {family} pretraining needs; use a "
                              f"{KIND_OF_FAMILY[family]} tokenizer (train-tokenizer --kind {KIND_OF_FAMILY[family]})")
 
 
