@@ -28,9 +28,8 @@ from clozeformer.io import UnsafeFileError, member
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import latest_checkpoint, list_checkpoints, verify
+import textgen
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CORPUS = DATA / "corpus" / "en_reviews.txt"
 TINY_SET = ["--config", "tiny", "--set", "hidden_size=32", "num_layers=1", "num_heads=2", "intermediate_size=64"]
 STEP = "step-{:07d}".format
 
@@ -39,9 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lines(n: int = 400) -> list[str]:
-    if not CORPUS.is_file():
-        pytest.skip(f"{CORPUS} not available")
-    return CORPUS.read_text(encoding="utf-8").splitlines()[:n]
+    return textgen.english(n)
 
 
 def pretrain_args(corpus, run_dir, cache_dir, *extra, steps=6, tokenizer=None):

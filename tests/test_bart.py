@@ -5,7 +5,6 @@ import warnings
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
 
 from clozeformer.config import BartConfig  # noqa: E402
 from clozeformer.interop.hf import bart_state_from_hf, load_model, load_state, save_model  # noqa: E402
@@ -19,7 +18,7 @@ from clozeformer.models.bart import (  # noqa: E402
 V = 97
 
 
-def hf_config(**kw):
+def hf_config(transformers, **kw):
     base = dict(vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                 decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64,
                 dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, pad_token_id=1, bos_token_id=0,
@@ -30,10 +29,10 @@ def hf_config(**kw):
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(transformers, tmp_path_factory):
     """A random transformers BART (non-zero final_logits_bias) and ours loaded from its directory."""
     torch.manual_seed(0)
-    hf = transformers.BartForConditionalGeneration(hf_config()).eval()
+    hf = transformers.BartForConditionalGeneration(hf_config(transformers)).eval()
     with torch.no_grad():
         hf.final_logits_bias.normal_(0, 0.5)
     d = tmp_path_factory.mktemp("hf_bart")
@@ -90,7 +89,7 @@ def test_training_gradients_match_transformers(pair):
         assert (grad - theirs[name]).abs().max() <= 1e-4 * scale, name
 
 
-def test_export_loads_in_transformers(tmp_path):
+def test_export_loads_in_transformers(transformers, tmp_path):
     torch.manual_seed(3)
     ours = BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=V, dropout=0.0)).eval()
     save_model(ours, tmp_path)
@@ -166,9 +165,9 @@ def test_sampling_is_reproducible_and_respects_top_k(pair):
     assert s1.tolist() == s2.tolist()
 
 
-def test_sequence_classification_matches_transformers():
+def test_sequence_classification_matches_transformers(transformers):
     torch.manual_seed(4)
-    hf = transformers.BartForSequenceClassification(hf_config(num_labels=3)).eval()
+    hf = transformers.BartForSequenceClassification(hf_config(transformers, num_labels=3)).eval()
     ours = BartForSequenceClassification(BartConfig.preset("tiny", vocab_size=V, hidden_size=32, num_heads=4,
                                                            intermediate_size=48, max_positions=64, dropout=0.0),
                                          num_labels=3).eval()

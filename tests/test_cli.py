@@ -16,9 +16,8 @@ from clozeformer.cli import main
 from clozeformer.data.corpus import read_documents
 from clozeformer.demo import stdlib_documents, write_corpus
 from clozeformer.tokenizer import Tokenizer
+import textgen
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CORPUS = DATA / "corpus" / "en_reviews.txt"
 TINY_SET = ["--config", "tiny", "--set", "hidden_size=32", "num_layers=1", "num_heads=2", "intermediate_size=64"]
 
 
@@ -26,10 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_corpus(path: Path, n: int = 600) -> Path:
-    if not CORPUS.is_file():
-        pytest.skip(f"{CORPUS} not available")
-    path.write_text("\n".join(CORPUS.read_text(encoding="utf-8").splitlines()[:n]) + "\n", encoding="utf-8")
-    return path
+    return textgen.write_lines(path, textgen.english(n))
 
 
 def pretrain_args(corpus, run_dir, cache_dir, *extra):

@@ -2,7 +2,6 @@
 
 import gzip
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,8 @@ from clozeformer.data import cache
 from clozeformer.data.cache import load_corpus
 from clozeformer.data.corpus import CorpusError, iter_texts, read_documents
 from clozeformer.tokenizer import Tokenizer
+import textgen
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 LINES_TEXT = "One sentence. Two! Three?\n\n  \nFour… five\n第一。第二。\n"
 LINES_DOCS = [(1, ["One sentence.", "Two!", "Three?"]), (4, ["Four…", "five"]), (5, ["第一。", "第二。"])]
@@ -224,13 +223,8 @@ def test_token_dtype_fits_ids():
     assert cache._token_dtype(65537) == "<u4"
 
 
-def test_real_corpus_cache(tmp_path, tok):
-    path = DATA / "corpus" / "en_reviews.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    head = tmp_path / "head.txt"
-    with open(path, "rb") as f:
-        head.write_bytes(b"".join(f.readline() for _ in range(500)))
+def test_real_text_cache(tmp_path, tok):
+    head = textgen.write_lines(tmp_path / "head.txt", textgen.prose(500))  # the standard library's docs
     cache = load_corpus(head, tok, cache_dir=tmp_path, batch_docs=64)
     assert _cached(cache) == _direct(tok, head)
     assert cache.n_documents == 500

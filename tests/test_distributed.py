@@ -30,10 +30,9 @@ from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.distributed import Dist, shard, sum_over_ranks
 from clozeformer.train.loop import TrainConfig, fit
 from clozeformer.train.pretrain import bert_metrics
+import textgen
 from batches import rows
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CORPUS = DATA / "corpus" / "en_reviews.txt"
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, dropout=0.0, attention_dropout=0.0)
 STEPS, BATCH, MAX_LEN, RATE = 4, 8, 32, 0.15  # `data` below is what these CLI runs train on
 
@@ -45,13 +44,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def env(tmp_path_factory):
     """(corpus, tokenizer dir, cache dir): 800 sentences in documents of 40, so packed windows
     cross document ends and only the end of a run of training documents leaves a short row."""
-    if not CORPUS.is_file():
-        pytest.skip(f"{CORPUS} not available")
     tmp = tmp_path_factory.mktemp("dist")
-    lines = CORPUS.read_text(encoding="utf-8").splitlines()[:800]
-    corpus = tmp / "docs.txt"
-    corpus.write_text("\n\n".join("\n".join(lines[i: i + 40]) for i in range(0, len(lines), 40)) + "\n",
-                      encoding="utf-8")
+    lines = textgen.english(800)
+    corpus = textgen.write_lines(tmp / "docs.txt", lines, blank_line_docs=40)
     Tokenizer.train_wordpiece(lines, vocab_size=400).save(tmp / "tok")
     return corpus, tmp / "tok", tmp / "cache"
 

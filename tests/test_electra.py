@@ -183,19 +183,18 @@ def test_rtd_step_losses_and_gradients(pair):
 
 # ---- HF parity -----------------------------------------------------------------------------
 
-transformers = pytest.importorskip("transformers")
 
 
-def hf_config(**kw):
+def hf_config(transformers, **kw):
     base = dict(vocab_size=V, embedding_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                 intermediate_size=128, max_position_embeddings=64)
     return transformers.ElectraConfig(**{**base, **kw})
 
 
-def test_import_hf_discriminator_and_generator(tmp_path):
+def test_import_hf_discriminator_and_generator(transformers, tmp_path):
     torch.manual_seed(0)
-    disc = transformers.ElectraForPreTraining(hf_config()).eval()
-    gen = transformers.ElectraForMaskedLM(hf_config(hidden_size=16, num_attention_heads=2,
+    disc = transformers.ElectraForPreTraining(hf_config(transformers)).eval()
+    gen = transformers.ElectraForMaskedLM(hf_config(transformers, hidden_size=16, num_attention_heads=2,
                                                     intermediate_size=64)).eval()
     disc.save_pretrained(tmp_path / "d")
     gen.save_pretrained(tmp_path / "g")
@@ -220,7 +219,7 @@ def test_import_hf_discriminator_and_generator(tmp_path):
                                                               token_type_ids=types).logits)[keep].abs().max() < TOL
 
 
-def test_export_pair_loads_in_transformers(tmp_path, pair):
+def test_export_pair_loads_in_transformers(transformers, tmp_path, pair):
     pair.eval()
     clozeformer.save_model(pair, tmp_path)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "generator" / "config.json").is_file()

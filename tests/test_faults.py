@@ -22,10 +22,9 @@ from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import list_checkpoints
 from clozeformer.train.loop import TrainConfig, TrainingInterrupted
 from clozeformer.train.pretrain import pretrain
+import textgen
 from batches import rows
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CORPUS = DATA / "corpus" / "en_reviews.txt"
 TINY = ["hidden_size=32", "num_layers=1", "num_heads=2", "intermediate_size=64"]
 STEPS = 150
 
@@ -36,11 +35,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """(corpus, tokenizer dir, cache dir); the cache is built here, before any process is killed."""
-    if not CORPUS.is_file():
-        pytest.skip(f"{CORPUS} not available")
     tmp = tmp_path_factory.mktemp("faults")
-    corpus = tmp / "corpus.txt"
-    corpus.write_text("\n".join(CORPUS.read_text(encoding="utf-8").splitlines()[:600]) + "\n", encoding="utf-8")
+    corpus = textgen.write_lines(tmp / "corpus.txt", textgen.english(600))
     tok = Tokenizer.train_wordpiece(corpus.read_text(encoding="utf-8").splitlines(), vocab_size=400)
     tok.save(tmp / "tok")
     return corpus, tmp / "tok", tmp / "cache"

@@ -13,7 +13,6 @@ from clozeformer.interop.hf import t5_state_to_hf
 from clozeformer.models.t5 import T5ForConditionalGeneration
 from clozeformer.nn.position import relative_position_bucket
 
-transformers = pytest.importorskip("transformers")
 TOL = 1e-4
 VOCAB = 101
 # num_decoder_layers ≠ num_layers, d_kv · heads ≠ d_model, and few buckets with a short max distance
@@ -23,7 +22,7 @@ HF_SMALL = dict(vocab_size=VOCAB, d_model=32, d_kv=12, d_ff=48, num_layers=2, nu
 V1_1 = dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False)
 
 
-def hf_model(v11: bool, seed: int = 0):
+def hf_model(transformers, v11: bool, seed: int = 0):
     torch.manual_seed(seed)
     model = transformers.T5ForConditionalGeneration(transformers.T5Config(**HF_SMALL, **(V1_1 if v11 else {})))
     if v11:  # transformers ≥ 5 ties even v1.1's head unless given a distinct one, as real v1.1 checkpoints hold
@@ -58,8 +57,8 @@ def assert_same_outputs(ours, hf, seed=0):
 
 
 @pytest.mark.parametrize("v11", [False, True], ids=["v1.0", "v1.1"])
-def test_load_transformers_directory_matches_logits_and_loss(tmp_path, v11, one_thread):
-    hf = hf_model(v11)
+def test_load_transformers_directory_matches_logits_and_loss(transformers, tmp_path, v11, one_thread):
+    hf = hf_model(transformers, v11)
     hf.save_pretrained(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing freshly initialised, nothing ignored
@@ -82,7 +81,7 @@ def test_load_transformers_directory_matches_logits_and_loss(tmp_path, v11, one_
 
 
 @pytest.mark.parametrize("v11", [False, True], ids=["v1.0", "v1.1"])
-def test_export_loads_in_transformers_unchanged(tmp_path, v11, one_thread):
+def test_export_loads_in_transformers_unchanged(transformers, tmp_path, v11, one_thread):
     torch.manual_seed(3)
     cfg = T5Config.from_dict(dict(vocab_size=VOCAB, d_model=32, d_kv=12, d_ff=48, num_layers=2, num_decoder_layers=3,
                                   num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
@@ -98,7 +97,7 @@ def test_export_loads_in_transformers_unchanged(tmp_path, v11, one_thread):
         assert torch.equal(a, b), k
 
 
-def test_v1_1_checkpoint_with_tied_head_loads_exactly(tmp_path, one_thread):
+def test_v1_1_checkpoint_with_tied_head_loads_exactly(transformers, tmp_path, one_thread):
     # transformers ≥ 5 builds v1.1 (unscaled) with the head tied and saves no lm_head.weight
     hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**HF_SMALL, **V1_1)).eval()
     hf.save_pretrained(tmp_path)
@@ -134,7 +133,7 @@ def test_cached_decoding_equals_full_forward(v11, one_thread):
 @pytest.mark.parametrize("settings", [dict(num_beams=1), dict(num_beams=4), dict(num_beams=3, length_penalty=2.0,
                                                                               no_repeat_ngram_size=2)],
                          ids=["greedy", "beam4", "beam3-lp2-ngram2"])
-def test_generation_matches_transformers(one_thread, settings):
+def test_generation_matches_transformers(transformers, one_thread, settings):
     # equal stack depths: transformers sizes its generation cache by num_layers, not num_decoder_layers
     torch.manual_seed(6)
     hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**{**HF_SMALL, "num_decoder_layers": 2})).eval()
@@ -210,7 +209,7 @@ def test_training_step_and_label_shift(one_thread):
         model(ids, mask)
 
 
-def test_state_names_are_hf_names():
+def test_state_names_are_hf_names(transformers):
     cfg = T5Config.preset("tiny", vocab_size=VOCAB, feed_forward="gated-gelu", tie_word_embeddings=False)
     hf_keys = set(t5_state_to_hf(T5ForConditionalGeneration(cfg).state_dict()))
     ref = transformers.T5ForConditionalGeneration(transformers.T5Config(

@@ -2,7 +2,6 @@
 
 import base64
 import io
-import itertools
 import json
 import os
 import shutil
@@ -15,8 +14,8 @@ import pytest
 from tokenizers import models, pre_tokenizers
 
 from clozeformer.tokenizer import Tokenizer, TokenizerError
+import textgen
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KO_PHRASE = "크리스찬베일 닮은 사람"
 ENGLISH = [
     ("Hello, World! This is [MASK] a test.", None),
@@ -36,13 +35,14 @@ def _is_jamo(ch: str) -> bool:
     return "\u1100" <= ch <= "\u11ff" or "\u3130" <= ch <= "\u318f"
 
 
-@pytest.fixture(scope="module")
-def korean():
-    path = DATA / "corpus" / "ko_reviews.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in itertools.islice(f, 5000)]
+@pytest.fixture(scope="module", params=["generated", "real"])
+def korean(request):
+    """A Korean WordPiece and its training lines: generated reviews, and 5,000 real ones from ../shared."""
+    if request.param == "real":
+        with open(request.getfixturevalue("shared_data") / "corpus" / "ko_reviews.txt", encoding="utf-8") as f:
+            lines = [line.strip() for _, line in zip(range(5000), f)]
+    else:
+        lines = textgen.korean(5000) + [KO_PHRASE]
     return Tokenizer.train_wordpiece(lines, vocab_size=8000, lowercase=True), lines
 
 
@@ -254,17 +254,14 @@ MIXED = [
 
 
 def _lines(name: str, n: int) -> list[str]:
-    path = DATA / "corpus" / name
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in itertools.islice(f, n)]
+    """The first n sentences of the standard library's documentation (en) or generated Korean reviews (ko)."""
+    return {"en": textgen.prose, "ko": textgen.korean}[name](n)
 
 
 @pytest.fixture(scope="module")
 def mixed_corpus():
     # Korean first: the test sentences' syllables must all be seen by the Unigram trainer.
-    return _lines("en_reviews.txt", 400) + _lines("ko_reviews.txt", 1500) + [KO_PHRASE] + SMALL_CORPUS
+    return _lines("en", 1000) + _lines("ko", 1500) + [KO_PHRASE] + SMALL_CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -407,7 +404,7 @@ def _train_spiece(directory: Path) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    texts = _lines("en_reviews.txt", 400) + _lines("ko_reviews.txt", 600) + [KO_PHRASE]
+    texts = _lines("en", 1000) + _lines("ko", 600) + [KO_PHRASE]
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=buffer, vocab_size=1500, model_type="unigram",
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, minloglevel=2,
@@ -423,7 +420,7 @@ def test_load_spiece_model_matches_sentencepiece(tmp_path):
     tok = Tokenizer.load(tmp_path)
     assert tok.vocab_size == sp.get_piece_size() == 1500 and tok.sentinels == []
     assert [tok.pad_id, tok.eos_id, tok.unk_id] == [0, 1, 2]
-    texts = _lines("en_reviews.txt", 430)[400:] + _lines("ko_reviews.txt", 630)[600:]
+    texts = _lines("en", 1030)[1000:] + _lines("ko", 630)[600:]
     texts += [KO_PHRASE, "  Hello,   World!  café  ＡＢＣ ① ", "영화 정말 재밌어요"]
     for text in texts:
         # T5 appends </s>; the pieces are exactly SentencePiece's own segmentation.

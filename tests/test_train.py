@@ -15,10 +15,9 @@ from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import latest_checkpoint, list_checkpoints, verify
 from clozeformer.train.loop import TrainConfig, TrainingError, lr_factor
 from clozeformer.train.pretrain import pretrain
+import textgen
 from batches import rows
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CORPUS = DATA / "corpus" / "en_reviews.txt"
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, dropout=0.1,
             attention_dropout=0.1)  # the small-budget recipe turns dropout off unless a run sets it
 
@@ -28,13 +27,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """(corpus path, tokenizer, cache dir): 2000 real sentences in documents of five."""
-    if not CORPUS.is_file():
-        pytest.skip(f"{CORPUS} not available")
+    """(corpus path, tokenizer, cache dir): 2000 generated review sentences in documents of five."""
     tmp = tmp_path_factory.mktemp("train")
-    lines = CORPUS.read_text(encoding="utf-8").splitlines()[:2000]
-    path = tmp / "docs.txt"
-    path.write_text("\n\n".join("\n".join(lines[i : i + 5]) for i in range(0, len(lines), 5)) + "\n", encoding="utf-8")
+    lines = textgen.english(2000)
+    path = textgen.write_lines(tmp / "docs.txt", lines, blank_line_docs=5)
     tok = Tokenizer.train_wordpiece(lines, vocab_size=1000)
     return path, tok, tmp / "cache"
 
@@ -66,10 +62,10 @@ def trained(env, tmp_path_factory):
     return run_dir, summary
 
 
-def test_held_out_mlm_loss_falls(trained):
+def test_held_out_mlm_loss_falls(trained, env):
     run_dir, summary = trained
     before, after = summary["eval_before"], summary["eval"]
-    assert before["mlm_loss"] > math.log(1000) - 0.5  # an untrained model is near-uniform over the vocab
+    assert before["mlm_loss"] > math.log(env[1].vocab_size) - 0.5  # an untrained model is near-uniform over the vocab
     assert after["mlm_loss"] < before["mlm_loss"] - 0.5
     assert after["loss"] < before["loss"] - 0.5
     assert 0.0 <= after["nsp_acc"] <= 1.0 and after["mlm_acc"] > before["mlm_acc"]

@@ -8,6 +8,7 @@ with `ast` from the source files (nothing is imported or executed, nothing downl
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shutil
 import sys
@@ -51,6 +52,16 @@ def _sentences(text: str) -> list[str]:
     return out
 
 
+def _stdlib_sources(root: Path) -> list[Path]:
+    """The standard library's .py files in sorted order, without walking into the skipped directories (a
+    site-packages with torch in it holds most of the files under the stdlib root)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+        found += [Path(folder, f) for f in files if f.endswith(".py")]
+    return sorted(found)
+
+
 def stdlib_documents(max_chars: int = 4_000_000) -> list[list[str]]:
     """Documents (lists of sentences) from pydoc topics, then stdlib docstrings, in a fixed order."""
     docs: list[list[str]] = []
@@ -60,10 +71,7 @@ def stdlib_documents(max_chars: int = 4_000_000) -> list[list[str]]:
         topics = {}
     for name in sorted(topics):
         docs.append(_sentences(topics[name]))
-    root = Path(sysconfig.get_paths()["stdlib"])
-    for path in sorted(root.rglob("*.py")):
-        if _SKIP_DIRS & set(path.relative_to(root).parts):
-            continue
+    for path in _stdlib_sources(Path(sysconfig.get_paths()["stdlib"])):
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, OSError, ValueError):
