@@ -27,6 +27,7 @@ from clozeformer.objectives import denoise as dn
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.span import span_corruption
 from clozeformer.tokenizer import BERT_SPECIALS, Tokenizer, _bert_template
+from clozeformer.nn.functional import IGNORE
 
 BART_OBJECTIVES = {name.replace("_", "-"): name for name in dn.NOISES}  # text-infilling -> text_infilling
 OBJECTIVES = ("mlm", "whole-word-mlm", "nsp", *BART_OBJECTIVES, "bart-base", "span-corruption", "rtd")
@@ -138,13 +139,13 @@ def _bert_view(objective, text, tok, model, g, rate, second) -> View:
     labels = out["labels"][0].tolist()
     styles = ["mask" if c == tok.tokens([tok.mask_id])[0] else ("changed" if c != o else "")
               for c, o in zip(corrupted, original)]
-    kept = [o if lab != -100 and c == o else "" for o, c, lab in zip(original, corrupted, labels)]
+    kept = [o if lab != IGNORE and c == o else "" for o, c, lab in zip(original, corrupted, labels)]
     return View(objective, [
         Row("original", original),
         Row("input", corrupted, styles),
-        Row("target", [tok.tokens([lab])[0] if lab != -100 else "" for lab in labels],
+        Row("target", [tok.tokens([lab])[0] if lab != IGNORE else "" for lab in labels],
             ["target"] * len(labels)),
-    ], [f"{sum(lab != -100 for lab in labels)} of {len(labels)} tokens predicted (BERT: 80% [MASK], 10% random, "
+    ], [f"{sum(lab != IGNORE for lab in labels)} of {len(labels)} tokens predicted (BERT: 80% [MASK], 10% random, "
         f"10% kept{': ' + ', '.join(k for k in kept if k) if any(kept) else ''})"])
 
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from clozeformer.data.corpus import CorpusError, _jsonl_text, read_lines
 from clozeformer.data.packing import _EpochOrder, _seeded
+from clozeformer.nn.functional import IGNORE
 
 
 def read_pairs(path: str | Path, source_field: str, target_field: str) -> list[tuple[str, str]]:
@@ -109,7 +110,7 @@ class PairData:
         ids = _padded(src, self.source_pad)
         lengths = torch.tensor([len(r) for r in src])
         return {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1]) < lengths[:, None]).long(),
-                "labels": _padded(tgt, -100)}
+                "labels": _padded(tgt, IGNORE)}
 
     def train_batch(self, index: int) -> dict[str, Tensor]:
         rows = (self._buckets.rows(index) if self._buckets is not None

@@ -24,7 +24,7 @@ from clozeformer.models.heads import SpanHead, span_loss
 from clozeformer.models.output import Output
 from clozeformer.nn import (Cache, TransformerLayer, init_weights, padding_mask, segment_ids, segment_mask,
                             segment_positions)
-from clozeformer.nn.functional import dropout, linear_cross_entropy
+from clozeformer.nn.functional import IGNORE, dropout, linear_cross_entropy
 
 POSITION_OFFSET = 2  # fairseq reserved the first two position rows; HF BART keeps the layout
 
@@ -32,7 +32,7 @@ POSITION_OFFSET = 2  # fairseq reserved the first two position rows; HF BART kee
 def shift_right(labels: Tensor, start_id: int, pad_id: int) -> Tensor:
     """decoder_input_ids [B, T]: start token, then labels[:, :-1]; -100 becomes pad."""
     out = labels.new_full(labels.shape, pad_id)
-    out[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, pad_id)
+    out[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE, pad_id)
     out[:, 0] = start_id
     return out
 
@@ -171,7 +171,7 @@ class BartForConditionalGeneration(_EncoderDecoder):
         if labels is None:
             out.logits = self.lm_head(h)  # [B, T, V]
             return out
-        where = labels != -100
+        where = labels != IGNORE
         if self.training and torch.is_grad_enabled():  # the head fused into the loss: no [M, V] logits
             out.loss = linear_cross_entropy(h[where], self.bart.shared.weight, self.final_logits_bias, labels[where])
         else:
@@ -231,7 +231,7 @@ class BartForTokenClassification(_EncoderDecoder):
         out = Output(last_hidden_state=h)
         out.logits = self.classifier(dropout(h, self.classifier_dropout, self.training))  # [B, T, C]
         if labels is not None:
-            out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
         return out
 
 

@@ -14,7 +14,7 @@ from clozeformer.models.heads import (MLMHead, Pooler, SpanHead, masked_lm_loss,
                                       token_loss)
 from clozeformer.models.output import Output
 from clozeformer.nn import TransformerLayer, encode, init_weights, segment_ids, segment_positions, segment_starts
-from clozeformer.nn.functional import dropout
+from clozeformer.nn.functional import IGNORE, dropout
 
 
 class BertEmbeddings(nn.Module):
@@ -100,7 +100,7 @@ class BertModel(nn.Module):
 def nsp_targets(next_sentence_label: Tensor) -> Tensor:
     """NSP labels [B] or, packed, [B, K] with -100 past each row's last pair -> [P] in row-major order."""
     y = next_sentence_label.reshape(-1)
-    return y[y != -100]
+    return y[y != IGNORE]
 
 
 class BertForPreTraining(nn.Module):

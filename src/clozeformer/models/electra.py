@@ -20,7 +20,7 @@ from clozeformer.models.heads import (ClassificationHead, DiscriminatorHead, MLM
                                       sequence_loss, span_loss, token_loss)
 from clozeformer.models.output import Output
 from clozeformer.nn import init_weights
-from clozeformer.nn.functional import dropout
+from clozeformer.nn.functional import IGNORE, dropout
 from clozeformer.objectives.rtd import discriminator_loss, electra_loss, replaced_inputs
 
 
@@ -120,7 +120,7 @@ class ElectraForPreTraining(nn.Module):
                 replace_u: Tensor | None = None) -> Output:
         if labels is None:
             return self.discriminator(input_ids, attention_mask, token_type_ids)
-        where = labels != -100  # [B, T]
+        where = labels != IGNORE  # [B, T]
         if replace_u is None:  # no noise in the batch: draw it from the global RNG
             replace_u = torch.rand(labels.shape, device=labels.device)
         gen = self.generator(input_ids, attention_mask, token_type_ids, labels, replace_u[where])

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clozeformer.nn.functional import inverse_cdf, linear_cross_entropy
+from clozeformer.nn.functional import IGNORE, inverse_cdf, linear_cross_entropy
 from clozeformer.nn.layers import ACTIVATION_FNS
 
 
@@ -53,7 +53,7 @@ def masked_lm_loss(head: MLMHead, hidden: Tensor, labels: Tensor, sample_u: Tens
     linear_cross_entropy: no [M, V] logits, so `logits` is None; the samples come from the same
     pass); in eval the logits are returned for metrics.
     """
-    where = labels != -100  # [B, T]
+    where = labels != IGNORE  # [B, T]
     x, y = head.transform(hidden[where]), labels[where]  # [M, E], [M]
     if head.training and torch.is_grad_enabled():
         fused = linear_cross_entropy(x, head.embedding.weight, head.bias, y, sample_u=sample_u)
@@ -104,7 +104,7 @@ def sequence_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 def token_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """logits [B, T, C], labels [B, T] with -100 where no label (padding, later sub-words)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
 
 
 class SpanHead(nn.Module):

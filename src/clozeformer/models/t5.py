@@ -26,7 +26,7 @@ from clozeformer.config import T5Config
 from clozeformer.models.bart import shift_right
 from clozeformer.models.output import Output
 from clozeformer.nn import Cache, TransformerLayer, causal_mask, segment_ids, segment_mask
-from clozeformer.nn.functional import dropout, linear_cross_entropy
+from clozeformer.nn.functional import IGNORE, dropout, linear_cross_entropy
 from clozeformer.nn.position import RelativePositionBias
 
 
@@ -150,7 +150,7 @@ class T5ForConditionalGeneration(nn.Module):
         h = self.decode_hidden(decoder_input_ids, enc, attention_mask,
                                decoder_attention_mask=decoder_attention_mask)  # [B, T, D]
         if labels is not None and self.training and torch.is_grad_enabled():  # fused head + loss, no logits
-            where = labels != -100
+            where = labels != IGNORE
             hs = h[where]  # [M, D]
             if self.lm_head is None:
                 hs, weight = hs * self.config.d_model ** -0.5, self.shared.weight
@@ -164,7 +164,7 @@ class T5ForConditionalGeneration(nn.Module):
             # autocast already runs cross_entropy in fp32; an explicit fp32 copy of [B·T, V] would cost ~25% more
             if not torch.is_autocast_enabled(logits.device.type):
                 logits = logits.float()
-            out.loss = out.losses["lm"] = F.cross_entropy(logits, labels.flatten(), ignore_index=-100)
+            out.loss = out.losses["lm"] = F.cross_entropy(logits, labels.flatten(), ignore_index=IGNORE)
         return out
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _LEVELS = 65536
+IGNORE = -100  # label of a position without a target (PyTorch's cross-entropy default, as transformers)
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[Tensor, float]:

@@ -42,7 +42,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-IGNORE = -100  # label of positions without a target (PyTorch's cross-entropy default)
+from clozeformer.nn.functional import IGNORE
 
 Batch = tuple[Tensor, Tensor]  # (ids [B, T], lengths [B])
 

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-IGNORE = -100  # label of positions without a prediction (PyTorch's cross-entropy default)
+from clozeformer.nn.functional import IGNORE
+
 
 
 def mlm_mask(input_ids: Tensor, *, mask_id: int, vocab_size: int, special_ids: Sequence[int] | Tensor,

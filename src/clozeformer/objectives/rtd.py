@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clozeformer.objectives.mlm import IGNORE, mlm_mask
+from clozeformer.nn.functional import IGNORE, inverse_cdf
+from clozeformer.objectives.mlm import mlm_mask
 
 # google-research/electra pretrain_helpers.mask: 85% of the selected tokens become [MASK],
 # the other 15% stay as they are; no random replacements (the generator supplies those).
@@ -47,11 +48,7 @@ def sample_replacements(logits: Tensor, u: Tensor) -> Tensor:
 
     A pure function of (logits, u): the same noise gives the same samples.
     """
-    cdf = logits.detach().float().softmax(-1).cumsum(-1)  # [M, V]
-    target = (u.to(cdf.dtype) * cdf[:, -1])[:, None]  # [M, 1]; scaled by the total, which rounding leaves ≠ 1
-    # right=True: the first id whose cumulative mass exceeds the target, so zero-probability ids are never drawn.
-    # (nn.functional.inverse_cdf is the same read for the fused generator head; objectives import torch only.)
-    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)  # [M]
+    return inverse_cdf(logits.detach().float().softmax(-1), u)  # [M]; the fused generator head reads the same
 
 
 def replaced_inputs(input_ids: Tensor, labels: Tensor, sampled: Tensor) -> tuple[Tensor, Tensor]:

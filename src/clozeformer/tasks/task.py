@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clozeformer.data.packing import _EpochOrder
+from clozeformer.nn.functional import IGNORE
 from clozeformer.tasks import metrics as M
 from clozeformer.tasks.qa import Window, answer_texts, windows
 from clozeformer.tasks.readers import Record, field, read_records, read_squad
@@ -194,7 +195,7 @@ def features(spec: TaskSpec, tok, family: str, examples: list[dict], *, labelled
                 tag_id = {t: k for k, t in enumerate(spec.labels)}
                 seen, labels = set(), []
                 for w in e.word_ids:  # the label on each word's first sub-word, -100 elsewhere
-                    labels.append(-100 if w is None or w in seen else tag_id[ex["tags"][w]])
+                    labels.append(IGNORE if w is None or w in seen else tag_id[ex["tags"][w]])
                     seen.add(w)
                 f["labels"] = labels
             feats.append(f)
@@ -236,7 +237,7 @@ def collate(feats: list[dict], pad_id: int) -> dict[str, Tensor]:
         if not isinstance(values[0], list):
             out[key] = torch.tensor(values, dtype=torch.float if isinstance(values[0], float) else torch.long)
             continue
-        fill = pad_id if key == "input_ids" else -100 if key == "labels" else 0
+        fill = pad_id if key == "input_ids" else IGNORE if key == "labels" else 0
         width = max(len(v) for v in values)
         t = torch.full((len(values), width), fill, dtype=torch.long)
         for i, v in enumerate(values):
@@ -345,12 +346,12 @@ def metrics_fn(spec: TaskSpec, tok, family: str, model, examples: list[dict], wi
         if spec.kind == "extractive-qa":
             pooled = (_pad(out.start_logits.float(), width, -1e4), _pad(out.end_logits.float(), width, -1e4))
         elif generating:
-            pooled = (_pad(_generate(model, spec, batch), width, -100),)
+            pooled = (_pad(_generate(model, spec, batch), width, IGNORE),)
         elif spec.kind == "regression":
             pooled = (out.logits.squeeze(-1).float().cpu(),)
         else:
             ids = out.logits.argmax(-1)  # [B] classes, or [B, T] tags
-            pooled = (_pad(ids[:, None], 1, -100),) if ids.dim() == 1 else (_pad(ids, width, -100),)
+            pooled = (_pad(ids[:, None], 1, IGNORE),) if ids.dim() == 1 else (_pad(ids, width, IGNORE),)
         memo: dict[str, dict] = {}
 
         def one(name: str):
@@ -364,7 +365,7 @@ def metrics_fn(spec: TaskSpec, tok, family: str, model, examples: list[dict], wi
         # the model's loss is a mean over the batch's examples (over its labelled tokens for tags and
         # text targets): weighted by that count, the eval loss does not depend on the batch size
         labels = batch.get("labels")
-        n = int((labels != -100).sum()) if labels is not None and labels.dim() > 1 else len(batch["input_ids"])
+        n = int((labels != IGNORE).sum()) if labels is not None and labels.dim() > 1 else len(batch["input_ids"])
         metrics: dict[str, Any] = {"loss": (out.loss.item() * n, n)}
         metrics.update({name: Pooled(one(name), pooled) for name in names})
         return metrics

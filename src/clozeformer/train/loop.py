@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from clozeformer.io import atomic_write
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import check_fresh, latest_checkpoint, restore
+from clozeformer.nn.functional import IGNORE
 
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device runs it natively (fast_bf16), else fp32
 SCHEDULES = ("linear", "cosine", "constant")
@@ -290,7 +291,7 @@ def count_tokens(batch: dict[str, Tensor]) -> tuple[int, int, int]:
     real, positions = encoder, batch["input_ids"].numel()
     if "decoder_input_ids" in batch:
         dec = batch.get("decoder_attention_mask")
-        real += int(torch.count_nonzero(dec)) if dec is not None else int((batch["labels"] != -100).sum())
+        real += int(torch.count_nonzero(dec)) if dec is not None else int((batch["labels"] != IGNORE).sum())
         positions += batch["decoder_input_ids"].numel()
     return encoder, real, positions
 

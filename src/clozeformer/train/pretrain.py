@@ -40,11 +40,12 @@ from clozeformer.tokenizer import KIND_OF_FAMILY, Tokenizer
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import check_fresh
 from clozeformer.train.loop import Pooled, TrainConfig, count_tokens, fit
+from clozeformer.nn.functional import IGNORE
 
 
 def bert_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, tuple[float, float]]:
     """(sum, count) pairs: loss per batch, MLM loss/accuracy per prediction, NSP per row."""
-    labels = batch["labels"][batch["labels"] != -100]
+    labels = batch["labels"][batch["labels"] != IGNORE]
     m = labels.numel()
     metrics = {"loss": (out.loss.item(), 1),
                "mlm_loss": (out.losses["mlm"].item() * m, m),
@@ -83,7 +84,7 @@ def _auc(scores: Tensor, targets: Tensor) -> float:
 def electra_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, Any]:
     """Generator MLM loss/accuracy per prediction; discriminator loss/accuracy per non-pad token;
     discriminator ROC AUC for "replaced" over the whole eval set."""
-    labels = batch["labels"][batch["labels"] != -100]
+    labels = batch["labels"][batch["labels"] != IGNORE]
     m = labels.numel()
     mask = batch.get("attention_mask")
     keep = mask.bool() if mask is not None else torch.ones_like(out.replaced)
@@ -113,9 +114,9 @@ def t5_data(cache, tok: Tokenizer, *, max_len: int, batch_size: int, seed: int, 
 
 def seq2seq_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, tuple[float, float]]:
     """Loss per batch; per target token: loss and next-token accuracy (teacher forcing)."""
-    labels = batch["labels"][batch["labels"] != -100]
+    labels = batch["labels"][batch["labels"] != IGNORE]
     n = labels.numel()
-    logits = out.logits if out.logits.dim() == 2 else out.logits[batch["labels"] != -100]  # [N, V]
+    logits = out.logits if out.logits.dim() == 2 else out.logits[batch["labels"] != IGNORE]  # [N, V]
     return {"loss": (out.loss.item(), 1), "token_loss": (out.loss.item() * n, n),
             "token_acc": ((logits.argmax(-1) == labels).sum().item(), n)}
 
