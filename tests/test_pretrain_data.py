@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clozeformer.data.cache import load_corpus
-from clozeformer.data.packing import _EpochOrder, document_pieces, pack, sentence_chunks, split_documents
+from clozeformer.data.packing import EpochOrder, document_pieces, pack, sentence_chunks, split_documents
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
                                        full_stop_ids, noise_ids)
 from clozeformer.demo import stdlib_documents
@@ -292,7 +292,7 @@ def test_bart_rows_noise_each_document_alone(bpe, noise):
 def test_length_grouped_epochs_are_permutations_of_similar_length_batches():
     n, b = 1000, 8
     key = np.random.default_rng(0).integers(1, 100, n)
-    plain, grouped = _EpochOrder(n, 3), _EpochOrder(n, 3, key, b)
+    plain, grouped = EpochOrder(n, 3), EpochOrder(n, 3, key, b)
     for epoch in range(2):
         rows = np.concatenate([grouped.indices(epoch * (n // b) + i, b) for i in range(n // b)])
         assert sorted(rows.tolist()) == list(range(n))  # every row once an epoch
@@ -300,7 +300,7 @@ def test_length_grouped_epochs_are_permutations_of_similar_length_batches():
     assert spread(grouped) < 0.2 * spread(plain)  # a batch's rows have similar lengths
     first = [key[grouped.indices(i, b)].mean() for i in range(n // b)]
     assert np.corrcoef(np.arange(len(first)), first)[0, 1] < 0.3  # but batches do not come short to long
-    assert not np.array_equal(grouped.indices(0, b), _EpochOrder(n, 4, key, b).indices(0, b))
+    assert not np.array_equal(grouped.indices(0, b), EpochOrder(n, 4, key, b).indices(0, b))
 
 
 def test_t5_batches_group_rows_by_decoder_length(unigram):
@@ -313,7 +313,7 @@ def test_t5_batches_group_rows_by_decoder_length(unigram):
         masks = [data.train_batch(i)["decoder_attention_mask"] for i in range(steps)]
         return sum(int((m > 0).sum()) for m in masks) / sum(m.numel() for m in masks)
     grouped = decoder_fill()
-    data._order = _EpochOrder(len(data.train_examples), 0)  # the same rows in plain random batches
+    data._order = EpochOrder(len(data.train_examples), 0)  # the same rows in plain random batches
     assert grouped > decoder_fill() + 0.02 and grouped > 0.97
 
 

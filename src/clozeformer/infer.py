@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from clozeformer.data.packing import pad_rows
 from clozeformer.tokenizer import Tokenizer
 
 
@@ -144,11 +145,8 @@ def generate_texts(model: nn.Module, tokenizer: Tokenizer, texts: list[str], *, 
     outputs = []
     for i in range(0, len(texts), batch_size):
         rows = [tokenizer.encode(prefix + t, max_length=limit, specials=True) for t in texts[i: i + batch_size]]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
-        for j, r in enumerate(rows):
-            ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask = (torch.arange(width) < torch.tensor([len(r) for r in rows])[:, None]).long()
+        ids = pad_rows(rows, tokenizer.pad_id)
+        mask = (torch.arange(ids.shape[1]) < torch.tensor([len(r) for r in rows])[:, None]).long()
         out = model.generate(ids.to(device), mask.to(device), generator=g, **options)
         outputs += [(target_tokenizer or tokenizer).decode(o).strip() for o in out.tolist()]
     return outputs

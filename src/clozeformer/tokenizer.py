@@ -77,7 +77,7 @@ class TokenizerError(ValueError):
     """A tokenizer that cannot be loaded, saved or used as asked."""
 
 
-def _bert_template(cls_token: str, sep_token: str, backend: Backend) -> processors.TemplateProcessing:
+def bert_template(cls_token: str, sep_token: str, backend: Backend) -> processors.TemplateProcessing:
     """`[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` with segment id 1 on the B half (BERT §3)."""
     return processors.TemplateProcessing(
         single=f"{cls_token} $A {sep_token}",
@@ -381,7 +381,7 @@ class Tokenizer:
             show_progress=show_progress,
         )
         backend.train_from_iterator(texts, trainer)
-        backend.post_processor = _bert_template(BERT_SPECIALS["cls"], BERT_SPECIALS["sep"], backend)
+        backend.post_processor = bert_template(BERT_SPECIALS["cls"], BERT_SPECIALS["sep"], backend)
         return cls(backend, BERT_SPECIALS, lowercase=lowercase, sentinels=[])
 
     @classmethod
@@ -528,7 +528,7 @@ class Tokenizer:
                  for t in sorted(set(specials.values()))]
             )
         if kind == "vocab_txt" and "cls" in specials and "sep" in specials:
-            backend.post_processor = _bert_template(specials["cls"], specials["sep"], backend)
+            backend.post_processor = bert_template(specials["cls"], specials["sep"], backend)
         elif kind == "bpe_files" and "cls" in specials and "sep" in specials:
             backend.post_processor = _bart_processor(specials, backend, bool(config.get("add_prefix_space", False)))
         elif kind == "spiece" and "eos" in specials:

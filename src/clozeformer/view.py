@@ -22,12 +22,13 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import models, pre_tokenizers
 
 from clozeformer.data.corpus import split_sentences
+from clozeformer.data.packing import pad_rows
 from clozeformer.data.pretrain import full_stop_ids
+from clozeformer.nn.functional import IGNORE
 from clozeformer.objectives import denoise as dn
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.span import span_corruption
-from clozeformer.tokenizer import BERT_SPECIALS, Tokenizer, _bert_template
-from clozeformer.nn.functional import IGNORE
+from clozeformer.tokenizer import BERT_SPECIALS, Tokenizer, bert_template
 
 BART_OBJECTIVES = {name.replace("_", "-"): name for name in dn.NOISES}  # text-infilling -> text_infilling
 OBJECTIVES = ("mlm", "whole-word-mlm", "nsp", *BART_OBJECTIVES, "bart-base", "span-corruption", "rtd")
@@ -69,7 +70,7 @@ def word_tokenizer(text: str, family: str) -> Tokenizer:
     backend.pre_tokenizer = pre
     backend.add_special_tokens(names + sentinels[::-1])
     if family == "bert":
-        backend.post_processor = _bert_template(specials["cls"], specials["sep"], backend)
+        backend.post_processor = bert_template(specials["cls"], specials["sep"], backend)
     return Tokenizer(backend, specials)
 
 
@@ -161,12 +162,11 @@ def _nsp_view(text, second, tok, g) -> View:
     # swaps in the B of a row from another document: the second text (row 1).
     a = [tok.encode(a_text, add_special_tokens=False), tok.encode(second or a_text, add_special_tokens=False)]
     b = [tok.encode(b_text, add_special_tokens=False), tok.encode(second or b_text, add_special_tokens=False)]
-    pad = lambda rows: torch.nn.utils.rnn.pad_sequence([torch.tensor(r) for r in rows], True, tok.pad_id)  # noqa: E731
     lens = lambda rows: torch.tensor([len(r) for r in rows])  # noqa: E731
     views = [("IsNext", 1.0)] + ([("NotNext", 0.0)] if second else [])
     rows, notes = [], []
     for name, next_prob in views:
-        out = nsp_pairs(pad(a), lens(a), pad(b), lens(b), torch.tensor([0, 1]), max_len=512, cls_id=tok.cls_id,
+        out = nsp_pairs(pad_rows(a, tok.pad_id), lens(a), pad_rows(b, tok.pad_id), lens(b), torch.tensor([0, 1]), max_len=512, cls_id=tok.cls_id,
                         sep_id=tok.sep_id, pad_id=tok.pad_id, generator=g, next_prob=next_prob)
         n = int(out["attention_mask"][0].sum())
         types = out["token_type_ids"][0, :n].tolist()

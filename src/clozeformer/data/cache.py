@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clozeformer.data.corpus import CorpusError, HubCorpus, _check_file, _pieces, sources
+from clozeformer.data.corpus import CorpusError, HubCorpus, check_file, source_pieces, sources
 from clozeformer.tokenizer import Tokenizer
 
 __all__ = ["TokenCache", "default_cache_dir", "load_corpus"]
@@ -79,7 +79,7 @@ class TokenCache:
 def _file_digest(path: Path) -> str:
     if isinstance(path, HubCorpus):  # named, not hashed: a hub dataset is identified by its name and options
         return hashlib.sha256(path.spec.encode("utf-8")).hexdigest()
-    _check_file(path)
+    check_file(path)
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -122,7 +122,7 @@ def _batches(paths: list[Path], options: dict, batch_docs: int, batch_chars: int
     """Lists of (sentences, ends_document) pieces: at most batch_docs pieces or about batch_chars characters."""
     batch, chars = [], 0
     for path in paths:
-        for _, sentences, ends in _pieces(path, **options, max_sentences=_PIECE_SENTENCES):
+        for _, sentences, ends in source_pieces(path, **options, max_sentences=_PIECE_SENTENCES):
             batch.append((sentences, ends))
             chars += sum(map(len, sentences))
             if len(batch) >= batch_docs or chars >= batch_chars:
@@ -321,7 +321,7 @@ def load_corpus(
     """
     paths = sources(paths)
     for p in paths:
-        _check_file(p)
+        check_file(p)
     stats = _stats(paths)  # before hashing: a change from here on is caught at the end of the build
     key = _cache_key(paths, tokenizer, text_field, blank_line_docs)
     directory = Path(cache_dir if cache_dir is not None else default_cache_dir()) / key

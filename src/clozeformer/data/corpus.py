@@ -140,7 +140,7 @@ def _identity(path: Path):
 
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
     if isinstance(path, HubCorpus):
         return
     if not path.exists():
@@ -151,7 +151,7 @@ def _check_file(path: Path) -> None:
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number from 1, decoded line without its newline); strict UTF-8, gzip if .gz."""
-    _check_file(path)
+    check_file(path)
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
@@ -177,7 +177,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise CorpusError(f"{path}: corrupt gzip file ({e})") from None
 
 
-def _jsonl_text(path: Path, n: int, line: str, field: str) -> str:
+def jsonl_text(path: Path, n: int, line: str, field: str) -> str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
@@ -195,7 +195,7 @@ def _jsonl_text(path: Path, n: int, line: str, field: str) -> str:
     return text
 
 
-def _pieces(
+def source_pieces(
     path, *, text_field: str = "text", blank_line_docs: bool = False, max_sentences: int | None = None
 ) -> Iterator[tuple[int, list[str], bool]]:
     """(first line number, sentences, ends_document) for one source, max_sentences at most per piece."""
@@ -218,7 +218,7 @@ def _pieces(
                 start, sentences = 0, []
     else:  # one document per line (record)
         records = path.texts(text_field) if hub else (
-            (n, _jsonl_text(path, n, line, text_field) if jsonl else line) for n, line in read_lines(path) if line.strip())
+            (n, jsonl_text(path, n, line, text_field) if jsonl else line) for n, line in read_lines(path) if line.strip())
         for n, text in records:
             sentences = split_sentences(text)
             for i in range(0, len(sentences), cap):
@@ -232,7 +232,7 @@ def read_documents(
     path, *, text_field: str = "text", blank_line_docs: bool = False
 ) -> Iterator[tuple[int, list[str]]]:
     """Yield (first line number, sentences) for each document of one file."""
-    for start, sentences, _ in _pieces(sources(path)[0], text_field=text_field, blank_line_docs=blank_line_docs):
+    for start, sentences, _ in source_pieces(sources(path)[0], text_field=text_field, blank_line_docs=blank_line_docs):
         yield start, sentences
 
 

@@ -1,7 +1,7 @@
 """Documents into rows: held-out split, pieces (whole documents, or runs of sentences), best-fit
 packing, gathering a batch's pieces into padded rows, and the seeded order rows are read in.
 
-Shared by the pretraining data (data/pretrain.py) and the fine-tuning data (`_EpochOrder`).
+Shared by the pretraining data (data/pretrain.py) and the fine-tuning data (`EpochOrder`, `pad_rows`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,15 @@ from torch import Tensor
 from clozeformer.data.cache import TokenCache
 
 
-def _seeded(*parts: int) -> torch.Generator:
+def seeded(*parts: int) -> torch.Generator:
     # a distinct, reproducible stream per (seed, purpose, index)
     return torch.Generator().manual_seed(hash(parts) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def pad_rows(rows, value: int) -> Tensor:
+    """Rows of ids (lists or 1-d tensors) -> long [len(rows), longest], `value` after each row's end."""
+    return torch.nn.utils.rnn.pad_sequence([torch.as_tensor(r, dtype=torch.long) for r in rows], batch_first=True,
+                                           padding_value=value)
 
 
 def split_documents(n_docs: int, eval_fraction: float, seed: int, runs: int = 8) -> np.ndarray:
@@ -28,7 +34,7 @@ def split_documents(n_docs: int, eval_fraction: float, seed: int, runs: int = 8)
         k = min(n_docs - 1, max(1, round(n_docs * eval_fraction)))
         r = min(runs, k)
         sizes = np.full(r, k // r) + (np.arange(r) < k % r)  # k documents in r runs
-        gaps = np.sort(torch.randint(n_docs - k + 1, (r,), generator=_seeded(seed, 1)).numpy())
+        gaps = np.sort(torch.randint(n_docs - k + 1, (r,), generator=seeded(seed, 1)).numpy())
         for start, size in zip(gaps + np.cumsum(sizes) - sizes, sizes):  # training documents before run i: gaps[i]
             held[start : start + size] = True
     return held
@@ -127,7 +133,7 @@ def pack(pieces: np.ndarray, costs: np.ndarray, capacity: int, seed: int) -> Pac
         members[row].append(int(p))
         by_room[room - c].append(row)
         count[room - c] += 1
-    order = torch.randperm(len(members), generator=_seeded(seed, 0)).numpy() if members else np.zeros(0, int)
+    order = torch.randperm(len(members), generator=seeded(seed, 0)).numpy() if members else np.zeros(0, int)
     rows = [members[r] for r in order]
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
     take = np.asarray([p for r in rows for p in r], dtype=np.int64)
@@ -182,7 +188,7 @@ def place(values: Tensor, lengths: Tensor, row: np.ndarray, n_rows: int, fill: i
 GROUP_WINDOW = 64  # batches whose rows are sorted together by length (T5: the decoder's)
 
 
-class _EpochOrder:
+class EpochOrder:
     """Training examples in a fresh seeded permutation each epoch; batch k is rows [k·b, (k+1)·b).
 
     With `key` (one length per example) and `group` (the batch size), each window of GROUP_WINDOW
@@ -196,7 +202,7 @@ class _EpochOrder:
 
     def _epoch(self, epoch: int) -> np.ndarray:
         if self._perm is None or self._perm[0] != epoch:
-            g = _seeded(self.seed, 2, epoch)
+            g = seeded(self.seed, 2, epoch)
             perm = torch.randperm(self.n, generator=g).numpy()
             if self.key is not None:
                 window = GROUP_WINDOW * self.group

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clozeformer.data.corpus import CorpusError, _jsonl_text, read_lines
-from clozeformer.data.packing import _EpochOrder, _seeded
+from clozeformer.data.corpus import CorpusError, jsonl_text, read_lines
+from clozeformer.data.packing import EpochOrder, pad_rows, seeded
 from clozeformer.nn.functional import IGNORE
 
 
@@ -30,20 +30,13 @@ def read_pairs(path: str | Path, source_field: str, target_field: str) -> list[t
     for n, line in read_lines(path):
         if not line.strip():
             continue
-        src, tgt = (_jsonl_text(path, n, line, f) for f in (source_field, target_field))
+        src, tgt = (jsonl_text(path, n, line, f) for f in (source_field, target_field))
         if not src.strip() or not tgt.strip():
             raise CorpusError(f"{path}:{n}: blank {source_field if not src.strip() else target_field!r} text")
         pairs.append((src, tgt))
     if not pairs:
         raise CorpusError(f"{path}: no pairs (empty file)")
     return pairs
-
-
-def _padded(rows: list[list[int]], pad: int) -> Tensor:
-    out = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
 
 
 class _BucketOrder:
@@ -65,16 +58,16 @@ class _BucketOrder:
 
     def _epoch(self, epoch: int) -> np.ndarray:  # [batches, b] row indices
         if self._cached is None or self._cached[0] != epoch:
-            perm = torch.randperm(len(self.src), generator=_seeded(self.seed, 2, epoch)).numpy()
+            perm = torch.randperm(len(self.src), generator=seeded(self.seed, 2, epoch)).numpy()
             perm = perm[: self.per_epoch * self.b]
             step = self.pool * self.b
             for i in range(0, len(perm), step):
                 chunk = perm[i: i + step]
                 perm[i: i + step] = chunk[np.lexsort((self.tgt[chunk], self.src[chunk]))]
             batches = perm.reshape(self.per_epoch, self.b)
-            within = torch.rand(self.per_epoch, self.b, generator=_seeded(self.seed, 4, epoch)).argsort(1).numpy()
+            within = torch.rand(self.per_epoch, self.b, generator=seeded(self.seed, 4, epoch)).argsort(1).numpy()
             batches = np.take_along_axis(batches, within, 1)
-            self._cached = (epoch, batches[torch.randperm(self.per_epoch, generator=_seeded(self.seed, 3, epoch))])
+            self._cached = (epoch, batches[torch.randperm(self.per_epoch, generator=seeded(self.seed, 3, epoch))])
         return self._cached[1]
 
     def rows(self, index: int) -> np.ndarray:
@@ -100,17 +93,17 @@ class PairData:
         self.eval_sources, self.eval_targets = eval_sources or [], eval_targets or []
         self.train_examples = np.arange(len(sources))
         self.eval_examples = np.arange(len(self.eval_sources))
-        self._order = _EpochOrder(len(sources), seed)
+        self._order = EpochOrder(len(sources), seed)
         self._buckets = None
         if buckets > 0 and len(sources) >= batch_size:
             self._buckets = _BucketOrder(np.array([len(r) for r in sources]), np.array([len(r) for r in targets]),
                                          batch_size, seed, buckets)
 
     def _batch(self, src: list[list[int]], tgt: list[list[int]]) -> dict[str, Tensor]:
-        ids = _padded(src, self.source_pad)
+        ids = pad_rows(src, self.source_pad)
         lengths = torch.tensor([len(r) for r in src])
         return {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1]) < lengths[:, None]).long(),
-                "labels": _padded(tgt, IGNORE)}
+                "labels": pad_rows(tgt, IGNORE)}
 
     def train_batch(self, index: int) -> dict[str, Tensor]:
         rows = (self._buckets.rows(index) if self._buckets is not None

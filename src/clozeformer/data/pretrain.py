@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from clozeformer.data.cache import TokenCache
-from clozeformer.data.packing import (Packing, _EpochOrder, _seeded, document_pieces, gather_pieces, pack, place,
+from clozeformer.data.packing import (Packing, EpochOrder, seeded, document_pieces, gather_pieces, pack, place,
                                       sentence_chunks, split_documents, training_documents)
 from clozeformer.objectives.denoise import PRESETS, NoiseIds, NoiseStep, denoise
 from clozeformer.objectives.mlm import IGNORE, mlm_mask
@@ -96,7 +96,7 @@ class _Batches:
         self.eval_examples = pack(*pieces_of(np.flatnonzero(held)), capacity, self.seed)
         if len(self.train_examples) == 0:
             raise ValueError("the corpus is too small to hold out evaluation documents and still train")
-        self._order = _EpochOrder(len(self.train_examples), self.seed)
+        self._order = EpochOrder(len(self.train_examples), self.seed)
 
     def make_batch(self, pieces: np.ndarray, row: np.ndarray, n_rows: int, g: torch.Generator) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -111,12 +111,12 @@ class _Batches:
 
     def train_batch(self, index: int) -> dict[str, Tensor]:
         """The `index`-th micro-batch (deterministic in seed and index)."""
-        return self._batch(self.train_examples, self._order.indices(index, self.batch_size), _seeded(self.seed, 3, index))
+        return self._batch(self.train_examples, self._order.indices(index, self.batch_size), seeded(self.seed, 3, index))
 
     def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
         """Fixed held-out batches: the same rows and masks at every evaluation."""
         n = min(len(self.eval_examples), max_batches * self.batch_size)
-        return [self._batch(self.eval_examples, np.arange(i, min(i + self.batch_size, n)), _seeded(self.seed, 4, i))
+        return [self._batch(self.eval_examples, np.arange(i, min(i + self.batch_size, n)), seeded(self.seed, 4, i))
                 for i in range(0, n, self.batch_size)]
 
 
@@ -270,7 +270,7 @@ class SpanPretrainData(_Batches):
         # a row's decoder length is known before sampling too: batches group rows of similar length
         train = self.train_examples
         per_piece = target_len[train.pieces[:, 1] - train.pieces[:, 0]]
-        self._order = _EpochOrder(len(train), seed, np.add.reduceat(per_piece, train.offsets[:-1]), batch_size)
+        self._order = EpochOrder(len(train), seed, np.add.reduceat(per_piece, train.offsets[:-1]), batch_size)
 
     def make_batch(self, pieces: np.ndarray, row: np.ndarray, n_rows: int, g: torch.Generator) -> dict[str, Tensor]:
         n = pieces[:, 1] - pieces[:, 0]

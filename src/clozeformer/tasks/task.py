@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clozeformer.data.packing import _EpochOrder
+from clozeformer.data.packing import EpochOrder, pad_rows
 from clozeformer.nn.functional import IGNORE
 from clozeformer.tasks import metrics as M
 from clozeformer.tasks.qa import Window, answer_texts, windows
@@ -237,12 +237,7 @@ def collate(feats: list[dict], pad_id: int) -> dict[str, Tensor]:
         if not isinstance(values[0], list):
             out[key] = torch.tensor(values, dtype=torch.float if isinstance(values[0], float) else torch.long)
             continue
-        fill = pad_id if key == "input_ids" else IGNORE if key == "labels" else 0
-        width = max(len(v) for v in values)
-        t = torch.full((len(values), width), fill, dtype=torch.long)
-        for i, v in enumerate(values):
-            t[i, : len(v)] = torch.tensor(v, dtype=torch.long)
-        out[key] = t
+        out[key] = pad_rows(values, pad_id if key == "input_ids" else IGNORE if key == "labels" else 0)
     return out
 
 
@@ -253,7 +248,7 @@ class TaskData:
         self.train, self.eval, self.pad_id, self.batch_size = train, eval, pad_id, batch_size
         self.train_examples = torch.arange(len(train)).numpy()
         self.eval_examples = torch.arange(len(eval)).numpy()
-        self._order = _EpochOrder(len(train), seed) if train else None
+        self._order = EpochOrder(len(train), seed) if train else None
 
     def train_batch(self, index: int) -> dict[str, Tensor]:
         rows = self._order.rows(self.train_examples, index, self.batch_size)
