@@ -1,6 +1,6 @@
 """clozeformer: BERT, BART, ELECTRA and T5 with their real pretraining objectives."""
 
-__version__ = "0.1.0"
+from clozeformer.config import VERSION as __version__
 
 
 def load_model(path, *, allow_pickle: bool = False):

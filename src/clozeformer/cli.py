@@ -15,7 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from clozeformer import __version__
+from clozeformer.config import VERSION
 from clozeformer.cliargs import (COUNT, MAX_LEN, NONNEGATIVE, POSITIVE, PRECISION_HELP, PRECISIONS, RATE, SHARE, Parser,
                                 number, one_line)
 
@@ -257,11 +257,7 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cased", action="store_true", help="keep case and accents when training a tokenizer")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = Parser(prog="clozeformer", description=__doc__)
-    ap.add_argument("--version", action="version", version=f"clozeformer {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
-
+def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="pretrain a tiny BERT offline on the stdlib docs (3 min on 2 cores)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--minutes", type=POSITIVE, default=2.5, help="training time (default 2.5)")
@@ -269,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo)
 
+
+def _pretrain_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain a model on text files")
     p.add_argument("--model", default="bert", choices=["bert", "electra", "bart", "t5"])
     p.add_argument("--noise", default="bart-base",
@@ -324,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     _corpus_options(p)
     p.set_defaults(fn=cmd_pretrain)
 
+
+def _fill_mask_parser(sub) -> None:
     p = sub.add_parser("fill-mask", help="predict [MASK] tokens with a saved or imported model")
     p.add_argument("model")
     p.add_argument("text", nargs="+")
@@ -331,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="allow loading .bin/.pt weights (weights_only)")
     p.set_defaults(fn=cmd_fill_mask)
 
+
+def _noise_parser(sub) -> None:
     p = sub.add_parser("noise", help="show what a pretraining objective does to a sentence")
     p.add_argument("text", nargs="+")
     p.add_argument("--objective", required=True,
@@ -345,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true")
     p.set_defaults(fn=cmd_noise)
 
+
+def _generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate text with an encoder-decoder (BART, T5), one output per line")
     p.add_argument("model")
     p.add_argument("--input", default="-", help="text file, one source per line, or - for stdin (default)")
@@ -366,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true")
     p.set_defaults(fn=cmd_generate)
 
+
+def _translate_parser(sub) -> None:
     p = sub.add_parser("translate", help="train a translator: pretrained BART + a new source encoder, two stages")
     p.add_argument("--bart", required=True, help="pretrained BART directory (target language)")
     p.add_argument("--train", required=True, help="JSONL pairs")
@@ -396,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_translate)
 
+
+def _finetune_parser(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a model on a labelled task (classification, regression, "
                                         "token-classification, extractive-qa, seq2seq, or a preset)")
     p.add_argument("--model", required=True, help="model directory (ours or transformers') with its tokenizer")
@@ -434,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=COUNT)
     p.set_defaults(fn=cmd_finetune)
 
+
+def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
@@ -442,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_evaluate)
 
+
+def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="predictions of a fine-tuned model, JSONL (default) or TSV")
     p.add_argument("--model", required=True)
     p.add_argument("--input", default="-", help="file read as in training, or - : stdin, JSON records or text lines")
@@ -452,12 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_predict)
 
+
+def _convert_parser(sub) -> None:
     p = sub.add_parser("convert", help="import a transformers model directory (or re-export ours)")
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--allow-pickle", action="store_true")
     p.set_defaults(fn=cmd_convert)
 
+
+def _train_tokenizer_parser(sub) -> None:
     p = sub.add_parser("train-tokenizer", help="train a WordPiece, byte-level BPE or Unigram tokenizer on text files")
     p.add_argument("--corpus", nargs="+", required=True)
     p.add_argument("--out", required=True)
@@ -468,6 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lowercase", action="store_true", help="bpe/unigram: lowercase (they keep case by default)")
     _corpus_options(p)
     p.set_defaults(fn=cmd_train_tokenizer)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = Parser(prog="clozeformer", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"clozeformer {VERSION}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for add in (_demo_parser, _pretrain_parser, _fill_mask_parser, _noise_parser, _generate_parser, _translate_parser,
+                _finetune_parser, _evaluate_parser, _predict_parser, _convert_parser, _train_tokenizer_parser):
+        add(sub)
     return ap
 
 

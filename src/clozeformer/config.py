@@ -12,6 +12,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+VERSION = "0.1.0"  # the package's, as pyproject.toml says; written into every saved config
+
 # The shortest row any objective or task is given: an NSP pair's [CLS] A [SEP] B [SEP], T5's sentinels,
 # <s>…</s> around a BART document, a QA window's question and context.
 MIN_MAX_LEN = 8

@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from clozeformer import __version__
-from clozeformer.config import BartConfig, BertConfig, ConfigError, ElectraConfig, T5Config
+from clozeformer.config import VERSION, BartConfig, BertConfig, ConfigError, ElectraConfig, T5Config
 from clozeformer.io import PICKLE_SUFFIXES, load_tensors, read_json, save_tensors, write_json
 from clozeformer.models.bart import (BartForConditionalGeneration, BartForQuestionAnswering,
                                      BartForSequenceClassification, BartForTokenClassification, BartForTranslation)
@@ -628,7 +627,7 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
     if isinstance(model, BartForTranslation):
         src = model.source
         _write_dir(directory / "source", {"source." + k: v for k, v in src.state_dict().items()},
-                   {"clozeformer": {"version": __version__, "source_encoder": {
+                   {"clozeformer": {"version": VERSION, "source_encoder": {
                        "vocab_size": src.config.vocab_size, "num_layers": src.config.encoder_layers,
                        "pad_token_id": src.config.pad_token_id}}}, source_tokenizer)
     if isinstance(model, ElectraForPreTraining):  # the discriminator here, the generator in generator/
@@ -638,7 +637,7 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
     cfg = model.config
     _, _, to_hf, _, cfg_to_hf, _ = FAMILIES[cfg.model_type]
     hf_cfg = cfg_to_hf(cfg, generator=True) if isinstance(model, ElectraGenerator) else cfg_to_hf(cfg)
-    ours = {"version": __version__, "config": cfg.to_dict()}
+    ours = {"version": VERSION, "config": cfg.to_dict()}
     if type(model).__name__ in HEADS:  # a fine-tuning head: its HF architecture and our class to rebuild
         hf_cfg.update(_head_config(model))
         ours.update(head=type(model).__name__, num_labels=model.num_labels)

@@ -9,6 +9,19 @@ from __future__ import annotations
 import collections
 import re
 import string
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """A metric that is no per-batch sum (ROC AUC, F1): fn(*tensors), each tensor concatenated over all of an
+    evaluation's batches (train/loop.evaluate)."""
+
+    fn: Callable[..., float]
+    tensors: tuple[Tensor, ...]
 
 
 def classification(preds: list[int], golds: list[int]) -> dict[str, float]:

@@ -23,10 +23,10 @@ from torch import Tensor
 from clozeformer.data.packing import EpochOrder, pad_rows
 from clozeformer.nn.functional import IGNORE
 from clozeformer.tasks import metrics as M
+from clozeformer.tasks.metrics import Pooled
 from clozeformer.tasks.qa import Window, answer_texts, windows
 from clozeformer.tasks.readers import Record, field, read_records, read_squad
 from clozeformer.tasks.spec import METRICS, TaskError, TaskSpec, parse_label, parse_regression, regression_text
-from clozeformer.train.loop import Pooled
 
 ENCODERS = ("bert", "electra")  # families with token types and a [CLS] vector
 

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from clozeformer.io import atomic_write
+from clozeformer.tasks.metrics import Pooled
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import check_fresh, latest_checkpoint, restore
 from clozeformer.nn.functional import IGNORE
@@ -168,14 +169,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def _autocast(device: torch.device, precision: str):
     bf16 = precision == "bf16" or precision == "auto" and fast_bf16(device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
-@dataclass(frozen=True)
-class Pooled:
-    """A metric that is no per-batch sum (ROC AUC): fn(*tensors), each tensor concatenated over all batches."""
-
-    fn: Callable[..., float]
-    tensors: tuple[Tensor, ...]
 
 
 def evaluate(model: nn.Module, batches: list[dict[str, Tensor]], metrics_fn: Callable, device: torch.device,

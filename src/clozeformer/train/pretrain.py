@@ -39,7 +39,8 @@ from clozeformer.objectives.denoise import PRESETS
 from clozeformer.tokenizer import KIND_OF_FAMILY, Tokenizer
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import check_fresh
-from clozeformer.train.loop import Pooled, TrainConfig, count_tokens, fit
+from clozeformer.tasks.metrics import Pooled
+from clozeformer.train.loop import TrainConfig, count_tokens, fit
 from clozeformer.nn.functional import IGNORE
 
 
