@@ -135,6 +135,14 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     return search(model, encoded, attention_mask, cfg, max_length, start, eos, pad, generator)
 
 
+class Generates:
+    """`model.generate(input_ids, attention_mask, **options)` for the encoder–decoders (BART, T5), which give
+    `encode`, `decode` and `config`: token ids [B, ≤ 1 + max_new_tokens] as `transformers` returns them."""
+
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **options) -> Tensor:
+        return generate(self, input_ids, attention_mask, **options)
+
+
 def _sample_or_greedy(model, encoded, mask, cfg, max_length, start, eos, pad, generator) -> Tensor:
     r = cfg.num_return_sequences
     encoded, mask = encoded.repeat_interleave(r, 0), mask.repeat_interleave(r, 0)

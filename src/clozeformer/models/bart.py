@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clozeformer.config import BartConfig
-from clozeformer.models.heads import SpanHead, span_loss
+from clozeformer.generate import Generates
+from clozeformer.models.heads import SpanHead, span_loss, sparse_lm_loss
 from clozeformer.models.output import Output
 from clozeformer.nn import (Cache, TransformerLayer, init_weights, padding_mask, segment_ids, segment_mask,
                             segment_positions)
-from clozeformer.nn.functional import IGNORE, dropout, linear_cross_entropy
+from clozeformer.nn.functional import IGNORE, dropout
 
 POSITION_OFFSET = 2  # fairseq reserved the first two position rows; HF BART keeps the layout
 
@@ -135,7 +136,7 @@ class _EncoderDecoder(nn.Module):
         return shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
 
 
-class BartForConditionalGeneration(_EncoderDecoder):
+class BartForConditionalGeneration(Generates, _EncoderDecoder):
     """BART with the LM head: denoising pretraining, summarization, translation, generation.
 
     With `labels` the head runs only at labelled positions and `logits` is [M, V] (like
@@ -172,19 +173,10 @@ class BartForConditionalGeneration(_EncoderDecoder):
             out.logits = self.lm_head(h)  # [B, T, V]
             return out
         where = labels != IGNORE
-        if self.training and torch.is_grad_enabled():  # the head fused into the loss: no [M, V] logits
-            out.loss = linear_cross_entropy(h[where], self.bart.shared.weight, self.final_logits_bias, labels[where])
-        else:
-            out.logits = self.lm_head(h[where])  # [M, V]
-            out.loss = F.cross_entropy(out.logits.float(), labels[where])
+        out.loss, out.logits, _ = sparse_lm_loss(h[where], self.bart.shared.weight, self.final_logits_bias,
+                                                 labels[where], training=self.training)  # logits [M, V] or None
         out.losses["lm"] = out.loss
         return out
-
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
-        """Token ids [B, ≤ 1 + max_new_tokens] as `transformers` returns them; see generate.generate."""
-        from clozeformer.generate import generate
-
-        return generate(self, input_ids, attention_mask, **kwargs)
 
 
 class BartForSequenceClassification(_EncoderDecoder):

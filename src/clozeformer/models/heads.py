@@ -54,11 +54,20 @@ def masked_lm_loss(head: MLMHead, hidden: Tensor, labels: Tensor, sample_u: Tens
     pass); in eval the logits are returned for metrics.
     """
     where = labels != IGNORE  # [B, T]
-    x, y = head.transform(hidden[where]), labels[where]  # [M, E], [M]
-    if head.training and torch.is_grad_enabled():
-        fused = linear_cross_entropy(x, head.embedding.weight, head.bias, y, sample_u=sample_u)
+    return sparse_lm_loss(head.transform(hidden[where]), head.embedding.weight, head.bias, labels[where],
+                          training=head.training, sample_u=sample_u)
+
+
+def sparse_lm_loss(x: Tensor, weight: Tensor, bias: Tensor | None, y: Tensor, *, training: bool,
+                   sample_u: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The vocabulary projection's cross-entropy at the predicted positions only, for every LM head (MLM,
+    BART, T5): x [M, D] (the hidden states there), weight [V, D], bias [V] or None, targets y [M] ->
+    (mean loss, logits [M, V] or None, samples [M] or None). Training (grad on): fused into the loss, no
+    logits; else the logits, for metrics. `sample_u` [M]: one id per row drawn from its softmax."""
+    if training and torch.is_grad_enabled():
+        fused = linear_cross_entropy(x, weight, bias, y, sample_u=sample_u)
         return (fused, None, None) if sample_u is None else (fused[0], None, fused[1])
-    logits = F.linear(x, head.embedding.weight, head.bias)  # [M, V]
+    logits = F.linear(x, weight, bias)  # [M, V]
     sampled = None if sample_u is None else inverse_cdf(logits.float().softmax(-1), sample_u)  # as rtd's
     if logits.shape[0] == 0:  # nothing to predict: a zero loss that still has a graph
         return logits.sum(), logits, sampled

@@ -23,10 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clozeformer.config import T5Config
+from clozeformer.generate import Generates
 from clozeformer.models.bart import shift_right
+from clozeformer.models.heads import sparse_lm_loss
 from clozeformer.models.output import Output
 from clozeformer.nn import Cache, TransformerLayer, causal_mask, segment_ids, segment_mask
-from clozeformer.nn.functional import IGNORE, dropout, linear_cross_entropy
+from clozeformer.nn.functional import IGNORE, dropout
 from clozeformer.nn.position import RelativePositionBias
 
 
@@ -90,7 +92,7 @@ class T5Stack(nn.Module):
         return dropout(self.norm(x), self.config.dropout, self.training)
 
 
-class T5ForConditionalGeneration(nn.Module):
+class T5ForConditionalGeneration(Generates, nn.Module):
     """T5 with its LM head: span-corruption pretraining, text-to-text fine-tuning, generation.
 
     Offers the encoder–decoder generation protocol (`encode`, `new_cache`, `decode`) that
@@ -156,7 +158,7 @@ class T5ForConditionalGeneration(nn.Module):
                 hs, weight = hs * self.config.d_model ** -0.5, self.shared.weight
             else:
                 weight = self.lm_head.weight
-            loss = linear_cross_entropy(hs, weight, None, labels[where])
+            loss = sparse_lm_loss(hs, weight, None, labels[where], training=True)[0]
             return Output(last_hidden_state=h, loss=loss, losses={"lm": loss})
         out = Output(last_hidden_state=h, logits=self.lm_logits(h))  # logits [B, T, V]
         if labels is not None:
@@ -166,12 +168,6 @@ class T5ForConditionalGeneration(nn.Module):
                 logits = logits.float()
             out.loss = out.losses["lm"] = F.cross_entropy(logits, labels.flatten(), ignore_index=IGNORE)
         return out
-
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **kwargs) -> Tensor:
-        """Token ids [B, ≤ 1 + max_new_tokens] as `transformers` returns them; see generate.generate."""
-        from clozeformer.generate import generate
-
-        return generate(self, input_ids, attention_mask, **kwargs)
 
 
 def _head_from_shared(module: T5ForConditionalGeneration, state: dict, prefix: str, *_) -> None:
