@@ -148,7 +148,7 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="both sides (Trainer: bf16=True)")
     ap.add_argument("--tasks", default="sst2,cola", help="MiniLM tasks, from sst2,cola")
     ap.add_argument("--skip", nargs="*", default=[], choices=["minilm", "korean", "trainer"])
-    ap.add_argument("--pretrain-minutes", type=float, default=70.0,
+    ap.add_argument("--pretrain-minutes", type=float, default=80.0,
                     help="Korean BERT pretraining budget, two-core-minutes of CPU (0: --pretrain-steps instead)")
     ap.add_argument("--pretrain-steps", type=int, default=2000, help="with --pretrain-minutes 0")
     ap.add_argument("--ko-config", default="mini")
