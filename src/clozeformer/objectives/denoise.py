@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from clozeformer.nn.functional import IGNORE
+from clozeformer.objectives.mlm import random_tokens
 
 Batch = tuple[Tensor, Tensor]  # (ids [B, T], lengths [B])
 
@@ -74,20 +75,10 @@ class NoiseIds:
 BART_IDS = NoiseIds(bos=0, eos=2, pad=1, mask=50264, vocab_size=50265, special_ids=(3,))
 
 
-@lru_cache(maxsize=16)
-def _regular_ids(spec: NoiseIds) -> Tensor:
-    """[V'] the ids a random replacement may take: [0, V) minus bos/eos/pad/mask/special_ids."""
-    allowed = torch.ones(spec.vocab_size, dtype=torch.bool)
-    banned = [i for i in (spec.bos, spec.eos, spec.pad, spec.mask, *spec.special_ids) if 0 <= i < spec.vocab_size]
-    allowed[banned] = False
-    if not allowed.any():
-        raise ValueError("no regular token left to draw random replacements from")
-    return allowed.nonzero().squeeze(1)
-
-
 def _random_regular(shape: tuple[int, ...], spec: NoiseIds, generator: torch.Generator) -> Tensor:
-    allowed = _regular_ids(spec)
-    return allowed[torch.randint(len(allowed), shape, generator=generator)]
+    """Random replacements: any id but bos/eos/pad/mask/special_ids."""
+    return random_tokens(shape, spec.vocab_size, [spec.bos, spec.eos, spec.pad, spec.mask, *spec.special_ids],
+                         generator)
 
 
 def _check_batch(ids: Tensor, lengths: Tensor) -> None:

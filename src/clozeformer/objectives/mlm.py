@@ -26,6 +26,19 @@ from clozeformer.nn.functional import IGNORE
 
 
 
+def random_tokens(shape: tuple[int, ...], vocab_size: int, excluded: Sequence[int] | Tensor,
+                  generator: torch.Generator) -> Tensor:
+    """Ids drawn uniformly from [0, vocab_size) minus `excluded` (the special ids): MLM's random 10% and
+    BART's inserted tokens."""
+    allowed = torch.ones(vocab_size, dtype=torch.bool)
+    excluded = torch.as_tensor(excluded, dtype=torch.long)
+    allowed[excluded[(excluded >= 0) & (excluded < vocab_size)]] = False
+    if not allowed.any():
+        raise ValueError("no regular token left to draw random replacements from")
+    ids = allowed.nonzero().squeeze(1)  # [V']
+    return ids[torch.randint(len(ids), shape, generator=generator)]
+
+
 def mlm_mask(input_ids: Tensor, *, mask_id: int, vocab_size: int, special_ids: Sequence[int] | Tensor,
              generator: torch.Generator, rate: float = 0.15, mask_frac: float = 0.8, random_frac: float = 0.1,
              continuation: Tensor | None = None, max_predictions: int | None = None) -> dict[str, Tensor]:
@@ -76,10 +89,7 @@ def mlm_mask(input_ids: Tensor, *, mask_id: int, vocab_size: int, special_ids: S
 
     # One 80/10/10 draw per word (read at its start), one random replacement per token.
     u = torch.rand(b, t, generator=generator).gather(1, anchor)
-    allowed = torch.ones(vocab_size, dtype=torch.bool)
-    allowed[specials[specials < vocab_size]] = False
-    allowed = allowed.nonzero().squeeze(1)  # [V'] non-special ids
-    random_ids = allowed[torch.randint(len(allowed), (b, t), generator=generator)]
+    random_ids = random_tokens((b, t), vocab_size, specials, generator)
 
     corrupted = torch.where(selected & (u < mask_frac), mask_id, input_ids)
     corrupted = torch.where(selected & (u >= mask_frac) & (u < mask_frac + random_frac), random_ids, corrupted)

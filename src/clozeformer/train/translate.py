@@ -22,6 +22,7 @@ from clozeformer.data.pairs import PairData, read_pairs
 from clozeformer.infer import generate_texts
 from clozeformer.interop.hf import load_model, save_model
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
+from clozeformer.tasks import metrics
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import check_fresh, latest_checkpoint
 from clozeformer.train.loop import TrainConfig, fit
@@ -30,10 +31,8 @@ from clozeformer.train.pretrain import seq2seq_metrics
 
 def bleu(model, source_tok: Tokenizer, target_tok: Tokenizer, pairs: list[tuple[str, str]], **generation) -> float:
     """sacreBLEU of the model's translations of the sources against the references."""
-    import sacrebleu
-
     hyps = generate_texts(model, source_tok, [s for s, _ in pairs], target_tokenizer=target_tok, **generation)
-    return sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score
+    return metrics.bleu(hyps, [t for _, t in pairs])["bleu"]
 
 
 def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_field: str, target_field: str,
