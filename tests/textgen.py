@@ -10,7 +10,6 @@ Multi30k. The words are common ones; the sentences are made here, so no licence 
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from pathlib import Path
@@ -161,14 +160,6 @@ def write_lines(path: Path, lines: list[str], blank_line_docs: int = 0) -> Path:
     if blank_line_docs:
         lines = ["\n".join(lines[i: i + blank_line_docs]) + "\n" for i in range(0, len(lines), blank_line_docs)]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return Path(path)
-
-
-def write_tsv(path: Path, rows: list[tuple[str, int]], header=("sentence", "label")) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, delimiter="\t")
-        w.writerow(header)
-        w.writerows(rows)
     return Path(path)
 
 

@@ -92,7 +92,8 @@ def replaced_token_detection(model: nn.Module, tokenizer: Tokenizer, text: str, 
 
     `model` is an ELECTRA pretraining pair (generator + discriminator, e.g. a pretrain run's model dir).
     """
-    from clozeformer.objectives.rtd import IGNORE, rtd_mask
+    from clozeformer.nn.functional import IGNORE
+    from clozeformer.objectives.rtd import rtd_mask
 
     if not hasattr(model, "generator"):
         raise ValueError("replaced-token detection needs the ELECTRA generator too: load the pretraining "
