@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from clozeformer.config import VERSION
-from clozeformer.cliargs import (COUNT, MAX_LEN, NONNEGATIVE, POSITIVE, PRECISION_HELP, PRECISIONS, RATE, SHARE, Parser,
+from clozeformer.cliargs import (COMPILE_HELP, COUNT, MAX_LEN, NONNEGATIVE, POSITIVE, PRECISION_HELP, PRECISIONS, RATE, SHARE, Parser,
                                 number, one_line)
 
 DEFAULT_NEW_TOKENS = 64  # generate: new tokens per line when neither the user nor the model says
@@ -46,7 +46,8 @@ def cmd_pretrain(args) -> None:
                  betas=tuple(args.betas) if args.betas else None, clip_norm=args.clip, grad_accum=args.grad_accum,
                  precision=args.precision, eval_every=args.eval_every, eval_batches=args.eval_batches,
                  save_every=args.save_every, keep_last=args.keep_last, log_every=args.log_every, seed=args.seed,
-                 device=args.device, nan_policy=args.nan_policy, fsdp=args.fsdp)
+                 device=args.device, nan_policy=args.nan_policy, fsdp=args.fsdp,
+                 compile=args.compile or None)
     # options left unset take the recipe's defaults (for tiny/mini: the small-budget recipe)
     train = {k: v for k, v in given.items() if v is not None}
     if args.cased and args.lowercase:
@@ -139,7 +140,7 @@ def cmd_translate(args) -> None:
     from clozeformer.train.translate import train_translation
 
     common = dict(precision=args.precision, seed=args.seed, device=args.device, eval_every=args.eval_every,
-                  save_every=args.save_every, warmup_steps=args.warmup)
+                  save_every=args.save_every, warmup_steps=args.warmup, compile=args.compile)
     summary = train_translation(args.bart, args.train, source_field=args.source, target_field=args.target,
                                 run_dir=args.run_dir, eval_file=args.eval, test_file=args.test,
                                 source_tokenizer=args.source_tokenizer, source_vocab_size=args.source_vocab_size,
@@ -175,7 +176,7 @@ def cmd_finetune(args) -> None:
                        weight_decay=args.weight_decay, early_stopping=args.early_stopping, seed=args.seed,
                        precision=args.precision, device=args.device, max_train_rows=args.max_train_rows,
                        max_eval_rows=args.max_eval_rows, keep_last=args.keep_last, resume=args.resume,
-                       progress=not args.quiet, **_task_options(args))
+                       compile=args.compile, progress=not args.quiet, **_task_options(args))
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -312,6 +313,7 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--log-every", type=COUNT, help="steps between train rows in metrics.jsonl (default 10)")
     p.add_argument("--seed", type=NONNEGATIVE, help="initial weights, batches and masks (default 0)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto: CUDA when present)")
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--nan-policy", choices=["stop", "skip"], help="on a non-finite loss (default stop)")
     p.add_argument("--fsdp", action="store_true", default=None,
                    help="under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
@@ -398,6 +400,7 @@ def _translate_parser(sub) -> None:
     p.add_argument("--save-every", type=COUNT, default=500)
     p.add_argument("--seed", type=NONNEGATIVE, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_translate)
@@ -426,6 +429,7 @@ def _finetune_parser(sub) -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--seed", type=NONNEGATIVE, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
     for name in ("text", "text-pair", "label", "source", "target", "tokens", "tags"):

@@ -81,3 +81,6 @@ PRECISIONS = ["auto", "fp32", "bf16"]
 PRECISION_HELP = ("auto (default): bf16 where the device runs it natively (CUDA with bf16, CPUs with AVX512-BF16 or "
                   "AMX), else fp32; bf16 elsewhere is emulated and ~100x slower")
 MAX_LEN = number(int, MIN_MAX_LEN)
+
+COMPILE_HELP = ("torch.compile the training step (model and loss, forward and backward); the first steps "
+                "pay for compiling. Evaluation and saved models are the same as without it")

@@ -21,9 +21,10 @@ from clozeformer.nn.functional import dropout
 def padding_mask(attention_mask: Tensor | None) -> Tensor | None:
     """[B, S] 1/0 key mask -> [B, 1, 1, S] bool, or None when nothing is padded.
 
-    Returning None lets SDPA pick its fastest kernel for unpadded batches.
+    Returning None lets SDPA pick its fastest kernel for unpadded batches. Under torch.compile the
+    mask is always returned: looking at the values would stop the graph and wait for the device.
     """
-    if attention_mask is None or bool(attention_mask.all()):
+    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
         return None
     return attention_mask.bool()[:, None, None, :]
 
@@ -33,9 +34,14 @@ def segment_ids(attention_mask: Tensor | None) -> Tensor | None:
 
     In pretraining a row holds several documents: its attention_mask is 0 on padding and
     k = 1, 2, … on the tokens of the row's k-th document (as multipack samplers write it).
-    A 0/1 mask is one document per row, read as before (and as transformers reads it).
+    A 0/1 mask is one document per row, read as before (and as transformers reads it). Under
+    torch.compile an integer mask is always taken as segment ids, without looking at its values
+    (which would stop the graph and wait for the device): a 0/1 mask read so gives the same
+    outputs (one document per row; padding is segment 0).
     """
-    if attention_mask is None or attention_mask.dtype == torch.bool or int(attention_mask.max()) <= 1:
+    if attention_mask is None or attention_mask.dtype == torch.bool:
+        return None
+    if not torch.compiler.is_compiling() and int(attention_mask.max()) <= 1:
         return None
     return attention_mask
 

@@ -88,12 +88,14 @@ def encode(layers: nn.ModuleList, x: Tensor, attention_mask: Tensor | None) -> T
     In training with padding, everything but attention runs on the non-pad tokens only
     (`Packed`): the same values at every real position for up to half the matmul work on
     dynamically padded batches; padding positions of the result are zeros. Inference keeps
-    the padded layout, so outputs match transformers' at every position.
+    the padded layout, so outputs match transformers' at every position, and so does
+    torch.compile (N depends on the values).
     """
     segments = segment_ids(attention_mask)
     # [B, 1, 1, T] padding or [B, 1, T, T] one block per document of a packed row, or None
     mask = padding_mask(attention_mask) if segments is None else segment_mask(segments, segments)
-    if mask is None or not (layers.training and torch.is_grad_enabled()) or bool(attention_mask.all()):
+    if (mask is None or not (layers.training and torch.is_grad_enabled()) or torch.compiler.is_compiling()
+            or bool(attention_mask.all())):
         for layer in layers:
             x = layer(x, mask)
         return x

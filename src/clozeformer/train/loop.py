@@ -81,6 +81,7 @@ class TrainConfig:
     device: str = "auto"
     nan_policy: str = "stop"  # on a non-finite loss: "stop" (checkpoints intact) or "skip" the step
     fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of replicating it (DDP)
+    compile: bool = False  # torch.compile the training forward (model and loss) and its backward
     # A time budget (cramming, Geiping & Goldstein 2023): > 0 runs warmup and decay over elapsed time
     # and stops when it is spent; `steps` is then only an upper bound and `warmup_steps` unused.
     minutes: float = 0.0
@@ -346,6 +347,8 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
         warnings.warn(f"warmup_steps {cfg.warmup_steps} ≥ steps {cfg.steps}: the learning rate never reaches its "
                       f"peak {cfg.lr:g} and never decays")
     par = distributed.parallelize(model, opt, make_opt, dist, fsdp=cfg.fsdp)
+    # evaluation and checkpoints use the module itself; only the training step runs compiled
+    net = torch.compile(par.net, dynamic=True) if cfg.compile else par.net
     log = MetricsLog(run_dir / "metrics.jsonl", step if resume else None, enabled=dist.is_main)
     # every rank evaluates the whole (small) eval set: single-process results, no reduction
     eval_set = data.eval_batches(cfg.eval_batches)
@@ -376,7 +379,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with par.grad_sync(micro == cfg.grad_accum - 1):
                     with _autocast(device, cfg.precision):
-                        loss = par.net(**batch)  # scalar: this rank's mean loss
+                        loss = net(**batch)  # scalar: this rank's mean loss
                     (loss / cfg.grad_accum).backward()
                 loss_sum += loss.item() / cfg.grad_accum
             # one all_reduce a step: every rank sees the same mean loss (so takes the same branch
@@ -438,7 +441,8 @@ def _check_same(saved: dict, now: dict, ckpt: Path) -> None:
     """Resuming with a different model or training setup would silently train something else."""
     now = json.loads(json.dumps(now))  # compare as saved: tuples become lists
     # checkpoints hold the full model and optimizer, so DDP <-> FSDP may change on resume too
-    ignore = {"steps", "minutes", "eval_every", "save_every", "keep_last", "log_every", "device", "eval_batches", "fsdp"}
+    ignore = {"steps", "minutes", "eval_every", "save_every", "keep_last", "log_every", "device", "eval_batches", "fsdp",
+              "compile"}
     for section in ("model_config", "train_config", "data"):
         old, new = saved.get(section, {}), now.get(section, {})
         diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
