@@ -223,11 +223,12 @@ class Attention(nn.Module):
             c = causal_mask(t, s, q.device)
             mask = c if mask is None else (mask & c if mask.dtype == torch.bool else mask + additive(c, mask.dtype))
             causal = False
-        if self.training and (self.dropout > 0 or (q.device.type == "cpu" and q.dtype != torch.float32
-                                                   and torch.is_grad_enabled())):
+        if self.training and q.device.type == "cpu" and (self.dropout > 0 or (q.dtype != torch.float32
+                                                                            and torch.is_grad_enabled())):
             y = _attention_with_dropout(q, k, v, mask, causal, self.dropout, self.scale)
-        else:
+        else:  # elsewhere (CUDA) SDPA's kernels apply the dropout themselves
             if mask is not None and mask.dtype != torch.bool:
                 mask = mask.to(q.dtype)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale,
+                                               dropout_p=self.dropout if self.training else 0.0)
         return y.transpose(1, 2).reshape(y.shape[0], t, -1)  # [B, H, T, d] -> [B, T, H·d]

@@ -172,6 +172,13 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
+def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """A batch onto the training device; to CUDA through pinned memory, without waiting for the copy."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def evaluate(model: nn.Module, batches: list[dict[str, Tensor]], metrics_fn: Callable, device: torch.device,
              precision: str = "fp32") -> dict[str, float]:
     """Averages of metrics_fn's (sum, count) pairs over `batches` (and its Pooled metrics over all
@@ -181,7 +188,7 @@ def evaluate(model: nn.Module, batches: list[dict[str, Tensor]], metrics_fn: Cal
     pooled: dict[str, tuple[Callable, list]] = {}
     with torch.no_grad(), _autocast(device, precision):
         for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = to_device(batch, device)
             for key, value in metrics_fn(model(**batch), batch).items():
                 if isinstance(value, Pooled):
                     pooled.setdefault(key, (value.fn, []))[1].append(value.tensors)
@@ -376,7 +383,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
                 # this rank's rows of the global micro-batch
                 batch = distributed.shard(data.train_batch(step * cfg.grad_accum + micro), dist)
                 counts = [a + b for a, b in zip(counts, count_tokens(batch))]
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = to_device(batch, device)
                 with par.grad_sync(micro == cfg.grad_accum - 1):
                     with _autocast(device, cfg.precision):
                         loss = net(**batch)  # scalar: this rank's mean loss
