@@ -33,12 +33,9 @@ from pathlib import Path
 
 import torch
 
-from clozeformer.config import BartConfig, BertConfig, T5Config
 from clozeformer.data.corpus import iter_texts
+from clozeformer.families import FAMILIES
 from clozeformer.interop.hf import save_model
-from clozeformer.models.bart import BartForConditionalGeneration
-from clozeformer.models.bert import BertForPreTraining
-from clozeformer.models.t5 import T5ForConditionalGeneration
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.finetune import finetune
 from clozeformer.train.loop import fast_bf16
@@ -50,9 +47,6 @@ from small_budget import machine  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAMILY = {"none": "bert", "bert": "bert", "electra": "electra", "bart-none": "bart", "bart": "bart",
           "t5-none": "t5", "t5": "t5"}
-KIND = {"bert": "wordpiece", "electra": "wordpiece", "bart": "bpe", "t5": "unigram"}
-UNTRAINED = {"bert": (BertConfig, BertForPreTraining), "bart": (BartConfig, BartForConditionalGeneration),
-             "t5": (T5Config, T5ForConditionalGeneration)}
 METRIC = {"sst2": "accuracy", "cola": "mcc"}
 
 
@@ -68,11 +62,11 @@ def tokenizer(kind: str, corpus: list[Path], out: Path) -> Path:
 
 def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dict]:
     family = FAMILY[arm]
-    tok_dir = tokenizer(KIND[family], corpus, out)
+    tok_dir = tokenizer(FAMILIES[family].tokenizer_kind, corpus, out)
     model_dir = out / "pretrain" / arm / "model"
     if arm.endswith("none") or arm == "none":  # the same shape, random weights (the family's own init)
         tok = Tokenizer.load(tok_dir)
-        config_cls, model_cls = UNTRAINED[family]
+        config_cls, model_cls = FAMILIES[family].config_cls, FAMILIES[family].model_cls
         ids = dict(vocab_size=tok.vocab_size, pad_token_id=tok.pad_id)
         if family == "bart":
             ids.update(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, decoder_start_token_id=tok.eos_id)

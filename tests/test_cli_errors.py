@@ -145,7 +145,7 @@ def test_fill_mask_on_other_families_and_top_k(corpus, wordpiece, tmp_path, caps
     from clozeformer.config import T5Config
     from clozeformer.models.t5 import T5ForConditionalGeneration
 
-    unigram = Tokenizer.train("t5", corpus.read_text(encoding="utf-8").splitlines()[:200], vocab_size=300)
+    unigram = Tokenizer.train("unigram", corpus.read_text(encoding="utf-8").splitlines()[:200], vocab_size=300)
     save_model(T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=unigram.vocab_size, d_model=32, d_kv=16,
                                                           d_ff=64, num_layers=1, num_heads=2)), tmp_path / "t5", unigram)
     fails(["fill-mask", tmp_path / "t5", "a <extra_id_0> b"], capsys, "T5ForConditionalGeneration", "generate")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "clozeformer"
 # a room may import the rooms of lower rank and its own modules
-RANK = {"config": 0, "io": 0, "tokenizer": 1, "nn": 2, "generate": 3, "objectives": 3, "models": 4, "interop": 5,
+RANK = {"config": 0, "io": 0, "tokenizer": 1, "nn": 2, "generate": 3, "objectives": 3, "models": 4, "families": 4.5, "interop": 5,
         "data": 6, "infer": 7, "tasks": 8, "train": 9, "view": 10, "demo": 11, "cliargs": 11, "__init__": 12, "cli": 13,
         "__main__": 14}  # __init__: the Python API the CLI is written on
 

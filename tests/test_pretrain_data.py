@@ -256,7 +256,7 @@ def test_sentence_chunks_keep_sentences_whole(bert):
 @pytest.fixture(scope="module")
 def bpe(corpus):
     tmp, path, sentences, _ = corpus
-    tok = Tokenizer.train("bart", sentences, vocab_size=1200)
+    tok = Tokenizer.train("bpe", sentences, vocab_size=1200)
     return tok, load_corpus(path, tok, cache_dir=tmp / "cache_bpe", blank_line_docs=True)
 
 
@@ -320,7 +320,7 @@ def test_t5_batches_group_rows_by_decoder_length(unigram):
 @pytest.fixture(scope="module")
 def unigram(corpus):
     tmp, path, sentences, _ = corpus
-    tok = Tokenizer.train("t5", sentences, vocab_size=1200)
+    tok = Tokenizer.train("unigram", sentences, vocab_size=1200)
     return tok, load_corpus(path, tok, cache_dir=tmp / "cache_t5", blank_line_docs=True)
 
 

@@ -13,6 +13,7 @@ import torch
 from clozeformer.config import BertConfig
 from clozeformer.interop.hf import save_model
 from clozeformer.models.bert import BertForPreTraining
+from clozeformer.families import FAMILIES
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.finetune import evaluate, finetune
 
@@ -90,7 +91,7 @@ def test_special_token_strings_in_a_corpus_are_text(tmp_path, family):
     from clozeformer.data.pretrain import BertPretrainData, MLMSpec
 
     lines = LITERAL * 10 + [t for t, _ in sentences(100, 6)]
-    tok = Tokenizer.train(family, lines, vocab_size=400 if family == "bart" else 300)
+    tok = Tokenizer.train(FAMILIES[family].tokenizer_kind, lines, vocab_size=400 if family == "bart" else 300)
     (tmp_path / "c.txt").write_text("\n".join(LITERAL * 30) + "\n", encoding="utf-8")
     cache = load_corpus(tmp_path / "c.txt", tok, cache_dir=tmp_path / "cache")
     found = set(torch.from_numpy(cache.tokens.astype("int64")).unique().tolist())
@@ -160,7 +161,7 @@ def test_generate_applies_a_fine_tuned_t5s_prefix(tmp_path, capsys, monkeypatch)
     from clozeformer.infer import generate_texts
     from clozeformer.models.t5 import T5ForConditionalGeneration
 
-    tok = Tokenizer.train("t5", [t for t, _ in sentences(200, 8)] + ["sst2 sentence:"] * 5, vocab_size=300)
+    tok = Tokenizer.train("unigram", [t for t, _ in sentences(200, 8)] + ["sst2 sentence:"] * 5, vocab_size=300)
     torch.manual_seed(0)
     net = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=tok.vocab_size, d_model=32, d_kv=16,
                                                      d_ff=64, num_layers=1, num_heads=2))

@@ -38,7 +38,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from clozeformer.io import atomic_write
 
-__all__ = ["KINDS", "KIND_OF_FAMILY", "Tokenizer", "TokenizerError"]
+__all__ = ["KINDS", "Tokenizer", "TokenizerError"]
 
 # BERT's specials in BERT's order, so a trained vocab has [PAD]=0 ... [MASK]=4.
 BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
@@ -50,14 +50,12 @@ BART_ALIASES = {"cls": "bos", "sep": "eos"}
 # T5's SentencePiece order: <pad>=0 </s>=1 <unk>=2 (the spiece.model of t5-base).
 T5_SPECIALS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
 T5_EXTRA_IDS = 100  # T5's sentinels <extra_id_0..99> (HF T5Tokenizer's default extra_ids)
+SPECIALS_OF_KIND = {"wordpiece": BERT_SPECIALS, "bpe": BART_SPECIALS, "unigram": T5_SPECIALS}  # as trained here
 _SENTINEL = "<extra_id_{}>"
 _SENTINEL_RE = re.compile(r"<extra_id_(\d+)>")
 _METASPACE = "\u2581"  # "▁": SentencePiece's visible space, the start of a word
 _BYTE_LEVEL_SPACE = "\u0120"  # "Ġ": GPT-2's byte-to-unicode image of the space byte 0x20
 KINDS = ("wordpiece", "bpe", "unigram")
-# Which kind each family pretrains with: BERT's WordPiece (BERT §3; ELECTRA reuses BERT's
-# vocabulary), GPT-2's byte-level BPE for BART, a SentencePiece Unigram vocabulary for T5.
-KIND_OF_FAMILY = {"bert": "wordpiece", "electra": "wordpiece", "bart": "bpe", "t5": "unigram"}
 # Conventional names per role, used to find the specials of a vocab that comes without a config.
 _CONVENTIONAL = {
     "pad": ("[PAD]", "<pad>"),
@@ -461,12 +459,10 @@ class Tokenizer:
 
     @classmethod
     def train(cls, kind: str, texts: Iterable[str], **kwargs) -> Tokenizer:
-        """train_wordpiece / train_bpe / train_unigram by kind ("wordpiece", "bpe", "unigram")
-        or by family ("bert", "electra", "bart", "t5"; see KIND_OF_FAMILY)."""
-        kind = KIND_OF_FAMILY.get(kind, kind)
+        """train_wordpiece / train_bpe / train_unigram by kind ("wordpiece", "bpe", "unigram"; a family's
+        is families.FAMILIES[name].tokenizer_kind)."""
         if kind not in KINDS:
-            choices = ", ".join(KINDS + tuple(KIND_OF_FAMILY))
-            raise TokenizerError(f"unknown tokenizer kind {kind!r}; choose from {choices}")
+            raise TokenizerError(f"unknown tokenizer kind {kind!r}; choose from {', '.join(KINDS)}")
         tok = getattr(cls, f"train_{kind}")(texts, **kwargs)
         if "vocab_size" in kwargs and tok.vocab_size > kwargs["vocab_size"]:
             warnings.warn(f"vocab_size={kwargs['vocab_size']} is below the corpus' alphabet: the vocabulary holds "

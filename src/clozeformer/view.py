@@ -24,21 +24,16 @@ from tokenizers import models, pre_tokenizers
 from clozeformer.data.corpus import split_sentences
 from clozeformer.data.packing import pad_rows
 from clozeformer.data.pretrain import full_stop_ids
+from clozeformer.families import FAMILIES
 from clozeformer.nn.functional import IGNORE
 from clozeformer.objectives import denoise as dn
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.span import span_corruption
-from clozeformer.tokenizer import BERT_SPECIALS, Tokenizer, bert_template
+from clozeformer.tokenizer import SPECIALS_OF_KIND, T5_EXTRA_IDS, Tokenizer, bert_template
 
 BART_OBJECTIVES = {name.replace("_", "-"): name for name in dn.NOISES}  # text-infilling -> text_infilling
 OBJECTIVES = ("mlm", "whole-word-mlm", "nsp", *BART_OBJECTIVES, "bart-base", "span-corruption", "rtd")
 
-# Word-level fallback vocabularies: the specials each family's objective needs, by role.
-_FAMILY_SPECIALS = {
-    "bert": BERT_SPECIALS,
-    "bart": {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>", "mask": "<mask>"},
-    "t5": {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"},
-}
 
 
 @dataclass
@@ -57,19 +52,21 @@ class View:
 
 
 def word_tokenizer(text: str, family: str) -> Tokenizer:
-    """A WordLevel tokenizer over the words and punctuation of `text` plus `family`'s specials."""
-    specials = dict(_FAMILY_SPECIALS[family])
+    """A WordLevel tokenizer over the words and punctuation of `text` plus the specials (and T5's
+    sentinels, BERT's [CLS] … [SEP] template) of the tokenizer `family` trains."""
+    kind = FAMILIES[family].tokenizer_kind
+    specials = dict(SPECIALS_OF_KIND[kind])
     pre = pre_tokenizers.Whitespace()
     words = list(dict.fromkeys(w for w, _ in pre.pre_tokenize_str(text)))
     names = list(specials.values())
-    sentinels = [f"<extra_id_{i}>" for i in range(100)] if family == "t5" else []
+    sentinels = [f"<extra_id_{i}>" for i in range(T5_EXTRA_IDS)] if kind == "unigram" else []
     vocab = {w: i for i, w in enumerate(names + [w for w in words if w not in names])}
     for s in reversed(sentinels):  # T5's layout: <extra_id_0> is the highest id
         vocab[s] = len(vocab)
     backend = Backend(models.WordLevel(vocab, unk_token=specials["unk"]))
     backend.pre_tokenizer = pre
     backend.add_special_tokens(names + sentinels[::-1])
-    if family == "bert":
+    if kind == "wordpiece":
         backend.post_processor = bert_template(specials["cls"], specials["sep"], backend)
     return Tokenizer(backend, specials)
 

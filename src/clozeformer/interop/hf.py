@@ -14,19 +14,17 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from clozeformer.config import VERSION, BartConfig, BertConfig, ConfigError, ElectraConfig, T5Config
 from clozeformer.io import PICKLE_SUFFIXES, load_tensors, read_json, save_tensors, write_json
-from clozeformer.models.bart import (BartForConditionalGeneration, BartForQuestionAnswering,
-                                     BartForSequenceClassification, BartForTokenClassification, BartForTranslation)
-from clozeformer.models.bert import (BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
-                                     BertForTokenClassification)
-from clozeformer.models.electra import (ElectraDiscriminator, ElectraForPreTraining, ElectraForQuestionAnswering,
-                                        ElectraForSequenceClassification, ElectraForTokenClassification,
-                                        ElectraGenerator)
+from clozeformer.families import FAMILIES
+from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
+from clozeformer.models.bert import BertForPreTraining
+from clozeformer.models.electra import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
 from clozeformer.models.t5 import T5ForConditionalGeneration
 
 # ours -> HF, for one BERT layer ("bert.layers.{i}." <-> "bert.encoder.layer.{i}.")
@@ -566,33 +564,34 @@ def bart_config_from_hf(hf: dict, **_) -> BartConfig:
         eos_token_id=hf.get("eos_token_id", 2), decoder_start_token_id=hf.get("decoder_start_token_id", 2)))
 
 
-# model_type -> (config class, model class, state to HF, state from HF, config to HF, config from HF)
-FAMILIES = {
-    "bert": (BertConfig, BertForPreTraining, bert_state_to_hf, bert_state_from_hf,
-             bert_config_to_hf, bert_config_from_hf),
-    "bart": (BartConfig, BartForConditionalGeneration, bart_state_to_hf, bart_state_from_hf,
-             bart_config_to_hf, bart_config_from_hf),
-    "electra": (ElectraConfig, ElectraDiscriminator, electra_state_to_hf, electra_state_from_hf,
-                electra_config_to_hf, electra_config_from_hf),
-    "t5": (T5Config, T5ForConditionalGeneration, t5_state_to_hf, t5_state_from_hf,
-           t5_config_to_hf, t5_config_from_hf),
+class HFMapping(NamedTuple):
+    """How one family's weights and config map to transformers', and the class a saved directory
+    loads as (ELECTRA's: the discriminator, its generator in generator/ beside it)."""
+
+    loads_as: type
+    state_to_hf: Callable[[dict[str, Tensor]], dict[str, Tensor]]
+    state_from_hf: Callable[[dict[str, Tensor]], tuple[dict[str, Tensor], list[str]]]
+    config_to_hf: Callable[..., dict]
+    config_from_hf: Callable[..., Any]
+
+
+MAPPINGS = {  # by model_type (families.FAMILIES' names)
+    "bert": HFMapping(BertForPreTraining, bert_state_to_hf, bert_state_from_hf, bert_config_to_hf, bert_config_from_hf),
+    "bart": HFMapping(BartForConditionalGeneration, bart_state_to_hf, bart_state_from_hf, bart_config_to_hf,
+                      bart_config_from_hf),
+    "electra": HFMapping(ElectraDiscriminator, electra_state_to_hf, electra_state_from_hf, electra_config_to_hf,
+                         electra_config_from_hf),
+    "t5": HFMapping(T5ForConditionalGeneration, t5_state_to_hf, t5_state_from_hf, t5_config_to_hf, t5_config_from_hf),
 }
 
 
-# Fine-tuning heads, by their HF architecture name (= our class name) -> (our class, our parameter
-# prefixes HF's class has no counterpart for: HF builds token/QA BERTs without the pooler).
+# Fine-tuning heads (families.FAMILIES), by their HF architecture name (= our class name) -> (our class,
+# our parameter prefixes HF's class has no counterpart for: HF builds token/QA BERTs without the pooler).
 # BartForTokenClassification has no HF class; it is saved under its own name all the same.
+_NO_POOLER = ("BertForTokenClassification", "BertForQuestionAnswering")
 HEADS: dict[str, tuple[type, tuple[str, ...]]] = {
-    "BertForSequenceClassification": (BertForSequenceClassification, ()),
-    "BertForTokenClassification": (BertForTokenClassification, ("bert.pooler.",)),
-    "BertForQuestionAnswering": (BertForQuestionAnswering, ("bert.pooler.",)),
-    "ElectraForSequenceClassification": (ElectraForSequenceClassification, ()),
-    "ElectraForTokenClassification": (ElectraForTokenClassification, ()),
-    "ElectraForQuestionAnswering": (ElectraForQuestionAnswering, ()),
-    "BartForSequenceClassification": (BartForSequenceClassification, ()),
-    "BartForTokenClassification": (BartForTokenClassification, ()),
-    "BartForQuestionAnswering": (BartForQuestionAnswering, ()),
-}
+    head.__name__: (head, ("bert.pooler.",) if head.__name__ in _NO_POOLER else ())
+    for family in FAMILIES.values() for head in family.heads.values()}
 
 
 def _head_config(model: nn.Module) -> dict:
@@ -635,7 +634,7 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
         return save_model(model.discriminator, directory, tokenizer)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    _, _, to_hf, _, cfg_to_hf, _ = FAMILIES[cfg.model_type]
+    to_hf, cfg_to_hf = MAPPINGS[cfg.model_type].state_to_hf, MAPPINGS[cfg.model_type].config_to_hf
     hf_cfg = cfg_to_hf(cfg, generator=True) if isinstance(model, ElectraGenerator) else cfg_to_hf(cfg)
     ours = {"version": VERSION, "config": cfg.to_dict()}
     if type(model).__name__ in HEADS:  # a fine-tuning head: its HF architecture and our class to rebuild
@@ -709,9 +708,9 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
         raise ConfigError(f"{directory} is the source encoder of the translator in {directory.parent}; load that "
                           f"directory (clozeformer generate {directory.parent} --input FILE)")
     kind = hf_cfg.get("model_type")
-    if kind not in FAMILIES:
-        raise ConfigError(f"{config_file}: model_type {kind!r} is not supported; known: {sorted(FAMILIES)}")
-    cfg_cls, model_cls, _, from_hf, _, cfg_from_hf = FAMILIES[kind]
+    if kind not in MAPPINGS:
+        raise ConfigError(f"{config_file}: model_type {kind!r} is not supported; known: {sorted(MAPPINGS)}")
+    cfg_cls, (model_cls, _, from_hf, _, cfg_from_hf) = FAMILIES[kind].config_cls, MAPPINGS[kind]
     ours = hf_cfg.get("clozeformer")
     try:
         if ours is not None and not (isinstance(ours, dict) and isinstance(ours.get("config"), dict)):
@@ -743,7 +742,7 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     if ours is not None and ours.get("task") is not None:
         model.task = ours["task"]
     missing = [k for k in load_state(model, state, str(weights)) if not k.startswith(_skipped(model))]
-    if kind in ("bart", "t5"):
+    if FAMILIES[kind].generates:
         model.generation_defaults = _generation_defaults(directory, hf_cfg, kind)
     model.untrained = tuple(missing)  # random weights: fill-mask refuses an untrained head, save_model drops it
     if missing or ignored:
@@ -800,7 +799,7 @@ def load_weights(model: nn.Module, directory: Path) -> list[str]:
     if isinstance(model, ElectraForPreTraining):
         return load_weights(model.discriminator, directory) + load_weights(model.generator, directory / "generator")
     weights = directory / "model.safetensors"
-    state, _ = FAMILIES[model.config.model_type][3](load_tensors(weights))
+    state, _ = MAPPINGS[model.config.model_type].state_from_hf(load_tensors(weights))
     if isinstance(model, BartForTranslation):  # BART here, the new encoder in source/
         source = load_tensors(directory / "source" / "model.safetensors")
         state.update({k: v for k, v in source.items() if k.startswith("source.")})

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clozeformer.data.packing import EpochOrder, pad_rows
+from clozeformer.families import FAMILIES
 from clozeformer.nn.functional import IGNORE
 from clozeformer.tasks import metrics as M
 from clozeformer.tasks.metrics import Pooled
@@ -28,11 +29,14 @@ from clozeformer.tasks.qa import Window, answer_texts, windows
 from clozeformer.tasks.readers import Record, field, read_records, read_squad
 from clozeformer.tasks.spec import METRICS, TaskError, TaskSpec, parse_label, parse_regression, regression_text
 
-ENCODERS = ("bert", "electra")  # families with token types and a [CLS] vector
-
-
 def text_to_text(spec: TaskSpec, family: str) -> bool:
-    return family == "t5" and spec.kind in ("classification", "regression")
+    """Whether `family` answers this labelled task by generating its label as text (T5)."""
+    return spec.kind in FAMILIES[family].text_to_text
+
+
+def generative(spec: TaskSpec, family: str) -> bool:
+    """Whether the answer is generated text: seq2seq, or a label written as text."""
+    return spec.kind == "seq2seq" or text_to_text(spec, family)
 
 
 # --- examples ------------------------------------------------------------------------------
@@ -173,7 +177,7 @@ def t2t_source(spec: TaskSpec, ex: dict) -> str:
 def features(spec: TaskSpec, tok, family: str, examples: list[dict], *, labelled: bool = True) -> tuple[list, list]:
     """(features, windows): one feature dict per example (QA: per window; windows lists them)."""
     feats, wins = [], []
-    enc_types = family in ENCODERS
+    enc_types = FAMILIES[family].encoder
     for i, ex in enumerate(examples):
         if spec.kind == "extractive-qa":
             answer = ex["answers"][0] if labelled and ex["answers"] else None
@@ -200,7 +204,7 @@ def features(spec: TaskSpec, tok, family: str, examples: list[dict], *, labelled
                 f["labels"] = labels
             feats.append(f)
             continue
-        if spec.kind == "seq2seq" or text_to_text(spec, family):
+        if generative(spec, family):
             source = spec.prefix + ex["source"] if spec.kind == "seq2seq" else t2t_source(spec, ex)
             ids = tok.encode(source, max_length=spec.max_len)
             f = {"input_ids": ids, "attention_mask": [1] * len(ids)}
@@ -287,7 +291,7 @@ def predictions(spec: TaskSpec, tok, family: str, model, outs: list[tuple[Any, d
         return answer_texts([ex["context"] for ex in examples], wins, starts, ends, spec.max_answer_len)
     preds: list[Any] = []
     for out, batch in outs:
-        if spec.kind == "seq2seq" or text_to_text(spec, family):
+        if generative(spec, family):
             texts = decode_rows(tok, _generate(model, spec, batch).cpu())
             preds += texts
         elif spec.kind == "token-classification":
@@ -334,7 +338,7 @@ def metrics_fn(spec: TaskSpec, tok, family: str, model, examples: list[dict], wi
     (one Pooled computation shared by all names: the per-batch model outputs concatenated in order)."""
     names = [m for m in METRICS[spec.kind] if spec.kind != "seq2seq"
              or (m == "bleu") == (spec.main_metric == "bleu")]
-    generating = spec.kind == "seq2seq" or text_to_text(spec, family)
+    generating = generative(spec, family)
     width = spec.max_len if not generating else spec.max_new_tokens + 1
 
     def fn(out, batch: dict[str, Tensor]) -> dict[str, Any]:
@@ -373,7 +377,7 @@ def _unpool(spec: TaskSpec, family: str, tok, ts: tuple[Tensor, ...], examples: 
     """The pooled eval tensors back into per-example predictions (as `predictions` gives them)."""
     if spec.kind == "extractive-qa":
         return answer_texts([ex["context"] for ex in examples], wins, ts[0], ts[1], spec.max_answer_len)
-    if spec.kind == "seq2seq" or text_to_text(spec, family):
+    if generative(spec, family):
         return decode_rows(tok, ts[0])
     if spec.kind == "regression":
         return ts[0].tolist()

@@ -23,40 +23,37 @@ from typing import Any
 import torch
 from torch import nn
 
-from clozeformer.interop.hf import HEADS, load_model, load_state, save_model
+from clozeformer.families import family_of
+from clozeformer.interop.hf import load_model, load_state, save_model
 from clozeformer.models.electra import ElectraForPreTraining
 from clozeformer.tasks.spec import TaskError, TaskSpec, parse_regression, task_spec
 from clozeformer.tasks.task import (TaskData, check_labels, example, features, label_set, label_words, load_examples,
-                                    metrics_fn, predictions, steps_per_epoch, text_to_text, word_tags)
+                                    metrics_fn, predictions, steps_per_epoch, text_to_text, word_tags,
+                                    generative)
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import check_fresh
 from clozeformer.train.loop import TrainConfig, evaluate as evaluate_batches, fit
 
-_KIND_HEAD = {"classification": "SequenceClassification", "regression": "SequenceClassification",
-              "token-classification": "TokenClassification", "extractive-qa": "QuestionAnswering"}
-_FAMILY = {"bert": "Bert", "electra": "Electra", "bart": "Bart"}
-
-
 def _head_model(base: nn.Module, spec: TaskSpec, seed: int) -> nn.Module:
     """The model that fine-tunes for `spec`: a new head on base's encoder (weights copied), or base itself
     for generation (seq2seq, T5 text to text)."""
-    family = base.config.model_type
-    if spec.kind == "seq2seq" or text_to_text(spec, family):
+    family = family_of(base)
+    if generative(spec, family.name):
         if not hasattr(base, "generate"):
             raise TaskError(f"{spec.kind} needs an encoder-decoder (BART, T5); this model is "
                             f"{type(base).__name__}")
         return base
-    if family == "t5":
-        raise TaskError(f"T5 does {spec.kind} only as seq2seq (text to text); use task seq2seq")
-    name = _FAMILY[family] + "For" + _KIND_HEAD[spec.kind]
-    if name not in HEADS:
-        raise TaskError(f"no {spec.kind} head for {family}")
+    head = family.head(spec.kind)
+    if head is None:
+        how = " (text to text: use task seq2seq)" if family.text_to_text else ""
+        raise TaskError(f"{family.name} has no {spec.kind} head{how}")
+    name = head.__name__
     num_labels = 1 if spec.kind == "regression" else 2 if spec.kind == "extractive-qa" else len(spec.labels)
     if type(base).__name__ == name and base.num_labels == num_labels and _same_labels(base, spec):
         return base  # continue fine-tuning the same head
     torch.manual_seed(seed)  # the new head's initial weights
-    net = HEADS[name][0](base.config, num_labels)
+    net = head(base.config, num_labels)
     source = base.discriminator if isinstance(base, ElectraForPreTraining) else base
     want = net.state_dict()
     shared = {k: v for k, v in source.state_dict().items() if k in want and want[k].shape == v.shape
@@ -223,7 +220,7 @@ def predict(model: str | Path, inputs: str | Path | list[dict | str], *, batch_s
         examples = load_examples(spec, inputs, "test", labelled=False)
     examples = examples[:max_rows]
     _, batches, wins = _run(net, spec, tok, examples, batch_size, labelled=False, device=device)
-    generating = spec.kind == "seq2seq" or text_to_text(spec, family)  # no forward pass without targets
+    generating = generative(spec, family)  # no forward pass without targets
     outs = [(None if generating else net(**b), b) for b in batches]
     preds = predictions(spec, tok, family, net, outs, examples, wins)
     rows = []

@@ -20,23 +20,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clozeformer.config import MIN_MAX_LEN, BartConfig, BertConfig, ElectraConfig, T5Config
+from clozeformer.config import MIN_MAX_LEN
 from clozeformer.data.cache import load_corpus
 from clozeformer.data.corpus import iter_texts, sources
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
                                        full_stop_ids, noise_ids)
+from clozeformer.families import FAMILIES
 from clozeformer.interop.hf import load_model, save_model
-from clozeformer.models.bart import BartForConditionalGeneration
-from clozeformer.models.bert import BertForPreTraining, nsp_targets
-from clozeformer.models.electra import ElectraForPreTraining
+from clozeformer.models.bert import nsp_targets
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.rtd import rtd_mask
 from clozeformer.models.output import Output
-from clozeformer.models.t5 import T5ForConditionalGeneration
 from clozeformer.nn.layers import mimetic_init
 from clozeformer.io import read_json
 from clozeformer.objectives.denoise import PRESETS
-from clozeformer.tokenizer import KIND_OF_FAMILY, Tokenizer
+from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import check_fresh
 from clozeformer.tasks.metrics import Pooled
@@ -145,16 +143,19 @@ class Recipe:
     list[dict], each dict the model's forward keywords; each builder takes the options it uses.
     metrics(output, batch) -> {name: (sum, count) | Pooled}. config(tokenizer, max_len) -> the
     config fields the tokenizer decides. uses_nsp: the config takes pretrain's `nsp` flag (BERT).
+    specials: the roles the tokenizer must have (BART/RoBERTa-style tokenizers alias cls/sep to
+    <s>/</s>, so a byte-level BPE serves BERT too).
     loss_key: the eval metric the plateau alarm compares with the unigram entropy. small_budget:
     TrainConfig fields (and `mlm_rate`) of the small-budget recipe, the default for tiny/mini.
     """
 
-    config_cls: type
-    model_cls: type
     metrics: Callable[[Output, dict[str, Tensor]], dict[str, Any]]
     data: Callable[..., Any]
     config: Callable[[Tokenizer, int], dict[str, Any]]
     uses_nsp: bool = False
+    uses_noise: bool = False  # takes pretrain's `noise` preset (BART)
+    specials: tuple[str, ...] = ("pad", "cls", "sep", "mask")  # special tokens the objective writes into rows
+    sentinels: bool = False  # the objective needs <extra_id_N> (T5)
     loss_key: str = "mlm_loss"  # the held-out loss the plateau alarm watches
     text_share: float = 1.0  # share of that loss's targets that are corpus text (T5: the rest are sentinels, </s>)
     small_budget: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for the tiny/mini presets
@@ -165,14 +166,12 @@ class Recipe:
 _SMALL = dict(lr=2e-3, warmup_fraction=0.3, weight_init="mimetic")
 
 RECIPES = {
-    "bert": Recipe(BertConfig, BertForPreTraining, bert_metrics, bert_data, _bert_config, uses_nsp=True,
-                   small_budget={**_SMALL, "mlm_rate": 0.25}),
-    "electra": Recipe(ElectraConfig, ElectraForPreTraining, electra_metrics, electra_data, _bert_config,
-                      small_budget={**_SMALL, "mlm_rate": 0.25}),
-    "bart": Recipe(BartConfig, BartForConditionalGeneration, seq2seq_metrics, bart_data, _bart_config,
+    "bert": Recipe(bert_metrics, bert_data, _bert_config, uses_nsp=True, small_budget={**_SMALL, "mlm_rate": 0.25}),
+    "electra": Recipe(electra_metrics, electra_data, _bert_config, small_budget={**_SMALL, "mlm_rate": 0.25}),
+    "bart": Recipe(seq2seq_metrics, bart_data, _bart_config, uses_noise=True, specials=("pad", "bos", "eos", "mask"),
                    loss_key="token_loss", small_budget=dict(_SMALL)),
     # T5's targets: N noise tokens, K sentinels and </s>; K ≈ N / 3 (mean span 3), so text is ~3/4
-    "t5": Recipe(T5Config, T5ForConditionalGeneration, seq2seq_metrics, t5_data, _t5_config, loss_key="token_loss",
+    "t5": Recipe(seq2seq_metrics, t5_data, _t5_config, specials=("pad", "eos"), sentinels=True, loss_key="token_loss",
                  text_share=0.75, small_budget=dict(_SMALL)),
 }
 
@@ -241,7 +240,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     """
     if model not in RECIPES:
         raise ValueError(f"unknown model family {model!r}; choose from {sorted(RECIPES)}")
-    recipe = RECIPES[model]
+    recipe, family = RECIPES[model], FAMILIES[model]
     _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction)
     check_fresh(Path(run_dir), resume)
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
@@ -261,7 +260,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     corpus = sources(corpus)  # paths, or hf: dataset names
     dist = distributed.init(train.device)
     with distributed.main_first(dist):  # rank 0 trains the tokenizer and builds the cache; the others reuse them
-        lowercase = model in ("bert", "electra") if lowercase is None else lowercase
+        lowercase = family.lowercase if lowercase is None else lowercase
         tok = _tokenizer(tokenizer, init, run_dir, model, corpus, vocab_size, lowercase, text_field, blank_line_docs,
                          resume or not dist.is_main, say=progress and dist.is_main)
         cache = load_corpus(corpus, tok, cache_dir=cache_dir, text_field=text_field, blank_line_docs=blank_line_docs,
@@ -271,15 +270,15 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
         net = load_model(init)
         cfg = exported = net.config
     else:
-        exported = recipe.config_cls.preset(config, **{**recipe.config(tok, max_len),
+        exported = family.config_cls.preset(config, **{**recipe.config(tok, max_len),
                                                        **({"nsp": nsp} if recipe.uses_nsp else {}),
                                                        **(model_overrides or {})})
         # small budgets: no dropout in pretraining (cramming §4.3: no time to overfit); the exported model
         # keeps the family's dropout in its config, for fine-tuning (there and in transformers)
-        dropouts = [f.name for f in dataclasses.fields(recipe.config_cls) if f.name.endswith("dropout")]
+        dropouts = [f.name for f in dataclasses.fields(family.config_cls) if f.name.endswith("dropout")]
         cfg = exported.replace(**{k: 0.0 for k in dropouts if small and k not in (model_overrides or {})})
         torch.manual_seed(train.seed)  # the seed fixes the initial weights too
-        net = recipe.model_cls(cfg)
+        net = family.model_cls(cfg)
         if weight_init == "mimetic":
             mimetic_init(net)
     if cfg.vocab_size < tok.vocab_size:
@@ -302,7 +301,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
               f"{real:.1%} of positions real tokens; unigram entropy {entropy:.2f} nats", file=sys.stderr, flush=True)
     data_state = {"corpus_key": cache.meta["key"], "max_len": max_len, "batch_size": batch_size, "nsp": nsp,
                   "whole_word": whole_word, "mlm_rate": mlm_rate, "eval_fraction": eval_fraction,
-                  "cross_document": cross_document, **({"noise": noise} if model == "bart" else {})}
+                  "cross_document": cross_document, **({"noise": noise} if recipe.uses_noise else {})}
     alarm = PlateauAlarm(recipe.loss_key, entropy * recipe.text_share, enabled=dist.is_main)
     summary = fit(net, data, train, run_dir, metrics_fn=recipe.metrics, resume=resume, tokenizer=tok,
                   extra_state={"data": data_state}, progress=progress, on_eval=alarm)
@@ -321,8 +320,9 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
 def _check_arguments(recipe: Recipe, family: str, config: str, init, tokenizer, max_len: int, batch_size: int,
                      mlm_rate: float | None, noise: str, eval_fraction: float) -> None:
     """Everything that can be refused before the corpus is read: one ValueError naming the value."""
-    if init is None and config not in recipe.config_cls.presets:
-        raise ValueError(f"unknown {family} preset {config!r}; choose from {sorted(recipe.config_cls.presets)}")
+    presets, tok_kind = FAMILIES[family].config_cls.presets, FAMILIES[family].tokenizer_kind
+    if init is None and config not in presets:
+        raise ValueError(f"unknown {family} preset {config!r}; choose from {sorted(presets)}")
     if not isinstance(max_len, int) or max_len < MIN_MAX_LEN:
         raise ValueError(f"max_len {max_len} is too short; allowed: an integer ≥ {MIN_MAX_LEN}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -331,7 +331,7 @@ def _check_arguments(recipe: Recipe, family: str, config: str, init, tokenizer, 
         raise ValueError(f"mlm_rate {mlm_rate} is out of range; allowed: a share in (0, 1)")
     if not 0 <= eval_fraction < 1:
         raise ValueError(f"eval_fraction {eval_fraction} is out of range; allowed: [0, 1)")
-    if family == "bart" and noise not in PRESETS:
+    if recipe.uses_noise and noise not in PRESETS:
         raise ValueError(f"unknown noise {noise!r}; choose from {sorted(PRESETS)}")
     if init is not None:
         kind = read_json(Path(init) / "config.json", kind=dict).get("model_type") \
@@ -341,19 +341,15 @@ def _check_arguments(recipe: Recipe, family: str, config: str, init, tokenizer, 
                              f"(use --model {kind}, or leave out --init)")
     if tokenizer is not None:
         tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
-        lacks = [role for role in _NEEDS[family] if role not in tok.specials]
-        if family == "t5" and not tok.sentinels:
+        lacks = [role for role in recipe.specials if role not in tok.specials]
+        if recipe.sentinels and not tok.sentinels:
             lacks.append("sentinel (<extra_id_0>…)")
         if lacks:
             name = "the tokenizer" if isinstance(tokenizer, Tokenizer) else f"the tokenizer {tokenizer}"
             raise ValueError(f"{name} has no {', '.join(lacks)} token, which {family} pretraining needs; use a "
-                             f"{KIND_OF_FAMILY[family]} tokenizer (train-tokenizer --kind {KIND_OF_FAMILY[family]})")
+                             f"{tok_kind} tokenizer (train-tokenizer --kind {tok_kind})")
 
 
-# the special tokens each family's objective writes into its rows (BART/RoBERTa-style tokenizers
-# alias cls/sep to <s>/</s>, so a byte-level BPE serves BERT too)
-_NEEDS = {"bert": ("pad", "cls", "sep", "mask"), "electra": ("pad", "cls", "sep", "mask"),
-          "bart": ("pad", "bos", "eos", "mask"), "t5": ("pad", "eos")}
 
 
 def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowercase, text_field, blank_line_docs,
@@ -368,8 +364,8 @@ def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowe
     own = run_dir / "tokenizer"
     if (own / "tokenizer.json").exists() and resume:
         return Tokenizer.load(own)
-    tok = Tokenizer.train(family, iter_texts(corpus, text_field=text_field, blank_line_docs=blank_line_docs),
-                          vocab_size=vocab_size, lowercase=lowercase)
+    texts = iter_texts(corpus, text_field=text_field, blank_line_docs=blank_line_docs)
+    tok = Tokenizer.train(FAMILIES[family].tokenizer_kind, texts, vocab_size=vocab_size, lowercase=lowercase)
     own.mkdir(parents=True, exist_ok=True)
     tok.save(own)
     if say:

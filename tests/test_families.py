@@ -1,0 +1,48 @@
+"""families.FAMILIES is the one place a family is declared: the CLI offers exactly its names, each
+family's tokenizer kind exists, every head it declares saves under an HF architecture and loads back
+as itself, and the task kinds a family neither heads nor generates are refused with one line."""
+
+import pytest
+import torch
+
+from clozeformer.cli import build_parser
+from clozeformer.families import FAMILIES, family_of
+from clozeformer.interop.hf import HEADS, load_model, save_model
+from clozeformer.tasks.spec import KINDS, TaskError
+from clozeformer.tokenizer import KINDS as TOKENIZER_KINDS
+
+
+def test_cli_offers_the_registered_families():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    model = next(a for a in sub.choices["pretrain"]._actions if a.dest == "model")
+    assert sorted(model.choices) == sorted(FAMILIES)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_family_declaration(name, tmp_path):
+    family = FAMILIES[name]
+    assert family.tokenizer_kind in TOKENIZER_KINDS and family.config_cls.model_type == name
+    cfg = family.config_cls.preset("tiny", vocab_size=97)
+    assert family_of(family.model_cls(cfg)) is family
+    for kind in KINDS:
+        head = family.head(kind)
+        assert (head is not None) + (kind in family.text_to_text or kind == "seq2seq" and family.generates) <= 1
+        if head is None:
+            continue
+        torch.manual_seed(0)
+        model = head(cfg, {"regression": 1, "extractive-qa": 2}.get(kind, 3)).eval()
+        assert HEADS[head.__name__][0] is head
+        save_model(model, tmp_path / kind)
+        again = load_model(tmp_path / kind)
+        assert type(again) is head and family_of(again) is family
+
+
+def test_a_kind_without_head_or_generation_is_refused(tmp_path):
+    from clozeformer.train.finetune import _head_model
+    from clozeformer.tasks.spec import task_spec
+
+    t5 = FAMILIES["t5"]
+    model = t5.model_cls(t5.config_cls.preset("tiny", vocab_size=97))
+    with pytest.raises(TaskError, match="t5 has no token-classification head .text to text: use task seq2seq."):
+        _head_model(model, task_spec("token-classification"), seed=0)
+    assert _head_model(model, task_spec("classification", labels=["a", "b"]), seed=0) is model  # text to text
