@@ -269,7 +269,7 @@ def _demo_parser(sub) -> None:
 
 def _pretrain_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain a model on text files")
-    p.add_argument("--model", default="bert", choices=["bert", "electra", "bart", "t5"])
+    p.add_argument("--model", default="bert", choices=["bert", "roberta", "electra", "bart", "t5"])
     p.add_argument("--noise", default="bart-base",
                    help="bart: noise preset (bart-base, bart-large, text-infilling, token-masking, token-deletion, "
                         "sentence-permutation, document-rotation, token-insertion)")

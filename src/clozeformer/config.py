@@ -125,6 +125,36 @@ class BertConfig(Config):
 
 
 @dataclass(frozen=True)
+class RobertaConfig(BertConfig):
+    """RoBERTa (Liu et al. 2019): BERT's encoder without NSP or token types, on byte-level BPE.
+    Positions start after the padding id (transformers' layout): a row's first token takes
+    position pad_token_id + 1, so max_positions = 514 holds 512 tokens."""
+
+    model_type: ClassVar[str] = "roberta"
+    vocab_size: int = 50265
+    max_positions: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    pad_token_id: int = 1
+    nsp: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check(not self.nsp, "RoBERTa has no next-sentence prediction (nsp must be false)")
+        self._check(self.max_positions > self.pad_token_id + 1,
+                    f"max_positions {self.max_positions} leaves no position after the padding id {self.pad_token_id}")
+
+    @property
+    def position_offset(self) -> int:
+        return self.pad_token_id + 1
+
+    @property
+    def max_length(self) -> int:
+        """The longest input: positions pad_token_id + 1 … max_positions − 1."""
+        return self.max_positions - self.position_offset
+
+
+@dataclass(frozen=True)
 class BartConfig(Config):
     """BART (Lewis et al. 2020): post-norm encoder–decoder, learned positions, tied LM head."""
 

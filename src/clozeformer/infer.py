@@ -55,15 +55,15 @@ def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 5)
 def mlm_model(model: nn.Module) -> nn.Module:
     """The part of `model` that predicts masked tokens; a one-line error where there is none, or where
     its head was not in the checkpoint (load_model's `untrained`: freshly initialised, random words)."""
-    from clozeformer.models.bert import BertForPreTraining
-    from clozeformer.models.electra import ElectraForPreTraining, ElectraGenerator
+    from clozeformer.models.electra import ElectraForPreTraining
+    from clozeformer.models.heads import MLMHead
 
     if isinstance(model, ElectraForPreTraining):
         model = model.generator
-    if not isinstance(model, (BertForPreTraining, ElectraGenerator)):
+    if not isinstance(getattr(model, "mlm", None), MLMHead):
         hint = ("; use `clozeformer generate` with a <mask> or <extra_id_0> prompt"
                 if hasattr(model, "generate") else "")
-        raise ValueError(f"fill-mask needs a masked-LM head (a BERT, or an ELECTRA generator); this model is a "
+        raise ValueError(f"fill-mask needs a masked-LM head (a BERT or RoBERTa, or an ELECTRA generator); this model is a "
                          f"{type(model).__name__}{hint}")
     untrained = [k for k in getattr(model, "untrained", ()) if k.startswith("mlm.")]
     if untrained:

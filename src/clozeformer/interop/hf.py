@@ -19,12 +19,13 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from clozeformer.config import VERSION, BartConfig, BertConfig, ConfigError, ElectraConfig, T5Config
+from clozeformer.config import VERSION, BartConfig, BertConfig, ConfigError, ElectraConfig, RobertaConfig, T5Config
 from clozeformer.io import PICKLE_SUFFIXES, load_tensors, read_json, save_tensors, write_json
 from clozeformer.families import FAMILIES
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.models.electra import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
+from clozeformer.models.roberta import RobertaForMaskedLM
 from clozeformer.models.t5 import T5ForConditionalGeneration
 
 # ours -> HF, for one BERT layer ("bert.layers.{i}." <-> "bert.encoder.layer.{i}.")
@@ -315,6 +316,68 @@ def electra_pair(disc: ElectraDiscriminator, gen: ElectraGenerator) -> ElectraFo
     return pair
 
 
+# --- RoBERTa -----------------------------------------------------------------------------
+# BERT's encoder under "roberta." (HF names it alike); the LM head is HF's `lm_head`, the sequence
+# classifier HF's RobertaClassificationHead. HF's bare RobertaModel keeps BERT's pooler, which no
+# RoBERTa head uses: it is ignored on import.
+_ROBERTA_TOP = {
+    "mlm.dense.": "lm_head.dense.",
+    "mlm.norm.": "lm_head.layer_norm.",
+    "mlm.bias": "lm_head.bias",
+    "classifier.dense.": "classifier.dense.",
+    "classifier.out.": "classifier.out_proj.",
+    "classifier.": "classifier.",  # token classification
+    "span.proj.": "qa_outputs.",
+}
+_ROBERTA_REDUNDANT = re.compile(r"(position_ids|lm_head\.decoder\.(weight|bias)|pooler\.dense\.(weight|bias))$")
+
+
+def roberta_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    out, encoder = {}, {}
+    for key, t in state.items():
+        if key == "mlm.embedding.weight":  # tied to the word embeddings
+            continue
+        if key.startswith("roberta."):  # BERT's encoder names under "roberta."
+            encoder["bert" + key[len("roberta"):]] = t
+            continue
+        new = _rename(key, _ROBERTA_TOP)
+        if new is None:
+            raise KeyError(f"no HF name for parameter {key!r}")
+        out[new] = t
+    out.update({"roberta" + k[len("bert"):]: t for k, t in bert_state_to_hf(encoder).items()})
+    return out
+
+
+def roberta_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """HF state (RobertaModel / …ForMaskedLM / …ForSequenceClassification / …) -> (ours, ignored HF keys)."""
+    inverse_top = {v: k for k, v in _ROBERTA_TOP.items()}
+    ours, ignored, encoder = {}, [], {}
+    for key, t in hf.items():
+        if key.startswith(("embeddings.", "encoder.", "pooler.")):  # a bare RobertaModel
+            key = "roberta." + key
+        if _ROBERTA_REDUNDANT.search(key):
+            continue
+        if key.startswith("roberta."):
+            encoder["bert" + key[len("roberta"):]] = t
+        elif (new := _rename(key, inverse_top)) is not None:
+            ours[new] = t
+        else:
+            ignored.append(key)
+    mapped, unknown = bert_state_from_hf(encoder)
+    ours.update({"roberta" + k[len("bert"):]: t for k, t in mapped.items()})
+    return ours, ignored + ["roberta" + k[len("bert"):] for k in unknown]
+
+
+def roberta_config_to_hf(cfg: RobertaConfig) -> dict:
+    return {**bert_config_to_hf(cfg), "architectures": ["RobertaForMaskedLM"], "model_type": "roberta"}
+
+
+def roberta_config_from_hf(hf: dict, **_) -> RobertaConfig:
+    bert = bert_config_from_hf({"layer_norm_eps": 1e-5, "type_vocab_size": 1, "max_position_embeddings": 514,
+                                "pad_token_id": 1, **hf}, nsp=False)
+    return RobertaConfig.from_dict({**bert.to_dict(), "model_type": "roberta"})
+
+
 # --- T5 ----------------------------------------------------------------------------------
 # ours (under "encoder.layers.{i}." / "decoder.layers.{i}.") -> HF (under "{stack}.block.{i}.layer.");
 # a fused projection of ours maps to several HF projections, split along the output rows.
@@ -565,10 +628,12 @@ def bart_config_from_hf(hf: dict, **_) -> BartConfig:
 
 
 class HFMapping(NamedTuple):
-    """How one family's weights and config map to transformers', and the class a saved directory
-    loads as (ELECTRA's: the discriminator, its generator in generator/ beside it)."""
+    """How one family's weights and config map to transformers', the class a saved directory loads
+    as (ELECTRA's: the discriminator, its generator in generator/ beside it) and transformers' bare
+    model (what an export with untrained heads is saved as)."""
 
     loads_as: type
+    bare: str
     state_to_hf: Callable[[dict[str, Tensor]], dict[str, Tensor]]
     state_from_hf: Callable[[dict[str, Tensor]], tuple[dict[str, Tensor], list[str]]]
     config_to_hf: Callable[..., dict]
@@ -576,12 +641,16 @@ class HFMapping(NamedTuple):
 
 
 MAPPINGS = {  # by model_type (families.FAMILIES' names)
-    "bert": HFMapping(BertForPreTraining, bert_state_to_hf, bert_state_from_hf, bert_config_to_hf, bert_config_from_hf),
-    "bart": HFMapping(BartForConditionalGeneration, bart_state_to_hf, bart_state_from_hf, bart_config_to_hf,
-                      bart_config_from_hf),
-    "electra": HFMapping(ElectraDiscriminator, electra_state_to_hf, electra_state_from_hf, electra_config_to_hf,
-                         electra_config_from_hf),
-    "t5": HFMapping(T5ForConditionalGeneration, t5_state_to_hf, t5_state_from_hf, t5_config_to_hf, t5_config_from_hf),
+    "bert": HFMapping(BertForPreTraining, "BertModel", bert_state_to_hf, bert_state_from_hf, bert_config_to_hf,
+                      bert_config_from_hf),
+    "roberta": HFMapping(RobertaForMaskedLM, "RobertaModel", roberta_state_to_hf, roberta_state_from_hf,
+                         roberta_config_to_hf, roberta_config_from_hf),
+    "bart": HFMapping(BartForConditionalGeneration, "BartModel", bart_state_to_hf, bart_state_from_hf,
+                      bart_config_to_hf, bart_config_from_hf),
+    "electra": HFMapping(ElectraDiscriminator, "ElectraModel", electra_state_to_hf, electra_state_from_hf,
+                         electra_config_to_hf, electra_config_from_hf),
+    "t5": HFMapping(T5ForConditionalGeneration, "T5Model", t5_state_to_hf, t5_state_from_hf, t5_config_to_hf,
+                    t5_config_from_hf),
 }
 
 
@@ -647,12 +716,9 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
     untrained = [k for k in getattr(model, "untrained", ()) if k in state]
     if untrained:  # never export random weights as trained: the encoder alone, as transformers' bare model
         state = {k: v for k, v in state.items() if k not in untrained}
-        hf_cfg["architectures"] = [_BARE[cfg.model_type]]
+        hf_cfg["architectures"] = [MAPPINGS[cfg.model_type].bare]
         ours["untrained"] = untrained
     return _write_dir(directory, to_hf(state), {**hf_cfg, "clozeformer": ours}, tokenizer)
-
-
-_BARE = {"bert": "BertModel", "electra": "ElectraModel", "bart": "BartModel", "t5": "T5Model"}
 
 
 def _write_dir(directory: Path, tensors: dict[str, Tensor], config: dict, tokenizer) -> Path:
@@ -710,7 +776,7 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     kind = hf_cfg.get("model_type")
     if kind not in MAPPINGS:
         raise ConfigError(f"{config_file}: model_type {kind!r} is not supported; known: {sorted(MAPPINGS)}")
-    cfg_cls, (model_cls, _, from_hf, _, cfg_from_hf) = FAMILIES[kind].config_cls, MAPPINGS[kind]
+    cfg_cls, (model_cls, _, _, from_hf, _, cfg_from_hf) = FAMILIES[kind].config_cls, MAPPINGS[kind]
     ours = hf_cfg.get("clozeformer")
     try:
         if ours is not None and not (isinstance(ours, dict) and isinstance(ours.get("config"), dict)):

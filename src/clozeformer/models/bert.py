@@ -22,11 +22,13 @@ class BertEmbeddings(nn.Module):
 
     `dim` defaults to cfg.hidden_size (ELECTRA passes its embedding size E); `tok`/`pos`
     share existing embedding modules (ELECTRA's generator shares the discriminator's).
+    Position p reads row p + `position_offset` of the table (RoBERTa's: pad_token_id + 1).
     """
 
     def __init__(self, cfg, dim: int | None = None, *, tok: nn.Embedding | None = None,
-                 pos: nn.Embedding | None = None) -> None:
+                 pos: nn.Embedding | None = None, position_offset: int = 0) -> None:
         super().__init__()
+        self.offset = position_offset
         dim = dim or cfg.hidden_size
         self.tok = tok if tok is not None else nn.Embedding(cfg.vocab_size, dim, padding_idx=cfg.pad_token_id)
         self.pos = pos if pos is not None else nn.Embedding(cfg.max_positions, dim)
@@ -38,7 +40,8 @@ class BertEmbeddings(nn.Module):
                 positions: Tensor | None = None) -> Tensor:
         """positions [B, T] (a packed row's, restarting at each document) default to 0 … T − 1."""
         t = input_ids.shape[1]
-        x = self.tok(input_ids) + (self.pos.weight[:t] if positions is None else self.pos(positions))  # [B, T, D]
+        o = self.offset
+        x = self.tok(input_ids) + (self.pos.weight[o:o + t] if positions is None else self.pos(positions + o))  # [B, T, D]
         x = x + (self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0])
         return dropout(self.norm(x), self.dropout, self.training)
 

@@ -18,7 +18,7 @@ def _gelu_tanh(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-ACTIVATION_FNS = {"gelu": F.gelu, "gelu_new": _gelu_tanh, "relu": F.relu}
+ACTIVATION_FNS = {"gelu": F.gelu, "gelu_new": _gelu_tanh, "relu": F.relu, "tanh": torch.tanh}  # tanh: RoBERTa's classifier
 
 
 class FeedForward(nn.Module):

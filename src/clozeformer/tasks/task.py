@@ -177,7 +177,7 @@ def t2t_source(spec: TaskSpec, ex: dict) -> str:
 def features(spec: TaskSpec, tok, family: str, examples: list[dict], *, labelled: bool = True) -> tuple[list, list]:
     """(features, windows): one feature dict per example (QA: per window; windows lists them)."""
     feats, wins = [], []
-    enc_types = FAMILIES[family].encoder
+    enc_types = FAMILIES[family].token_types
     for i, ex in enumerate(examples):
         if spec.kind == "extractive-qa":
             answer = ex["answers"][0] if labelled and ex["answers"] else None

@@ -124,6 +124,11 @@ def _bert_config(tok: Tokenizer, max_len: int) -> dict[str, Any]:
     return {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id, "max_positions": max(512, max_len)}
 
 
+def _roberta_config(tok: Tokenizer, max_len: int) -> dict[str, Any]:
+    offset = tok.pad_id + 1  # positions start after the padding id (models/roberta.py)
+    return {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id, "max_positions": max(512, max_len) + offset}
+
+
 def _bart_config(tok: Tokenizer, max_len: int) -> dict[str, Any]:
     return {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id, "bos_token_id": tok.bos_id,
             "eos_token_id": tok.eos_id, "decoder_start_token_id": tok.eos_id, "max_positions": max(1024, max_len)}
@@ -167,6 +172,8 @@ _SMALL = dict(lr=2e-3, warmup_fraction=0.3, weight_init="mimetic")
 
 RECIPES = {
     "bert": Recipe(bert_metrics, bert_data, _bert_config, uses_nsp=True, small_budget={**_SMALL, "mlm_rate": 0.25}),
+    # RoBERTa: BERT's MLM batches without NSP (<s> and </s> play [CLS] and [SEP]), masks drawn per batch
+    "roberta": Recipe(bert_metrics, bert_data, _roberta_config, small_budget={**_SMALL, "mlm_rate": 0.25}),
     "electra": Recipe(electra_metrics, electra_data, _bert_config, small_budget={**_SMALL, "mlm_rate": 0.25}),
     "bart": Recipe(seq2seq_metrics, bart_data, _bart_config, uses_noise=True, specials=("pad", "bos", "eos", "mask"),
                    loss_key="token_loss", small_budget=dict(_SMALL)),
