@@ -211,40 +211,56 @@ _ELECTRA_TOP = {
 _ELECTRA_REDUNDANT = re.compile(r"(position_ids|generator_lm_head\.weight)$")  # buffer; tied copy
 
 
-def electra_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Our discriminator or generator state -> HF ElectraForPreTraining / ElectraForMaskedLM state."""
-    out, layers = {}, {}
+def _encoder_to_hf(state: dict[str, Tensor], prefix: str, top: dict[str, str], via_bert: str) -> dict[str, Tensor]:
+    """A BERT-encoder family's state -> HF's: keys under `via_bert` take BERT's names (under `prefix`
+    instead of "bert"), the rest are renamed by `top`; the tied decoder weight is left out."""
+    out, bert = {}, {}
     for key, t in state.items():
         if key == "mlm.embedding.weight":  # tied to the word embeddings
             continue
-        if key.startswith("electra.layers."):  # BERT's layer names, under "electra."
-            layers["bert" + key[len("electra"):]] = t
+        if key.startswith(via_bert):
+            bert["bert" + key[len(prefix):]] = t
             continue
-        new = _rename(key, _ELECTRA_TOP)
+        new = _rename(key, top)
         if new is None:
             raise KeyError(f"no HF name for parameter {key!r}")
         out[new] = t
-    out.update({"electra" + k[len("bert"):]: t for k, t in bert_state_to_hf(layers).items()})
+    out.update({prefix + k[len("bert"):]: t for k, t in bert_state_to_hf(bert).items()})
     return out
+
+
+def _encoder_from_hf(hf: dict[str, Tensor], prefix: str, top: dict[str, str], via_bert: str, bare: tuple[str, ...],
+                     redundant: re.Pattern) -> tuple[dict[str, Tensor], list[str]]:
+    """The inverse of _encoder_to_hf; a bare HF encoder's keys (starting with `bare`) get `prefix` first.
+    Returns (ours, ignored HF keys); keys matching `redundant` carry nothing of their own."""
+    inverse_top = {v: k for k, v in top.items()}
+    ours, ignored, bert = {}, [], {}
+    for key, t in hf.items():
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        if key.startswith(bare):
+            key = f"{prefix}.{key}"
+        if redundant.search(key):
+            continue
+        if key.startswith(via_bert):
+            bert["bert" + key[len(prefix):]] = t
+        elif (new := _rename(key, inverse_top)) is not None:
+            ours[new] = t
+        else:
+            ignored.append(key)
+    mapped, unknown = bert_state_from_hf(bert)
+    ours.update({prefix + k[len("bert"):]: t for k, t in mapped.items()})
+    return ours, ignored + [prefix + k[len("bert"):] for k in unknown]
+
+
+def electra_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Our discriminator or generator state -> HF ElectraForPreTraining / ElectraForMaskedLM state."""
+    return _encoder_to_hf(state, "electra", _ELECTRA_TOP, "electra.layers.")
 
 
 def electra_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """HF state (ElectraModel / …ForPreTraining / …ForMaskedLM) -> (ours, ignored HF keys)."""
-    inverse_top = {v: k for k, v in _ELECTRA_TOP.items()}
-    ours, ignored, layers = {}, [], {}
-    for key, t in hf.items():
-        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if key.startswith(("embeddings.", "embeddings_project.", "encoder.")):  # a bare ElectraModel
-            key = "electra." + key
-        if key.startswith("electra.encoder.layer."):
-            layers["bert" + key[len("electra"):]] = t
-        elif (new := _rename(key, inverse_top)) is not None:
-            ours[new] = t
-        elif not _ELECTRA_REDUNDANT.search(key):
-            ignored.append(key)
-    mapped, unknown = bert_state_from_hf(layers)
-    ours.update({"electra" + k[len("bert"):]: t for k, t in mapped.items()})
-    return ours, ignored + ["electra" + k[len("bert"):] for k in unknown]
+    return _encoder_from_hf(hf, "electra", _ELECTRA_TOP, "electra.encoder.layer.",
+                            ("embeddings.", "embeddings_project.", "encoder."), _ELECTRA_REDUNDANT)
 
 
 def electra_config_to_hf(cfg: ElectraConfig, *, generator: bool = False) -> dict:
@@ -333,39 +349,13 @@ _ROBERTA_REDUNDANT = re.compile(r"(position_ids|lm_head\.decoder\.(weight|bias)|
 
 
 def roberta_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    out, encoder = {}, {}
-    for key, t in state.items():
-        if key == "mlm.embedding.weight":  # tied to the word embeddings
-            continue
-        if key.startswith("roberta."):  # BERT's encoder names under "roberta."
-            encoder["bert" + key[len("roberta"):]] = t
-            continue
-        new = _rename(key, _ROBERTA_TOP)
-        if new is None:
-            raise KeyError(f"no HF name for parameter {key!r}")
-        out[new] = t
-    out.update({"roberta" + k[len("bert"):]: t for k, t in bert_state_to_hf(encoder).items()})
-    return out
+    return _encoder_to_hf(state, "roberta", _ROBERTA_TOP, "roberta.")
 
 
 def roberta_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """HF state (RobertaModel / …ForMaskedLM / …ForSequenceClassification / …) -> (ours, ignored HF keys)."""
-    inverse_top = {v: k for k, v in _ROBERTA_TOP.items()}
-    ours, ignored, encoder = {}, [], {}
-    for key, t in hf.items():
-        if key.startswith(("embeddings.", "encoder.", "pooler.")):  # a bare RobertaModel
-            key = "roberta." + key
-        if _ROBERTA_REDUNDANT.search(key):
-            continue
-        if key.startswith("roberta."):
-            encoder["bert" + key[len("roberta"):]] = t
-        elif (new := _rename(key, inverse_top)) is not None:
-            ours[new] = t
-        else:
-            ignored.append(key)
-    mapped, unknown = bert_state_from_hf(encoder)
-    ours.update({"roberta" + k[len("bert"):]: t for k, t in mapped.items()})
-    return ours, ignored + ["roberta" + k[len("bert"):] for k in unknown]
+    return _encoder_from_hf(hf, "roberta", _ROBERTA_TOP, "roberta.", ("embeddings.", "encoder.", "pooler."),
+                            _ROBERTA_REDUNDANT)
 
 
 def roberta_config_to_hf(cfg: RobertaConfig) -> dict:
