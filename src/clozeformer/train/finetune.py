@@ -26,10 +26,9 @@ from torch import nn
 from clozeformer.families import family_of
 from clozeformer.interop.hf import load_model, load_state, save_model
 from clozeformer.models.electra import ElectraForPreTraining
-from clozeformer.tasks.spec import TaskError, TaskSpec, parse_regression, task_spec
-from clozeformer.tasks.task import (TaskData, check_labels, example, features, label_set, label_words, load_examples,
-                                    metrics_fn, predictions, steps_per_epoch, text_to_text, word_tags,
-                                    generative)
+from clozeformer.tasks.spec import TaskError, TaskSpec, task_spec
+from clozeformer.tasks.task import (TaskData, check_labels, example, features, kind_of, label_set, load_examples,
+                                    metrics_fn, steps_per_epoch)
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import check_fresh
@@ -38,8 +37,8 @@ from clozeformer.train.loop import TrainConfig, evaluate as evaluate_batches, fi
 def _head_model(base: nn.Module, spec: TaskSpec, seed: int) -> nn.Module:
     """The model that fine-tunes for `spec`: a new head on base's encoder (weights copied), or base itself
     for generation (seq2seq, T5 text to text)."""
-    family = family_of(base)
-    if generative(spec, family.name):
+    family, kind = family_of(base), kind_of(spec, base.config.model_type)
+    if kind.generates:
         if not hasattr(base, "generate"):
             raise TaskError(f"{spec.kind} needs an encoder-decoder (BART, T5); this model is "
                             f"{type(base).__name__}")
@@ -49,7 +48,7 @@ def _head_model(base: nn.Module, spec: TaskSpec, seed: int) -> nn.Module:
         how = " (text to text: use task seq2seq)" if family.text_to_text else ""
         raise TaskError(f"{family.name} has no {spec.kind} head{how}")
     name = head.__name__
-    num_labels = 1 if spec.kind == "regression" else 2 if spec.kind == "extractive-qa" else len(spec.labels)
+    num_labels = kind.num_labels(spec)
     if type(base).__name__ == name and base.num_labels == num_labels and _same_labels(base, spec):
         return base  # continue fine-tuning the same head
     torch.manual_seed(seed)  # the new head's initial weights
@@ -103,12 +102,7 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     train_ex = load_examples(spec, train, "train")[:max_train_rows]
     eval_ex = load_examples(spec, eval, "validation")[:max_eval_rows] if eval is not None else []
     spec = spec.replace(labels=label_set(spec, train_ex))
-    if spec.labels is not None and len(spec.labels) < 2 and spec.kind == "classification":
-        raise TaskError(f"{train}: classification needs at least two labels; found {spec.labels}")
-    if text_to_text(spec, family) and spec.kind == "classification":
-        missing = [lb for lb in spec.labels if spec.label_words and lb not in spec.label_words]
-        if missing:
-            raise TaskError(f"{train}: labels {missing} have no T5 label word (label_words: {spec.label_words})")
+    kind_of(spec, family).check(spec, train)
     check_labels(spec, eval_ex)
     net = _head_model(base, spec, seed)
     net.task = spec.to_dict()
@@ -212,42 +206,21 @@ def predict(model: str | Path, inputs: str | Path | list[dict | str], *, batch_s
     net, tok = _load(model)
     spec = _task_of(net, model)
     family = net.config.model_type
+    kind = kind_of(spec, family)
     if isinstance(inputs, list):
-        text = spec.source_column if spec.kind == "seq2seq" else spec.text_column
+        text = kind.input_column(spec)
         examples = [example(spec, (f"input {i + 1}", r if isinstance(r, dict) else {text: r}), labelled=False)
                     for i, r in enumerate(inputs)]
     else:
         examples = load_examples(spec, inputs, "test", labelled=False)
     examples = examples[:max_rows]
     _, batches, wins = _run(net, spec, tok, examples, batch_size, labelled=False, device=device)
-    generating = generative(spec, family)  # no forward pass without targets
-    outs = [(None if generating else net(**b), b) for b in batches]
-    preds = predictions(spec, tok, family, net, outs, examples, wins)
-    rows = []
-    for i, (ex, p) in enumerate(zip(examples, preds)):
-        row = {k: v for k, v in ex.items() if k not in ("where", "answers", "label", "tags", "target")}
-        if spec.kind == "extractive-qa":
-            row = {"id": ex["id"], "question": ex["question"], "answer": p}
-        elif spec.kind == "token-classification":
-            row["tags"] = word_tags(spec, tok, ex["tokens"], p)
-        elif spec.kind == "seq2seq":
-            row["output"] = p
-        elif text_to_text(spec, family):
-            row["output"] = p
-            if spec.kind == "classification":
-                k = label_words(spec).index(p.strip()) if p.strip() in label_words(spec) else -1
-                row["label"] = spec.labels[k] if k >= 0 else None  # None: an unparseable generation
-            else:
-                row["score"] = parse_regression(p)
-        elif spec.kind == "regression":
-            row["score"] = p
-        else:
-            row["label"] = spec.labels[p]
-        rows.append(row)
-    if spec.kind == "classification" and not text_to_text(spec, family):
-        probs = torch.cat([o.logits.float().softmax(-1).max(-1).values.cpu() for o, _ in outs]).tolist()
-        for row, prob in zip(rows, probs):
-            row["score"] = prob
+    outs = [(None if kind.generates else net(**b), b) for b in batches]  # no forward pass without targets
+    preds = kind.predictions(spec, tok, net, outs, examples, wins)
+    rows = [kind.row(spec, tok, ex, p) for ex, p in zip(examples, preds)]
+    confidences = kind.confidences(outs)
+    for row, p in zip(rows, confidences or []):
+        row["score"] = p
     return rows
 
 
