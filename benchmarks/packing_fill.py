@@ -20,7 +20,8 @@ from clozeformer.data.corpus import iter_texts
 from clozeformer.demo import stdlib_documents, write_corpus
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.loop import count_tokens
-from clozeformer.train.pretrain import RECIPES
+from clozeformer.families import FAMILIES
+from clozeformer.train.pretrain import OBJECTIVES
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
 
@@ -52,7 +53,7 @@ def main() -> None:
                 tok.save(tok_dir)
             tok = Tokenizer.load(tok_dir)
             cache = load_corpus(path, tok, cache_dir=out / "cache", blank_line_docs=blank, progress=False)
-            data = RECIPES[family].data(cache, tok, max_len=a.max_len, batch_size=a.batch_size, nsp=nsp,
+            data = OBJECTIVES[FAMILIES[family].objective].data(cache, tok, max_len=a.max_len, batch_size=a.batch_size, nsp=nsp,
                                         whole_word=False, mlm_rate=0.15, noise="bart-base", seed=0,
                                         eval_fraction=0.02)
             counts = [count_tokens(data.train_batch(i)) for i in range(a.batches)]

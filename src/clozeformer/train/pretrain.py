@@ -1,9 +1,9 @@
 """`pretrain(...)`: corpus -> tokenizer -> token cache -> objective -> model -> fit.
 
-The Python API behind `clozeformer pretrain`. Each family adds a `Recipe` to RECIPES: its
-config and model classes, how its batches are built from the token cache (`data`) and what
-evaluation reports (`metrics`). A family with its own data class (BART's denoising) adds
-a `data` builder of the same signature; nothing else in `pretrain` changes.
+The Python API behind `clozeformer pretrain`. A family (families.FAMILIES) names its objective;
+OBJECTIVES gives each one how its batches are built from the token cache (`data`) and what
+evaluation reports (`metrics`). A new objective adds a `data` builder of the same signature;
+nothing else in `pretrain` changes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,66 +120,35 @@ def seq2seq_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, tuple[fl
             "token_acc": ((logits.argmax(-1) == labels).sum().item(), n)}
 
 
-def _bert_config(tok: Tokenizer, max_len: int) -> dict[str, Any]:
-    return {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id, "max_positions": max(512, max_len)}
-
-
-def _roberta_config(tok: Tokenizer, max_len: int) -> dict[str, Any]:
-    offset = tok.pad_id + 1  # positions start after the padding id (models/roberta.py)
-    return {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id, "max_positions": max(512, max_len) + offset}
-
-
-def _bart_config(tok: Tokenizer, max_len: int) -> dict[str, Any]:
-    return {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id, "bos_token_id": tok.bos_id,
-            "eos_token_id": tok.eos_id, "decoder_start_token_id": tok.eos_id, "max_positions": max(1024, max_len)}
-
-
-def _t5_config(tok: Tokenizer, max_len: int) -> dict[str, Any]:
-    return {"vocab_size": tok.vocab_size, "pad_token_id": tok.pad_id, "eos_token_id": tok.eos_id,
-            "decoder_start_token_id": tok.pad_id}
-
-
 @dataclass(frozen=True)
-class Recipe:
-    """One family's part of `pretrain`.
+class Objective:
+    """A pretraining objective's part of `pretrain` (a family names its objective: families.Family).
 
     data(cache, tokenizer, *, max_len, batch_size, nsp, whole_word, mlm_rate, noise, seed,
     eval_fraction) returns an object with train_batch(index) -> dict and eval_batches(n) ->
     list[dict], each dict the model's forward keywords; each builder takes the options it uses.
-    metrics(output, batch) -> {name: (sum, count) | Pooled}. config(tokenizer, max_len) -> the
-    config fields the tokenizer decides. uses_nsp: the config takes pretrain's `nsp` flag (BERT).
-    specials: the roles the tokenizer must have (BART/RoBERTa-style tokenizers alias cls/sep to
-    <s>/</s>, so a byte-level BPE serves BERT too).
-    loss_key: the eval metric the plateau alarm compares with the unigram entropy. small_budget:
-    TrainConfig fields (and `mlm_rate`) of the small-budget recipe, the default for tiny/mini.
+    metrics(output, batch) -> {name: (sum, count) | Pooled}. specials: the roles the tokenizer
+    must have (BART/RoBERTa-style tokenizers alias cls/sep to <s>/</s>, so a byte-level BPE serves
+    BERT too). loss_key: the eval metric the plateau alarm compares with the unigram entropy.
     """
 
     metrics: Callable[[Output, dict[str, Tensor]], dict[str, Any]]
     data: Callable[..., Any]
-    config: Callable[[Tokenizer, int], dict[str, Any]]
-    uses_nsp: bool = False
     uses_noise: bool = False  # takes pretrain's `noise` preset (BART)
     specials: tuple[str, ...] = ("pad", "cls", "sep", "mask")  # special tokens the objective writes into rows
     sentinels: bool = False  # the objective needs <extra_id_N> (T5)
     loss_key: str = "mlm_loss"  # the held-out loss the plateau alarm watches
     text_share: float = 1.0  # share of that loss's targets that are corpus text (T5: the rest are sentinels, </s>)
-    small_budget: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for the tiny/mini presets
 
 
-# The small-budget recipe (the defaults for new tiny/mini models; BENCHMARKS.md, "A recipe for minutes",
-# gives each choice's A/B run): mimetic init, a high peak lr, more masking; dropout off (pretrain()).
-_SMALL = dict(lr=2e-3, warmup_fraction=0.3, weight_init="mimetic")
-
-RECIPES = {
-    "bert": Recipe(bert_metrics, bert_data, _bert_config, uses_nsp=True, small_budget={**_SMALL, "mlm_rate": 0.25}),
-    # RoBERTa: BERT's MLM batches without NSP (<s> and </s> play [CLS] and [SEP]), masks drawn per batch
-    "roberta": Recipe(bert_metrics, bert_data, _roberta_config, small_budget={**_SMALL, "mlm_rate": 0.25}),
-    "electra": Recipe(electra_metrics, electra_data, _bert_config, small_budget={**_SMALL, "mlm_rate": 0.25}),
-    "bart": Recipe(seq2seq_metrics, bart_data, _bart_config, uses_noise=True, specials=("pad", "bos", "eos", "mask"),
-                   loss_key="token_loss", small_budget=dict(_SMALL)),
+OBJECTIVES = {
+    "mlm": Objective(bert_metrics, bert_data),  # BERT (with NSP if the family has it), RoBERTa
+    "rtd": Objective(electra_metrics, electra_data),
+    "denoise": Objective(seq2seq_metrics, bart_data, uses_noise=True, specials=("pad", "bos", "eos", "mask"),
+                         loss_key="token_loss"),
     # T5's targets: N noise tokens, K sentinels and </s>; K ≈ N / 3 (mean span 3), so text is ~3/4
-    "t5": Recipe(seq2seq_metrics, t5_data, _t5_config, specials=("pad", "eos"), sentinels=True, loss_key="token_loss",
-                 text_share=0.75, small_budget=dict(_SMALL)),
+    "span": Objective(seq2seq_metrics, t5_data, specials=("pad", "eos"), sentinels=True, loss_key="token_loss",
+                      text_share=0.75),
 }
 
 
@@ -238,20 +207,21 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     defaults to the family's habit (BERT/ELECTRA uncased, BART/T5 cased).
 
     `train` is a TrainConfig, or a dict of TrainConfig fields over the defaults. For a new
-    tiny or mini model those defaults are the family's small-budget recipe (Recipe.small_budget,
+    tiny or mini model those defaults are the family's small-budget recipe (Family.small_budget,
     each choice measured in BENCHMARKS.md) with dropout off in pretraining; `mlm_rate` (BERT/ELECTRA)
     and `weight_init` ("normal", or "mimetic": nn.layers.mimetic_init) likewise. A model continued
     with `init` keeps its own. `train={"minutes": 3}` trains for three minutes, the schedule
     spread over the time. Rows hold whole documents, each read as if alone (data/pretrain.py);
     `cross_document=True` lets attention and positions run across a row's documents instead.
     """
-    if model not in RECIPES:
-        raise ValueError(f"unknown model family {model!r}; choose from {sorted(RECIPES)}")
-    recipe, family = RECIPES[model], FAMILIES[model]
+    if model not in FAMILIES:
+        raise ValueError(f"unknown model family {model!r}; choose from {sorted(FAMILIES)}")
+    family = FAMILIES[model]
+    recipe = OBJECTIVES[family.objective]
     _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction)
     check_fresh(Path(run_dir), resume)
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
-    defaults = dict(recipe.small_budget) if small else {}
+    defaults = dict(family.small_budget) if small else {}
     recipe_rate, recipe_init = defaults.pop("mlm_rate", 0.15), defaults.pop("weight_init", "normal")
     mlm_rate = recipe_rate if mlm_rate is None else mlm_rate
     weight_init = recipe_init if weight_init is None else weight_init
@@ -262,7 +232,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
         if small and not train.get("minutes") and "warmup_steps" not in given:  # the recipe's share of the steps
             train["warmup_steps"] = max(1, round(train["warmup_fraction"] * (train.get("steps") or 1000)))
         train = TrainConfig(**train)
-    nsp = nsp and recipe.uses_nsp
+    nsp = nsp and family.nsp
     run_dir = Path(run_dir)
     corpus = sources(corpus)  # paths, or hf: dataset names
     dist = distributed.init(train.device)
@@ -277,8 +247,8 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
         net = load_model(init)
         cfg = exported = net.config
     else:
-        exported = family.config_cls.preset(config, **{**recipe.config(tok, max_len),
-                                                       **({"nsp": nsp} if recipe.uses_nsp else {}),
+        exported = family.config_cls.preset(config, **{**family.config_fields(tok, max_len),
+                                                       **({"nsp": nsp} if family.nsp else {}),
                                                        **(model_overrides or {})})
         # small budgets: no dropout in pretraining (cramming §4.3: no time to overfit); the exported model
         # keeps the family's dropout in its config, for fine-tuning (there and in transformers)
@@ -324,7 +294,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     return summary
 
 
-def _check_arguments(recipe: Recipe, family: str, config: str, init, tokenizer, max_len: int, batch_size: int,
+def _check_arguments(recipe: Objective, family: str, config: str, init, tokenizer, max_len: int, batch_size: int,
                      mlm_rate: float | None, noise: str, eval_fraction: float) -> None:
     """Everything that can be refused before the corpus is read: one ValueError naming the value."""
     presets, tok_kind = FAMILIES[family].config_cls.presets, FAMILIES[family].tokenizer_kind
@@ -382,5 +352,4 @@ def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowe
     return tok
 
 
-__all__ = ["pretrain", "bert_metrics", "electra_metrics", "seq2seq_metrics", "Recipe",
-           "RECIPES"]
+__all__ = ["pretrain", "bert_metrics", "electra_metrics", "seq2seq_metrics", "Objective", "OBJECTIVES"]
