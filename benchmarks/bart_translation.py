@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -31,9 +32,12 @@ import torch  # noqa: E402
 from clozeformer.data.pairs import PairData, read_pairs  # noqa: E402
 from clozeformer.interop.hf import load_model  # noqa: E402
 from clozeformer.tokenizer import Tokenizer  # noqa: E402
-from clozeformer.train.loop import TrainConfig  # noqa: E402
+from clozeformer.train.loop import TrainConfig, fast_bf16  # noqa: E402
 from clozeformer.train.pretrain import pretrain  # noqa: E402
 from clozeformer.train.translate import train_translation  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from small_budget import machine  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
 
@@ -60,14 +64,16 @@ def main() -> None:
     ap.add_argument("--stage2-lr", type=float, default=3e-4)
     ap.add_argument("--pretrain-lr", type=float, default=3e-4)  # 1e-3 collapses the encoder (BENCHMARKS.md)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", choices=["fp32", "bf16"],
+                    help="default: bf16 where the CPU runs it natively (AVX512-BF16/AMX), else fp32")
     args = ap.parse_args()
+    args.precision = args.precision or ("bf16" if fast_bf16(torch.device("cpu")) else "fp32")
+    print(machine(), "->", args.precision, flush=True)
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     german = run / "train.de.txt"
     german.write_text("".join(json.loads(line)["de"] + "\n" for line in open(DATA / "train.jsonl", encoding="utf-8")),
                       encoding="utf-8")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     t0, c0 = time.perf_counter(), time.process_time()
     pre = pretrain([german], model="bart", config=args.config, run_dir=run / "bart-de", vocab_size=args.vocab_size,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -24,12 +25,8 @@ from clozeformer.demo import stdlib_documents, write_corpus
 from clozeformer.train.loop import fast_bf16
 from clozeformer.train.pretrain import pretrain
 
-
-def machine() -> str:
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return (f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-            f"bf16 flags: {', '.join(bf16) or 'none'}, {torch.get_num_threads()} threads")
+sys.path.insert(0, str(Path(__file__).parent))
+from small_budget import machine  # noqa: E402
 
 
 def run(family: str, compiled: bool, args, corpus: Path, out: Path) -> dict:

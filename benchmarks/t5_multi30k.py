@@ -6,11 +6,13 @@
 1. One Unigram tokenizer (T5 layout: pad 0, eos 1, unk 2, 100 sentinels on top) trained
    on the English and German sides of the training set.
 2. Optionally (--pretrain-steps > 0) span-corruption pretraining on both sides first.
-3. Supervised training on the prefixed pairs (one `fit`: bf16, eval, checkpoints, plots),
+3. Supervised training on the prefixed pairs (one `fit`: eval, checkpoints, plots; bf16 where the CPU
+   runs it natively, else fp32 — the CPU's capability is printed first),
    for as many steps as fit `--train-minutes` 2-core-minutes of this process's CPU time
    (calibrated on a few steps first; CPU time, so other jobs on the machine do not count;
    under torchrun, the CPU time of all ranks together).
-4. sacreBLEU on test2016 with greedy and beam-4 decoding, and the wall and CPU time of each
+4. The final model saved to RUN_DIR/model (score it again with `clozeformer generate`), then
+   sacreBLEU on test2016 with greedy and beam-4 decoding, and the wall and CPU time of each
    phase (CPU seconds / 2 = minutes of the 2-core machine).
 """
 
@@ -22,6 +24,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,13 +35,16 @@ import torch  # noqa: E402
 
 from clozeformer.config import T5Config  # noqa: E402
 from clozeformer.data.pairs import PairData, read_pairs  # noqa: E402
-from clozeformer.interop.hf import load_model  # noqa: E402
+from clozeformer.interop.hf import load_model, save_model  # noqa: E402
 from clozeformer.models.t5 import T5ForConditionalGeneration  # noqa: E402
 from clozeformer.tokenizer import Tokenizer  # noqa: E402
 from clozeformer.train import distributed  # noqa: E402
-from clozeformer.train.loop import TrainConfig, fit  # noqa: E402
+from clozeformer.train.loop import TrainConfig, fast_bf16, fit  # noqa: E402
 from clozeformer.train.pretrain import pretrain, seq2seq_metrics  # noqa: E402
 from clozeformer.train.translate import bleu  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from small_budget import machine  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
 PREFIX = "translate English to German: "  # T5's own prefix for this task (Raffel et al., App. D)
@@ -73,7 +79,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0, help="fixed step count instead of --train-minutes")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", choices=["fp32", "bf16"],
+                    help="default: bf16 where the CPU runs it natively (AVX512-BF16/AMX), else fp32")
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--token-weighted", action="store_true",
                     help="weigh each batch's mean loss by its target tokens (data/pairs.PairData token_weighted)")
@@ -81,6 +88,8 @@ def main() -> None:
                     help="length-bucketed batches, pools of this many batches (0: uniform batches)")
     ap.add_argument("--test-rows", type=int, default=0, help="score only the first N test pairs (0: all 1,000)")
     args = ap.parse_args()
+    args.precision = args.precision or ("bf16" if fast_bf16(torch.device("cpu")) else "fp32")
+    print(machine(), "->", args.precision, flush=True)
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     train_pairs = read_pairs(DATA / "train.jsonl", "en", "de")
@@ -136,10 +145,11 @@ def main() -> None:
     cpu_setup, cpu_train = distributed.sum_over_ranks([c1 - c0, c2 - c1], dist)  # all ranks
     if not dist.is_main:  # rank 0 decodes the test set alone (half a minute)
         return
+    save_model(model, run / "model", tok)  # score it again: clozeformer generate runs/…/model --num-beams 4
     scores = {f"bleu_beam{b}": bleu(model, tok, tok, [(PREFIX + en, de) for en, de in test_pairs], num_beams=b,
                                     max_new_tokens=80, batch_size=64) for b in (1, 4)}
     t3, c3 = time.perf_counter(), time.process_time()
-    out = {"config": args.config, "dropout": args.dropout, "buckets": args.buckets,
+    out = {"config": args.config, "precision": args.precision, "model_dir": str(run / "model"), "dropout": args.dropout, "buckets": args.buckets,
            "token_weighted": args.token_weighted, "steps": steps,
            "pretrain_steps": args.pretrain_steps,
            "epochs": steps * args.batch_size / len(train_pairs), "eval": result.get("eval"), **scores,
