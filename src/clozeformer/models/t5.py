@@ -27,7 +27,7 @@ from clozeformer.generate import Generates
 from clozeformer.models.bart import shift_right
 from clozeformer.models.heads import sparse_lm_loss
 from clozeformer.models.output import Output
-from clozeformer.nn import Cache, TransformerLayer, causal_mask, segment_ids, segment_mask
+from clozeformer.nn import Cache, TransformerLayer, causal_mask, padding_mask, segment_ids, segment_mask
 from clozeformer.nn.functional import IGNORE, dropout
 from clozeformer.nn.position import RelativePositionBias
 
@@ -67,10 +67,10 @@ class T5Stack(nn.Module):
         segments, sources = segment_ids(attention_mask), segment_ids(context_mask)
         if segments is not None:
             keep = segment_mask(segments, segments)  # [B, 1, T, T]
-        elif attention_mask is not None and not bool(attention_mask.all()):
+        elif attention_mask is not None:
             if attention_mask.shape[1] != s:
                 raise ValueError(f"attention_mask covers {attention_mask.shape[1]} positions, expected {s}")
-            keep = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
+            keep = padding_mask(attention_mask)  # [B, 1, 1, S], or None when nothing is padded
         if self.decoder and t > 1:
             c = causal_mask(t, s, x.device)  # [T, S]: query start+i sees keys 0 … start+i
             keep = c if keep is None else keep & c
@@ -83,8 +83,8 @@ class T5Stack(nn.Module):
             if segments is None:
                 raise ValueError("a packed encoder attention_mask needs the decoder's packed decoder_attention_mask")
             cross_mask = segment_mask(segments, sources)  # [B, 1, T, S_enc]
-        elif context_mask is not None and not bool(context_mask.all()):
-            cross_mask = context_mask.bool()[:, None, None, :]  # [B, 1, 1, S_enc]
+        else:
+            cross_mask = padding_mask(context_mask)  # [B, 1, 1, S_enc] or None
         x = dropout(x, self.config.dropout, self.training)
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, context=context, context_mask=cross_mask,
