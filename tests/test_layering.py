@@ -1,7 +1,8 @@
-"""The package's rooms import one way only (../shared/ARCHITECTURE.md, with two refinements: `generate` and
+"""The package's rooms import one way only (../shared/ARCHITECTURE.md, with three refinements: `generate` and
 `objectives` are pure functions over tensors and models, so they sit below `models`, which decode and compute
-their losses with them; `infer` sits below `tasks` and `train`, which generate through it), and no room imports
-another room's private names."""
+their losses with them; `infer` sits below `tasks` and `train`, which generate through it; `families`, the one
+declaration of each family, sits on `models` and below everything that asks about a family), and no room
+imports another room's private names."""
 
 import ast
 from pathlib import Path
