@@ -82,8 +82,6 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"],
                     help="default: bf16 where the CPU runs it natively (AVX512-BF16/AMX), else fp32")
     ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--token-weighted", action="store_true",
-                    help="weigh each batch's mean loss by its target tokens (data/pairs.PairData token_weighted)")
     ap.add_argument("--buckets", type=int, default=64,
                     help="length-bucketed batches, pools of this many batches (0: uniform batches)")
     ap.add_argument("--test-rows", type=int, default=0, help="score only the first N test pairs (0: all 1,000)")
@@ -132,8 +130,7 @@ def main() -> None:
     sources, targets = encode(train_pairs)
     eval_sources, eval_targets = encode(dev_pairs)
     data = PairData(sources, targets, source_pad=tok.pad_id, batch_size=args.batch_size, seed=0,
-                    eval_sources=eval_sources, eval_targets=eval_targets, buckets=args.buckets,
-                    token_weighted=args.token_weighted)
+                    eval_sources=eval_sources, eval_targets=eval_targets, buckets=args.buckets)
     steps = args.steps or calibrate(model, data, args.precision, args.train_minutes * 120, dist)
     say(f"training for {steps} steps ({steps * args.batch_size / len(train_pairs):.1f} epochs)", flush=True)
     c1 = time.process_time()
@@ -149,8 +146,8 @@ def main() -> None:
     scores = {f"bleu_beam{b}": bleu(model, tok, tok, [(PREFIX + en, de) for en, de in test_pairs], num_beams=b,
                                     max_new_tokens=80, batch_size=64) for b in (1, 4)}
     t3, c3 = time.perf_counter(), time.process_time()
-    out = {"config": args.config, "precision": args.precision, "model_dir": str(run / "model"), "dropout": args.dropout, "buckets": args.buckets,
-           "token_weighted": args.token_weighted, "steps": steps,
+    out = {"config": args.config, "precision": args.precision, "model_dir": str(run / "model"),
+           "dropout": args.dropout, "buckets": args.buckets, "steps": steps,
            "pretrain_steps": args.pretrain_steps,
            "epochs": steps * args.batch_size / len(train_pairs), "eval": result.get("eval"), **scores,
            "wall_minutes": {"tokenizer+pretrain": (t1 - t0) / 60, "train": (t2 - t1) / 60, "decode": (t3 - t2) / 60,

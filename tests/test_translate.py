@@ -7,8 +7,6 @@ import json
 import pytest
 import torch
 
-import batches
-
 from clozeformer.cli import main
 from clozeformer.config import BartConfig
 from clozeformer.data.corpus import CorpusError
@@ -127,39 +125,3 @@ def test_length_buckets_cover_each_epoch_once_and_pad_less():
     # batch k is a pure function of (seed, k)
     assert torch.equal(data(8).train_batch(70)["labels"], bucketed.train_batch(70)["labels"])
     assert not torch.equal(data(8).train_batch(70)["labels"], bucketed.train_batch(71)["labels"])
-
-
-def test_token_weighted_batches_weigh_every_target_token_alike(tmp_path):
-    """With token_weighted, a batch carries its rows' target lengths over the mean, and the training
-    loop scales its mean loss by their mean: the summed token loss over a constant, so a token of a
-    short bucket weighs what one of a long bucket does. The logged loss stays the unweighted mean."""
-    from clozeformer.config import T5Config
-    from clozeformer.models.t5 import T5ForConditionalGeneration
-    from clozeformer.train.loop import TrainConfig, fit
-    from clozeformer.train.pretrain import seq2seq_metrics
-
-    g = torch.Generator().manual_seed(0)
-    lengths = torch.randint(2, 30, (256,), generator=g).tolist()
-    sources = [[5 + i % 7] * n for i, n in enumerate(lengths)]
-    targets = [[6 + i % 5] * n + [1] for i, n in enumerate(lengths)]
-    mean = sum(map(len, targets)) / len(targets)
-
-    def data(weighted):
-        return PairData(sources, targets, source_pad=0, batch_size=16, seed=1, buckets=4, token_weighted=weighted,
-                        eval_sources=sources[:32], eval_targets=targets[:32])
-
-    batch = data(True).train_batch(0)
-    tokens = batch["labels"].ne(-100).sum(1)
-    assert torch.allclose(batch["loss_weight"], tokens / mean) and "loss_weight" not in data(False).train_batch(0)
-    assert "loss_weight" not in data(True).eval_batches(1)[0]
-    runs = {}
-    for weighted in (False, True):
-        torch.manual_seed(0)
-        model = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=40, num_layers=1, num_decoder_layers=1,
-                                                           dropout=0.0))
-        fit(model, data(weighted), TrainConfig(steps=1, log_every=1, eval_every=1, save_every=1, clip_norm=1e9),
-            tmp_path / str(weighted), metrics_fn=seq2seq_metrics, progress=False)
-        runs[weighted] = batches.rows(tmp_path / str(weighted))[0]
-    assert runs[True]["loss"] == pytest.approx(runs[False]["loss"], rel=1e-6)  # logged unweighted
-    assert runs[True]["grad_norm"] == pytest.approx(runs[False]["grad_norm"] * float(batch["loss_weight"].mean()),
-                                                     rel=1e-4)

@@ -81,16 +81,11 @@ class PairData:
     buckets: 0 draws each training batch uniformly from the epoch's permutation; N > 0 sorts
     pools of N batches by length first (see `_BucketOrder`), which cuts the padded positions
     the model computes on (Multi30k, batch 64, pools of 64: source 36% → 1.5%, target 53% → 20%).
-    token_weighted: each training batch also carries `loss_weight` [B], its rows' target lengths over
-    the mean target length, which the training loop multiplies its mean loss by (the mean of its
-    rows' weights): every target token then weighs the same in every batch, as in an unbucketed
-    epoch, instead of a short batch's tokens weighing more.
     """
 
     def __init__(self, sources: list[list[int]], targets: list[list[int]], *, source_pad: int, batch_size: int = 32,
                  seed: int = 0, eval_sources: list[list[int]] | None = None,
-                 eval_targets: list[list[int]] | None = None, buckets: int = 0,
-                 token_weighted: bool = False) -> None:
+                 eval_targets: list[list[int]] | None = None, buckets: int = 0) -> None:
         if not sources or len(sources) != len(targets):
             raise ValueError(f"need as many sources as targets, and some: {len(sources)} vs {len(targets)}")
         self.sources, self.targets, self.source_pad = sources, targets, source_pad
@@ -100,7 +95,6 @@ class PairData:
         self.eval_examples = np.arange(len(self.eval_sources))
         self._order = EpochOrder(len(sources), seed)
         self._buckets = None
-        self._mean_target = float(np.mean([len(t) for t in targets])) if token_weighted else None
         if buckets > 0 and len(sources) >= batch_size:
             self._buckets = _BucketOrder(np.array([len(r) for r in sources]), np.array([len(r) for r in targets]),
                                          batch_size, seed, buckets)
@@ -114,10 +108,7 @@ class PairData:
     def train_batch(self, index: int) -> dict[str, Tensor]:
         rows = (self._buckets.rows(index) if self._buckets is not None
                 else self._order.rows(self.train_examples, index, self.batch_size))
-        batch = self._batch([self.sources[i] for i in rows], [self.targets[i] for i in rows])
-        if self._mean_target is not None:
-            batch["loss_weight"] = torch.tensor([len(self.targets[i]) / self._mean_target for i in rows])
-        return batch
+        return self._batch([self.sources[i] for i in rows], [self.targets[i] for i in rows])
 
     def eval_batches(self, max_batches: int = 8) -> list[dict[str, Tensor]]:
         n = min(len(self.eval_sources), max_batches * self.batch_size)

@@ -384,12 +384,10 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
                 batch = distributed.shard(data.train_batch(step * cfg.grad_accum + micro), dist)
                 counts = [a + b for a, b in zip(counts, count_tokens(batch))]
                 batch = to_device(batch, device)
-                # a batch may weigh its mean loss (data/pairs.PairData token_weighted); the log shows it unweighted
-                weight = batch.pop("loss_weight").mean() if "loss_weight" in batch else 1.0
                 with par.grad_sync(micro == cfg.grad_accum - 1):
                     with _autocast(device, cfg.precision):
                         loss = net(**batch)  # scalar: this rank's mean loss
-                    (loss * weight / cfg.grad_accum).backward()
+                    (loss / cfg.grad_accum).backward()
                 loss_sum += loss.item() / cfg.grad_accum
             # one all_reduce a step: every rank sees the same mean loss (so takes the same branch
             # below), the global token counts, the mean elapsed time, and whether any rank was signalled
