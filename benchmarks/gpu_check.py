@@ -5,7 +5,7 @@ against transformers, and a torchrun run killed and resumed.
     python benchmarks/gpu_check.py --dry-run     # CPU, tiny shapes, the same code (tests/test_gpu_check.py)
 
 Rows:
-- parity, per family: our tiny model saved, loaded into transformers' class from the saved
+- parity, for each of the five families: our tiny model saved, loaded into transformers' class from the saved
   config; fp32 logits on the device (max |Δ| ≤ 1e-4) and, for BART and T5, greedy generated
   ids (identical).
 - step speed: BERT-base MLM (L12 H768, 128 tokens, batch 256, 15% of tokens predicted),
@@ -38,12 +38,13 @@ import torch
 import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
-from clozeformer.config import BartConfig, BertConfig, ElectraConfig, T5Config
+from clozeformer.config import BartConfig, BertConfig, ElectraConfig, RobertaConfig, T5Config
 from clozeformer.demo import stdlib_documents, write_corpus
 from clozeformer.interop.hf import save_model
 from clozeformer.models.bart import BartForConditionalGeneration
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.models.electra import ElectraDiscriminator
+from clozeformer.models.roberta import RobertaForMaskedLM
 from clozeformer.models.t5 import T5ForConditionalGeneration
 
 NANOT5_A100_TOKENS_S = 128 * 512 / 0.56  # nanoT5: T5-v1.1-base, 128 × 512 inputs, 0.56 s/step on one A100
@@ -65,6 +66,7 @@ DRY = {
 }
 PARITY = {
     "bert": (BertForPreTraining, BertConfig.preset("tiny", vocab_size=VOCAB)),
+    "roberta": (RobertaForMaskedLM, RobertaConfig.preset("tiny", vocab_size=VOCAB)),
     "electra": (ElectraDiscriminator, ElectraConfig.preset("tiny", vocab_size=VOCAB)),
     "bart": (BartForConditionalGeneration, BartConfig.preset("tiny", vocab_size=VOCAB)),
     "t5": (T5ForConditionalGeneration, T5Config.preset("tiny", vocab_size=VOCAB)),
@@ -107,8 +109,8 @@ def parity(family: str, device: torch.device, tmp: Path) -> tuple[float, bool | 
     ours = cls(cfg).eval()
     save_model(ours, tmp / family)
     arch = (tmp / family / "config.json").read_text()
-    name = next(n for n in ("BertForPreTraining", "ElectraForPreTraining", "BartForConditionalGeneration",
-                            "T5ForConditionalGeneration") if n in arch)
+    name = next(n for n in ("BertForPreTraining", "RobertaForMaskedLM", "ElectraForPreTraining",
+                            "BartForConditionalGeneration", "T5ForConditionalGeneration") if n in arch)
     hf = getattr(transformers, name).from_pretrained(tmp / family, attn_implementation="eager").to(device).eval()
     ours.to(device)
     g = torch.Generator().manual_seed(1)
@@ -118,7 +120,7 @@ def parity(family: str, device: torch.device, tmp: Path) -> tuple[float, bool | 
     ids, mask = ids.masked_fill(mask == 0, cfg.pad_token_id).to(device), mask.to(device)
     keep = mask.bool()
     with torch.no_grad():
-        if family in ("bert", "electra"):
+        if family in ("bert", "roberta", "electra"):
             ref = hf(input_ids=ids, attention_mask=mask)
             ref = ref.prediction_logits if family == "bert" else ref.logits
             diff = (ours(ids, mask).logits - ref)[keep].abs().max().item()

@@ -17,9 +17,9 @@ def test_gpu_check_dry_run_prints_every_row(transformers):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ")]
-    assert [r.split(" | ")[0] for r in rows[:5]] == ["| check", "| parity bert (fp32)", "| parity electra (fp32)",
-                                                      "| parity bart (fp32)", "| parity t5 (fp32)"]
-    assert all("✓" in r for r in rows[1:5]) and sum("greedy ids identical" in r for r in rows) == 2
+    assert [r.split(" | ")[0] for r in rows[:6]] == ["| check"] + [f"| parity {f} (fp32)" for f in
+                                                                    ("bert", "roberta", "electra", "bart", "t5")]
+    assert all("✓" in r for r in rows[1:6]) and sum("greedy ids identical" in r for r in rows) == 2
     for family in ("bert", "t5", "bart"):
         assert sum(r.startswith(f"| {family} step") and "tok/s" in r for r in rows) == 2
     assert "resumed to step-0000020" in rows[-1] and "stopped by SIGTERM" in rows[-1]
