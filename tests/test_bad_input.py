@@ -222,7 +222,7 @@ def test_max_len_over_max_positions(base, tmp_path, capsys):
 def test_fill_mask_on_a_10k_word_text_is_truncated(base, capsys):
     text = "the movie was [MASK] . " + "and it went on " * 2500
     out, err = works(["fill-mask", str(base["model"]), text, "--top-k", "2"], capsys)
-    assert "clozeformer: warning: text of" in err and "truncated to the model's max_positions (512)" in err
+    assert "clozeformer: warning: text of" in err and "truncated to the model's 512 positions" in err
     assert out.splitlines()[1].startswith("  [MASK] #1: ")
     # a [MASK] only past the cut is an error, in one shortened line
     line = fails(["fill-mask", str(base["model"]), "and it went on " * 2500 + "[MASK]"], capsys, "no [MASK] in")

@@ -85,8 +85,8 @@ def cmd_fill_mask(args) -> None:
             raise ValueError(f"no {mask} in {text!r}")
     for text in args.text:
         n = len(tok.encode(text, specials=True))
-        if n > model.config.max_positions:
-            warnings.warn(f"text of {n} tokens truncated to the model's max_positions ({model.config.max_positions})")
+        if n > model.config.max_length:
+            warnings.warn(f"text of {n} tokens truncated to the model's {model.config.max_length} positions")
         print(text)
         for i, preds in enumerate(fill_mask(model, tok, text, top_k=args.top_k)):
             print(f"  [MASK] #{i + 1}: " + ", ".join(f"{p.token} ({p.score:.3f})" for p in preds))

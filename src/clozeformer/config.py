@@ -41,6 +41,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": self.model_type, **dataclasses.asdict(self)}
 
+    @property
+    def max_length(self) -> int | None:
+        """The longest input its positions allow (None: no limit, as T5's relative positions)."""
+        return getattr(self, "max_positions", None)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         """A config from JSON-like data: unknown keys and values of the wrong type are ConfigErrors."""

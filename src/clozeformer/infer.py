@@ -31,7 +31,7 @@ def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 5)
         raise ValueError(f"top_k {top_k} is out of range; allowed: 1 to {candidates} (the vocabulary's non-special "
                          "tokens)")
     mask_token = tokenizer.tokens([tokenizer.mask_id])[0]
-    ids = tokenizer.encode(text, max_length=model.config.max_positions, specials=True)
+    ids = tokenizer.encode(text, max_length=model.config.max_length, specials=True)
     where = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
     if not where:
         raise ValueError(f"no {mask_token} in {text!r}")
@@ -141,7 +141,7 @@ def generate_texts(model: nn.Module, tokenizer: Tokenizer, texts: list[str], *, 
         raise ValueError(f"a {type(model).__name__} does not generate text; use a BART or T5 model")
     model.eval()
     device = next(model.parameters()).device
-    limit = getattr(model.config, "max_positions", None)
+    limit = model.config.max_length
     g = torch.Generator(device=device).manual_seed(seed)
     outputs = []
     for i in range(0, len(texts), batch_size):

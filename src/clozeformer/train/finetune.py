@@ -94,7 +94,7 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     base, tok = _load(model)
     family = base.config.model_type
     spec = task_spec(task, **task_options)
-    limit = getattr(base.config, "max_positions", None)
+    limit = base.config.max_length
     if limit is not None and spec.max_len > limit:
         if "max_len" in task_options and task_options["max_len"] is not None:
             warnings.warn(f"max_len {spec.max_len} is more than the model's {limit} positions; using {limit}")
