@@ -4,11 +4,15 @@ fine-tuning through the same API as the other families."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import pytest
 import torch
 
 import textgen
 from batches import padded_batch
+from clozeformer.cli import main
 from clozeformer.config import ConfigError, RobertaConfig
 from clozeformer.infer import fill_mask, mlm_model
 from clozeformer.interop.hf import load_model, save_model
@@ -97,6 +101,11 @@ def test_pretrain_then_finetune(tmp_path):
     tok = Tokenizer.load(s["model_dir"])
     (preds,) = fill_mask(mlm_model(model), tok, "the film was <mask> .", top_k=3)  # RoBERTa's mask token
     assert len(preds) == 3
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["fill-mask", s["model_dir"], "the film was <mask> .", "--top-k", "3"]) == 0
+    shown = out.getvalue().splitlines()[1]  # byte-level pieces shown as their text, not as "Ġthe"
+    assert shown.startswith("  [MASK] #1: ") and "Ġ" not in shown and shown.count("(0.") == 3
     rows = textgen.labelled(200)
     textgen.write_lines(tmp_path / "train.tsv", ["sentence\tlabel"] + [f"{t}\t{y}" for t, y in rows[:160]])
     textgen.write_lines(tmp_path / "dev.tsv", ["sentence\tlabel"] + [f"{t}\t{y}" for t, y in rows[160:]])

@@ -89,7 +89,9 @@ def cmd_fill_mask(args) -> None:
             warnings.warn(f"text of {n} tokens truncated to the model's {model.config.max_length} positions")
         print(text)
         for i, preds in enumerate(fill_mask(model, tok, text, top_k=args.top_k)):
-            print(f"  [MASK] #{i + 1}: " + ", ".join(f"{p.token} ({p.score:.3f})" for p in preds))
+            # a byte-level BPE piece shows as its text ("Ġthe" -> "the"); WordPiece pieces decode to themselves
+            print(f"  [MASK] #{i + 1}: " + ", ".join(f"{tok.decode([p.token_id]).strip() or p.token} ({p.score:.3f})"
+                                                    for p in preds))
 
 
 def cmd_noise(args) -> None:
