@@ -1,6 +1,6 @@
 """--compile: the training step run through torch.compile trains as the eager step does, for
-every family (each family's real pretraining batches: packed documents, sparse MLM heads,
-ELECTRA's sampled replacements, BART's noise, T5's sentinels)."""
+each objective's family (its real pretraining batches: packed documents, sparse MLM heads,
+ELECTRA's sampled replacements, BART's noise, T5's sentinels; RoBERTa runs BERT's code)."""
 
 import pytest
 import torch
