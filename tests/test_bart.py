@@ -68,6 +68,22 @@ def test_logits_and_loss_match_transformers(pair):
         assert abs(ours(ids, mask, labels=labels).loss.item() - ref_loss.item()) < 1e-5
 
 
+def test_decoder_attention_mask_reads_as_in_transformers(pair):
+    """A 1/0 decoder_attention_mask masks the decoder's own keys as transformers reads it (left padding here)."""
+    hf, ours = pair
+    ids, mask, labels = batch()
+    dec = shift_right(labels, 2, 1)
+    dec_mask = torch.ones_like(dec)
+    dec_mask[2, :3] = 0
+    keep = dec_mask.bool()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask).logits
+        got = ours(ids, mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask).logits
+        unmasked = ours(ids, mask, decoder_input_ids=dec).logits
+    assert (got[keep] - ref[keep]).abs().max() < 1e-4
+    assert (unmasked[2, 3:] - got[2, 3:]).abs().max() > 1e-3  # the mask changed what row 2 reads
+
+
 def test_training_gradients_match_transformers(pair):
     """Every parameter's gradient of a training step (train mode: the fused LM head) equals transformers'."""
     import copy

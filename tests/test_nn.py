@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -124,13 +125,18 @@ def test_bf16_training_attention_takes_the_matmul_path_and_agrees_with_sdpa(monk
         assert (a - b).abs().max() <= 0.02 * b.abs().max()
 
 
-def test_packed_training_encoder_equals_the_padded_one_at_every_real_token():
+@pytest.mark.parametrize("t5", [False, True], ids=["post-norm", "pre-norm+relative-bias"])
+def test_packed_training_encoder_equals_the_padded_one_at_every_real_token(t5):
     """Training with padding runs the position-wise parts on the real tokens only (Packed); without
-    dropout the outputs at real positions and every gradient equal the padded computation's."""
-    from clozeformer.nn import TransformerLayer, encode
+    dropout the outputs at real positions and every gradient equal the padded computation's, for
+    BERT's post-norm layers and T5's pre-norm layers with their relative position bias."""
+    from clozeformer.nn import Stack, TransformerLayer
+    from clozeformer.nn.position import RelativePositionBias
 
     torch.manual_seed(0)
-    layers = torch.nn.ModuleList(TransformerLayer(32, 4, 64, dropout=0.0, attention_dropout=0.0) for _ in range(2))
+    opts = dict(pre_norm=True, norm="rms", bias=False, scale=1.0) if t5 else {}
+    layers = Stack(TransformerLayer(32, 4, 64, dropout=0.0, attention_dropout=0.0, **opts) for _ in range(2))
+    bias = RelativePositionBias(4, bidirectional=True) if t5 else None
     x = torch.randn(3, 9, 32)
     attention_mask = torch.ones(3, 9, dtype=torch.long)
     attention_mask[1, 6:] = 0
@@ -141,11 +147,14 @@ def test_packed_training_encoder_equals_the_padded_one_at_every_real_token():
         layers.zero_grad()
         xi = x.clone().requires_grad_()
         if packed:
-            y = encode(layers, xi, attention_mask)
+            y = layers(xi, attention_mask, bias=bias)
         else:  # the padded layout, layer by layer
             y = xi
+            mask = attention_mask.bool()[:, None, None, :]
+            if t5:
+                mask = bias(9, 9).masked_fill(~mask, torch.finfo(torch.float32).min)
             for layer in layers:
-                y = layer(y, attention_mask.bool()[:, None, None, :])
+                y = layer(y, mask)
         (y[keep] ** 2).sum().backward()
         results.append((y.detach(), xi.grad, [p.grad.clone() for p in layers.parameters()]))
     (yp, gp, wp), (yd, gd, wd) = results

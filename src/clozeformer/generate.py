@@ -69,11 +69,9 @@ GENERATION_KEYS = tuple(f.name for f in dataclasses.fields(GenerationConfig))
 def generation_defaults(model) -> dict:
     """The model's own generation settings, which explicit arguments override (as transformers does):
     what load_model read from generation_config.json (or config.json's generation keys), else the
-    family's: BART forces </s> at the maximum length (transformers' BartConfig default), T5 nothing."""
+    model class's own (`Generates.family_generation`)."""
     given = getattr(model, "generation_defaults", None)
-    if given is not None:
-        return given
-    return {"forced_eos_token_id": model.config.eos_token_id} if model.config.model_type == "bart" else {}
+    return given if given is not None else model.family_generation()
 
 
 def _process(scores: Tensor, seqs: Tensor, cfg: GenerationConfig, max_length: int, eos: int,
@@ -141,6 +139,10 @@ class Generates:
 
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **options) -> Tensor:
         return generate(self, input_ids, attention_mask, **options)
+
+    def family_generation(self) -> dict:
+        """The family's generation settings, under any the checkpoint saved: none here (T5's)."""
+        return {}
 
 
 def _sample_or_greedy(model, encoded, mask, cfg, max_length, start, eos, pad, generator) -> Tensor:

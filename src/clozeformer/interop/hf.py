@@ -628,6 +628,7 @@ class HFMapping(NamedTuple):
     state_from_hf: Callable[[dict[str, Tensor]], tuple[dict[str, Tensor], list[str]]]
     config_to_hf: Callable[..., dict]
     config_from_hf: Callable[..., Any]
+    generation: dict = {}  # transformers' config-class generation defaults, under a saved config.json's keys
 
 
 MAPPINGS = {  # by model_type (families.FAMILIES' names)
@@ -636,7 +637,7 @@ MAPPINGS = {  # by model_type (families.FAMILIES' names)
     "roberta": HFMapping(RobertaForMaskedLM, "RobertaModel", roberta_state_to_hf, roberta_state_from_hf,
                          roberta_config_to_hf, roberta_config_from_hf),
     "bart": HFMapping(BartForConditionalGeneration, "BartModel", bart_state_to_hf, bart_state_from_hf,
-                      bart_config_to_hf, bart_config_from_hf),
+                      bart_config_to_hf, bart_config_from_hf, {"forced_eos_token_id": 2}),
     "electra": HFMapping(ElectraDiscriminator, "ElectraModel", electra_state_to_hf, electra_state_from_hf,
                          electra_config_to_hf, electra_config_from_hf),
     "t5": HFMapping(T5ForConditionalGeneration, "T5Model", t5_state_to_hf, t5_state_from_hf, t5_config_to_hf,
@@ -766,7 +767,8 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     kind = hf_cfg.get("model_type")
     if kind not in MAPPINGS:
         raise ConfigError(f"{config_file}: model_type {kind!r} is not supported; known: {sorted(MAPPINGS)}")
-    cfg_cls, (model_cls, _, _, from_hf, _, cfg_from_hf) = FAMILIES[kind].config_cls, MAPPINGS[kind]
+    cfg_cls, mapping = FAMILIES[kind].config_cls, MAPPINGS[kind]
+    model_cls, from_hf, cfg_from_hf = mapping.loads_as, mapping.state_from_hf, mapping.config_from_hf
     ours = hf_cfg.get("clozeformer")
     try:
         if ours is not None and not (isinstance(ours, dict) and isinstance(ours.get("config"), dict)):
@@ -814,15 +816,15 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
 
 def _generation_defaults(directory: Path, hf_cfg: dict, kind: str) -> dict:
     """Generation settings saved with a checkpoint, read as transformers does: generation_config.json
-    when there is one, else config.json's generation keys over the family's class defaults
-    (BartConfig forces </s>, id 2, at the maximum length)."""
+    when there is one, else config.json's generation keys over the HF config class's defaults
+    (HFMapping.generation: BartConfig forces </s>, id 2, at the maximum length)."""
     from clozeformer.generate import GENERATION_KEYS
 
     path = directory / "generation_config.json"
     if path.is_file():
         saved = read_json(path, kind=dict)
     else:
-        saved = {**({"forced_eos_token_id": 2} if kind == "bart" else {}), **hf_cfg}
+        saved = {**MAPPINGS[kind].generation, **hf_cfg}
     out = {k: saved[k] for k in GENERATION_KEYS if k in saved}
     try:
         from clozeformer.generate import GenerationConfig

@@ -23,9 +23,9 @@ from clozeformer.config import BartConfig
 from clozeformer.generate import Generates
 from clozeformer.models.heads import SpanHead, span_loss, sparse_lm_loss
 from clozeformer.models.output import Output
-from clozeformer.nn import (Cache, TransformerLayer, init_weights, padding_mask, segment_ids, segment_mask,
-                            segment_positions)
+from clozeformer.nn import Cache, Stack, TransformerLayer, init_weights, segment_ids, segment_positions
 from clozeformer.nn.functional import IGNORE, dropout
+from clozeformer.nn.position import learned_positions
 
 POSITION_OFFSET = 2  # fairseq reserved the first two position rows; HF BART keeps the layout
 
@@ -39,7 +39,8 @@ def shift_right(labels: Tensor, start_id: int, pad_id: int) -> Tensor:
 
 
 class BartStack(nn.Module):
-    """Learned positions + embedding LayerNorm + post-norm layers; a decoder's layers cross-attend."""
+    """Learned positions + embedding LayerNorm, then the layers (nn.Stack: post-norm; a decoder's are
+    causal and cross-attend)."""
 
     def __init__(self, cfg: BartConfig, *, decoder: bool) -> None:
         super().__init__()
@@ -47,31 +48,26 @@ class BartStack(nn.Module):
         self.pos = nn.Embedding(cfg.max_positions + POSITION_OFFSET, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         n = cfg.decoder_layers if decoder else cfg.encoder_layers
-        self.layers = nn.ModuleList(
+        self.layers = Stack((
             TransformerLayer(cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, activation=cfg.activation,
                              dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, eps=cfg.layer_norm_eps,
                              ffn_dropout=cfg.activation_dropout, cross=decoder)
-            for _ in range(n))
+            for _ in range(n)), decoder=decoder)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, *, context: Tensor | None = None,
-                context_mask: Tensor | None = None, cache: Cache | None = None,
-                positions: Tensor | None = None) -> Tensor:
-        """Token embeddings [B, T, D] -> hidden states [B, T, D]. positions [B, T] (a packed row's,
-        restarting at each document) default to start … start + T − 1."""
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None, *, context: Tensor | None = None,
+                context_mask: Tensor | None = None, cache: Cache | None = None) -> Tensor:
+        """Token embeddings [B, T, D] -> hidden states [B, T, D]; the masks as nn.Stack reads them.
+        Positions run start … start + T − 1, or, in a packed row, restart at each document."""
         start = cache.length if cache is not None else 0
         t = x.shape[1]
         if start + t > self.config.max_positions:
             raise ValueError(f"sequence length {start + t} exceeds max_positions {self.config.max_positions}; "
                              "truncate the input")
-        if positions is None:
-            x = x + self.pos.weight[start + POSITION_OFFSET: start + t + POSITION_OFFSET]
-        else:
-            x = x + self.pos(positions + POSITION_OFFSET)
+        segments = segment_ids(attention_mask)
+        x = x + learned_positions(self.pos, t, offset=POSITION_OFFSET, start=start,
+                                  positions=None if segments is None else segment_positions(segments))
         x = dropout(self.norm(x), self.config.dropout, self.training)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, mask, causal=self.decoder, context=context, context_mask=context_mask,
-                      cache=cache.layers[i] if cache is not None else None)
-        return x
+        return self.layers(x, attention_mask, context=context, context_mask=context_mask, cache=cache)
 
 
 class BartModel(nn.Module):
@@ -92,25 +88,14 @@ class BartModel(nn.Module):
     def encode(self, input_ids: Tensor | None, attention_mask: Tensor | None = None, *,
                embeds: Tensor | None = None) -> Tensor:
         """Source ids [B, S] (or ready input `embeds` [B, S, D], as the translation encoder gives) -> [B, S, D]."""
-        x = self.embed(input_ids) if embeds is None else embeds
-        segments = segment_ids(attention_mask)
-        if segments is None:
-            return self.encoder(x, padding_mask(attention_mask))  # [B, S, D]
-        return self.encoder(x, segment_mask(segments, segments), positions=segment_positions(segments))
+        return self.encoder(self.embed(input_ids) if embeds is None else embeds, attention_mask)
 
     def decode_hidden(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, attention_mask: Tensor | None = None,
                       cache: Cache | None = None, decoder_attention_mask: Tensor | None = None) -> Tensor:
         """Decoder ids [B, T] -> [B, T, D]. A packed batch gives both masks as segment ids (the decoder's
         k-th document is the encoder's k-th): each target document attends to itself and its own source."""
-        x = self.embed(decoder_input_ids)
-        segments, sources = segment_ids(decoder_attention_mask), segment_ids(attention_mask)
-        if segments is None:
-            # Causal self-attention only: padding sits at the end of a target, where causality already hides it.
-            return self.decoder(x, context=encoder_hidden, context_mask=padding_mask(attention_mask), cache=cache)
-        if sources is None:
-            raise ValueError("a packed decoder_attention_mask needs the encoder's packed attention_mask")
-        return self.decoder(x, segment_mask(segments, segments), context=encoder_hidden,
-                            context_mask=segment_mask(segments, sources), positions=segment_positions(segments))
+        return self.decoder(self.embed(decoder_input_ids), decoder_attention_mask, context=encoder_hidden,
+                            context_mask=attention_mask, cache=cache)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 decoder_input_ids: Tensor | None = None) -> Output:
@@ -150,6 +135,9 @@ class BartForConditionalGeneration(Generates, _EncoderDecoder):
         self.bart = BartModel(cfg)
         self.register_buffer("final_logits_bias", torch.zeros(cfg.vocab_size))  # [V]; zero unless imported
 
+    def family_generation(self) -> dict:
+        return {"forced_eos_token_id": self.config.eos_token_id}  # </s> at the maximum length, as transformers' BART
+
     def lm_head(self, hidden: Tensor) -> Tensor:
         return F.linear(hidden, self.bart.shared.weight, self.final_logits_bias)  # [..., V]
 
@@ -160,7 +148,8 @@ class BartForConditionalGeneration(Generates, _EncoderDecoder):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 decoder_input_ids: Tensor | None = None, labels: Tensor | None = None,
                 decoder_attention_mask: Tensor | None = None) -> Output:
-        """decoder_attention_mask matters only for a packed batch (segment ids, see decode_hidden)."""
+        """decoder_attention_mask [B, T]: 1/0 over the decoder's own keys (as transformers reads it), or a
+        packed batch's segment ids (see decode_hidden)."""
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("pass decoder_input_ids or labels")
@@ -263,7 +252,7 @@ class SourceEncoder(nn.Module):
         init_weights(self, cfg.initializer_range)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        return self.stack(self.embed(input_ids), padding_mask(attention_mask))  # [B, S, D]
+        return self.stack(self.embed(input_ids), attention_mask)  # [B, S, D]
 
 
 class BartForTranslation(BartForConditionalGeneration):

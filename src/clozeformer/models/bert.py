@@ -13,8 +13,9 @@ from clozeformer.config import BertConfig
 from clozeformer.models.heads import (MLMHead, Pooler, SpanHead, masked_lm_loss, sequence_loss, span_loss,
                                       token_loss)
 from clozeformer.models.output import Output
-from clozeformer.nn import TransformerLayer, encode, init_weights, segment_ids, segment_positions, segment_starts
+from clozeformer.nn import Stack, TransformerLayer, init_weights, segment_ids, segment_positions, segment_starts
 from clozeformer.nn.functional import IGNORE, dropout
+from clozeformer.nn.position import learned_positions
 
 
 class BertEmbeddings(nn.Module):
@@ -39,16 +40,15 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
                 positions: Tensor | None = None) -> Tensor:
         """positions [B, T] (a packed row's, restarting at each document) default to 0 … T − 1."""
-        t = input_ids.shape[1]
-        o = self.offset
-        x = self.tok(input_ids) + (self.pos.weight[o:o + t] if positions is None else self.pos(positions + o))  # [B, T, D]
+        x = self.tok(input_ids) + learned_positions(self.pos, input_ids.shape[1], offset=self.offset,
+                                                    positions=positions)  # [B, T, D]
         x = x + (self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0])
         return dropout(self.norm(x), self.dropout, self.training)
 
 
-def bert_layers(cfg, dim: int | None = None, heads: int | None = None, ffn: int | None = None) -> nn.ModuleList:
+def bert_layers(cfg, dim: int | None = None, heads: int | None = None, ffn: int | None = None) -> Stack:
     """cfg.num_layers post-norm layers of width `dim` (default cfg's own sizes; ELECTRA's generator is narrower)."""
-    return nn.ModuleList(
+    return Stack(
         TransformerLayer(dim or cfg.hidden_size, heads or cfg.num_heads, ffn or cfg.intermediate_size,
                          activation=cfg.activation, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
                          eps=cfg.layer_norm_eps)
@@ -61,7 +61,7 @@ def check_length(input_ids: Tensor, max_positions: int) -> None:
                          "truncate the input")
 
 
-def embed_and_encode(embeddings: BertEmbeddings, project: nn.Module | None, layers: nn.ModuleList,
+def embed_and_encode(embeddings: BertEmbeddings, project: nn.Module | None, layers: Stack,
                      input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None) -> Tensor:
     """Embeddings (-> projection, ELECTRA's E -> D) -> encoder layers: [B, T] ids -> [B, T, D].
 
@@ -72,7 +72,7 @@ def embed_and_encode(embeddings: BertEmbeddings, project: nn.Module | None, laye
     x = embeddings(input_ids, token_type_ids, None if segments is None else segment_positions(segments))
     if project is not None:
         x = project(x)
-    return encode(layers, x, attention_mask)
+    return layers(x, attention_mask)
 
 
 def first_tokens(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:

@@ -27,13 +27,14 @@ from clozeformer.generate import Generates
 from clozeformer.models.bart import shift_right
 from clozeformer.models.heads import sparse_lm_loss
 from clozeformer.models.output import Output
-from clozeformer.nn import Cache, TransformerLayer, causal_mask, padding_mask, segment_ids, segment_mask
+from clozeformer.nn import Cache, Stack, TransformerLayer
 from clozeformer.nn.functional import IGNORE, dropout
 from clozeformer.nn.position import RelativePositionBias
 
 
 class T5Stack(nn.Module):
-    """Relative position bias + pre-norm RMSNorm layers + final RMSNorm; a decoder's layers cross-attend."""
+    """The layers (nn.Stack: pre-norm RMSNorm; a decoder's are causal and cross-attend) with one relative
+    position bias, then the final RMSNorm."""
 
     def __init__(self, cfg: T5Config, *, decoder: bool) -> None:
         super().__init__()
@@ -42,53 +43,21 @@ class T5Stack(nn.Module):
         self.bias = RelativePositionBias(cfg.num_heads, bidirectional=not decoder,
                                          num_buckets=cfg.relative_attention_num_buckets,
                                          max_distance=cfg.relative_attention_max_distance)
-        self.layers = nn.ModuleList(
+        self.layers = Stack((
             TransformerLayer(cfg.d_model, cfg.num_heads, cfg.d_ff, activation="gelu_new" if gated else "relu",
                              dropout=cfg.dropout, attention_dropout=cfg.dropout, ffn_dropout=cfg.dropout,
                              eps=cfg.layer_norm_eps, bias=False, cross=decoder, pre_norm=True, norm="rms",
                              gated=gated, head_dim=cfg.d_kv, scale=1.0)
-            for _ in range(cfg.num_decoder_layers if decoder else cfg.num_layers))
+            for _ in range(cfg.num_decoder_layers if decoder else cfg.num_layers)), decoder=decoder)
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps)
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None, *, context: Tensor | None = None,
                 context_mask: Tensor | None = None, cache: Cache | None = None) -> Tensor:
-        """Token embeddings [B, T, D] -> hidden states [B, T, D].
-
-        `attention_mask` [B, T] 1/0 masks this stack's own keys (the decoder's only without a
-        cache); `context_mask` [B, S] masks the encoder output a decoder cross-attends to. In a
-        packed batch both hold segment ids (nn.attention.segment_ids): each document attends to
-        itself, and the decoder's k-th document to the encoder's k-th. Relative positions need
-        no restart: the offsets within a document are the same wherever it sits in the row.
-        """
-        start = cache.length if cache is not None else 0
-        t = x.shape[1]
-        s = start + t
-        keep = None  # bool, broadcastable to [B, H, T, S]: True where a query may attend
-        segments, sources = segment_ids(attention_mask), segment_ids(context_mask)
-        if segments is not None:
-            keep = segment_mask(segments, segments)  # [B, 1, T, T]
-        elif attention_mask is not None:
-            if attention_mask.shape[1] != s:
-                raise ValueError(f"attention_mask covers {attention_mask.shape[1]} positions, expected {s}")
-            keep = padding_mask(attention_mask)  # [B, 1, 1, S], or None when nothing is padded
-        if self.decoder and t > 1:
-            c = causal_mask(t, s, x.device)  # [T, S]: query start+i sees keys 0 … start+i
-            keep = c if keep is None else keep & c
-        # T5's position bias with padding and causality folded in: one additive mask for every layer
-        mask = self.bias(t, s, offset=start)  # [1, H, T, S]
-        if keep is not None:
-            mask = mask.masked_fill(~keep, torch.finfo(mask.dtype).min)  # [B or 1, H, T, S]
-        cross_mask = None  # no position bias across
-        if sources is not None:  # packed: the decoder's k-th document reads the encoder's k-th
-            if segments is None:
-                raise ValueError("a packed encoder attention_mask needs the decoder's packed decoder_attention_mask")
-            cross_mask = segment_mask(segments, sources)  # [B, 1, T, S_enc]
-        else:
-            cross_mask = padding_mask(context_mask)  # [B, 1, 1, S_enc] or None
+        """Token embeddings [B, T, D] -> hidden states [B, T, D]; the masks as nn.Stack reads them (the
+        decoder's own `attention_mask` only without a cache). Relative positions need no restart in a
+        packed row: the offsets within a document are the same wherever it sits."""
         x = dropout(x, self.config.dropout, self.training)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, mask, context=context, context_mask=cross_mask,
-                      cache=cache.layers[i] if cache is not None else None)
+        x = self.layers(x, attention_mask, context=context, context_mask=context_mask, cache=cache, bias=self.bias)
         return dropout(self.norm(x), self.config.dropout, self.training)
 
 

@@ -2,8 +2,8 @@
 
 from clozeformer.nn.attention import (KV, Attention, Cache, additive, causal_mask, padding_mask, segment_ids,
                                       segment_mask, segment_positions, segment_starts)
-from clozeformer.nn.layers import FeedForward, TransformerLayer, encode, init_weights, num_parameters
+from clozeformer.nn.layers import FeedForward, Stack, TransformerLayer, init_weights, num_parameters
 
-__all__ = ["Attention", "Cache", "FeedForward", "KV", "TransformerLayer", "additive", "causal_mask", "encode",
+__all__ = ["Attention", "Cache", "FeedForward", "KV", "Stack", "TransformerLayer", "additive", "causal_mask",
            "init_weights", "num_parameters", "padding_mask", "segment_ids", "segment_mask", "segment_positions",
            "segment_starts"]

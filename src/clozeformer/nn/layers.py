@@ -1,4 +1,4 @@
-"""Feed-forward, transformer layer and the one weight init, shared by every family.
+"""Feed-forward, transformer layer, the one stack of layers and the one weight init, shared by every family.
 
 Shapes: B batch, T length, D model width, F feed-forward width.
 """
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clozeformer.nn.attention import KV, Attention, Packed, padding_mask, segment_ids, segment_mask
+from clozeformer.nn.attention import KV, Attention, Cache, Packed, causal_mask, padding_mask, segment_ids, segment_mask
 from clozeformer.nn.functional import dropout
 from clozeformer.nn.position import sinusoidal_
 
@@ -81,29 +81,78 @@ class TransformerLayer(nn.Module):
         return self._residual(x, self.ffn_norm, self.ffn)
 
 
-def encode(layers: nn.ModuleList, x: Tensor, attention_mask: Tensor | None) -> Tensor:
-    """Self-attention encoder layers over x [B, T, D] with a padding mask [B, T] (1 = token, or
-    a packed row's segment ids: attention stays within each document, see attention.segment_ids).
+class Stack(nn.ModuleList):
+    """The layers of one encoder or decoder, and the masks every family builds alike: the one stack.
 
-    In training with padding, everything but attention runs on the non-pad tokens only
-    (`Packed`): the same values at every real position for up to half the matmul work on
-    dynamically padded batches; padding positions of the result are zeros. Inference keeps
-    the padded layout, so outputs match transformers' at every position, and so does
-    torch.compile (N depends on the values).
+    What differs between families is an option of the layers (norm placement, cross-attention,
+    see TransformerLayer) or happens around the stack (absolute positions and embedding norms
+    before it, T5's final norm after it); T5's relative position bias is passed in as `bias`.
+    The layers are the stack's items, so their parameters are named `<stack>.<i>.` as before.
+
+    forward(x [B, T, D], attention_mask [B, S], *, context [B, S_enc, D], context_mask [B, S_enc],
+    cache, bias) -> [B, T, D]:
+    - `attention_mask` masks this stack's own keys: 1/0, or a packed row's segment ids
+      (attention.segment_ids; every document attends to itself only). With a cache it covers the
+      cached and the new positions (S = cached + T).
+    - A decoder (`decoder=True`) is causal and cross-attends to `context`; in a packed batch the
+      decoder's k-th document reads the encoder's k-th (`context_mask` holds segment ids too).
+    - `bias(t, s, offset=...)` -> [1, H, T, S] is added to every layer's self-attention logits,
+      with padding and causality folded in: one additive mask for every layer.
+    - An encoder in training runs everything but attention on the non-pad tokens only (`Packed`):
+      the same values at every real position for up to half the matmul work on dynamically padded
+      batches; padding positions of the result are zeros. Inference keeps the padded layout, so
+      outputs match transformers' at every position, and so does torch.compile (N depends on the values).
     """
-    segments = segment_ids(attention_mask)
-    # [B, 1, 1, T] padding or [B, 1, T, T] one block per document of a packed row, or None
-    mask = padding_mask(attention_mask) if segments is None else segment_mask(segments, segments)
-    if (mask is None or not (layers.training and torch.is_grad_enabled()) or torch.compiler.is_compiling()
-            or bool(attention_mask.all())):
-        for layer in layers:
-            x = layer(x, mask)
+
+    def __init__(self, layers, *, decoder: bool = False) -> None:
+        super().__init__(layers)
+        self.decoder = decoder
+
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None, *, context: Tensor | None = None,
+                context_mask: Tensor | None = None, cache: Cache | None = None, bias=None) -> Tensor:
+        start = cache.length if cache is not None else 0
+        t = x.shape[1]
+        s = start + t
+        segments, sources = segment_ids(attention_mask), segment_ids(context_mask)
+        if segments is not None:
+            mask = segment_mask(segments, segments)  # [B, 1, T, T]
+        else:
+            if attention_mask is not None and attention_mask.shape[1] != s:
+                raise ValueError(f"attention_mask covers {attention_mask.shape[1]} positions, expected {s}")
+            mask = padding_mask(attention_mask)  # [B, 1, 1, S], or None when nothing is padded
+        causal = self.decoder
+        if bias is not None:
+            if causal and t > 1:
+                c = causal_mask(t, s, x.device)  # [T, S]: query start+i sees keys 0 … start+i
+                mask = c if mask is None else mask & c
+            keep, mask = mask, bias(t, s, offset=start)  # [1, H, T, S]
+            if keep is not None:
+                mask = mask.masked_fill(~keep, torch.finfo(mask.dtype).min)  # [B or 1, H, T, S]
+            causal = False
+        if not self.decoder:
+            return self._encode(x, mask, attention_mask)
+        if sources is not None:
+            if segments is None:
+                raise ValueError("a packed encoder attention_mask needs the decoder's packed decoder_attention_mask")
+            cross_mask = segment_mask(segments, sources)  # [B, 1, T, S_enc]
+        else:
+            cross_mask = padding_mask(context_mask)  # [B, 1, 1, S_enc] or None
+        for i, layer in enumerate(self):
+            x = layer(x, mask, causal=causal, context=context, context_mask=cross_mask,
+                      cache=cache.layers[i] if cache is not None else None)
         return x
-    packed = Packed(attention_mask)
-    h = packed.pack(x)  # [N, D]
-    for layer in layers:
-        h = layer(h, mask, packed=packed)
-    return packed.unpack(h)  # [B, T, D]
+
+    def _encode(self, x: Tensor, mask: Tensor | None, attention_mask: Tensor | None) -> Tensor:
+        if (attention_mask is None or not (self.training and torch.is_grad_enabled())
+                or torch.compiler.is_compiling() or bool(attention_mask.all())):
+            for layer in self:
+                x = layer(x, mask)
+            return x
+        packed = Packed(attention_mask)
+        h = packed.pack(x)  # [N, D]
+        for layer in self:
+            h = layer(h, mask, packed=packed)
+        return packed.unpack(h)  # [B, T, D]
 
 
 def init_weights(module: nn.Module, std: float) -> None:
@@ -172,4 +221,4 @@ def num_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["FeedForward", "TransformerLayer", "init_weights", "mimetic_init", "num_parameters", "ACTIVATION_FNS"]
+__all__ = ["FeedForward", "Stack", "TransformerLayer", "init_weights", "mimetic_init", "num_parameters", "ACTIVATION_FNS"]

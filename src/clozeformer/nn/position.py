@@ -1,4 +1,5 @@
-"""T5's bucketed relative position bias (Raffel et al. 2020, §2.1; Mesh TensorFlow's scheme).
+"""Positions: learned absolute tables (BERT, ELECTRA, RoBERTa, BART; read by `learned_positions`)
+and T5's bucketed relative position bias (Raffel et al. 2020, §2.1; Mesh TensorFlow's scheme).
 
 Each head learns one scalar per bucket of the offset `key − query`; the bias is added to the
 attention logits. Half of the buckets hold small offsets exactly, the other half grow
@@ -33,6 +34,16 @@ def relative_position_bucket(offset: Tensor, *, bidirectional: bool, num_buckets
                           * (num_buckets - exact)).long()
     log_bucket = log_bucket.clamp(max=num_buckets - 1)
     return buckets + torch.where(distance < exact, distance, log_bucket)
+
+
+def learned_positions(table: nn.Embedding, t: int, *, offset: int = 0, start: int = 0,
+                      positions: Tensor | None = None) -> Tensor:
+    """The rows of a learned position table for positions start … start + T − 1 ([T, D]), or for
+    per-token `positions` [B, T] ([B, T, D]; a packed row's, restarting at each document); position
+    p reads row p + `offset` (BART's 2, which fairseq reserved; RoBERTa's pad_token_id + 1)."""
+    if positions is None:
+        return table.weight[offset + start: offset + start + t]
+    return table(positions + offset)
 
 
 @torch.no_grad()
