@@ -287,7 +287,7 @@ def test_nan_loss_stops_and_keeps_checkpoints(env, tmp_path, monkeypatch):
     run(env, tmp_path / "ref", steps=6, save_every=2)
     with monkeypatch.context() as m:
         nan_from(m, lambda i: i >= 4)  # step 5 onwards
-        with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 5.*intact"):
+        with pytest.raises(TrainingError, match=r"non-finite loss at step 5;.*intact"):
             run(env, tmp_path / "r", steps=6, save_every=2)
     ckpts = list_checkpoints(tmp_path / "r")
     assert [p.name for p in ckpts] == ["step-0000002", "step-0000004"]
@@ -300,6 +300,42 @@ def test_nan_loss_stops_and_keeps_checkpoints(env, tmp_path, monkeypatch):
     # the run can go on from its last good checkpoint
     s = run(env, tmp_path / "r", steps=6, save_every=2, resume=True)
     assert s["steps"] == 6
+
+
+def test_a_step_leaves_its_loss_on_the_device(env, tmp_path, monkeypatch):
+    """The host reads the loss only for a logged step: a read would make every step wait for a GPU.
+    The loss is marked (a tensor subclass that counts the reads of it and of what is computed from it)."""
+    reads = []
+
+    class Watched(torch.Tensor):
+        def item(self):
+            reads.append("item")
+            return super().item()
+
+        def __float__(self):
+            reads.append("float")
+            return super().__float__()
+
+        def __bool__(self):
+            reads.append("bool")
+            return super().__bool__()
+
+        def __int__(self):
+            reads.append("int")
+            return super().__int__()
+
+    real = BertForPreTraining.forward
+
+    def forward(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        if self.training:
+            out.loss = out.loss.as_subclass(Watched)
+        return out
+
+    monkeypatch.setattr(BertForPreTraining, "forward", forward)
+    s = run(env, tmp_path / "r", steps=6, log_every=3)
+    assert s["steps"] == 6 and [r["step"] for r in rows(tmp_path / "r")] == [3, 6]
+    assert 2 <= len(reads) <= 4, reads  # at steps 3 and 6 only: the loss, and whether any step was non-finite
 
 
 def test_huge_lr_stops_with_training_error(env, tmp_path):

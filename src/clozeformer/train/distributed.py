@@ -126,6 +126,15 @@ def sum_over_ranks(values: list[float], dist: Dist) -> list[float]:
     return t.tolist()
 
 
+def mean_over_ranks(value: Tensor, dist: Dist) -> Tensor:
+    """The mean over ranks of a 0-dim tensor, on the device (not read by the host); unchanged on one process."""
+    if dist.world_size == 1:
+        return value
+    value = value.clone()
+    td.all_reduce(value)
+    return value / dist.world_size
+
+
 def shard(batch: dict[str, Tensor], dist: Dist) -> dict[str, Tensor]:
     """This rank's rows [r·B/W, (r+1)·B/W) of a global batch whose every tensor is [B, …]."""
     if dist.world_size == 1:
@@ -176,10 +185,23 @@ class Parallel:
             self.model.set_requires_gradient_sync(on)
         return contextlib.nullcontext()
 
-    def clip_grad_norm(self, max_norm: float) -> float:
-        """Clip to max_norm; the global gradient norm (before clipping), the same on every rank."""
+    def clip_grad_norm(self, max_norm: float) -> Tensor:
+        """Clip to max_norm; the global gradient norm (before clipping, a 0-dim tensor on the device, not
+        read), the same on every rank."""
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+        return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+    def step_if_finite(self, loss: Tensor) -> None:
+        """One optimizer step, skipped where `loss` (0-dim, the same on every rank) is not finite. The
+        fused AdamW skips on the device (its `found_inf`, as torch.amp.GradScaler drives it: parameters,
+        moments and step count stay as they were) without the host reading the loss; FSDP's unfused
+        optimizer needs the host's answer."""
+        bad = ~torch.isfinite(loss)
+        if self.opt.defaults.get("fused"):
+            self.opt.found_inf, self.opt.grad_scale = bad.float(), None
+            self.opt.step()
+        elif not bool(bad):
+            self.opt.step()
 
     def save(self, run_dir: Path, step: int, state: dict, tokenizer, keep_last: int) -> Path:
         """Write checkpoint `step` from rank 0 while the others wait; every rank must call this."""

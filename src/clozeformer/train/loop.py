@@ -369,7 +369,13 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     bar = tqdm(total=cfg.steps if not budget else round(budget), initial=step if not budget else round(elapsed),
                disable=not (progress and dist.is_main), desc="train", dynamic_ncols=True,
                unit="step" if not budget else "s")
-    window, window_start, skipped = [0, 0, 0], time.perf_counter(), 0  # encoder tokens, real tokens, positions
+    window, window_start = [0, 0, 0], time.perf_counter()  # encoder tokens, real tokens, positions
+    # Non-finite steps, counted on the device so a step never waits for the host to read its loss:
+    # how many, and the first one's number (0: none yet). Read with the loss when a row is logged,
+    # before evaluating or saving, and at the end.
+    bad_steps = torch.zeros((), dtype=torch.long, device=device)
+    first_bad = torch.zeros((), dtype=torch.long, device=device)
+    skipped = 0
     clock_start, elapsed_start = clock(), elapsed
     with StopSignals() as stop:
         while step < cfg.steps and not (budget and elapsed >= budget):
@@ -378,7 +384,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
             lr = cfg.lr * lr_factor(step, cfg, elapsed)
             for group in par.opt.param_groups:
                 group["lr"] = lr
-            loss_sum, counts = 0.0, [0, 0, 0]
+            loss_sum, counts = torch.zeros((), device=device), [0, 0, 0]
             for micro in range(cfg.grad_accum):
                 # this rank's rows of the global micro-batch
                 batch = distributed.shard(data.train_batch(step * cfg.grad_accum + micro), dist)
@@ -388,38 +394,44 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
                     with _autocast(device, cfg.precision):
                         loss = net(**batch)  # scalar: this rank's mean loss
                     (loss / cfg.grad_accum).backward()
-                loss_sum += loss.item() / cfg.grad_accum
-            # one all_reduce a step: every rank sees the same mean loss (so takes the same branch
-            # below), the global token counts, the mean elapsed time, and whether any rank was signalled
-            loss_sum, *counts, elapsed, stopping = distributed.sum_over_ranks(
-                [loss_sum, *counts, elapsed_start + clock() - clock_start, stop.signum is not None], dist)
-            loss_sum /= dist.world_size
+                loss_sum = loss_sum + loss.detach().float() / cfg.grad_accum
+            # ranks agree on the mean loss (so skip alike), the global token counts, the mean elapsed time
+            # and whether any rank was signalled: one all_reduce of the loss on the device, one of the rest
+            loss_sum = distributed.mean_over_ranks(loss_sum, dist)
+            *counts, elapsed, stopping = distributed.sum_over_ranks(
+                [*counts, elapsed_start + clock() - clock_start, stop.signum is not None], dist)
             elapsed /= dist.world_size
             window = [a + b for a, b in zip(window, counts)]
-            if math.isfinite(loss_sum):
-                grad_norm = par.clip_grad_norm(cfg.clip_norm)
-                par.opt.step()
-            elif cfg.nan_policy == "stop":
-                bar.close()
-                raise TrainingError(f"non-finite loss ({loss_sum}) at step {step + 1}; stopped. Checkpoints in "
-                                    f"{run_dir / 'checkpoints'} are intact; lower the learning rate or use "
-                                    f"nan_policy='skip'")
-            else:  # skip this update (and its log row); evaluation and saving still happen
-                skipped += 1
+            grad_norm = par.clip_grad_norm(cfg.clip_norm)
+            par.step_if_finite(loss_sum)
+            bad = ~torch.isfinite(loss_sum)
+            first_bad = torch.where(bad & (first_bad == 0), step + 1, first_bad)
+            bad_steps += bad
             par.opt.zero_grad(set_to_none=True)
             step += 1
             last = step == cfg.steps or bool(budget and elapsed >= budget)
+            log_now = step % cfg.log_every == 0 or last
+            eval_now = bool(eval_set) and (step % cfg.eval_every == 0 or last)
+            save_now = step % cfg.save_every == 0 or last or stopping
 
-            if (step % cfg.log_every == 0 or last) and math.isfinite(loss_sum):
+            if log_now or eval_now or save_now:  # the host reads the step's results here, and only here
+                n_bad = int(bad_steps)
+                if n_bad > skipped and cfg.nan_policy == "stop":
+                    bar.close()
+                    raise TrainingError(f"non-finite loss at step {int(first_bad)}; stopped. Checkpoints in "
+                                        f"{run_dir / 'checkpoints'} are intact; lower the learning rate or use "
+                                        f"nan_policy='skip'")
+                skipped = n_bad
+            if log_now and math.isfinite(loss_value := float(loss_sum)):
                 tps = window[0] / max(time.perf_counter() - window_start, 1e-9)
-                log.write({"step": step, "split": "train", "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-                           "tokens_per_s": tps, "real_frac": window[1] / max(window[2], 1),
-                           "elapsed_s": round(elapsed, 2)})
-                bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:,.0f}")
+                log.write({"step": step, "split": "train", "loss": loss_value, "lr": lr,
+                           "grad_norm": float(grad_norm), "tokens_per_s": tps,
+                           "real_frac": window[1] / max(window[2], 1), "elapsed_s": round(elapsed, 2)})
+                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}")
                 window, window_start = [0, 0, 0], time.perf_counter()
             bar.update(1 if not budget else round(elapsed) - bar.n)
             early = False
-            if eval_set and (step % cfg.eval_every == 0 or last):
+            if eval_now:
                 summary["eval"] = evaluate(model, eval_set, metrics_fn, device, cfg.precision)
                 log.write({"step": step, "split": "eval", "elapsed_s": round(elapsed, 2), **summary["eval"]})
                 if progress and dist.is_main:
@@ -427,7 +439,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
                               file=sys.stderr)
                 done = min(1.0, elapsed / budget) if budget else step / cfg.steps
                 early = on_eval is not None and bool(on_eval(step, summary["eval"], done))
-            if step % cfg.save_every == 0 or last or stopping or early:
+            if save_now or early:
                 state["elapsed_s"] = elapsed
                 saved_to = par.save(run_dir, step, state, tokenizer, cfg.keep_last)
                 if dist.is_main:
