@@ -77,7 +77,7 @@ def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dic
                    model_dir, tok)
         return model_dir, {"steps": 0}
     train = {"minutes": args.clock_minutes, "clock": "process", "precision": args.precision, "eval_every": 500,
-             "eval_batches": 16, "save_every": 10 ** 9}
+             "eval_batches": 16, "save_every": 10 ** 9, **({"lr": args.lr} if args.lr else {})}
     s = pretrain(corpus, model=family, config="mini", run_dir=out / "pretrain" / arm, tokenizer=tok_dir, nsp=False,
                  max_len=128, batch_size=32, train=train, cache_dir=out / "cache", progress=False,
                  model_overrides={"embedding_size": 256} if family == "electra" else None)
@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--corpus", nargs="*", default=[], help="more pretraining text besides en_reviews.txt")
     ap.add_argument("--precision", help="default: bf16 where the CPU has native bf16, else fp32")
+    ap.add_argument("--lr", type=float, help="peak pretraining lr of the arms run (default: the family's recipe)")
     ap.add_argument("--threads", type=int, help="torch threads (default torch's); e.g. two runs of 1 thread side "
                     "by side, each with its own --arms: the budget stays the same CPU time")
     ap.add_argument("--out", default="benchmarks/results/electra_vs_bert")
@@ -120,7 +121,8 @@ def main() -> None:
 
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    setup = {"minutes": args.minutes, "corpus": [p.name for p in corpus], "precision": args.precision}
+    setup = {"minutes": args.minutes, "corpus": [p.name for p in corpus], "precision": args.precision,
+             **({"lr": args.lr} if args.lr else {})}
     if results.get("setup", setup) != setup:  # arms of another budget or corpus are not comparable
         results = {}
     results["setup"] = setup

@@ -142,7 +142,20 @@ def test_plateau_alarm_says_so_once():
         warnings.simplefilter("error")
         quiet(20, {"mlm_loss": 5.5}, 0.5)  # reads context: nothing to say
         quiet(20, {"loss": 9.0}, 0.5)
-    assert not quiet.said
+        quiet(20, {"mlm_loss": 5.5, "disc_auc": 0.7}, 0.5)  # a discriminator that tells replaced tokens apart
+    assert not quiet.said and not quiet.plateau
+
+
+def test_collapsed_discriminator_alarm_says_so_once():
+    """ELECTRA's discriminator at chance (AUC ~0.5) past 30% of the budget: collapsed, with what to try."""
+    alarm = PlateauAlarm("mlm_loss", 7.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        alarm(10, {"mlm_loss": 5.0, "disc_auc": 0.5}, 0.1)  # too early to tell
+        alarm(20, {"mlm_loss": 5.0, "disc_auc": 0.51}, 0.4)
+        alarm(30, {"mlm_loss": 5.0, "disc_auc": 0.50}, 0.6)
+    assert len(caught) == 1 and "AUC 0.51" in str(caught[0].message) and "--lr" in str(caught[0].message)
+    assert not alarm.plateau  # the generator reads context; only the discriminator failed
 
 
 def test_plateau_alarm_in_a_run_on_noise(corpus, tmp_path):

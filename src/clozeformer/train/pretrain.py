@@ -167,18 +167,23 @@ def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
 class PlateauAlarm:
     """fit's on_eval hook: says once, past `after` of the budget, when the held-out loss is still within
     `margin` nats of `level` (the unigram entropy, scaled to the share of targets that are text):
-    the model predicts frequent tokens and has not begun to read context."""
+    the model predicts frequent tokens and has not begun to read context. And, once, when ELECTRA's
+    discriminator tells replaced tokens from originals no better than chance (held-out AUC below
+    `auc_floor`): it gives every token nearly the same score, its token vectors collapsed to one
+    (BENCHMARKS.md, "The papers' orderings": a peak lr too high for it)."""
 
-    def __init__(self, key: str, level: float, *, after: float = 0.3, margin: float = 1.0,
+    def __init__(self, key: str, level: float, *, after: float = 0.3, margin: float = 1.0, auc_floor: float = 0.55,
                  enabled: bool = True) -> None:
         self.key, self.level, self.after, self.margin, self.enabled = key, level, after, margin, enabled
-        self.said = False
+        self.auc_floor = auc_floor
+        self.said: set[str] = set()
 
     def __call__(self, step: int, metrics: dict[str, float], progress: float) -> bool:
-        loss = metrics.get(self.key)
-        if self.enabled and not self.said and loss is not None and progress >= self.after \
-                and loss > self.level - self.margin:
-            self.said = True
+        if not self.enabled or progress < self.after:
+            return False
+        loss, auc = metrics.get(self.key), metrics.get("disc_auc")
+        if "plateau" not in self.said and loss is not None and loss > self.level - self.margin:
+            self.said.add("plateau")
             warnings.warn(
                 f"held-out {self.key} {loss:.2f} at step {step} ({progress:.0%} of the budget) is still within "
                 f"{self.margin:g} nat of the unigram level {self.level:.2f}: the model predicts frequent tokens and "
@@ -186,7 +191,17 @@ class PlateauAlarm:
                 "(--lr); a smaller model (--config tiny) or vocabulary (--vocab-size) on a small corpus; shorter "
                 "rows (--max-len 64) for more updates; check that documents are real text, one per line "
                 "(or --blank-line-docs)", stacklevel=2)
+        if "collapse" not in self.said and auc is not None and auc < self.auc_floor:
+            self.said.add("collapse")
+            warnings.warn(
+                f"held-out discriminator AUC {auc:.2f} at step {step} ({progress:.0%} of the budget): the "
+                "discriminator scores replaced and original tokens alike, and its token vectors collapse toward "
+                "one. Try a peak lr 2-4x lower (--lr)", stacklevel=2)
         return False
+
+    @property
+    def plateau(self) -> bool:
+        return "plateau" in self.said
 
 
 def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str = "mini", run_dir: str | Path = "runs/pretrain",
@@ -290,7 +305,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     summary["model_dir"] = str(run_dir / "model")
     summary.update(n_tokens=cache.n_tokens, train_examples=len(data.train_examples),
                    eval_examples=len(data.eval_examples), parameters=sum(p.numel() for p in net.parameters()),
-                   real_token_fraction=round(real, 4), unigram_entropy=round(entropy, 4), plateau=alarm.said)
+                   real_token_fraction=round(real, 4), unigram_entropy=round(entropy, 4), plateau=alarm.plateau)
     return summary
 
 
