@@ -303,6 +303,30 @@ def _clock(kind: str) -> Callable[[], float]:
     return time.perf_counter
 
 
+class NonFinite:
+    """Steps whose loss was not finite (their updates skipped on the device, Parallel.step_if_finite),
+    counted on the device so that a step never waits for the host to read its loss."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._count = torch.zeros((), dtype=torch.long, device=device)
+        self._first = torch.zeros((), dtype=torch.long, device=device)  # the first one's number; 0: none
+        self.seen = 0  # how many the host has read so far
+
+    def count(self, loss: Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss)
+        self._first = torch.where(bad & (self._first == 0), step, self._first)
+        self._count += bad
+
+    def new(self) -> bool:
+        """Read the count (a host sync): were there non-finite steps since the last read?"""
+        n, self.seen = self.seen, int(self._count)
+        return self.seen > n
+
+    @property
+    def first_step(self) -> int:
+        return int(self._first)
+
+
 def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metrics_fn: Callable,
         resume: bool = False, tokenizer=None, extra_state: dict | None = None, progress: bool = True,
         on_eval: Callable[[int, dict[str, float], float], bool] | None = None) -> dict:
@@ -370,12 +394,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
                disable=not (progress and dist.is_main), desc="train", dynamic_ncols=True,
                unit="step" if not budget else "s")
     window, window_start = [0, 0, 0], time.perf_counter()  # encoder tokens, real tokens, positions
-    # Non-finite steps, counted on the device so a step never waits for the host to read its loss:
-    # how many, and the first one's number (0: none yet). Read with the loss when a row is logged,
-    # before evaluating or saving, and at the end.
-    bad_steps = torch.zeros((), dtype=torch.long, device=device)
-    first_bad = torch.zeros((), dtype=torch.long, device=device)
-    skipped = 0
+    nonfinite = NonFinite(device)
     clock_start, elapsed_start = clock(), elapsed
     with StopSignals() as stop:
         while step < cfg.steps and not (budget and elapsed >= budget):
@@ -404,9 +423,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
             window = [a + b for a, b in zip(window, counts)]
             grad_norm = par.clip_grad_norm(cfg.clip_norm)
             par.step_if_finite(loss_sum)
-            bad = ~torch.isfinite(loss_sum)
-            first_bad = torch.where(bad & (first_bad == 0), step + 1, first_bad)
-            bad_steps += bad
+            nonfinite.count(loss_sum, step + 1)
             par.opt.zero_grad(set_to_none=True)
             step += 1
             last = step == cfg.steps or bool(budget and elapsed >= budget)
@@ -414,14 +431,11 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
             eval_now = bool(eval_set) and (step % cfg.eval_every == 0 or last)
             save_now = step % cfg.save_every == 0 or last or stopping
 
-            if log_now or eval_now or save_now:  # the host reads the step's results here, and only here
-                n_bad = int(bad_steps)
-                if n_bad > skipped and cfg.nan_policy == "stop":
-                    bar.close()
-                    raise TrainingError(f"non-finite loss at step {int(first_bad)}; stopped. Checkpoints in "
-                                        f"{run_dir / 'checkpoints'} are intact; lower the learning rate or use "
-                                        f"nan_policy='skip'")
-                skipped = n_bad
+            if (log_now or eval_now or save_now) and nonfinite.new() and cfg.nan_policy == "stop":
+                bar.close()  # the host reads the step's results here, and only here
+                raise TrainingError(f"non-finite loss at step {nonfinite.first_step}; stopped. Checkpoints in "
+                                    f"{run_dir / 'checkpoints'} are intact; lower the learning rate or use "
+                                    f"nan_policy='skip'")
             if log_now and math.isfinite(loss_value := float(loss_sum)):
                 tps = window[0] / max(time.perf_counter() - window_start, 1e-9)
                 log.write({"step": step, "split": "train", "loss": loss_value, "lr": lr,
@@ -451,7 +465,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
                 summary["stopped_early"] = True
                 break
     bar.close()
-    summary.update(steps=step, skipped_steps=skipped, run_dir=str(run_dir), elapsed_s=round(elapsed, 1),
+    summary.update(steps=step, skipped_steps=nonfinite.seen, run_dir=str(run_dir), elapsed_s=round(elapsed, 1),
                    checkpoint=str(run_dir / "checkpoints" / f"step-{step:07d}"), plot=str(run_dir / "loss.png"))
     return summary
 
