@@ -191,17 +191,18 @@ class Parallel:
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
-    def step_if_finite(self, loss: Tensor) -> None:
-        """One optimizer step, skipped where `loss` (0-dim, the same on every rank) is not finite. The
-        fused AdamW skips on the device (its `found_inf`, as torch.amp.GradScaler drives it: parameters,
-        moments and step count stay as they were) without the host reading the loss; FSDP's unfused
-        optimizer needs the host's answer."""
+    def step_if_finite(self, loss: Tensor) -> Tensor:
+        """One optimizer step, skipped where `loss` (0-dim, the same on every rank) is not finite; returns
+        that verdict (0-dim bool, True = skipped) on the device. The fused AdamW skips on the device (its
+        `found_inf`, as torch.amp.GradScaler drives it: parameters, moments and step count stay as they
+        were) without the host reading the loss; FSDP's unfused optimizer needs the host's answer."""
         bad = ~torch.isfinite(loss)
         if self.opt.defaults.get("fused"):
             self.opt.found_inf, self.opt.grad_scale = bad.float(), None
             self.opt.step()
         elif not bool(bad):
             self.opt.step()
+        return bad
 
     def save(self, run_dir: Path, step: int, state: dict, tokenizer, keep_last: int) -> Path:
         """Write checkpoint `step` from rank 0 while the others wait; every rank must call this."""

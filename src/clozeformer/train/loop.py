@@ -312,8 +312,8 @@ class NonFinite:
         self._first = torch.zeros((), dtype=torch.long, device=device)  # the first one's number; 0: none
         self.seen = 0  # how many the host has read so far
 
-    def count(self, loss: Tensor, step: int) -> None:
-        bad = ~torch.isfinite(loss)
+    def count(self, bad: Tensor, step: int) -> None:
+        """bad: 0-dim bool, whether step number `step` was skipped."""
         self._first = torch.where(bad & (self._first == 0), step, self._first)
         self._count += bad
 
@@ -422,8 +422,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
             elapsed /= dist.world_size
             window = [a + b for a, b in zip(window, counts)]
             grad_norm = par.clip_grad_norm(cfg.clip_norm)
-            par.step_if_finite(loss_sum)
-            nonfinite.count(loss_sum, step + 1)
+            nonfinite.count(par.step_if_finite(loss_sum), step + 1)
             par.opt.zero_grad(set_to_none=True)
             step += 1
             last = step == cfg.steps or bool(budget and elapsed >= budget)
