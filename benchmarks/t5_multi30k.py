@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"],
                     help="default: bf16 where the CPU runs it natively (AVX512-BF16/AMX), else fp32")
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
     ap.add_argument("--buckets", type=int, default=64,
                     help="length-bucketed batches, pools of this many batches (0: uniform batches)")
     ap.add_argument("--test-rows", type=int, default=0, help="score only the first N test pairs (0: all 1,000)")
@@ -136,7 +137,7 @@ def main() -> None:
     c1 = time.process_time()
     result = fit(model, data, TrainConfig(steps=steps, lr=args.lr, warmup_steps=300, schedule="linear",
                                           precision=args.precision, eval_every=1000, save_every=2000,
-                                          eval_batches=4),
+                                          eval_batches=4, label_smoothing=args.label_smoothing),
                  run / "train", metrics_fn=seq2seq_metrics, tokenizer=tok)
     t2, c2 = time.perf_counter(), time.process_time()
     cpu_setup, cpu_train = distributed.sum_over_ranks([c1 - c0, c2 - c1], dist)  # all ranks
@@ -147,7 +148,8 @@ def main() -> None:
                                     max_new_tokens=80, batch_size=64) for b in (1, 4)}
     t3, c3 = time.perf_counter(), time.process_time()
     out = {"config": args.config, "precision": args.precision, "model_dir": str(run / "model"),
-           "dropout": args.dropout, "buckets": args.buckets, "steps": steps,
+           "dropout": args.dropout, "label_smoothing": args.label_smoothing, "buckets": args.buckets,
+           "vocab_size": args.vocab_size, "steps": steps,
            "pretrain_steps": args.pretrain_steps,
            "epochs": steps * args.batch_size / len(train_pairs), "eval": result.get("eval"), **scores,
            "wall_minutes": {"tokenizer+pretrain": (t1 - t0) / 60, "train": (t2 - t1) / 60, "decode": (t3 - t2) / 60,

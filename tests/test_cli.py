@@ -334,3 +334,18 @@ def test_pretrain_encoder_decoder_families_end_to_end(tmp_path, family):
     dec = torch.tensor([[ours.config.decoder_start_token_id, 5, 6]])
     with torch.no_grad():
         assert (hf(input_ids=ids, decoder_input_ids=dec).logits - ours(ids, decoder_input_ids=dec).logits).abs().max() < 1e-4
+
+
+def test_help_names_every_default():
+    """Each subcommand's --help shows every option's default, zeros included (0 == False in Python)."""
+    import argparse
+
+    from clozeformer.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.option_strings and action.default is not None and action.default is not False \
+                    and action.default is not argparse.SUPPRESS:
+                assert "default" in formatter._get_help_string(action), (name, action.option_strings[0])

@@ -78,7 +78,8 @@ def test_cross_attention_matches_a_hand_computation():
     assert (attn(x, mask, context=ctx) - ref).abs().max() < 1e-5
 
 
-def test_linear_cross_entropy_matches_the_two_step_loss_and_gradients():
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_linear_cross_entropy_matches_the_two_step_loss_and_gradients(smoothing):
     from clozeformer.nn.functional import linear_cross_entropy
 
     torch.manual_seed(0)
@@ -86,9 +87,9 @@ def test_linear_cross_entropy_matches_the_two_step_loss_and_gradients():
     w = (torch.randn(40_000, 16) * 0.1).requires_grad_()
     b = (torch.randn(40_000) * 0.1).requires_grad_()
     y = torch.randint(0, 40_000, (300,))
-    ref = F.cross_entropy(F.linear(h, w, b), y)
+    ref = F.cross_entropy(F.linear(h, w, b), y, label_smoothing=smoothing)
     grads = torch.autograd.grad(ref * 3.0, (h, w, b))
-    got = linear_cross_entropy(h, w, b, y)
+    got = linear_cross_entropy(h, w, b, y, smoothing=smoothing)
     mine = torch.autograd.grad(got * 3.0, (h, w, b))
     assert abs(got.item() - ref.item()) < 1e-5
     for a, r in zip(mine, grads):

@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import clozeformer
 from clozeformer.config import ConfigError, T5Config
@@ -207,6 +208,27 @@ def test_training_step_and_label_shift(one_thread):
         assert torch.equal(model(ids, mask, labels=labels).logits, model(ids, mask, decoder_input_ids=dec).logits)
     with pytest.raises(ValueError, match="decoder_input_ids or labels"):
         model(ids, mask)
+
+
+def test_label_smoothing_smooths_the_training_loss_only(one_thread):
+    """The fused training loss with `label_smoothing` equals cross-entropy against (1 − ε)·one-hot + ε/V
+    over the logits; evaluation still reports the plain cross-entropy."""
+    cfg = T5Config.preset("tiny", vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_heads=4, dropout=0.0)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(cfg)
+    ids, mask, labels = batch(7)
+    model.eval()
+    with torch.no_grad():
+        out = model(ids, mask, labels=labels)
+    flat = out.logits.flatten(0, 1)
+    model.train()
+    model.label_smoothing = 0.1
+    smoothed = model(ids, mask, labels=labels).loss
+    assert abs(smoothed.item() - F.cross_entropy(flat, labels.flatten(), label_smoothing=0.1).item()) < 1e-5
+    assert abs(smoothed.item() - out.loss.item()) > 1e-3  # so the line above tells the two apart
+    model.eval()
+    with torch.no_grad():
+        assert model(ids, mask, labels=labels).loss.item() == out.loss.item()
 
 
 def test_state_names_are_hf_names(transformers):

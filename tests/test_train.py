@@ -209,6 +209,12 @@ def test_resume_refuses_changed_setup(env, tmp_path, change, match):
     assert before == after
 
 
+def test_label_smoothing_needs_a_model_that_writes_text(env, tmp_path):
+    with pytest.raises(TrainingError, match="label_smoothing 0.1: only models that write text"):
+        run(env, tmp_path / "r", label_smoothing=0.1)
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
 def test_resume_without_checkpoint_errors(env, tmp_path):
     with pytest.raises(TrainingError, match="no complete checkpoint"):
         run(env, tmp_path / "empty", resume=True)
@@ -409,7 +415,8 @@ def test_lr_factor_warmup_and_decay():
 
 @pytest.mark.parametrize("bad", [dict(precision="fp16"), dict(schedule="step"), dict(nan_policy="ignore"),
                                  dict(steps=-1), dict(grad_accum=0), dict(lr=0.0), dict(warmup_steps=-1),
-                                 dict(minutes=-1.0), dict(warmup_fraction=1.0), dict(clock="cpu")])
+                                 dict(minutes=-1.0), dict(warmup_fraction=1.0), dict(clock="cpu"),
+                                 dict(label_smoothing=1.0), dict(label_smoothing=-0.1)])
 def test_train_config_validation(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)

@@ -142,7 +142,8 @@ def cmd_translate(args) -> None:
     from clozeformer.train.translate import train_translation
 
     common = dict(precision=args.precision, seed=args.seed, device=args.device, eval_every=args.eval_every,
-                  save_every=args.save_every, warmup_steps=args.warmup, compile=args.compile)
+                  save_every=args.save_every, warmup_steps=args.warmup, compile=args.compile,
+                  label_smoothing=args.label_smoothing)
     summary = train_translation(args.bart, args.train, source_field=args.source, target_field=args.target,
                                 run_dir=args.run_dir, eval_file=args.eval, test_file=args.test,
                                 source_tokenizer=args.source_tokenizer, source_vocab_size=args.source_vocab_size,
@@ -178,7 +179,8 @@ def cmd_finetune(args) -> None:
                        weight_decay=args.weight_decay, early_stopping=args.early_stopping, seed=args.seed,
                        precision=args.precision, device=args.device, max_train_rows=args.max_train_rows,
                        max_eval_rows=args.max_eval_rows, keep_last=args.keep_last, resume=args.resume,
-                       compile=args.compile, progress=not args.quiet, **_task_options(args))
+                       compile=args.compile, label_smoothing=args.label_smoothing, progress=not args.quiet,
+                       **_task_options(args))
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -389,6 +391,8 @@ def _translate_parser(sub) -> None:
     p.add_argument("--source-layers", type=COUNT, default=2)
     p.add_argument("--max-len", type=MAX_LEN, default=128)
     p.add_argument("--batch-size", type=COUNT, default=32)
+    p.add_argument("--label-smoothing", type=SHARE, default=0.0,
+                   help="label smoothing of the written text's training loss (T5, BART); 0.1 is the usual value")
     p.add_argument("--buckets", type=NONNEGATIVE, default=0,
                    help="batch pairs of similar lengths, sorting pools of this many batches (0: off)")
     p.add_argument("--stage1-steps", type=COUNT, default=1000)
@@ -423,6 +427,8 @@ def _finetune_parser(sub) -> None:
     p.add_argument("--lr", type=POSITIVE, default=5e-5)
     p.add_argument("--warmup-ratio", type=SHARE, default=0.1)
     p.add_argument("--weight-decay", type=number(float, 0), default=0.01)
+    p.add_argument("--label-smoothing", type=SHARE, default=0.0,
+                   help="label smoothing of the written text's training loss (T5, BART); 0.1 is the usual value")
     p.add_argument("--early-stopping", type=COUNT, metavar="PATIENCE",
                    help="stop after PATIENCE evaluations without a new best")
     p.add_argument("--max-train-rows", type=COUNT)

@@ -21,12 +21,17 @@ def one_line(message: str) -> str:
     return line
 
 
+def _unset(default) -> bool:
+    """A default --help does not name: none, a flag's False, or suppressed (by identity: 0 == False)."""
+    return default is None or default is False or default is argparse.SUPPRESS
+
+
 class Help(argparse.HelpFormatter):
     """--help names every default: the value, unless the help text already says what it is."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if "default" in text or _unset(action.default) or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)".lstrip()
 
@@ -40,7 +45,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args, **kwargs):
-        if not kwargs.get("help") and kwargs.get("default") not in (None, False) and args[0].startswith("-"):
+        if not kwargs.get("help") and not _unset(kwargs.get("default")) and args[0].startswith("-"):
             kwargs["help"] = "(default: %(default)s)"  # argparse prints nothing for an option without help
         return super().add_argument(*args, **kwargs)
 

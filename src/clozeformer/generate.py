@@ -137,6 +137,10 @@ class Generates:
     """`model.generate(input_ids, attention_mask, **options)` for the encoder–decoders (BART, T5), which give
     `encode`, `decode` and `config`: token ids [B, ≤ 1 + max_new_tokens] as `transformers` returns them."""
 
+    # label smoothing of the training loss on the written text; a training setting (TrainConfig.label_smoothing,
+    # set by `fit`), so not part of the config, the saved model or evaluation
+    label_smoothing: float = 0.0
+
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, **options) -> Tensor:
         return generate(self, input_ids, attention_mask, **options)
 

@@ -163,7 +163,8 @@ class BartForConditionalGeneration(Generates, _EncoderDecoder):
             return out
         where = labels != IGNORE
         out.loss, out.logits, _ = sparse_lm_loss(h[where], self.bart.shared.weight, self.final_logits_bias,
-                                                 labels[where], training=self.training)  # logits [M, V] or None
+                                                 labels[where], training=self.training,
+                                                 smoothing=self.label_smoothing)  # logits [M, V] or None
         out.losses["lm"] = out.loss
         return out
 

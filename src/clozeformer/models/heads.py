@@ -59,19 +59,20 @@ def masked_lm_loss(head: MLMHead, hidden: Tensor, labels: Tensor, sample_u: Tens
 
 
 def sparse_lm_loss(x: Tensor, weight: Tensor, bias: Tensor | None, y: Tensor, *, training: bool,
-                   sample_u: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                   sample_u: Tensor | None = None, smoothing: float = 0.0) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """The vocabulary projection's cross-entropy at the predicted positions only, for every LM head (MLM,
     BART, T5): x [M, D] (the hidden states there), weight [V, D], bias [V] or None, targets y [M] ->
     (mean loss, logits [M, V] or None, samples [M] or None). Training (grad on): fused into the loss, no
-    logits; else the logits, for metrics. `sample_u` [M]: one id per row drawn from its softmax."""
+    logits; else the logits, for metrics. `sample_u` [M]: one id per row drawn from its softmax. `smoothing`:
+    label smoothing of the training loss (evaluation reports the plain cross-entropy)."""
     if training and torch.is_grad_enabled():
-        fused = linear_cross_entropy(x, weight, bias, y, sample_u=sample_u)
+        fused = linear_cross_entropy(x, weight, bias, y, sample_u=sample_u, smoothing=smoothing)
         return (fused, None, None) if sample_u is None else (fused[0], None, fused[1])
     logits = F.linear(x, weight, bias)  # [M, V]
     sampled = None if sample_u is None else inverse_cdf(logits.float().softmax(-1), sample_u)  # as rtd's
     if logits.shape[0] == 0:  # nothing to predict: a zero loss that still has a graph
         return logits.sum(), logits, sampled
-    return F.cross_entropy(logits.float(), y), logits, sampled
+    return F.cross_entropy(logits.float(), y, label_smoothing=smoothing if training else 0.0), logits, sampled
 
 
 class DiscriminatorHead(nn.Module):

@@ -127,7 +127,7 @@ class T5ForConditionalGeneration(Generates, nn.Module):
                 hs, weight = hs * self.config.d_model ** -0.5, self.shared.weight
             else:
                 weight = self.lm_head.weight
-            loss = sparse_lm_loss(hs, weight, None, labels[where], training=True)[0]
+            loss = sparse_lm_loss(hs, weight, None, labels[where], training=True, smoothing=self.label_smoothing)[0]
             return Output(last_hidden_state=h, loss=loss, losses={"lm": loss})
         out = Output(last_hidden_state=h, logits=self.lm_logits(h))  # logits [B, T, V]
         if labels is not None:

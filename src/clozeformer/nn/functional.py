@@ -63,7 +63,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, dtype: torch.dtype,
-                u: Tensor | None) -> tuple[Tensor, Tensor]:
+                u: Tensor | None, smoothing: float) -> tuple[Tensor, Tensor]:
         m, v = h.shape[0], weight.shape[0]
         hc, wc = h.to(dtype), weight.to(dtype)  # [M, D], [V, D]
         bc = bias.to(dtype) if bias is not None else None
@@ -75,11 +75,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, m, chunk):
             y = labels[s: s + chunk]
             logp = torch.log_softmax(F.linear(hc[s: s + chunk], wc, bc), -1, dtype=torch.float32)  # [c, V]
-            total -= logp.gather(1, y[:, None]).sum()
+            # label smoothing (Szegedy et al. 2016): the target is (1 − ε)·one-hot + ε/V
+            total -= (1.0 - smoothing) * logp.gather(1, y[:, None]).sum()
+            if smoothing:
+                total -= smoothing / v * logp.sum()
             p = logp.exp_()  # softmax
             if u is not None:
                 sampled[s: s + chunk] = inverse_cdf(p, u[s: s + chunk])
-            p[torch.arange(len(y), device=h.device), y] -= 1.0
+            p[torch.arange(len(y), device=h.device), y] -= 1.0 - smoothing
+            if smoothing:
+                p -= smoothing / v
             grad[s: s + chunk] = p.mul_(1.0 / m)
             if bias is not None:  # summed here, in float32 and in cache, not from the stored bf16 copy later
                 grad_bias += p.sum(0)
@@ -96,7 +101,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h = (grad @ wc).to(h_dtype) * go if ctx.needs_input_grad[0] else None  # [M, D]
         grad_w = (grad.T @ hc).to(w_dtype) * go if ctx.needs_input_grad[1] else None  # [V, D]
         grad_b = (grad_bias * go).to(b_dtype) if ctx.needs_input_grad[2] else None  # [V]
-        return grad_h, grad_w, grad_b, None, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None
 
 
 def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
@@ -108,8 +113,9 @@ def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
 
 
 def linear_cross_entropy(h: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, *,
-                         sample_u: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
-    """`F.cross_entropy(F.linear(h, weight, bias), labels)` (mean over rows) for training.
+                         sample_u: Tensor | None = None, smoothing: float = 0.0) -> Tensor | tuple[Tensor, Tensor]:
+    """`F.cross_entropy(F.linear(h, weight, bias), labels, label_smoothing=smoothing)` (mean over rows)
+    for training.
 
     h [M, D], labels [M] (every row counts: select labelled rows first). Under autocast the
     matmuls run in the autocast dtype and the softmax in float32, as autocast would run the
@@ -123,5 +129,5 @@ def linear_cross_entropy(h: Tensor, weight: Tensor, bias: Tensor | None, labels:
     dev = h.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
     with torch.autocast(dev, enabled=False):
-        loss, sampled = _LinearCrossEntropy.apply(h, weight, bias, labels, dtype, sample_u)
+        loss, sampled = _LinearCrossEntropy.apply(h, weight, bias, labels, dtype, sample_u, smoothing)
     return loss if sample_u is None else (loss, sampled)

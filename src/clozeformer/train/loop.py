@@ -70,6 +70,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-6  # BERT's AdamW epsilon
     clip_norm: float = 1.0
+    label_smoothing: float = 0.0  # of the written text's loss (T5, BART); evaluation reports plain cross-entropy
     grad_accum: int = 1
     precision: str = "fp32"
     eval_every: int = 200
@@ -112,6 +113,8 @@ class TrainConfig:
         if not self.clip_norm > 0 or not self.weight_decay >= 0 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"clip_norm must be > 0, weight_decay ≥ 0 and betas in [0, 1), got {self.clip_norm}, "
                              f"{self.weight_decay} and {self.betas}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.clock not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, got {self.clock!r}")
 
@@ -350,6 +353,11 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     device = dist.device
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.label_smoothing and not hasattr(model, "label_smoothing"):
+        raise TrainingError(f"label_smoothing {cfg.label_smoothing:g}: only models that write text (T5, BART) "
+                            f"have a loss to smooth, not {type(model).__name__}")
+    if hasattr(model, "label_smoothing"):
+        model.label_smoothing = cfg.label_smoothing
     model.to(device)
     model.untrained = ()  # weights load_model found missing are trained from here on (and exported)
 
