@@ -398,7 +398,7 @@ def test_load_t5_tokenizer_json_written_by_transformers(tmp_path):
         assert tok.decode(out) == hf.decode(out, skip_special_tokens=True)
 
 
-def _train_spiece(directory: Path) -> Path:
+def _train_spiece(directory: Path, model_type: str = "unigram") -> Path:
     """A tiny T5-layout spiece.model (<pad>=0 </s>=1 <unk>=2, no <s>) trained in memory."""
     import sentencepiece
 
@@ -406,7 +406,7 @@ def _train_spiece(directory: Path) -> Path:
     buffer = io.BytesIO()
     texts = _lines("en", 1000) + _lines("ko", 600) + [KO_PHRASE]
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=buffer, vocab_size=1500, model_type="unigram",
+        sentence_iterator=iter(texts), model_writer=buffer, vocab_size=1500, model_type=model_type,
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, minloglevel=2,
     )
     (directory / "spiece.model").write_bytes(buffer.getvalue())
@@ -435,10 +435,18 @@ def test_load_spiece_model_matches_sentencepiece(tmp_path):
     assert len(Tokenizer.load(tmp_path).sentinels) == 100  # HF T5Tokenizer's default extra_ids
 
 
-def test_spiece_without_sentencepiece_is_a_clear_error(tmp_path, monkeypatch):
+def test_spiece_bpe_model_is_refused(tmp_path):
+    pytest.importorskip("sentencepiece")
+    _train_spiece(tmp_path, "bpe")
+    with pytest.raises(TokenizerError, match="only Unigram SentencePiece models are supported .model_type=BPE"):
+        Tokenizer.load(tmp_path)
+
+
+@pytest.mark.parametrize("missing", ["sentencepiece", "sentencepiece.sentencepiece_model_pb2"])
+def test_spiece_without_sentencepiece_is_a_clear_error(tmp_path, monkeypatch, missing):
     (tmp_path / "spiece.model").write_bytes(b"\x0a\x00")
-    monkeypatch.setitem(sys.modules, "sentencepiece", None)  # import fails
-    with pytest.raises(TokenizerError, match="spiece.model.*needs the `sentencepiece` package"):
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails (the second: no `protobuf`)
+    with pytest.raises(TokenizerError, match="spiece.model.*needs the `sentencepiece` and `protobuf` packages"):
         Tokenizer.load(tmp_path)
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import struct
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -214,78 +213,6 @@ def _unreachable_specials(backend: Backend, tokens: list[str]) -> Backend:
         if piece[0] in tokens and piece[1] != _UNREACHABLE:
             piece[1], changed = _UNREACHABLE, True
     return Backend.from_str(json.dumps(state)) if changed else backend
-
-
-def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(buf):
-            raise TokenizerError("truncated protobuf varint")
-        byte = buf[i]
-        value |= (byte & 0x7F) << shift
-        i, shift = i + 1, shift + 7
-        if not byte & 0x80:
-            return value, i
-
-
-def _proto_fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of one serialised protobuf message, top level only: varints as int,
-    length-delimited fields and fixed32/64 as raw bytes (the protobuf wire format)."""
-    i = 0
-    while i < len(buf):
-        key, i = _read_varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _read_varint(buf, i)
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, i = buf[i : i + size], i + size
-        elif wire == 2:
-            size, i = _read_varint(buf, i)
-            value, i = buf[i : i + size], i + size
-        else:
-            raise TokenizerError(f"unsupported protobuf wire type {wire}")
-        yield field, value
-
-
-# SentencePiece's ModelProto field numbers (sentencepiece_model.proto): pieces=1,
-# trainer_spec=2, normalizer_spec=3; a piece is piece=1, score=2 (float32), type=3.
-_SPM_NORMAL, _SPM_UNKNOWN, _SPM_CONTROL, _SPM_USER_DEFINED, _SPM_UNUSED, _SPM_BYTE = 1, 2, 3, 4, 5, 6
-_SPM_UNIGRAM = 1
-
-
-def _read_spm_proto(buf: bytes) -> dict:
-    """The parts of a SentencePiece model the backend needs: pieces (piece, score, type),
-    model_type and byte_fallback (TrainerSpec 3, 35), and the NormalizerSpec's
-    precompiled_charsmap (2), add_dummy_prefix (3, default true) and remove_extra_whitespaces (4)."""
-    out = {"pieces": [], "model_type": _SPM_UNIGRAM, "byte_fallback": False,
-           "charsmap": b"", "add_dummy_prefix": True, "remove_extra_whitespaces": True}
-    for field, value in _proto_fields(buf):
-        if field == 1:
-            piece, score, kind = "", 0.0, _SPM_NORMAL
-            for f, v in _proto_fields(value):
-                if f == 1:
-                    piece = v.decode("utf-8")
-                elif f == 2:
-                    score = struct.unpack("<f", v)[0]
-                elif f == 3:
-                    kind = v
-            out["pieces"].append((piece, score, kind))
-        elif field == 2:
-            for f, v in _proto_fields(value):
-                if f == 3:
-                    out["model_type"] = v
-                elif f == 35:
-                    out["byte_fallback"] = bool(v)
-        elif field == 3:
-            for f, v in _proto_fields(value):
-                if f == 2:
-                    out["charsmap"] = v
-                elif f == 3:
-                    out["add_dummy_prefix"] = bool(v)
-                elif f == 4:
-                    out["remove_extra_whitespaces"] = bool(v)
-    return out
 
 
 def _lowercases(normalizer: dict | None) -> bool:
@@ -549,39 +476,40 @@ class Tokenizer:
     def _from_spiece(path: Path) -> Backend:
         """A SentencePiece Unigram model (T5's spiece.model) as HF's converter builds it.
 
-        `sentencepiece` reads and checks the file; the few fields its API does not expose
-        (piece types, the normaliser's precompiled charsmap) are read from its serialised proto.
+        `sentencepiece` reads and checks the file; its own protobuf schema (`sentencepiece_model_pb2`, which
+        needs `protobuf`) gives what its API does not expose: piece types and the normaliser's settings.
         """
         try:
             import sentencepiece
+            import sentencepiece.sentencepiece_model_pb2 as spm
         except ImportError:
-            raise TokenizerError(f"{path}: reading a SentencePiece model needs the `sentencepiece` package "
-                                 "(pip install 'clozeformer[hf]'), or give a tokenizer.json instead") from None
+            raise TokenizerError(f"{path}: reading a SentencePiece model needs the `sentencepiece` and `protobuf` "
+                                 "packages (pip install 'clozeformer[hf]'), or give a tokenizer.json instead") from None
         try:
             sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
         except Exception as e:
             raise TokenizerError(f"{path}: not a valid SentencePiece model ({e})") from None
-        spm = _read_spm_proto(sp.serialized_model_proto())
-        if spm["model_type"] != _SPM_UNIGRAM:
+        proto = spm.ModelProto.FromString(sp.serialized_model_proto())
+        if proto.trainer_spec.model_type != spm.TrainerSpec.UNIGRAM:
             raise TokenizerError(f"{path}: only Unigram SentencePiece models are supported "
-                                 f"(model_type={spm['model_type']})")
-        pieces = spm["pieces"]
-        if len(pieces) != sp.get_piece_size():
-            raise TokenizerError(f"{path}: read {len(pieces)} pieces but sentencepiece has {sp.get_piece_size()}")
+                                 f"(model_type={spm.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type)})")
+        kinds = spm.ModelProto.SentencePiece
+        pieces = [(p.piece, p.score, p.type) for p in proto.pieces]
         unk_id = sp.unk_id() if sp.unk_id() >= 0 else None
         vocab = [(piece, score) for piece, score, _ in pieces]
-        backend = Backend(models.Unigram(vocab, unk_id=unk_id, byte_fallback=spm["byte_fallback"]))
-        steps = [normalizers.Precompiled(spm["charsmap"])] if spm["charsmap"] else []
-        if spm["remove_extra_whitespaces"]:
+        backend = Backend(models.Unigram(vocab, unk_id=unk_id, byte_fallback=proto.trainer_spec.byte_fallback))
+        norm = proto.normalizer_spec
+        steps = [normalizers.Precompiled(norm.precompiled_charsmap)] if norm.precompiled_charsmap else []
+        if norm.remove_extra_whitespaces:
             steps += [normalizers.Strip(left=True, right=True), normalizers.Replace(Regex(" {2,}"), " ")]
         if steps:
             backend.normalizer = normalizers.Sequence(steps)
-        scheme = "always" if spm["add_dummy_prefix"] else "never"
+        scheme = "always" if norm.add_dummy_prefix else "never"
         backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_METASPACE, prepend_scheme=scheme)
         backend.decoder = decoders.Metaspace(replacement=_METASPACE, prepend_scheme=scheme)
         # Control and unknown pieces never come out of a segmentation; user-defined ones match whole.
-        backend.add_special_tokens([p for p, _, kind in pieces if kind in (_SPM_CONTROL, _SPM_UNKNOWN)])
-        backend.add_tokens([AddedToken(p, normalized=False) for p, _, kind in pieces if kind == _SPM_USER_DEFINED])
+        backend.add_special_tokens([p for p, _, kind in pieces if kind in (kinds.CONTROL, kinds.UNKNOWN)])
+        backend.add_tokens([AddedToken(p, normalized=False) for p, _, kind in pieces if kind == kinds.USER_DEFINED])
         return backend
 
     @staticmethod
