@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from clozeformer.data.pairs import PairData, read_pairs  # noqa: E402
-from clozeformer.interop.hf import load_model  # noqa: E402
+from clozeformer.interop.model_dir import load_model  # noqa: E402
 from clozeformer.tokenizer import Tokenizer  # noqa: E402
 from clozeformer.train.loop import TrainConfig, fast_bf16  # noqa: E402
 from clozeformer.train.pretrain import pretrain  # noqa: E402

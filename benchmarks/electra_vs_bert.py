@@ -35,7 +35,7 @@ import torch
 
 from clozeformer.data.corpus import iter_texts
 from clozeformer.families import FAMILIES
-from clozeformer.interop.hf import save_model
+from clozeformer.interop.model_dir import save_model
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.finetune import finetune
 from clozeformer.train.loop import fast_bf16

@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from clozeformer.config import BartConfig, BertConfig, ElectraConfig, RobertaConfig, T5Config
 from clozeformer.demo import stdlib_documents, write_corpus
-from clozeformer.interop.hf import save_model
+from clozeformer.interop.model_dir import save_model
 from clozeformer.models.bart import BartForConditionalGeneration
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.models.electra import ElectraDiscriminator

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 from clozeformer.config import T5Config  # noqa: E402
 from clozeformer.data.pairs import PairData, read_pairs  # noqa: E402
-from clozeformer.interop.hf import load_model, save_model  # noqa: E402
+from clozeformer.interop.model_dir import load_model, save_model  # noqa: E402
 from clozeformer.models.t5 import T5ForConditionalGeneration  # noqa: E402
 from clozeformer.tokenizer import Tokenizer  # noqa: E402
 from clozeformer.train import distributed  # noqa: E402

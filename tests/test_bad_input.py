@@ -23,7 +23,7 @@ from clozeformer.data import corpus as corpus_mod
 from clozeformer.data.cache import load_corpus
 from clozeformer.data.corpus import CorpusError
 from clozeformer.data.packing import sentence_chunks
-from clozeformer.interop.hf import save_model
+from clozeformer.interop.model_dir import save_model
 from clozeformer.io import UnsafeFileError, member
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.tokenizer import Tokenizer

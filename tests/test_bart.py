@@ -7,7 +7,8 @@ import torch
 
 
 from clozeformer.config import BartConfig  # noqa: E402
-from clozeformer.interop.hf import bart_state_from_hf, load_model, load_state, save_model  # noqa: E402
+from clozeformer.interop.hf import bart_state_from_hf  # noqa: E402
+from clozeformer.interop.model_dir import load_model, load_state, save_model  # noqa: E402
 from clozeformer.models.bart import (  # noqa: E402
     BartForConditionalGeneration,
     BartForSequenceClassification,

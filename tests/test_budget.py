@@ -13,7 +13,7 @@ import torch
 from clozeformer.cli import main
 from clozeformer.config import BertConfig
 from clozeformer.demo import stdlib_documents, write_corpus
-from clozeformer.interop.hf import load_model, save_model
+from clozeformer.interop.model_dir import load_model, save_model
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.nn.attention import Attention
 from clozeformer.nn.layers import mimetic_init

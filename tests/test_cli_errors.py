@@ -13,7 +13,7 @@ import torch
 from clozeformer.cli import main
 from clozeformer.config import BertConfig
 from clozeformer.demo import stdlib_documents
-from clozeformer.interop.hf import save_model
+from clozeformer.interop.model_dir import save_model
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.tokenizer import Tokenizer
 

@@ -7,7 +7,7 @@ import torch
 
 from clozeformer.cli import build_parser
 from clozeformer.families import FAMILIES, family_of
-from clozeformer.interop.hf import HEADS, load_model, save_model
+from clozeformer.interop.model_dir import HEADS, load_model, save_model
 from clozeformer.tasks.spec import KINDS, TaskError
 from clozeformer.tokenizer import KINDS as TOKENIZER_KINDS
 

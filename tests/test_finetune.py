@@ -13,7 +13,7 @@ import torch
 
 from clozeformer.cli import main
 from clozeformer.config import BertConfig, T5Config
-from clozeformer.interop.hf import save_model
+from clozeformer.interop.model_dir import save_model
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.models.t5 import T5ForConditionalGeneration
 from clozeformer.tasks import TaskError, task_spec
@@ -289,7 +289,7 @@ def test_finetune_trains_exactly_as_transformers(sst2, trained):
     transformers = pytest.importorskip("transformers")
     from transformers.trainer_pt_utils import get_parameter_names
 
-    from clozeformer.interop.hf import load_model
+    from clozeformer.interop.model_dir import load_model
     from clozeformer.tasks.task import TaskData, features, label_set
     from clozeformer.train.finetune import _head_model
 

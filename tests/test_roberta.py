@@ -15,7 +15,7 @@ from batches import padded_batch
 from clozeformer.cli import main
 from clozeformer.config import ConfigError, RobertaConfig
 from clozeformer.infer import fill_mask, mlm_model
-from clozeformer.interop.hf import load_model, save_model
+from clozeformer.interop.model_dir import load_model, save_model
 from clozeformer.models.roberta import RobertaForMaskedLM, RobertaForSequenceClassification
 from clozeformer.tokenizer import Tokenizer
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import clozeformer
-from clozeformer.interop.hf import save_model
+from clozeformer.interop.model_dir import save_model
 
 transformers = pytest.importorskip("transformers")
 TOL = 1e-4

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from clozeformer.infer import fill_mask
-from clozeformer.interop.hf import load_model
+from clozeformer.interop.model_dir import load_model
 from clozeformer.data.pretrain import BertPretrainData
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.tokenizer import Tokenizer

@@ -11,7 +11,7 @@ from clozeformer.cli import main
 from clozeformer.config import BartConfig
 from clozeformer.data.corpus import CorpusError
 from clozeformer.data.pairs import PairData, read_pairs
-from clozeformer.interop.hf import load_model, save_model
+from clozeformer.interop.model_dir import load_model, save_model
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.loop import TrainConfig

@@ -8,7 +8,7 @@ import torch
 
 from clozeformer.cli import main
 from clozeformer.config import BartConfig
-from clozeformer.interop.hf import save_model
+from clozeformer.interop.model_dir import save_model
 from clozeformer.models.bart import BartForConditionalGeneration
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.view import OBJECTIVES, render_html, render_text, view, word_tokenizer

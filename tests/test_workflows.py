@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from clozeformer.config import BertConfig
-from clozeformer.interop.hf import save_model
+from clozeformer.interop.model_dir import save_model
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.families import FAMILIES
 from clozeformer.tokenizer import Tokenizer
@@ -135,7 +135,7 @@ def run_cli(argv, capsys, stdin: str | None = None, monkeypatch=None) -> tuple[i
 def test_generate_with_a_translator_reads_sources_with_the_source_tokenizer(tmp_path, capsys, monkeypatch):
     from clozeformer.config import BartConfig
     from clozeformer.infer import generate_texts
-    from clozeformer.interop.hf import load_model
+    from clozeformer.interop.model_dir import load_model
     from clozeformer.models.bart import BartForTranslation
 
     english = [t for t, _ in sentences(200, 7)]
@@ -222,7 +222,7 @@ def test_extractive_qa_defaults_and_question_context_records(bert_dir, tmp_path,
 ])
 def test_generation_follows_the_saved_generation_config_as_transformers(tmp_path, settings):
     transformers = pytest.importorskip("transformers")
-    from clozeformer.interop.hf import load_model
+    from clozeformer.interop.model_dir import load_model
 
     torch.manual_seed(0)
     cfg = transformers.BartConfig(vocab_size=60, d_model=16, encoder_layers=1, decoder_layers=1,
@@ -284,7 +284,7 @@ def test_the_demo_runs_twice_into_its_directory(tmp_path, capsys):
 
 def test_outputs_answer_to_transformers_names(bert_dir):
     transformers = pytest.importorskip("transformers")
-    from clozeformer.interop.hf import load_model
+    from clozeformer.interop.model_dir import load_model
 
     ours = load_model(bert_dir).eval()
     ids = torch.tensor([[2, 10, 11, 12, 3, 13, 14, 3]])
@@ -303,7 +303,7 @@ def test_exports_carry_each_familys_generation_defaults(tmp_path):
     and what loads back generates with the same settings as before saving."""
     from clozeformer.config import BartConfig, T5Config
     from clozeformer.generate import generation_defaults
-    from clozeformer.interop.hf import load_model
+    from clozeformer.interop.model_dir import load_model
     from clozeformer.models.bart import BartForConditionalGeneration
     from clozeformer.models.t5 import T5ForConditionalGeneration
 

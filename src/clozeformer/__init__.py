@@ -5,7 +5,7 @@ from clozeformer.config import VERSION as __version__
 
 def load_model(path, *, allow_pickle: bool = False):
     """A model from a clozeformer- or transformers-written directory."""
-    from clozeformer.interop.hf import load_model as _load
+    from clozeformer.interop.model_dir import load_model as _load
 
     return _load(path, allow_pickle=allow_pickle)
 
@@ -19,7 +19,7 @@ def load_tokenizer(path):
 
 def save_model(model, directory, tokenizer=None):
     """Write a model (and tokenizer) as a directory that also loads in `transformers`."""
-    from clozeformer.interop.hf import save_model as _save
+    from clozeformer.interop.model_dir import save_model as _save
 
     return _save(model, directory, tokenizer)
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from clozeformer.infer import fill_mask
-from clozeformer.interop.hf import load_model
+from clozeformer.interop.model_dir import load_model
 from clozeformer.io import atomic_write
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.distributed import resolve_device

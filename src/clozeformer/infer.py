@@ -118,7 +118,7 @@ def load_generator(path, *, allow_pickle: bool = False) -> tuple[nn.Module, Toke
     (BART + a new source encoder) reads its sources with source/'s tokenizer and writes BART's."""
     from pathlib import Path
 
-    from clozeformer.interop.hf import load_model
+    from clozeformer.interop.model_dir import load_model
     from clozeformer.models.bart import BartForTranslation
 
     model = load_model(path, allow_pickle=allow_pickle)

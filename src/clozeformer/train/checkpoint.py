@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clozeformer.interop.hf import load_weights, save_model
+from clozeformer.interop.model_dir import load_weights, save_model
 from clozeformer.io import load_tensors, member, read_json, save_tensors, write_json
 
 STATE_FILE = "trainer_state.json"

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from clozeformer.families import family_of
-from clozeformer.interop.hf import load_model, load_state, save_model
+from clozeformer.interop.model_dir import load_model, load_state, save_model
 from clozeformer.models.electra import ElectraForPreTraining
 from clozeformer.tasks.spec import TaskError, TaskSpec, task_spec
 from clozeformer.tasks.task import (TaskData, check_labels, example, features, kind_of, label_set, load_examples,

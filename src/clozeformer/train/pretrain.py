@@ -26,7 +26,7 @@ from clozeformer.data.corpus import iter_texts, sources
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
                                        full_stop_ids, noise_ids)
 from clozeformer.families import FAMILIES
-from clozeformer.interop.hf import load_model, save_model
+from clozeformer.interop.model_dir import load_model, save_model
 from clozeformer.models.bert import nsp_targets
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.rtd import rtd_mask

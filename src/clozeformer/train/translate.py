@@ -20,7 +20,7 @@ import torch
 
 from clozeformer.data.pairs import PairData, read_pairs
 from clozeformer.infer import generate_texts
-from clozeformer.interop.hf import load_model, save_model
+from clozeformer.interop.model_dir import load_model, save_model
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
 from clozeformer.tasks import metrics
 from clozeformer.tokenizer import Tokenizer
