@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--label-smoothing", type=float, default=0.0)
     ap.add_argument("--buckets", type=int, default=64,
                     help="length-bucketed batches, pools of this many batches (0: uniform batches)")
+    ap.add_argument("--seed", type=int, default=0, help="model init, batch order and dropout")
     ap.add_argument("--test-rows", type=int, default=0, help="score only the first N test pairs (0: all 1,000)")
     args = ap.parse_args()
     args.precision = args.precision or ("bf16" if fast_bf16(torch.device("cpu")) else "fp32")
@@ -119,7 +120,7 @@ def main() -> None:
         model = T5ForConditionalGeneration(dataclasses.replace(pretrained.config, dropout=args.dropout))
         model.load_state_dict(pretrained.state_dict())
     else:
-        torch.manual_seed(0)
+        torch.manual_seed(args.seed)
         cfg = T5Config.preset(args.config, vocab_size=tok.vocab_size, dropout=args.dropout)
         model = T5ForConditionalGeneration(cfg)
     t1 = time.perf_counter()
@@ -130,14 +131,14 @@ def main() -> None:
 
     sources, targets = encode(train_pairs)
     eval_sources, eval_targets = encode(dev_pairs)
-    data = PairData(sources, targets, source_pad=tok.pad_id, batch_size=args.batch_size, seed=0,
+    data = PairData(sources, targets, source_pad=tok.pad_id, batch_size=args.batch_size, seed=args.seed,
                     eval_sources=eval_sources, eval_targets=eval_targets, buckets=args.buckets)
     steps = args.steps or calibrate(model, data, args.precision, args.train_minutes * 120, dist)
     say(f"training for {steps} steps ({steps * args.batch_size / len(train_pairs):.1f} epochs)", flush=True)
     c1 = time.process_time()
     result = fit(model, data, TrainConfig(steps=steps, lr=args.lr, warmup_steps=300, schedule="linear",
                                           precision=args.precision, eval_every=1000, save_every=2000,
-                                          eval_batches=4, label_smoothing=args.label_smoothing),
+                                          eval_batches=4, label_smoothing=args.label_smoothing, seed=args.seed),
                  run / "train", metrics_fn=seq2seq_metrics, tokenizer=tok)
     t2, c2 = time.perf_counter(), time.process_time()
     cpu_setup, cpu_train = distributed.sum_over_ranks([c1 - c0, c2 - c1], dist)  # all ranks
@@ -149,7 +150,7 @@ def main() -> None:
     t3, c3 = time.perf_counter(), time.process_time()
     out = {"config": args.config, "precision": args.precision, "model_dir": str(run / "model"),
            "dropout": args.dropout, "label_smoothing": args.label_smoothing, "buckets": args.buckets,
-           "vocab_size": args.vocab_size, "steps": steps,
+           "vocab_size": args.vocab_size, "seed": args.seed, "steps": steps,
            "pretrain_steps": args.pretrain_steps,
            "epochs": steps * args.batch_size / len(train_pairs), "eval": result.get("eval"), **scores,
            "wall_minutes": {"tokenizer+pretrain": (t1 - t0) / 60, "train": (t2 - t1) / 60, "decode": (t3 - t2) / 60,
