@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--stage2-lr", type=float, default=3e-4)
     ap.add_argument("--pretrain-lr", type=float, default=3e-4)  # 1e-3 collapses the encoder (BENCHMARKS.md)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--buckets", type=int, default=0,
+                    help="length-bucketed translation batches, pools of this many batches (0: uniform batches)")
     ap.add_argument("--precision", choices=["fp32", "bf16"],
                     help="default: bf16 where the CPU runs it natively (AVX512-BF16/AMX), else fp32")
     args = ap.parse_args()
@@ -85,7 +87,8 @@ def main() -> None:
     summary = train_translation(pre["model_dir"], DATA / "train.jsonl", source_field="en", target_field="de",
                                 run_dir=run / "translate", eval_file=DATA / "dev.jsonl",
                                 test_file=DATA / "test2016.jsonl", source_vocab_size=args.vocab_size,
-                                max_len=64, batch_size=args.batch_size, num_beams=4, max_new_tokens=64,
+                                max_len=64, batch_size=args.batch_size, buckets=args.buckets, num_beams=4,
+                                max_new_tokens=64,
                                 stage1=TrainConfig(steps=args.stage1_steps, lr=1e-3, warmup_steps=100,
                                                    precision=args.precision, eval_every=500, save_every=500),
                                 stage2=TrainConfig(steps=args.stage2_steps, lr=args.stage2_lr, warmup_steps=100,
@@ -99,7 +102,8 @@ def main() -> None:
             "translator (English in, German out)": source_use(load_model(summary["model_dir"]),
                                                               [en_tok.encode(en, max_length=64) for en, _ in dev],
                                                               german_ids, en_tok.pad_id)}
-    result = {"pretrain_eval": pre.get("eval"), "pretrain_wall_minutes": (t1 - t0) / 60,
+    result = {"precision": args.precision, "buckets": args.buckets, "model_dir": summary["model_dir"],
+              "pretrain_eval": pre.get("eval"), "pretrain_wall_minutes": (t1 - t0) / 60,
               "translate_wall_minutes": (t2 - t1) / 60, "pretrain_two_core_minutes": (c1 - c0) / 120,
               "translate_two_core_minutes": (c2 - c1) / 120, "bleu_greedy": summary["bleu_beam1"],
               "bleu_beam4": summary["bleu_beam4"], "stage1_eval": summary["stage1"].get("eval"),
