@@ -12,12 +12,14 @@ directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -71,6 +73,31 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
                 raise OSError(f"{path}: {e}") from e
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+@contextlib.contextmanager
+def atomic_files(paths: list[Path]) -> Iterator[list[IO[bytes]]]:
+    """Binary files streamed in place of `paths`: when the block ends without an error, each is
+    fsynced and renamed into place in order; on an error none is, and no temporary file is left."""
+    temps: list[str] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            files = []
+            for path in paths:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                temps.append(tmp)
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, _FILE_MODE)
+                files.append(stack.enter_context(os.fdopen(fd, "wb")))
+            yield files
+            for f in files:
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -28,7 +28,6 @@ import json
 import os
 import queue
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from clozeformer.data.corpus import CorpusError, HubCorpus, check_file, source_pieces, sources
+from clozeformer.io import atomic_files, write_json
 from clozeformer.tokenizer import Tokenizer
 
 __all__ = ["TokenCache", "default_cache_dir", "load_corpus"]
@@ -208,19 +208,13 @@ def _build(
     """
     directory.mkdir(parents=True, exist_ok=True)
     dtype = _token_dtype(tokenizer.vocab_size)
-    temps = {}
     n_tokens = n_sentences = n_documents = 0
     last_doc_end = 0  # sentence offset where the current document began
     try:
-        with contextlib.ExitStack() as stack:
-            files = {}
-            for name in _FILES:
-                fd, temps[name] = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-                files[name] = stack.enter_context(os.fdopen(fd, "wb"))
-            tok_f, sent_f, doc_f = (files[name] for name in _FILES)
+        with atomic_files([directory / name for name in _FILES]) as (tok_f, sent_f, doc_f), \
+                _progress_bar(progress) as bar:
             sent_f.write(np.zeros(1, "<i8").tobytes())
             doc_f.write(np.zeros(1, "<i8").tobytes())
-            bar = stack.enter_context(_progress_bar(progress))
             for batch in _prefetch(_batches(paths, options, batch_docs, batch_chars)):
                 ids = tokenizer.encode_batch([s for piece, _ in batch for s in piece])  # one list per sentence
                 lengths = np.fromiter(map(len, ids), np.int64, len(ids))  # [sentences in batch]
@@ -240,15 +234,12 @@ def _build(
                 n_documents += int(nonempty.sum())
                 last_doc_end = int(doc_ends[-1]) if len(doc_ends) else last_doc_end
                 bar.update(int(sum(ends for _, ends in batch)))
-            for f in files.values():
-                f.flush()
-                os.fsync(f.fileno())
-        if n_tokens == 0:
-            raise CorpusError(f"{', '.join(map(str, paths))}: no tokens after tokenisation")
-        if stats is not None and _stats(paths) != stats:
-            changed = [str(p) for p, a, b in zip(paths, stats, _stats(paths)) if a != b]
-            raise CorpusError(f"{', '.join(changed)}: changed (or removed) while being tokenised; "
-                              "run again once it is complete")
+            if n_tokens == 0:  # raised inside the block: no file of this cache is written
+                raise CorpusError(f"{', '.join(map(str, paths))}: no tokens after tokenisation")
+            if stats is not None and _stats(paths) != stats:
+                changed = [str(p) for p, a, b in zip(paths, stats, _stats(paths)) if a != b]
+                raise CorpusError(f"{', '.join(changed)}: changed (or removed) while being tokenised; "
+                                  "run again once it is complete")
         meta = {
             "version": FORMAT_VERSION,
             "key": key,
@@ -261,20 +252,11 @@ def _build(
             "tokenizer": tokenizer.fingerprint,
             "options": options,
         }
-        fd, temps["meta.json"] = tempfile.mkstemp(dir=directory, prefix=".meta.json.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(meta, indent=2))
-            f.flush()
-            os.fsync(f.fileno())
-        for name in (*_FILES, "meta.json"):  # meta last: until it lands, the cache is incomplete
-            os.replace(temps[name], directory / name)
+        write_json(directory / "meta.json", meta)  # last: until it lands, the cache is incomplete
     except OSError as e:
         if e.filename is None or str(e.filename).startswith(str(directory)):  # not an error reading the corpus
             raise OSError(e.errno, f"cannot write the token cache ({e.strerror or e})", str(directory)) from e
         raise
-    finally:
-        for tmp in temps.values():
-            Path(tmp).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -411,17 +411,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
             lr = cfg.lr * lr_factor(step, cfg, elapsed)
             for group in par.opt.param_groups:
                 group["lr"] = lr
-            loss_sum, counts = torch.zeros((), device=device), [0, 0, 0]
-            for micro in range(cfg.grad_accum):
-                # this rank's rows of the global micro-batch
-                batch = distributed.shard(data.train_batch(step * cfg.grad_accum + micro), dist)
-                counts = [a + b for a, b in zip(counts, count_tokens(batch))]
-                batch = to_device(batch, device)
-                with par.grad_sync(micro == cfg.grad_accum - 1):
-                    with _autocast(device, cfg.precision):
-                        loss = net(**batch)  # scalar: this rank's mean loss
-                    (loss / cfg.grad_accum).backward()
-                loss_sum = loss_sum + loss.detach().float() / cfg.grad_accum
+            loss_sum, counts = _forward_backward(net, par, data, step, cfg, dist)
             # ranks agree on the mean loss (so skip alike), the global token counts, the mean elapsed time
             # and whether any rank was signalled: one all_reduce of the loss on the device, one of the rest
             loss_sum = distributed.mean_over_ranks(loss_sum, dist)
@@ -475,6 +465,24 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     summary.update(steps=step, skipped_steps=nonfinite.seen, run_dir=str(run_dir), elapsed_s=round(elapsed, 1),
                    checkpoint=str(run_dir / "checkpoints" / f"step-{step:07d}"), plot=str(run_dir / "loss.png"))
     return summary
+
+
+def _forward_backward(net: nn.Module, par, data, step: int, cfg: TrainConfig,
+                      dist: distributed.Dist) -> tuple[Tensor, list[int]]:
+    """One optimizer step's forward and backward passes over this rank's rows of its `grad_accum`
+    micro-batches (gradients synchronised on the last): the mean loss, on the device, and the
+    token counts (encoder tokens, real tokens, positions)."""
+    loss_sum, counts = torch.zeros((), device=dist.device), [0, 0, 0]
+    for micro in range(cfg.grad_accum):
+        batch = distributed.shard(data.train_batch(step * cfg.grad_accum + micro), dist)
+        counts = [a + b for a, b in zip(counts, count_tokens(batch))]
+        batch = to_device(batch, dist.device)
+        with par.grad_sync(micro == cfg.grad_accum - 1):
+            with _autocast(dist.device, cfg.precision):
+                loss = net(**batch)  # scalar: this rank's mean loss
+            (loss / cfg.grad_accum).backward()
+        loss_sum = loss_sum + loss.detach().float() / cfg.grad_accum
+    return loss_sum, counts
 
 
 def _check_same(saved: dict, now: dict, ckpt: Path) -> None:
