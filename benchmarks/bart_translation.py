@@ -2,6 +2,7 @@
 
     python benchmarks/bart_translation.py [--pretrain-lr 3e-4] [--pretrain-steps 600]
                                           [--stage1-steps 600] [--stage2-steps 2000] [--stage2-lr 3e-4]
+                                          [--buckets 64] [--precision fp32|bf16]
 
 1. A byte-level BPE and a BART (`mini` preset unless --config) are pretrained by
    denoising (bart-base noise: sentence permutation + 30% text infilling) on the German
@@ -64,7 +65,7 @@ def main() -> None:
     ap.add_argument("--stage2-lr", type=float, default=3e-4)
     ap.add_argument("--pretrain-lr", type=float, default=3e-4)  # 1e-3 collapses the encoder (BENCHMARKS.md)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--buckets", type=int, default=0,
+    ap.add_argument("--buckets", type=int, default=64,
                     help="length-bucketed translation batches, pools of this many batches (0: uniform batches)")
     ap.add_argument("--precision", choices=["fp32", "bf16"],
                     help="default: bf16 where the CPU runs it natively (AVX512-BF16/AMX), else fp32")
