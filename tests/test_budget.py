@@ -219,7 +219,16 @@ def test_pretrain_budget_options_bad_input(corpus, tmp_path, argv, message):
     code, out, err = cli("pretrain", "--corpus", str(path), "--tokenizer", str(tmp_path / "tok"), "--config",
                          "tiny", "--run-dir", str(tmp_path / "run"), "--cache-dir", str(cache), "--quiet", *argv)
     assert code == 1 and err.count("\n") == 1 and err.startswith("clozeformer: error: ") and message in err
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_cross_document_with_nsp_is_refused_before_the_corpus_is_read(corpus, tmp_path):
+    """No tokenizer trained, no cache built, no run directory: the combination is refused first."""
+    path, _, _ = corpus
+    code, out, err = cli("pretrain", "--corpus", str(path), "--config", "tiny", "--run-dir", str(tmp_path / "run"),
+                         "--cache-dir", str(tmp_path / "cache"), "--quiet", "--cross-document")
+    assert code == 1 and "cross_document needs nsp=False" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
 def test_demo_budget_bad_input(tmp_path):

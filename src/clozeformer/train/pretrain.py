@@ -233,7 +233,8 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
         raise ValueError(f"unknown model family {model!r}; choose from {sorted(FAMILIES)}")
     family = FAMILIES[model]
     recipe = OBJECTIVES[family.objective]
-    _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction)
+    _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction,
+                     cross_document and nsp and family.nsp)
     check_fresh(Path(run_dir), resume)
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
     defaults = dict(family.small_budget) if small else {}
@@ -279,9 +280,6 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
         raise ValueError(f"max_len {max_len} exceeds the model's max_positions {cfg.max_positions}")
     if nsp and not cfg.nsp:
         raise ValueError("nsp=True but the model has no NSP head (pass nsp=False)")
-
-    if cross_document and nsp:
-        raise ValueError("cross_document needs nsp=False: NSP reads one [CLS] per pair, each pair its own document")
     data = recipe.data(cache, tok, max_len=max_len, batch_size=batch_size, nsp=nsp, whole_word=whole_word,
                        mlm_rate=mlm_rate, noise=noise, seed=train.seed, eval_fraction=eval_fraction)
     data.cross_document = cross_document
@@ -310,8 +308,10 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
 
 
 def _check_arguments(recipe: Objective, family: str, config: str, init, tokenizer, max_len: int, batch_size: int,
-                     mlm_rate: float | None, noise: str, eval_fraction: float) -> None:
+                     mlm_rate: float | None, noise: str, eval_fraction: float, cross_document_nsp: bool) -> None:
     """Everything that can be refused before the corpus is read: one ValueError naming the value."""
+    if cross_document_nsp:
+        raise ValueError("cross_document needs nsp=False: NSP reads one [CLS] per pair, each pair its own document")
     presets, tok_kind = FAMILIES[family].config_cls.presets, FAMILIES[family].tokenizer_kind
     if init is None and config not in presets:
         raise ValueError(f"unknown {family} preset {config!r}; choose from {sorted(presets)}")
