@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from clozeformer.config import MIN_MAX_LEN
 from clozeformer.data.cache import load_corpus
 from clozeformer.data.corpus import iter_texts, sources
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
                                        full_stop_ids, noise_ids)
-from clozeformer.families import FAMILIES
+from clozeformer.families import FAMILIES, Family
 from clozeformer.interop.model_dir import load_model, save_model
 from clozeformer.models.bert import nsp_targets
 from clozeformer.objectives.mlm import mlm_mask
@@ -259,27 +259,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
         cache = load_corpus(corpus, tok, cache_dir=cache_dir, text_field=text_field, blank_line_docs=blank_line_docs,
                             progress=progress and dist.is_main)
 
-    if init is not None:
-        net = load_model(init)
-        cfg = exported = net.config
-    else:
-        exported = family.config_cls.preset(config, **{**family.config_fields(tok, max_len),
-                                                       **({"nsp": nsp} if family.nsp else {}),
-                                                       **(model_overrides or {})})
-        # small budgets: no dropout in pretraining (cramming §4.3: no time to overfit); the exported model
-        # keeps the family's dropout in its config, for fine-tuning (there and in transformers)
-        dropouts = [f.name for f in dataclasses.fields(family.config_cls) if f.name.endswith("dropout")]
-        cfg = exported.replace(**{k: 0.0 for k in dropouts if small and k not in (model_overrides or {})})
-        torch.manual_seed(train.seed)  # the seed fixes the initial weights too
-        net = family.model_cls(cfg)
-        if weight_init == "mimetic":
-            mimetic_init(net)
-    if cfg.vocab_size < tok.vocab_size:
-        raise ValueError(f"tokenizer has {tok.vocab_size} ids but the model's vocabulary holds {cfg.vocab_size}")
-    if max_len > getattr(cfg, "max_positions", max_len):  # T5's relative positions have no limit
-        raise ValueError(f"max_len {max_len} exceeds the model's max_positions {cfg.max_positions}")
-    if nsp and not cfg.nsp:
-        raise ValueError("nsp=True but the model has no NSP head (pass nsp=False)")
+    net, exported = _model(family, config, init, tok, max_len, nsp, model_overrides, small, train.seed, weight_init)
     data = recipe.data(cache, tok, max_len=max_len, batch_size=batch_size, nsp=nsp, whole_word=whole_word,
                        mlm_rate=mlm_rate, noise=noise, seed=train.seed, eval_fraction=eval_fraction)
     data.cross_document = cross_document
@@ -305,6 +285,33 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
                    eval_examples=len(data.eval_examples), parameters=sum(p.numel() for p in net.parameters()),
                    real_token_fraction=round(real, 4), unigram_entropy=round(entropy, 4), plateau=alarm.plateau)
     return summary
+
+
+def _model(family: Family, config: str, init, tok: Tokenizer, max_len: int, nsp: bool, overrides: dict | None,
+           small: bool, seed: int, weight_init: str) -> tuple[nn.Module, Any]:
+    """The model to pretrain (`init` loaded, or a new preset sized for the tokenizer) and the config it
+    is exported with; refuses a model the tokenizer, max_len or NSP do not fit."""
+    if init is not None:
+        net = load_model(init)
+        cfg = exported = net.config
+    else:
+        exported = family.config_cls.preset(config, **{**family.config_fields(tok, max_len),
+                                                       **({"nsp": nsp} if family.nsp else {}), **(overrides or {})})
+        # small budgets: no dropout in pretraining (cramming §4.3: no time to overfit); the exported model
+        # keeps the family's dropout in its config, for fine-tuning (there and in transformers)
+        dropouts = [f.name for f in dataclasses.fields(family.config_cls) if f.name.endswith("dropout")]
+        cfg = exported.replace(**{k: 0.0 for k in dropouts if small and k not in (overrides or {})})
+        torch.manual_seed(seed)  # the seed fixes the initial weights too
+        net = family.model_cls(cfg)
+        if weight_init == "mimetic":
+            mimetic_init(net)
+    if cfg.vocab_size < tok.vocab_size:
+        raise ValueError(f"tokenizer has {tok.vocab_size} ids but the model's vocabulary holds {cfg.vocab_size}")
+    if max_len > getattr(cfg, "max_positions", max_len):  # T5's relative positions have no limit
+        raise ValueError(f"max_len {max_len} exceeds the model's max_positions {cfg.max_positions}")
+    if nsp and not cfg.nsp:
+        raise ValueError("nsp=True but the model has no NSP head (pass nsp=False)")
+    return net, exported
 
 
 def _check_arguments(recipe: Objective, family: str, config: str, init, tokenizer, max_len: int, batch_size: int,
