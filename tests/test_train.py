@@ -1,5 +1,6 @@
 """The training loop through `pretrain`: learning, exact resume, checkpoints, NaN handling, bf16, schedule."""
 
+import json
 import math
 from pathlib import Path
 
@@ -212,7 +213,18 @@ def test_resume_refuses_changed_setup(env, tmp_path, change, match):
 def test_label_smoothing_needs_a_model_that_writes_text(env, tmp_path):
     with pytest.raises(TrainingError, match="label_smoothing 0.1: only models that write text"):
         run(env, tmp_path / "r", label_smoothing=0.1)
-    assert not (tmp_path / "r" / "checkpoints").exists()
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_reads_a_training_field_the_checkpoint_predates_as_its_default():
+    from clozeformer.train.loop import _check_same
+
+    now = {"train_config": TrainConfig(lr=2e-3).to_dict()}
+    saved = json.loads(json.dumps(now["train_config"]))  # as a checkpoint holds it
+    older = {"train_config": {k: v for k, v in saved.items() if k != "label_smoothing"}}
+    _check_same(older, now, Path("ckpt"))  # saved before label smoothing existed: its default, 0.0
+    with pytest.raises(TrainingError, match=r"train_config changed \(label_smoothing: \[0.0\] -> \[0.1\]"):
+        _check_same(older, {"train_config": TrainConfig(lr=2e-3, label_smoothing=0.1).to_dict()}, Path("ckpt"))
 
 
 def test_resume_without_checkpoint_errors(env, tmp_path):

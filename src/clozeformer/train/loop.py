@@ -351,13 +351,13 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     check_fresh(run_dir, resume)
     dist = distributed.init(cfg.device)
     device = dist.device
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.label_smoothing and not hasattr(model, "label_smoothing"):
         raise TrainingError(f"label_smoothing {cfg.label_smoothing:g}: only models that write text (T5, BART) "
                             f"have a loss to smooth, not {type(model).__name__}")
     if hasattr(model, "label_smoothing"):
         model.label_smoothing = cfg.label_smoothing
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     model.untrained = ()  # weights load_model found missing are trained from here on (and exported)
 
@@ -491,8 +491,10 @@ def _check_same(saved: dict, now: dict, ckpt: Path) -> None:
     # checkpoints hold the full model and optimizer, so DDP <-> FSDP may change on resume too
     ignore = {"steps", "minutes", "eval_every", "save_every", "keep_last", "log_every", "device", "eval_batches", "fsdp",
               "compile"}
+    # a TrainConfig field newer than the checkpoint reads as its default (the behaviour it was trained with)
+    known = {"train_config": json.loads(json.dumps(TrainConfig().to_dict()))}
     for section in ("model_config", "train_config", "data"):
-        old, new = saved.get(section, {}), now.get(section, {})
+        old, new = {**known.get(section, {}), **saved.get(section, {})}, now.get(section, {})
         diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
         if diff:
             raise TrainingError(f"cannot resume from {ckpt}: {section} changed ({', '.join(diff)}: "
