@@ -482,9 +482,10 @@ class Tokenizer:
         try:
             import sentencepiece
             import sentencepiece.sentencepiece_model_pb2 as spm
-        except ImportError:
+        except Exception as e:  # not installed, or a protobuf runtime older than its generated schema accepts
             raise TokenizerError(f"{path}: reading a SentencePiece model needs the `sentencepiece` and `protobuf` "
-                                 "packages (pip install 'clozeformer[hf]'), or give a tokenizer.json instead") from None
+                                 f"packages (pip install -U 'clozeformer[hf]'; here: {e}), or give a tokenizer.json "
+                                 "instead") from None
         try:
             sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
         except Exception as e:
