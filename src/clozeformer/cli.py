@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from clozeformer.config import VERSION
-from clozeformer.cliargs import (COMPILE_HELP, COUNT, MAX_LEN, NONNEGATIVE, POSITIVE, PRECISION_HELP, PRECISIONS, RATE, SHARE, Parser,
+from clozeformer.cliargs import (COMPILE_HELP, COUNT, LABEL_SMOOTHING_HELP, MAX_LEN, NONNEGATIVE, POSITIVE, PRECISION_HELP, PRECISIONS, RATE, SHARE, Parser,
                                 number, one_line)
 
 DEFAULT_NEW_TOKENS = 64  # generate: new tokens per line when neither the user nor the model says
@@ -391,8 +391,7 @@ def _translate_parser(sub) -> None:
     p.add_argument("--source-layers", type=COUNT, default=2)
     p.add_argument("--max-len", type=MAX_LEN, default=128)
     p.add_argument("--batch-size", type=COUNT, default=32)
-    p.add_argument("--label-smoothing", type=SHARE, default=0.0,
-                   help="label smoothing of the written text's training loss (T5, BART); 0.1 is the usual value")
+    p.add_argument("--label-smoothing", type=SHARE, default=0.0, help=LABEL_SMOOTHING_HELP)
     p.add_argument("--buckets", type=NONNEGATIVE, default=0,
                    help="batch pairs of similar lengths, sorting pools of this many batches (0: off)")
     p.add_argument("--stage1-steps", type=COUNT, default=1000)
@@ -427,8 +426,7 @@ def _finetune_parser(sub) -> None:
     p.add_argument("--lr", type=POSITIVE, default=5e-5)
     p.add_argument("--warmup-ratio", type=SHARE, default=0.1)
     p.add_argument("--weight-decay", type=number(float, 0), default=0.01)
-    p.add_argument("--label-smoothing", type=SHARE, default=0.0,
-                   help="label smoothing of the written text's training loss (T5, BART); 0.1 is the usual value")
+    p.add_argument("--label-smoothing", type=SHARE, default=0.0, help=LABEL_SMOOTHING_HELP)
     p.add_argument("--early-stopping", type=COUNT, metavar="PATIENCE",
                    help="stop after PATIENCE evaluations without a new best")
     p.add_argument("--max-train-rows", type=COUNT)

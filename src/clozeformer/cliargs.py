@@ -87,5 +87,6 @@ PRECISION_HELP = ("auto (default): bf16 where the device runs it natively (CUDA 
                   "AMX), else fp32; bf16 elsewhere is emulated and ~100x slower")
 MAX_LEN = number(int, MIN_MAX_LEN)
 
+LABEL_SMOOTHING_HELP = "label smoothing of the written text's training loss (T5, BART); 0.1 is the usual value"
 COMPILE_HELP = ("torch.compile the training step (model and loss, forward and backward); the first steps "
                 "pay for compiling. Evaluation and saved models are the same as without it")
