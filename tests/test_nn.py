@@ -163,3 +163,47 @@ def test_packed_training_encoder_equals_the_padded_one_at_every_real_token(t5):
     assert (yp[keep] - yd[keep]).abs().max() < 1e-5
     assert (gp - gd).abs().max() < 1e-5
     assert all((a - b).abs().max() < 1e-5 for a, b in zip(wp, wd))
+
+
+@pytest.mark.parametrize("rows", ["padded", "packed documents"])
+def test_varlen_attention_equals_the_dense_masked_one(monkeypatch, rows):
+    """Attention per document on nested tensors (CUDA's path, forced onto the CPU here) gives the
+    dense masked path's outputs at every real token and its gradients, for dynamically padded
+    rows (0/1 mask) and for packed rows of several documents (segment ids, padding at the end)."""
+    from clozeformer.nn import Stack, TransformerLayer, attention
+
+    torch.manual_seed(0)
+    layers = Stack(TransformerLayer(32, 4, 64, dropout=0.0, attention_dropout=0.0) for _ in range(2))
+    if rows == "padded":
+        attention_mask = torch.tensor([[1] * 9, [1] * 6 + [0] * 3, [1] * 2 + [0] * 7])
+    else:  # documents of 1 to 6 tokens; the second row full (no padding), the first has a one-token document
+        attention_mask = torch.tensor([[1, 1, 1, 2, 3, 3, 3, 0, 0], [1, 1, 2, 2, 2, 2, 2, 2, 3], [1] * 4 + [0] * 5])
+    keep = attention_mask.bool()
+    x = torch.randn(3, 9, 32)
+    calls = []
+    results = []
+    for devices in (("cuda", "cpu"), ("cuda",)):
+        monkeypatch.setattr(attention, "VARLEN_DEVICES", devices)
+        attend = attention.Packed.attend
+        monkeypatch.setattr(attention.Packed, "attend", lambda *a, **k: calls.append(devices) or attend(*a, **k))
+        layers.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = layers(xi, attention_mask)
+        (y[keep] ** 2).sum().backward()
+        results.append((y.detach(), xi.grad, [p.grad.clone() for p in layers.parameters()]))
+    assert calls == [("cuda", "cpu")] * 2  # both layers on the varlen path, none on the dense one
+    (yv, gv, wv), (yd, gd, wd) = results
+    assert torch.equal(yv[~keep], torch.zeros_like(yv[~keep]))
+    assert (yv[keep] - yd[keep]).abs().max() < 1e-5
+    assert (gv - gd).abs().max() < 1e-5
+    assert all((a - b).abs().max() < 1e-5 for a, b in zip(wv, wd))
+
+
+def test_varlen_offsets_follow_rows_and_segments():
+    """Each run of one segment id within a row is one document; a new row starts a new one even
+    with the same id; padding is no document."""
+    from clozeformer.nn.attention import Packed
+
+    p = Packed(torch.tensor([[1, 1, 2, 0], [1, 2, 2, 2], [1, 1, 1, 1]]), varlen=True)
+    assert p.offsets.tolist() == [0, 2, 3, 4, 7, 11]
+    assert p.lengths == (1, 4)

@@ -13,7 +13,7 @@ from clozeformer.models.bart import BartForConditionalGeneration
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.models.electra import ElectraForPreTraining
 from clozeformer.models.t5 import T5ForConditionalGeneration
-from clozeformer.nn import segment_ids, segment_mask, segment_positions, segment_starts
+from clozeformer.nn import attention, segment_ids, segment_mask, segment_positions, segment_starts
 
 V = 60
 
@@ -59,6 +59,14 @@ def docs_of(lengths, seed, first=None, last=None):
 LAYOUT = [[0, 1, 2], [3], [4, 5]]  # documents per row: three, one (with padding after it), two
 
 
+@pytest.fixture(params=["dense", "varlen"])
+def attention_path(request, monkeypatch):
+    """Training encoders attend densely with a block-diagonal mask (CPU), or per document on nested
+    tensors (CUDA's path, forced onto the CPU here)."""
+    if request.param == "varlen":
+        monkeypatch.setattr(attention, "VARLEN_DEVICES", ("cuda", "cpu"))
+
+
 def test_segment_helpers():
     seg = torch.tensor([[1, 1, 2, 2, 2, 3, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
     assert segment_ids(seg) is seg and segment_ids(torch.tensor([[1, 1, 0]])) is None and segment_ids(None) is None
@@ -70,7 +78,7 @@ def test_segment_helpers():
 
 
 @pytest.mark.parametrize("train", [False, True])
-def test_bert_packed_row_equals_documents_alone(train):
+def test_bert_packed_row_equals_documents_alone(train, attention_path):
     torch.manual_seed(0)
     cfg = BertConfig.preset("tiny", vocab_size=V, dropout=0.0, attention_dropout=0.0)
     model = BertForPreTraining(cfg).train(train)
@@ -130,7 +138,7 @@ def seq2seq_docs(seed, bos=None):
 
 @pytest.mark.parametrize("family", ["bart", "t5"])
 @pytest.mark.parametrize("train", [False, True])
-def test_seq2seq_packed_row_equals_documents_alone(family, train):
+def test_seq2seq_packed_row_equals_documents_alone(family, train, attention_path):
     torch.manual_seed(0)
     if family == "bart":
         cfg = BartConfig.preset("tiny", vocab_size=V, dropout=0.0, attention_dropout=0.0)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clozeformer.nn import attention
 from clozeformer.nn.attention import KV, Attention, Cache, Packed, causal_mask, padding_mask, segment_ids, segment_mask
 from clozeformer.nn.functional import dropout
 from clozeformer.nn.position import sinusoidal_
@@ -102,6 +103,8 @@ class Stack(nn.ModuleList):
       the same values at every real position for up to half the matmul work on dynamically padded
       batches; padding positions of the result are zeros. Inference keeps the padded layout, so
       outputs match transformers' at every position, and so does torch.compile (N depends on the values).
+      On CUDA (attention.VARLEN_DEVICES) attention runs there too, per document (varlen), so packed
+      rows compute no other document's positions and padded batches no padding at all.
     """
 
     def __init__(self, layers, *, decoder: bool = False) -> None:
@@ -130,7 +133,7 @@ class Stack(nn.ModuleList):
                 mask = mask.masked_fill(~keep, torch.finfo(mask.dtype).min)  # [B or 1, H, T, S]
             causal = False
         if not self.decoder:
-            return self._encode(x, mask, attention_mask)
+            return self._encode(x, mask, attention_mask, segments is not None)
         if sources is not None:
             if segments is None:
                 raise ValueError("a packed encoder attention_mask needs the decoder's packed decoder_attention_mask")
@@ -142,13 +145,16 @@ class Stack(nn.ModuleList):
                       cache=cache.layers[i] if cache is not None else None)
         return x
 
-    def _encode(self, x: Tensor, mask: Tensor | None, attention_mask: Tensor | None) -> Tensor:
-        if (attention_mask is None or not (self.training and torch.is_grad_enabled())
-                or torch.compiler.is_compiling() or bool(attention_mask.all())):
+    def _encode(self, x: Tensor, mask: Tensor | None, attention_mask: Tensor | None, segmented: bool) -> Tensor:
+        train = (attention_mask is not None and self.training and torch.is_grad_enabled()
+                 and not torch.compiler.is_compiling())
+        # attention per document (varlen) needs a boolean mask: T5's relative position bias is additive
+        varlen = train and x.device.type in attention.VARLEN_DEVICES and (mask is None or mask.dtype == torch.bool)
+        if not train or not ((varlen and segmented) or not bool(attention_mask.all())):
             for layer in self:
                 x = layer(x, mask)
             return x
-        packed = Packed(attention_mask)
+        packed = Packed(attention_mask, varlen=varlen)
         h = packed.pack(x)  # [N, D]
         for layer in self:
             h = layer(h, mask, packed=packed)
