@@ -110,6 +110,14 @@ def test_small_budget_recipe_is_the_default_for_tiny_and_mini(corpus, tmp_path):
     assert cfg["hidden_dropout_prob"] == cfg["attention_probs_dropout_prob"] == 0.1  # exported to fine-tune with
     assert state["train_config"]["lr"] == 2e-3 and state["data"]["mlm_rate"] == 0.25
     assert 0.9 < s["real_token_fraction"] <= 1.0
+    # ELECTRA exports two models, both with their dropout back
+    pretrain([path], model="electra", config="tiny", model_overrides=TINY, run_dir=tmp_path / "el", train={"steps": 1},
+             **kw)
+    state = json.loads(next((tmp_path / "el" / "checkpoints").glob("step-*/trainer_state.json")).read_text())
+    assert state["model_config"]["dropout"] == 0.0
+    for part in ("", "generator/"):
+        cfg = json.loads((tmp_path / "el" / "model" / part / "config.json").read_text())
+        assert cfg["hidden_dropout_prob"] == cfg["attention_probs_dropout_prob"] == 0.1, part
     # explicit values win; a preset beyond mini keeps the family's own defaults
     s = pretrain([path], config="tiny", model_overrides={**TINY, "dropout": 0.1}, mlm_rate=0.15,
                  run_dir=tmp_path / "explicit", train={"steps": 2, "lr": 1e-4}, **kw)

@@ -276,8 +276,8 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     summary = fit(net, data, train, run_dir, metrics_fn=recipe.metrics, resume=resume, tokenizer=tok,
                   extra_state={"data": data_state}, progress=progress, on_eval=alarm)
     if dist.is_main:  # the final checkpoint's model: complete even when FSDP sharded `net`
-        final = load_model(summary["checkpoint"])
-        final.config = exported  # the same weights; dropout as the family fine-tunes with
+        final = family.model_cls(exported)  # the same weights; dropout as the family fine-tunes with
+        final.load_state_dict(load_model(summary["checkpoint"]).state_dict())
         save_model(final, run_dir / "model", tok)
     distributed.barrier(dist)
     summary["model_dir"] = str(run_dir / "model")
