@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from clozeformer.data.pairs import PairData, read_pairs  # noqa: E402
 from clozeformer.interop.model_dir import load_model  # noqa: E402
 from clozeformer.tokenizer import Tokenizer  # noqa: E402
-from clozeformer.train.loop import TrainConfig, fast_bf16  # noqa: E402
+from clozeformer.train.config import TrainConfig, fast_bf16  # noqa: E402
 from clozeformer.train.pretrain import pretrain  # noqa: E402
 from clozeformer.train.translate import train_translation  # noqa: E402
 

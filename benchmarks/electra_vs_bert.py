@@ -38,7 +38,7 @@ from clozeformer.families import FAMILIES
 from clozeformer.interop.model_dir import save_model
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.finetune import finetune
-from clozeformer.train.loop import fast_bf16
+from clozeformer.train.config import fast_bf16
 from clozeformer.train.pretrain import pretrain
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -99,7 +99,7 @@ def korean(a, out: Path) -> dict:
     """Pretrain a Korean BERT on ko_reviews.txt for a time budget, fine-tune it on NSMC; time from start to score."""
     from clozeformer import evaluate, finetune, load_model, save_model
     from clozeformer.tokenizer import Tokenizer
-    from clozeformer.train.loop import fast_bf16
+    from clozeformer.train.config import fast_bf16
     from clozeformer.train.pretrain import pretrain
 
     t0 = time.perf_counter()

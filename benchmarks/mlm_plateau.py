@@ -29,7 +29,7 @@ import torch
 import transformers
 
 from clozeformer.config import BertConfig
-from clozeformer.train.loop import TrainConfig, lr_factor
+from clozeformer.train.config import TrainConfig, lr_factor
 from clozeformer.train.pretrain import pretrain
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from clozeformer.demo import stdlib_documents, write_corpus
-from clozeformer.train.loop import fast_bf16
+from clozeformer.train.config import fast_bf16
 from clozeformer.train.pretrain import pretrain
 
 DEFAULT_VARIANTS = {

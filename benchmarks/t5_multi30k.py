@@ -39,7 +39,8 @@ from clozeformer.interop.model_dir import load_model, save_model  # noqa: E402
 from clozeformer.models.t5 import T5ForConditionalGeneration  # noqa: E402
 from clozeformer.tokenizer import Tokenizer  # noqa: E402
 from clozeformer.train import distributed  # noqa: E402
-from clozeformer.train.loop import TrainConfig, fast_bf16, fit  # noqa: E402
+from clozeformer.train.config import TrainConfig, fast_bf16  # noqa: E402
+from clozeformer.train.loop import fit  # noqa: E402
 from clozeformer.train.pretrain import pretrain, seq2seq_metrics  # noqa: E402
 from clozeformer.train.translate import bleu  # noqa: E402
 

@@ -19,7 +19,8 @@ from clozeformer.nn.attention import Attention
 from clozeformer.nn.layers import mimetic_init
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import loop
-from clozeformer.train.loop import TrainConfig, TrainingInterrupted, lr_factor
+from clozeformer.train.config import TrainConfig, lr_factor
+from clozeformer.train.loop import TrainingInterrupted
 from clozeformer.train.pretrain import PlateauAlarm, pretrain, unigram_entropy
 from batches import rows
 

@@ -28,7 +28,8 @@ from clozeformer.models.bert import BertForPreTraining
 from clozeformer.config import BertConfig
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.distributed import Dist, shard, sum_over_ranks
-from clozeformer.train.loop import TrainConfig, fit
+from clozeformer.train.config import TrainConfig
+from clozeformer.train.loop import fit
 from clozeformer.train.pretrain import bert_metrics
 import textgen
 from batches import rows

@@ -20,7 +20,8 @@ from clozeformer.cli import main
 from clozeformer.data.pretrain import BertPretrainData
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import list_checkpoints
-from clozeformer.train.loop import TrainConfig, TrainingInterrupted
+from clozeformer.train.config import TrainConfig
+from clozeformer.train.loop import TrainingInterrupted
 from clozeformer.train.pretrain import pretrain
 import textgen
 from batches import rows

@@ -14,7 +14,8 @@ from clozeformer.data.pretrain import BertPretrainData
 from clozeformer.models.bert import BertForPreTraining
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import latest_checkpoint, list_checkpoints, verify
-from clozeformer.train.loop import TrainConfig, TrainingError, lr_factor
+from clozeformer.train.config import TrainConfig, lr_factor
+from clozeformer.train.loop import TrainingError
 from clozeformer.train.pretrain import pretrain
 import textgen
 from batches import rows

@@ -14,7 +14,7 @@ from clozeformer.data.pairs import PairData, read_pairs
 from clozeformer.interop.model_dir import load_model, save_model
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
 from clozeformer.tokenizer import Tokenizer
-from clozeformer.train.loop import TrainConfig
+from clozeformer.train.config import TrainConfig
 from clozeformer.train.translate import train_translation
 import textgen
 

@@ -261,7 +261,8 @@ def test_a_trained_tokenizer_is_named_for_repeating_the_run(tmp_path, capsys):
 
 
 def test_precision_auto_is_bf16_only_where_the_device_runs_it_natively():
-    from clozeformer.train.loop import TrainConfig, _autocast, fast_bf16
+    from clozeformer.train.config import TrainConfig, fast_bf16
+    from clozeformer.train.loop import _autocast
 
     cpu = torch.device("cpu")
     with _autocast(cpu, TrainConfig(precision="auto").precision):

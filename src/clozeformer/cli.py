@@ -138,7 +138,7 @@ def cmd_generate(args) -> None:
 
 
 def cmd_translate(args) -> None:
-    from clozeformer.train.loop import TrainConfig
+    from clozeformer.train.config import TrainConfig
     from clozeformer.train.translate import train_translation
 
     common = dict(precision=args.precision, seed=args.seed, device=args.device, eval_every=args.eval_every,

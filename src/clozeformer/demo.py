@@ -21,7 +21,7 @@ from clozeformer.interop.model_dir import load_model
 from clozeformer.io import atomic_write
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.distributed import resolve_device
-from clozeformer.train.loop import fast_bf16
+from clozeformer.train.config import fast_bf16
 from clozeformer.train.pretrain import pretrain
 from clozeformer.view import render_text, view
 

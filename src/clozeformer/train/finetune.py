@@ -32,7 +32,8 @@ from clozeformer.tasks.task import (TaskData, check_labels, example, features, k
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import check_fresh
-from clozeformer.train.loop import TrainConfig, evaluate as evaluate_batches, fit
+from clozeformer.train.config import TrainConfig
+from clozeformer.train.loop import evaluate as evaluate_batches, fit
 
 def _head_model(base: nn.Module, spec: TaskSpec, seed: int) -> nn.Module:
     """The model that fine-tunes for `spec`: a new head on base's encoder (weights copied), or base itself

@@ -38,7 +38,8 @@ from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import check_fresh
 from clozeformer.tasks.metrics import Pooled
-from clozeformer.train.loop import TrainConfig, count_tokens, fit
+from clozeformer.train.config import TrainConfig
+from clozeformer.train.loop import count_tokens, fit
 from clozeformer.nn.functional import IGNORE
 
 

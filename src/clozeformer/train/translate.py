@@ -25,7 +25,8 @@ from clozeformer.models.bart import BartForConditionalGeneration, BartForTransla
 from clozeformer.tasks import metrics
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import check_fresh, latest_checkpoint
-from clozeformer.train.loop import TrainConfig, fit
+from clozeformer.train.config import TrainConfig
+from clozeformer.train.loop import fit
 from clozeformer.train.pretrain import seq2seq_metrics
 
 
