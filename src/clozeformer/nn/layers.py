@@ -150,7 +150,8 @@ class Stack(nn.ModuleList):
                  and not torch.compiler.is_compiling())
         # attention per document (varlen) needs a boolean mask: T5's relative position bias is additive
         varlen = train and x.device.type in attention.VARLEN_DEVICES and (mask is None or mask.dtype == torch.bool)
-        if not train or not ((varlen and segmented) or not bool(attention_mask.all())):
+        # the token rows pay off where there is padding, or documents for varlen to keep apart
+        if not (train and ((varlen and segmented) or not bool(attention_mask.all()))):
             for layer in self:
                 x = layer(x, mask)
             return x
