@@ -49,7 +49,7 @@ def fails(argv, capsys, *expected: str) -> str:
 @pytest.mark.parametrize("option, value, allowed", [
     ("--batch-size", "0", "≥ 1"), ("--steps", "-3", "≥ 1"), ("--max-len", "1", "≥ 8"), ("--max-len", "x", "integer"),
     ("--mlm-rate", "1.5", "(0, 1)"), ("--mlm-rate", "0", "(0, 1)"), ("--lr", "0", "> 0"), ("--lr", "nan", "> 0"),
-    ("--minutes", "-1", "> 0"), ("--warmup", "-1", "≥ 0"), ("--warmup-fraction", "1", "[0, 1)"),
+    ("--lr", "inf", "> 0"), ("--minutes", "-1", "> 0"), ("--minutes", "inf", "> 0"), ("--weight-decay", "inf", "≥ 0"), ("--warmup", "-1", "≥ 0"), ("--warmup-fraction", "1", "[0, 1)"),
     ("--grad-accum", "0", "≥ 1"), ("--vocab-size", "0", "≥ 1"), ("--keep-last", "0", "≥ 1"),
 ])
 def test_pretrain_numbers_out_of_range(corpus, tmp_path, capsys, option, value, allowed):
@@ -64,6 +64,7 @@ def test_pretrain_numbers_out_of_range(corpus, tmp_path, capsys, option, value, 
     (["generate", "m", "--num-beams", "0"], ["--num-beams", "0"]),
     (["generate", "m", "--top-p", "1.5"], ["--top-p", "(0, 1]"]),
     (["generate", "m", "--temperature", "0"], ["--temperature", "> 0"]),
+    (["generate", "m", "--temperature", "inf"], ["--temperature", "inf", "> 0"]),
     (["finetune", "--model", "m", "--task", "sst2", "--train", "t", "--epochs", "0"], ["--epochs", "0"]),
     (["finetune", "--model", "m", "--task", "sst2", "--train", "t", "--warmup-ratio", "2"], ["--warmup-ratio"]),
     (["translate", "--bart", "b", "--train", "t", "--source", "en", "--target", "de", "--stage1-steps", "0"],

@@ -429,10 +429,26 @@ def test_lr_factor_warmup_and_decay():
 @pytest.mark.parametrize("bad", [dict(precision="fp16"), dict(schedule="step"), dict(nan_policy="ignore"),
                                  dict(steps=-1), dict(grad_accum=0), dict(lr=0.0), dict(warmup_steps=-1),
                                  dict(minutes=-1.0), dict(warmup_fraction=1.0), dict(clock="cpu"),
-                                 dict(label_smoothing=1.0), dict(label_smoothing=-0.1)])
+                                 dict(label_smoothing=1.0), dict(label_smoothing=-0.1), dict(lr=float("nan")),
+                                 dict(lr=float("inf")), dict(minutes=float("inf")), dict(eps=0.0),
+                                 dict(weight_decay=float("inf")), dict(clip_norm=float("inf"))])
 def test_train_config_validation(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "bart", "t5"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0])
+def test_model_configs_refuse_non_finite_or_zero_epsilons_and_init(family, value):
+    """A nan layer_norm_eps or an infinite init std would train nothing but NaNs: refused by name."""
+    from clozeformer.config import ConfigError
+    from clozeformer.families import FAMILIES
+
+    cls = FAMILIES[family].config_cls
+    init = "initializer_factor" if family == "t5" else "initializer_range"
+    for name in ("layer_norm_eps", init):
+        with pytest.raises(ConfigError, match=name):
+            cls.preset("tiny", **{name: value})
 
 
 # ---- ELECTRA through the same loop ---------------------------------------------------------------

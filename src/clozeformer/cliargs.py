@@ -5,6 +5,7 @@ value and what is allowed, `--help` that names every default, and errors as one 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from clozeformer.config import MIN_MAX_LEN
@@ -58,7 +59,7 @@ class Parser(argparse.ArgumentParser):
 def number(kind: type, low: float | None = None, high: float | None = None, *, open_low: bool = False,
             open_high: bool = False):
     """An argparse `type` that reads an int or a float and refuses it outside [low, high] (ends
-    open where asked), naming the value and the allowed range."""
+    open where asked) or not finite (nan, inf), naming the value and the allowed range."""
     ends = (f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}" if low is not None and high is not None
             else f"{'>' if open_low else '≥'} {low}" if low is not None else f"{'<' if open_high else '≤'} {high}")
     allowed = f"{'an integer' if kind is int else 'a number'} {'in ' if low is not None and high is not None else ''}{ends}"
@@ -68,7 +69,7 @@ def number(kind: type, low: float | None = None, high: float | None = None, *, o
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}") from None
-        fits = value == value and (low is None or (value > low if open_low else value >= low)) and \
+        fits = math.isfinite(value) and (low is None or (value > low if open_low else value >= low)) and \
             (high is None or (value < high if open_high else value <= high))
         if not fits:
             raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")

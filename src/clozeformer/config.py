@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -80,7 +81,8 @@ class Config:
 
     def _positive(self, *names: str) -> None:
         for name in names:
-            self._check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            self._check(0 < value < math.inf, f"{name} must be positive and finite, got {value}")
 
     def _rates(self, *names: str) -> None:
         for name in names:
@@ -121,7 +123,7 @@ class BertConfig(Config):
 
     def __post_init__(self) -> None:
         self._positive("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                       "max_positions", "type_vocab_size")
+                       "max_positions", "type_vocab_size", "layer_norm_eps", "initializer_range")
         self._check(self.hidden_size % self.num_heads == 0,
                     f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         self._rates("dropout", "attention_dropout")
@@ -193,7 +195,7 @@ class BartConfig(Config):
 
     def __post_init__(self) -> None:
         self._positive("vocab_size", "hidden_size", "encoder_layers", "decoder_layers", "num_heads",
-                       "intermediate_size", "max_positions")
+                       "intermediate_size", "max_positions", "layer_norm_eps", "initializer_range")
         self._check(self.hidden_size % self.num_heads == 0,
                     f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         self._rates("dropout", "attention_dropout", "activation_dropout")
@@ -256,7 +258,8 @@ class ElectraConfig(Config):
 
     def __post_init__(self) -> None:
         self._positive("vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                       "max_positions", "type_vocab_size")
+                       "max_positions", "type_vocab_size", "layer_norm_eps", "initializer_range",
+                       "discriminator_weight")
         for name in ("generator_hidden_size", "generator_num_heads", "generator_intermediate_size"):
             self._check(getattr(self, name) >= 0, f"{name} must be ≥ 0 (0 derives it), got {getattr(self, name)}")
         self._check(self.hidden_size % self.num_heads == 0,
@@ -267,7 +270,6 @@ class ElectraConfig(Config):
         self._rates("dropout", "attention_dropout")
         self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
         self._token_ids("pad_token_id")
-        self._check(self.discriminator_weight > 0, "discriminator_weight must be positive")
 
 
 FEED_FORWARDS = ("relu", "gated-gelu")
@@ -322,7 +324,6 @@ class T5Config(Config):
         self._check(self.relative_attention_num_buckets >= 4 and self.relative_attention_num_buckets % 2 == 0,
                     "relative_attention_num_buckets must be even and at least 4")
         self._rates("dropout")
-        self._check(self.layer_norm_eps > 0, "layer_norm_eps must be positive")
-        self._check(self.initializer_factor > 0, "initializer_factor must be positive")
+        self._positive("layer_norm_eps", "initializer_factor")
         self._check(self.feed_forward in FEED_FORWARDS, f"feed_forward must be one of {FEED_FORWARDS}")
         self._token_ids("pad_token_id", "eos_token_id", "decoder_start_token_id")

@@ -63,8 +63,12 @@ class TrainConfig:
         for name in ("steps", "grad_accum", "eval_every", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1")
-        if self.lr <= 0 or self.warmup_steps < 0:
-            raise ValueError("lr must be > 0 and warmup_steps ≥ 0")
+        floats = ("lr", "minutes", "warmup_fraction", "weight_decay", "eps", "clip_norm", "label_smoothing")
+        if bad := [f"{name}={getattr(self, name)}" for name in floats if not math.isfinite(getattr(self, name))]:
+            raise ValueError(f"{', '.join(bad)}: must be a finite number")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.eps <= 0:
+            raise ValueError(f"lr and eps must be > 0 and warmup_steps ≥ 0, got {self.lr}, {self.eps} and "
+                             f"{self.warmup_steps}")
         if not self.minutes >= 0 or not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"minutes must be ≥ 0 and warmup_fraction in [0, 1), got {self.minutes} and "
                              f"{self.warmup_fraction}")
