@@ -71,6 +71,9 @@ def test_pretrain_numbers_out_of_range(corpus, tmp_path, capsys, option, value, 
      ["--stage1-steps"]),
     (["pretrain", "--corpus", "c", "--model", "gpt"], ["--model", "gpt", "bert"]),
     (["evaluate", "--model", "m", "--data", "d", "--batch-size", "0"], ["--batch-size"]),
+    # an abbreviation is not an option: `--dev` was read as `--device`, `--step` as `--steps`
+    (["finetune", "--model", "m", "--task", "sst2", "--train", "t", "--dev", "d.tsv"], ["unrecognized", "--dev"]),
+    (["pretrain", "--corpus", "c", "--step", "3"], ["unrecognized", "--step"]),
 ])
 def test_every_command_checks_its_numbers(argv, expected, capsys):
     fails(argv, capsys, *expected)

@@ -43,6 +43,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", Help)
+        kwargs.setdefault("allow_abbrev", False)  # `--dev x` must not be read as `--device x`
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args, **kwargs):
