@@ -169,6 +169,17 @@ def test_generation_stops_at_eos_and_pads(pair):
     assert out.tolist() == [[2, 2]] * 3 and beams.tolist() == [[2, 2]] * 3
 
 
+def test_generation_longer_than_the_positions_is_refused_before_decoding():
+    """BART's decoder has max_positions learned positions: a longer output is refused by name before the
+    first step (it failed after decoding that far, telling the user to truncate the input)."""
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=50, max_positions=12)).eval()
+    ids = torch.randint(4, 50, (2, 5))
+    assert model.generate(ids, max_new_tokens=11).shape[1] <= 12
+    with pytest.raises(ValueError, match=r"max_new_tokens 12 needs 13 decoder positions.*allowed: max_new_tokens ≤ 11"):
+        model.generate(ids, max_new_tokens=12)
+
+
 def test_sampling_is_reproducible_and_respects_top_k(pair):
     _, ours = pair
     ids = batch()[0]

@@ -128,6 +128,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     if attention_mask is None:  # as transformers: pad tokens in the input are padding (unless pad is eos)
         attention_mask = (input_ids != pad).long() if pad != eos else torch.ones_like(input_ids)
     max_length = cfg.max_length if cfg.max_length is not None else 1 + cfg.max_new_tokens
+    if mc.max_length is not None and max_length > mc.max_length:  # BART's learned positions; T5's have no limit
+        raise ValueError(f"max_new_tokens {max_length - 1} needs {max_length} decoder positions, more than the "
+                         f"model's {mc.max_length}; allowed: max_new_tokens ≤ {mc.max_length - 1}")
     encoded = model.encode(input_ids, attention_mask)  # [B, S, D]
     search = _beam_search if cfg.num_beams > 1 else _sample_or_greedy
     return search(model, encoded, attention_mask, cfg, max_length, start, eos, pad, generator)
