@@ -109,6 +109,14 @@ def test_wrong_family_tokenizer_or_init_is_refused_before_tokenising(corpus, wor
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 
+def test_a_batch_larger_than_the_corpus_is_refused_before_training(corpus, tmp_path, capsys):
+    """Each batch would repeat the corpus's rows many times (100,000 rows were killed for memory)."""
+    fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "run", "--cache-dir", tmp_path / "cache",
+           "--config", "tiny", "--vocab-size", "300", "--batch-size", "100000", "--steps", "1", "--quiet"], capsys,
+          "batch_size 100000 is more than the", "training rows")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_a_corpus_named_twice(corpus, tmp_path, capsys):
     fails(["pretrain", "--corpus", corpus, corpus, "--run-dir", tmp_path / "r"], capsys, "given twice")
 

@@ -264,6 +264,9 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     data = recipe.data(cache, tok, max_len=max_len, batch_size=batch_size, nsp=nsp, whole_word=whole_word,
                        mlm_rate=mlm_rate, noise=noise, seed=train.seed, eval_fraction=eval_fraction)
     data.cross_document = cross_document
+    if batch_size > len(data.train_examples):  # every batch would repeat rows (and a huge one exhausts memory)
+        raise ValueError(f"batch_size {batch_size} is more than the {len(data.train_examples):,} training rows this "
+                         f"corpus gives at max_len {max_len}; allowed: ≤ {len(data.train_examples):,}, or more text")
     sample = [count_tokens(data.train_batch(i)) for i in range(4)]
     real = sum(c[1] for c in sample) / max(1, sum(c[2] for c in sample))
     entropy = unigram_entropy(cache.tokens, tok.vocab_size)
