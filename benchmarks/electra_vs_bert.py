@@ -9,7 +9,7 @@ eval text); `--corpus` adds files (e.g. the demo's stdlib text). Pretraining: ev
 `--minutes` two-core-minutes of this process's CPU time, i.e. twice as many CPU-minutes whatever
 `--threads` (TrainConfig clock "process", so other jobs on the machine do not eat into it;
 ELECTRA's generator is paid from its own budget), the
-`mini` size of its family (L4 H256, BART/T5 L4+4 d256), the small-budget recipe of
+`mini` size of its family (L4 H256, BART/T5 L4+4 d256; `--config` another preset for every arm), the small-budget recipe of
 `clozeformer pretrain` (mimetic init, no dropout, whole documents packed into rows of 128 tokens,
 batch 32), bf16 where the CPU has native bf16. BERT trains MLM only (no NSP), as ELECTRA; the
 two encoders are the same shape (ELECTRA's E = H = 256; its generator is a quarter of the width).
@@ -73,14 +73,15 @@ def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dic
         if family == "t5":
             ids.update(eos_token_id=tok.eos_id)
         torch.manual_seed(0)
-        save_model(model_cls(config_cls.preset("mini", **ids, **({"nsp": False} if family == "bert" else {}))),
+        save_model(model_cls(config_cls.preset(args.config, **ids, **({"nsp": False} if family == "bert" else {}))),
                    model_dir, tok)
         return model_dir, {"steps": 0}
     train = {"minutes": args.clock_minutes, "clock": "process", "precision": args.precision, "eval_every": 500,
              "eval_batches": 16, "save_every": 10 ** 9, **({"lr": args.lr} if args.lr else {})}
-    s = pretrain(corpus, model=family, config="mini", run_dir=out / "pretrain" / arm, tokenizer=tok_dir, nsp=False,
-                 max_len=128, batch_size=32, train=train, cache_dir=out / "cache", progress=False,
-                 model_overrides={"embedding_size": 256} if family == "electra" else None)
+    width = FAMILIES[family].config_cls.presets[args.config].get("hidden_size")  # ELECTRA: E = H, as BERT's
+    s = pretrain(corpus, model=family, config=args.config, run_dir=out / "pretrain" / arm, tokenizer=tok_dir,
+                 nsp=False, max_len=128, batch_size=32, train=train, cache_dir=out / "cache", progress=False,
+                 model_overrides={"embedding_size": width} if family == "electra" else None)
     keep = ("mlm_loss", "mlm_acc", "disc_auc", "disc_acc", "replaced_frac", "token_loss", "token_acc")
     info = {"steps": s["steps"], "elapsed_s": s["elapsed_s"], "real_token_fraction": s["real_token_fraction"],
             "plateau": s["plateau"], **{k: round(v, 4) for k, v in s["eval"].items() if k in keep}}
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--corpus", nargs="*", default=[], help="more pretraining text besides en_reviews.txt")
     ap.add_argument("--precision", help="default: bf16 where the CPU has native bf16, else fp32")
+    ap.add_argument("--config", default="mini", help="the size of every arm (a preset of each family)")
     ap.add_argument("--lr", type=float, help="peak pretraining lr of the arms run (default: the family's recipe)")
     ap.add_argument("--threads", type=int, help="torch threads (default torch's); e.g. two runs of 1 thread side "
                     "by side, each with its own --arms: the budget stays the same CPU time")
@@ -122,7 +124,7 @@ def main() -> None:
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     setup = {"minutes": args.minutes, "corpus": [p.name for p in corpus], "precision": args.precision,
-             **({"lr": args.lr} if args.lr else {})}
+             **({"lr": args.lr} if args.lr else {}), **({"config": args.config} if args.config != "mini" else {})}
     if results.get("setup", setup) != setup:  # arms of another budget or corpus are not comparable
         results = {}
     results["setup"] = setup
