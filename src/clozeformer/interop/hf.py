@@ -1,6 +1,6 @@
 """The one place that knows Hugging Face parameter names and config keys: per family, our state and
-config to transformers' and back (`MAPPINGS`). Saving and loading model directories is
-interop/model_dir.py.
+config to transformers' and back. Each family's module points to its functions here in an
+`HFMapping` (families/); saving and loading model directories through them is interop/model_dir.py.
 """
 
 from __future__ import annotations
@@ -596,17 +596,3 @@ class HFMapping(NamedTuple):
     config_to_hf: Callable[..., dict]
     config_from_hf: Callable[..., Any]
     generation: dict = {}  # transformers' config-class generation defaults, under a saved config.json's keys
-
-
-MAPPINGS = {  # by model_type (families.FAMILIES' names)
-    "bert": HFMapping(BertForPreTraining, "BertModel", bert_state_to_hf, bert_state_from_hf, bert_config_to_hf,
-                      bert_config_from_hf),
-    "roberta": HFMapping(RobertaForMaskedLM, "RobertaModel", roberta_state_to_hf, roberta_state_from_hf,
-                         roberta_config_to_hf, roberta_config_from_hf),
-    "bart": HFMapping(BartForConditionalGeneration, "BartModel", bart_state_to_hf, bart_state_from_hf,
-                      bart_config_to_hf, bart_config_from_hf, {"forced_eos_token_id": 2}),
-    "electra": HFMapping(ElectraDiscriminator, "ElectraModel", electra_state_to_hf, electra_state_from_hf,
-                         electra_config_to_hf, electra_config_from_hf),
-    "t5": HFMapping(T5ForConditionalGeneration, "T5Model", t5_state_to_hf, t5_state_from_hf, t5_config_to_hf,
-                    t5_config_from_hf),
-}

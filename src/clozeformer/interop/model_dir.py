@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from clozeformer.config import VERSION, ConfigError
 from clozeformer.families import FAMILIES
-from clozeformer.interop.hf import MAPPINGS, electra_is_generator
+from clozeformer.interop.hf import electra_is_generator
 from clozeformer.io import PICKLE_SUFFIXES, load_tensors, read_json, save_tensors, write_json
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
 from clozeformer.models.electra import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
@@ -95,7 +95,7 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
         return save_model(model.discriminator, directory, tokenizer)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    to_hf, cfg_to_hf = MAPPINGS[cfg.model_type].state_to_hf, MAPPINGS[cfg.model_type].config_to_hf
+    to_hf, cfg_to_hf = FAMILIES[cfg.model_type].hf.state_to_hf, FAMILIES[cfg.model_type].hf.config_to_hf
     hf_cfg = cfg_to_hf(cfg, generator=True) if isinstance(model, ElectraGenerator) else cfg_to_hf(cfg)
     ours = {"version": VERSION, "config": cfg.to_dict()}
     if type(model).__name__ in HEADS:  # a fine-tuning head: its HF architecture and our class to rebuild
@@ -108,7 +108,7 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
     untrained = [k for k in getattr(model, "untrained", ()) if k in state]
     if untrained:  # never export random weights as trained: the encoder alone, as transformers' bare model
         state = {k: v for k, v in state.items() if k not in untrained}
-        hf_cfg["architectures"] = [MAPPINGS[cfg.model_type].bare]
+        hf_cfg["architectures"] = [FAMILIES[cfg.model_type].hf.bare]
         ours["untrained"] = untrained
     return _write_dir(directory, to_hf(state), {**hf_cfg, "clozeformer": ours}, tokenizer)
 
@@ -166,9 +166,9 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
         raise ConfigError(f"{directory} is the source encoder of the translator in {directory.parent}; load that "
                           f"directory (clozeformer generate {directory.parent} --input FILE)")
     kind = hf_cfg.get("model_type")
-    if kind not in MAPPINGS:
-        raise ConfigError(f"{config_file}: model_type {kind!r} is not supported; known: {sorted(MAPPINGS)}")
-    cfg_cls, mapping = FAMILIES[kind].config_cls, MAPPINGS[kind]
+    if kind not in FAMILIES:
+        raise ConfigError(f"{config_file}: model_type {kind!r} is not supported; known: {sorted(FAMILIES)}")
+    cfg_cls, mapping = FAMILIES[kind].config_cls, FAMILIES[kind].hf
     model_cls, from_hf, cfg_from_hf = mapping.loads_as, mapping.state_from_hf, mapping.config_from_hf
     ours = hf_cfg.get("clozeformer")
     try:
@@ -225,7 +225,7 @@ def _generation_defaults(directory: Path, hf_cfg: dict, kind: str) -> dict:
     if path.is_file():
         saved = read_json(path, kind=dict)
     else:
-        saved = {**MAPPINGS[kind].generation, **hf_cfg}
+        saved = {**FAMILIES[kind].hf.generation, **hf_cfg}
     out = {k: saved[k] for k in GENERATION_KEYS if k in saved}
     try:
         from clozeformer.generate import GenerationConfig
@@ -258,7 +258,7 @@ def load_weights(model: nn.Module, directory: Path) -> list[str]:
     if isinstance(model, ElectraForPreTraining):
         return load_weights(model.discriminator, directory) + load_weights(model.generator, directory / "generator")
     weights = directory / "model.safetensors"
-    state, _ = MAPPINGS[model.config.model_type].state_from_hf(load_tensors(weights))
+    state, _ = FAMILIES[model.config.model_type].hf.state_from_hf(load_tensors(weights))
     if isinstance(model, BartForTranslation):  # BART here, the new encoder in source/
         source = load_tensors(directory / "source" / "model.safetensors")
         state.update({k: v for k, v in source.items() if k.startswith("source.")})
