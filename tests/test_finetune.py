@@ -142,6 +142,12 @@ def test_label_set_and_file_errors(sst2, tmp_path):
     one = write_tsv(tmp_path / "one.tsv", ["sentence", "label"], [["a", "1"], ["b", "1"]])
     with pytest.raises(TaskError, match="at least two labels"):
         finetune(d / "bert", "sst2", one, run_dir=tmp_path / "r", **FAST)
+    # the Python API checks what the CLI's types check, before the run directory is made
+    for bad, match in (({"warmup_ratio": 2.0}, r"warmup_ratio 2.0 is out of range"), ({"epochs": 0}, "got 0"),
+                       ({"lr": float("inf")}, "lr=inf: must be a finite number")):
+        with pytest.raises(ValueError, match=match):
+            finetune(d / "bert", "sst2", train, run_dir=tmp_path / "refused", **{**FAST, **bad})
+        assert not (tmp_path / "refused").exists()
 
 
 def test_csv_quoting_and_hf_local_loader(tmp_path):

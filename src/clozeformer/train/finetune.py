@@ -89,7 +89,9 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     (run_dir/best) by the main metric; early_stopping=N stops after N evaluations without a new best.
     """
     if epochs < 1 or batch_size < 1:
-        raise ValueError("epochs and batch_size must be ≥ 1")
+        raise ValueError(f"epochs and batch_size must be ≥ 1, got {epochs} and {batch_size}")
+    if not 0 <= warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio {warmup_ratio} is out of range; allowed: a share in [0, 1)")
     if early_stopping is not None and (early_stopping < 1 or eval is None):
         raise ValueError("early_stopping needs an eval file and a patience ≥ 1")
     check_fresh(Path(run_dir), resume)

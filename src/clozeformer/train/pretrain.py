@@ -327,7 +327,7 @@ def _check_arguments(recipe: Objective, family: str, config: str, init, tokenize
     if init is None and config not in presets:
         raise ValueError(f"unknown {family} preset {config!r}; choose from {sorted(presets)}")
     if not isinstance(max_len, int) or max_len < MIN_MAX_LEN:
-        raise ValueError(f"max_len {max_len} is too short; allowed: an integer ≥ {MIN_MAX_LEN}")
+        raise ValueError(f"max_len {max_len!r} is out of range; allowed: an integer ≥ {MIN_MAX_LEN}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size {batch_size} is out of range; allowed: an integer ≥ 1")
     if mlm_rate is not None and not 0 < mlm_rate < 1:
