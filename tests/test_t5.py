@@ -250,3 +250,18 @@ def test_config_validation_and_presets():
         T5Config(relative_attention_num_buckets=7)
     with pytest.raises(ConfigError, match="unknown t5 config key"):
         T5Config.from_dict({"d_modle": 3})
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(do_sample=True, temperature=float("nan")), "temperature must be positive and finite, got nan"),
+    (dict(do_sample=True, temperature=0.0), "temperature"), (dict(do_sample=True, top_p=float("nan")), "top_p"),
+    (dict(num_beams=2, length_penalty=float("nan")), "length_penalty"), (dict(no_repeat_ngram_size=-1), "≥ 0"),
+    (dict(top_k=-2), "top_k must be ≥ 0"), (dict(num_beams=0), "num_beams"),
+])
+def test_generation_settings_are_checked_before_decoding(options, match):
+    """A nan temperature failed inside torch.multinomial after the encoder ran; a nan length penalty and a
+    negative n-gram size were accepted silently."""
+    from clozeformer.generate import GenerationConfig
+
+    with pytest.raises(ValueError, match=match):
+        GenerationConfig(**options)

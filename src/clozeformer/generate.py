@@ -19,6 +19,7 @@ Shapes: B batch, K beams, N = B·K rows, V vocabulary, L max length.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -55,10 +56,15 @@ class GenerationConfig:
             raise ValueError("num_beams and num_return_sequences must be at least 1")
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
             raise ValueError(f"num_return_sequences {self.num_return_sequences} > num_beams {self.num_beams}")
-        if self.do_sample and self.temperature <= 0:
-            raise ValueError("temperature must be positive")
+        if self.do_sample and not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be positive and finite, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not math.isfinite(self.length_penalty):
+            raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}")
+        for name in ("top_k", "no_repeat_ngram_size", "min_length", "min_new_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.early_stopping not in (True, False, "never"):
             raise ValueError('early_stopping must be True, False or "never"')
 
