@@ -81,7 +81,8 @@ def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dic
     width = FAMILIES[family].config_cls.presets[args.config].get("hidden_size")  # ELECTRA: E = H, as BERT's
     s = pretrain(corpus, model=family, config=args.config, run_dir=out / "pretrain" / arm, tokenizer=tok_dir,
                  nsp=False, max_len=128, batch_size=32, train=train, cache_dir=out / "cache", progress=False,
-                 model_overrides={"embedding_size": width} if family == "electra" else None)
+                 model_overrides={"embedding_size": width} if family == "electra" else None,
+                 **({"weight_init": args.weight_init} if args.weight_init else {}))
     keep = ("mlm_loss", "mlm_acc", "disc_auc", "disc_acc", "replaced_frac", "token_loss", "token_acc")
     info = {"steps": s["steps"], "elapsed_s": s["elapsed_s"], "real_token_fraction": s["real_token_fraction"],
             "plateau": s["plateau"], **{k: round(v, 4) for k, v in s["eval"].items() if k in keep}}
@@ -107,6 +108,8 @@ def main() -> None:
     ap.add_argument("--precision", help="default: bf16 where the CPU has native bf16, else fp32")
     ap.add_argument("--config", default="mini", help="the size of every arm (a preset of each family)")
     ap.add_argument("--lr", type=float, help="peak pretraining lr of the arms run (default: the family's recipe)")
+    ap.add_argument("--weight-init", choices=["normal", "mimetic"],
+                    help="initial weights of the arms pretrained (default: the family's recipe)")
     ap.add_argument("--threads", type=int, help="torch threads (default torch's); e.g. two runs of 1 thread side "
                     "by side, each with its own --arms: the budget stays the same CPU time")
     ap.add_argument("--out", default="benchmarks/results/electra_vs_bert")
@@ -124,7 +127,8 @@ def main() -> None:
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     setup = {"minutes": args.minutes, "corpus": [p.name for p in corpus], "precision": args.precision,
-             **({"lr": args.lr} if args.lr else {}), **({"config": args.config} if args.config != "mini" else {})}
+             **({"lr": args.lr} if args.lr else {}),
+             **({"weight_init": args.weight_init} if args.weight_init else {}), **({"config": args.config} if args.config != "mini" else {})}
     if results.get("setup", setup) != setup:  # arms of another budget or corpus are not comparable
         results = {}
     results["setup"] = setup
