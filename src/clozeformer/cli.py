@@ -297,7 +297,7 @@ def _pretrain_parser(sub) -> None:
                         "document is read alone)")
     p.add_argument("--weight-init", choices=["normal", "mimetic"],
                    help="initial weights: the family's own, or mimetic attention + sinusoidal positions "
-                        "(default: the recipe's; mimetic for new tiny/mini models)")
+                        "(default: the recipe's; mimetic for new tiny/mini models but ELECTRA's)")
     p.add_argument("--mlm-rate", type=RATE, help="share of tokens predicted (BERT/ELECTRA; default: the recipe's)")
     p.add_argument("--minutes", type=POSITIVE, help="time budget: warmup and decay over elapsed time, stop when spent")
     p.add_argument("--steps", type=COUNT, help="optimizer steps (default 1000; under --minutes, no limit)")
