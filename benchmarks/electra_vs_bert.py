@@ -127,8 +127,8 @@ def main() -> None:
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     setup = {"minutes": args.minutes, "corpus": [p.name for p in corpus], "precision": args.precision,
-             **({"lr": args.lr} if args.lr else {}),
-             **({"weight_init": args.weight_init} if args.weight_init else {}), **({"config": args.config} if args.config != "mini" else {})}
+             **({"lr": args.lr} if args.lr else {}), **({"weight_init": args.weight_init} if args.weight_init else {}),
+             **({"config": args.config} if args.config != "mini" else {})}
     if results.get("setup", setup) != setup:  # arms of another budget or corpus are not comparable
         results = {}
     results["setup"] = setup

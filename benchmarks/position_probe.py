@@ -48,7 +48,8 @@ def probe(model_dir: Path, texts: list[str], max_len: int) -> dict:
             lengths.append(ids.shape[1])
             cls = att[-1, :, 0]  # [H, n]: [CLS]'s attention in the last layer
             cls_self.append(cls[:, 0].mean())
-            cls_entropy.append((-(cls * cls.clamp_min(1e-12).log()).sum(-1) / torch.log(torch.tensor(ids.shape[1]))).mean())
+            entropy = -(cls * cls.clamp_min(1e-12).log()).sum(-1)  # [H]; a uniform head's is log n
+            cls_entropy.append((entropy / torch.log(torch.tensor(float(ids.shape[1])))).mean())
     share = torch.stack(shares).mean(0).amax(1)  # [L, 2]: the best head per layer
     pos = model.embeddings.position_embeddings.weight[1:32].detach().float()
     unit = torch.nn.functional.normalize(pos, dim=-1)
