@@ -16,8 +16,10 @@ two encoders are the same shape (ELECTRA's E = H = 256; its generator is a quart
 BERT, ELECTRA and the unpretrained encoder share one WordPiece tokenizer; BART (byte-level BPE)
 and T5 (Unigram + sentinels) train their own, which their unpretrained arms use too.
 
-Fine-tuning: `clozeformer.finetune`, one recipe for every arm: 3 epochs, batch 32, lr 1e-4, 10%
-warmup, fp32, `--seeds`; the score is the last epoch's dev metric (nothing is selected on dev).
+Fine-tuning: `clozeformer.finetune`, one recipe for every arm: 3 epochs, batch 32, lr 1e-4 (`--finetune-lr`),
+10% warmup, one lr for all layers (`--layer-decay`), fp32, `--seeds`; the score is the last epoch's dev metric
+(nothing is selected on dev). `--pretrained-from DIR` fine-tunes the models (and tokenizers) an earlier
+run left in DIR instead of pretraining again, e.g. under another fine-tuning recipe.
 SST-2 accuracy, CoLA Matthews correlation. BART classifies from the decoder's state at the last
 </s>; T5 answers as text ("sst2 sentence: …" -> "positive"/"negative"). Results accumulate in
 --out/results.json, so arms can run apart; the table prints mean ± sd over seeds.
@@ -62,6 +64,10 @@ def tokenizer(kind: str, corpus: list[Path], out: Path) -> Path:
 
 def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dict]:
     family = FAMILY[arm]
+    if args.pretrained_from:  # an earlier run's model, with its tokenizer and pretraining figures
+        earlier = Path(args.pretrained_from)
+        info = json.loads((earlier / "results.json").read_text())[arm]["pretrain"]
+        return earlier / "pretrain" / arm / "model", {**info, "pretrained_from": str(earlier)}
     tok_dir = tokenizer(FAMILIES[family].tokenizer_kind, corpus, out)
     model_dir = out / "pretrain" / arm / "model"
     if arm.endswith("none") or arm == "none":  # the same shape, random weights (the family's own init)
@@ -89,11 +95,12 @@ def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dic
     return Path(s["model_dir"]), info
 
 
-def fine_tuned(model_dir: Path, arm: str, task: str, seed: int, out: Path) -> float:
+def fine_tuned(model_dir: Path, arm: str, task: str, seed: int, args, out: Path) -> float:
     data = DATA / task
     run_dir = out / "finetune" / arm / task / f"seed{seed}"
     finetune(model_dir, task, data / "train.tsv", data / "dev.tsv", run_dir=run_dir, epochs=3, batch_size=32,
-             lr=1e-4, warmup_ratio=0.1, seed=seed, precision="fp32", progress=False)
+             lr=args.finetune_lr, layer_decay=args.layer_decay, warmup_ratio=0.1, seed=seed, precision="fp32",
+             progress=False)
     evals = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in evals if r["split"] == "eval"][-1][METRIC[task]]  # the last epoch's
 
@@ -112,6 +119,9 @@ def main() -> None:
                     help="initial weights of the arms pretrained (default: the family's recipe)")
     ap.add_argument("--threads", type=int, help="torch threads (default torch's); e.g. two runs of 1 thread side "
                     "by side, each with its own --arms: the budget stays the same CPU time")
+    ap.add_argument("--finetune-lr", type=float, default=1e-4, help="peak lr of every fine-tuning run")
+    ap.add_argument("--layer-decay", type=float, default=1.0, help="fine-tuning's layer-wise lr decay (1: none)")
+    ap.add_argument("--pretrained-from", metavar="DIR", help="fine-tune the arms' models an earlier --out holds")
     ap.add_argument("--out", default="benchmarks/results/electra_vs_bert")
     args = ap.parse_args()
     if args.threads:
@@ -128,7 +138,9 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     setup = {"minutes": args.minutes, "corpus": [p.name for p in corpus], "precision": args.precision,
              **({"lr": args.lr} if args.lr else {}), **({"weight_init": args.weight_init} if args.weight_init else {}),
-             **({"config": args.config} if args.config != "mini" else {})}
+             **({"config": args.config} if args.config != "mini" else {}),
+             **({"finetune_lr": args.finetune_lr} if args.finetune_lr != 1e-4 else {}),
+             **({"layer_decay": args.layer_decay} if args.layer_decay != 1.0 else {})}
     if results.get("setup", setup) != setup:  # arms of another budget or corpus are not comparable
         results = {}
     results["setup"] = setup
@@ -139,7 +151,7 @@ def main() -> None:
         for task in args.tasks.split(","):
             if FAMILY[arm] in ("bart", "t5") and task != "sst2":
                 continue
-            scores[task] = [fine_tuned(model_dir, arm, task, int(s), out) for s in args.seeds.split(",")]
+            scores[task] = [fine_tuned(model_dir, arm, task, int(s), args, out) for s in args.seeds.split(",")]
             print(f"[{arm}] {task} {scores[task]}", flush=True)
         if results_path.is_file():  # another run (other arms) may have written since
             results = {**json.loads(results_path.read_text()), **results}

@@ -97,6 +97,42 @@ def test_resume_is_exact(sst2, trained, tmp_path):
     assert untimed(again["best"]) == untimed(trained["best"])
 
 
+def test_layer_decay_scales_each_layers_lr_from_the_head_down(sst2, tmp_path):
+    """ELECTRA's fine-tuning recipe: the head at lr, the top layer at lr·d, … the embeddings at lr·d^(L+1);
+    encoder-decoders count the decoder's layers above the encoder's. d = 1 keeps BERT's two groups."""
+    from clozeformer.config import BartConfig
+    from clozeformer.models.bart import BartForSequenceClassification
+    from clozeformer.models.bert import BertForSequenceClassification
+    from clozeformer.train.loop import param_groups
+
+    def scales(model, decay):
+        named = {id(p): n for n, p in model.named_parameters()}
+        return {named[id(p)]: g["lr_scale"] for g in param_groups(model, 0.01, decay) for p in g["params"]}
+
+    bert = BertForSequenceClassification(BertConfig.preset("tiny", vocab_size=50, pad_token_id=0, num_layers=2), 2)
+    got = scales(bert, 0.5)
+    assert got["bert.embeddings.tok.weight"] == got["bert.embeddings.norm.bias"] == 0.125
+    assert got["bert.layers.0.attn.qkv.weight"] == got["bert.layers.0.ffn_norm.bias"] == 0.25
+    assert got["bert.layers.1.ffn.down.weight"] == 0.5
+    assert got["bert.pooler.dense.weight"] == got["classifier.weight"] == 1.0
+    assert len(param_groups(bert, 0.01, 1.0)) == 2 and set(scales(bert, 1.0).values()) == {1.0}
+    bart = BartForSequenceClassification(BartConfig.preset("tiny", vocab_size=50, pad_token_id=1, encoder_layers=2,
+                                                                  decoder_layers=2), 2)
+    got = scales(bart, 0.5)
+    order = ["bart.shared.weight", "bart.encoder.layers.0.ffn.up.weight", "bart.encoder.layers.1.ffn.up.weight",
+             "bart.decoder.layers.0.cross.q.weight", "bart.decoder.layers.1.ffn.up.weight", "out.weight"]
+    assert [got[n] for n in order] == [0.5 ** k for k in (5, 4, 3, 2, 1, 0)]
+    assert got["bart.decoder.pos.weight"] == got["bart.decoder.layers.0.attn.qkv.weight"]  # the decoder's inputs
+
+    d, train, dev = sst2
+    finetune(d / "bert", "sst2", train, dev, run_dir=tmp_path / "run", **{**FAST, "epochs": 1}, layer_decay=0.5)
+    state = json.loads(next((tmp_path / "run" / "checkpoints").glob("step-*/trainer_state.json")).read_text())
+    assert state["train_config"]["layer_decay"] == 0.5
+    groups = state["param_groups"]
+    assert sorted({g["lr_scale"] for g in groups}) == [0.25, 0.5, 1.0]  # embeddings, the one layer, the head
+    assert len({round(g["lr"] / g["lr_scale"], 12) for g in groups}) == 1 and groups[0]["lr"] > 0  # fit applied them
+
+
 def test_best_keeper_and_early_stopping(tmp_path):
     class Keeper(_BestKeeper):  # fit writes the eval row, then calls the hook
         def __call__(self, step, metrics, progress=0.5):

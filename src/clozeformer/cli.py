@@ -179,8 +179,8 @@ def cmd_finetune(args) -> None:
                        weight_decay=args.weight_decay, early_stopping=args.early_stopping, seed=args.seed,
                        precision=args.precision, device=args.device, max_train_rows=args.max_train_rows,
                        max_eval_rows=args.max_eval_rows, keep_last=args.keep_last, resume=args.resume,
-                       compile=args.compile, label_smoothing=args.label_smoothing, progress=not args.quiet,
-                       **_task_options(args))
+                       compile=args.compile, label_smoothing=args.label_smoothing, layer_decay=args.layer_decay,
+                       progress=not args.quiet, **_task_options(args))
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -427,6 +427,9 @@ def _finetune_parser(sub) -> None:
     p.add_argument("--warmup-ratio", type=SHARE, default=0.1)
     p.add_argument("--weight-decay", type=number(float, 0), default=0.01)
     p.add_argument("--label-smoothing", type=SHARE, default=0.0, help=LABEL_SMOOTHING_HELP)
+    p.add_argument("--layer-decay", type=number(float, 0, 1, open_low=True), default=1.0,
+                   help="each layer's lr this factor of the next one up's, the task head at --lr (ELECTRA's "
+                        "fine-tuning: 0.8); 1: one lr")
     p.add_argument("--early-stopping", type=COUNT, metavar="PATIENCE",
                    help="stop after PATIENCE evaluations without a new best")
     p.add_argument("--max-train-rows", type=COUNT)

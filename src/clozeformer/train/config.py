@@ -33,6 +33,7 @@ class TrainConfig:
     eps: float = 1e-6  # BERT's AdamW epsilon
     clip_norm: float = 1.0
     label_smoothing: float = 0.0  # of the written text's loss (T5, BART); evaluation reports plain cross-entropy
+    layer_decay: float = 1.0  # < 1: each layer's lr this factor of the next one up's (loop.param_groups)
     grad_accum: int = 1
     precision: str = "fp32"
     eval_every: int = 200
@@ -63,7 +64,8 @@ class TrainConfig:
         for name in ("steps", "grad_accum", "eval_every", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1")
-        floats = ("lr", "minutes", "warmup_fraction", "weight_decay", "eps", "clip_norm", "label_smoothing")
+        floats = ("lr", "minutes", "warmup_fraction", "weight_decay", "eps", "clip_norm", "label_smoothing",
+                  "layer_decay")
         if bad := [f"{name}={getattr(self, name)}" for name in floats if not math.isfinite(getattr(self, name))]:
             raise ValueError(f"{', '.join(bad)}: must be a finite number")
         if self.lr <= 0 or self.warmup_steps < 0 or self.eps <= 0:
@@ -81,6 +83,8 @@ class TrainConfig:
                              f"{self.weight_decay} and {self.betas}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.clock not in CLOCKS:
             raise ValueError(f"clock must be one of {CLOCKS}, got {self.clock!r}")
 

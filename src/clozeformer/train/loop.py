@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import sys
 import threading
@@ -53,13 +54,28 @@ class TrainingInterrupted(KeyboardInterrupt):
                          f"continue with --resume (resume=True)")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and norm weights (BERT's exclusion list)."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """AdamW's groups: no weight decay on biases and norm weights (BERT's exclusion list), and with
+    layer_decay < 1 the lr scaled by layer_decay ** (top - depth) per group (`lr_scale`; layer-wise
+    decay, ELECTRA's fine-tuning recipe, Clark et al. 2020 App. A).
+
+    Depth follows the order parameters are registered in: the i-th layer to appear (`…layers.N.…`,
+    encoder then decoder) is depth i, anything before the first layer (embeddings) depth 0, anything
+    after a layer one deeper than it (final norms, a decoder's embeddings, the task head).
+    """
+    groups: dict[tuple[bool, int], list] = {}
+    layers: dict[str, None] = {}  # layer prefixes in order of appearance
     for name, p in model.named_parameters():
+        if layer := re.match(r"(.*\blayers\.\d+)\.", name):
+            layers.setdefault(layer[1])
+            depth = len(layers)
+        else:
+            depth = len(layers) + bool(layers)
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((p.ndim >= 2, depth if layer_decay != 1.0 else 0), []).append(p)
+    top = max((depth for _, depth in groups), default=0)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0, "lr_scale": layer_decay ** (top - depth)}
+            for (decays, depth), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
 
 
 def _autocast(device: torch.device, precision: str):
@@ -257,7 +273,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
         # the fused kernel updates all parameters in one pass (3x faster than the per-tensor loop on
         # CPU for small models); FSDP's sharded DTensors take the default implementation
         fused = device.type in ("cpu", "cuda") and not cfg.fsdp
-        return torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+        return torch.optim.AdamW(param_groups(module, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                  fused=fused)
 
     opt = make_opt(model)
@@ -302,7 +318,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
             torch.manual_seed(dropout_seed(cfg.seed, step, dist.rank))
             lr = cfg.lr * lr_factor(step, cfg, elapsed)
             for group in par.opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # older checkpoints have none
             loss_sum, counts = _forward_backward(net, par, data, step, cfg, dist)
             # ranks agree on the mean loss (so skip alike), the global token counts, the mean elapsed time
             # and whether any rank was signalled: one all_reduce of the loss on the device, one of the rest
