@@ -19,9 +19,8 @@ import torch
 import transformers
 from bench_pretrain import print_race, race, step_args, step_flops
 
-from clozeformer.config import BartConfig
 from clozeformer.interop.hf import bart_config_to_hf, bart_state_to_hf
-from clozeformer.models.bart import BartForConditionalGeneration
+from clozeformer.models.bart import BartConfig, BartForConditionalGeneration
 
 PAD, EOS, MASK = 1, 2, 4
 

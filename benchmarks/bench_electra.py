@@ -18,9 +18,8 @@ import transformers
 
 from bench_pretrain import print_race, race, step_args, step_flops  # this directory is on sys.path when run as a script
 
-from clozeformer.config import ElectraConfig
 from clozeformer.interop.hf import electra_config_to_hf, electra_state_to_hf
-from clozeformer.models.electra import ElectraForPreTraining
+from clozeformer.models.electra import ElectraConfig, ElectraForPreTraining
 from clozeformer.objectives.rtd import replaced_inputs, rtd_mask, sample_replacements
 
 

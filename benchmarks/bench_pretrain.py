@@ -17,9 +17,8 @@ import time
 import torch
 import transformers
 
-from clozeformer.config import BertConfig
 from clozeformer.interop.hf import bert_config_to_hf, bert_state_to_hf
-from clozeformer.models.bert import BertForPreTraining
+from clozeformer.models.bert import BertConfig, BertForPreTraining
 
 
 def make_batch(b: int, t: int, vocab: int, g: torch.Generator) -> dict[str, torch.Tensor]:

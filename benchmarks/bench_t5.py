@@ -23,9 +23,8 @@ import torch
 import transformers
 from bench_pretrain import print_race, race, step_args, step_flops
 
-from clozeformer.config import T5Config
 from clozeformer.interop.hf import t5_config_to_hf, t5_state_to_hf
-from clozeformer.models.t5 import T5ForConditionalGeneration
+from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 from clozeformer.objectives.span import span_corruption, span_lengths
 
 VOCAB = 32128

@@ -42,14 +42,13 @@ import torch
 import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
-from clozeformer.config import BartConfig, BertConfig, ElectraConfig, RobertaConfig, T5Config
 from clozeformer.demo import stdlib_documents, write_corpus
 from clozeformer.interop.model_dir import save_model
-from clozeformer.models.bart import BartForConditionalGeneration
-from clozeformer.models.bert import BertForPreTraining
-from clozeformer.models.electra import ElectraDiscriminator
-from clozeformer.models.roberta import RobertaForMaskedLM
-from clozeformer.models.t5 import T5ForConditionalGeneration
+from clozeformer.models.bart import BartConfig, BartForConditionalGeneration
+from clozeformer.models.bert import BertConfig, BertForPreTraining
+from clozeformer.models.electra import ElectraConfig, ElectraDiscriminator
+from clozeformer.models.roberta import RobertaConfig, RobertaForMaskedLM
+from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 from clozeformer.nn import attention
 
 NANOT5_A100_TOKENS_S = 128 * 512 / 0.56  # nanoT5: T5-v1.1-base, 128 × 512 inputs, 0.56 s/step on one A100

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from clozeformer.config import BertConfig
+from clozeformer.models.bert import BertConfig
 from clozeformer.train.config import TrainConfig, lr_factor
 from clozeformer.train.pretrain import pretrain
 

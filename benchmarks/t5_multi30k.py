@@ -33,10 +33,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from clozeformer.config import T5Config  # noqa: E402
 from clozeformer.data.pairs import PairData, read_pairs  # noqa: E402
 from clozeformer.interop.model_dir import load_model, save_model  # noqa: E402
-from clozeformer.models.t5 import T5ForConditionalGeneration  # noqa: E402
+from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration  # noqa: E402
 from clozeformer.tokenizer import Tokenizer  # noqa: E402
 from clozeformer.train import distributed  # noqa: E402
 from clozeformer.train.config import TrainConfig, fast_bf16  # noqa: E402

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from clozeformer.cli import main
-from clozeformer.config import BertConfig
 from clozeformer.data import cache as cache_mod
 from clozeformer.data import corpus as corpus_mod
 from clozeformer.data.cache import load_corpus
@@ -25,7 +24,7 @@ from clozeformer.data.corpus import CorpusError
 from clozeformer.data.packing import sentence_chunks
 from clozeformer.interop.model_dir import save_model
 from clozeformer.io import UnsafeFileError, member
-from clozeformer.models.bert import BertForPreTraining
+from clozeformer.models.bert import BertConfig, BertForPreTraining
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import latest_checkpoint, list_checkpoints, verify
 import textgen

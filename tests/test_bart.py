@@ -6,10 +6,10 @@ import pytest
 import torch
 
 
-from clozeformer.config import BartConfig  # noqa: E402
 from clozeformer.interop.hf import bart_state_from_hf  # noqa: E402
 from clozeformer.interop.model_dir import load_model, load_state, save_model  # noqa: E402
 from clozeformer.models.bart import (  # noqa: E402
+    BartConfig,
     BartForConditionalGeneration,
     BartForSequenceClassification,
     BartForTokenClassification,
@@ -223,8 +223,7 @@ def test_token_classification_reads_every_decoder_position():
 
 @pytest.mark.parametrize("family", ["bart", "t5"])
 def test_training_loss_fuses_the_lm_head_without_changing_loss_or_gradients(family):
-    from clozeformer.config import T5Config
-    from clozeformer.models.t5 import T5ForConditionalGeneration
+    from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(7)
     if family == "bart":

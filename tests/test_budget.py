@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from clozeformer.cli import main
-from clozeformer.config import BertConfig
 from clozeformer.demo import stdlib_documents, write_corpus
 from clozeformer.interop.model_dir import load_model, save_model
-from clozeformer.models.bert import BertForPreTraining
+from clozeformer.models.bert import BertConfig, BertForPreTraining
 from clozeformer.nn.attention import Attention
 from clozeformer.nn.layers import mimetic_init
 from clozeformer.tokenizer import Tokenizer

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from clozeformer.cli import main
-from clozeformer.config import BertConfig
 from clozeformer.demo import stdlib_documents
 from clozeformer.interop.model_dir import save_model
-from clozeformer.models.bert import BertForPreTraining
+from clozeformer.models.bert import BertConfig, BertForPreTraining
 from clozeformer.tokenizer import Tokenizer
 
 TINY = ["--config", "tiny", "--set", "hidden_size=32", "num_layers=1", "num_heads=2", "intermediate_size=64"]
@@ -156,8 +155,7 @@ def test_fill_mask_needs_a_trained_mlm_head(wordpiece, tmp_path, capsys):
 
 
 def test_fill_mask_on_other_families_and_top_k(corpus, wordpiece, tmp_path, capsys):
-    from clozeformer.config import T5Config
-    from clozeformer.models.t5 import T5ForConditionalGeneration
+    from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 
     unigram = Tokenizer.train("unigram", corpus.read_text(encoding="utf-8").splitlines()[:200], vocab_size=300)
     save_model(T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=unigram.vocab_size, d_model=32, d_kv=16,

@@ -24,11 +24,10 @@ from safetensors.torch import load_file
 from clozeformer.cli import main
 from clozeformer.data.cache import load_corpus
 from clozeformer.data.pretrain import BertPretrainData, MLMSpec
-from clozeformer.models.bert import BertForPreTraining
-from clozeformer.config import BertConfig
+from clozeformer.models.bert import BertConfig, BertForPreTraining
 from clozeformer.tokenizer import Tokenizer
-from clozeformer.train.distributed import Dist, shard, sum_over_ranks
 from clozeformer.train.config import TrainConfig
+from clozeformer.train.distributed import Dist, shard, sum_over_ranks
 from clozeformer.train.loop import fit
 from clozeformer.train.pretrain import bert_metrics
 import textgen

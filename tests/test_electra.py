@@ -7,8 +7,8 @@ import torch
 
 import clozeformer
 from batches import padded_batch
-from clozeformer.config import ConfigError, ElectraConfig
-from clozeformer.models.electra import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
+from clozeformer.config import ConfigError
+from clozeformer.models.electra import ElectraConfig, ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
 from clozeformer.objectives.rtd import (IGNORE, discriminator_loss, replaced_inputs, rtd_mask,
                                         sample_replacements)
 

@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from clozeformer.cli import main
-from clozeformer.config import BertConfig, T5Config
 from clozeformer.interop.model_dir import save_model
-from clozeformer.models.bert import BertForPreTraining
-from clozeformer.models.t5 import T5ForConditionalGeneration
+from clozeformer.models.bert import BertConfig, BertForPreTraining
+from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 from clozeformer.tasks import TaskError, task_spec
 from clozeformer.tasks import metrics as M
 from clozeformer.tasks.qa import answer_texts, best_span, windows
@@ -100,8 +99,7 @@ def test_resume_is_exact(sst2, trained, tmp_path):
 def test_layer_decay_scales_each_layers_lr_from_the_head_down(sst2, tmp_path):
     """ELECTRA's fine-tuning recipe: the head at lr, the top layer at lr·d, … the embeddings at lr·d^(L+1);
     encoder-decoders count the decoder's layers above the encoder's. d = 1 keeps BERT's two groups."""
-    from clozeformer.config import BartConfig
-    from clozeformer.models.bart import BartForSequenceClassification
+    from clozeformer.models.bart import BartConfig, BartForSequenceClassification
     from clozeformer.models.bert import BertForSequenceClassification
     from clozeformer.train.loop import param_groups
 

@@ -9,9 +9,8 @@ import torch
 
 import clozeformer
 from batches import padded_batch
-from clozeformer.config import BertConfig
 from clozeformer.io import UnsafeFileError
-from clozeformer.models.bert import BertForPreTraining
+from clozeformer.models.bert import BertConfig, BertForPreTraining
 
 transformers = pytest.importorskip("transformers")
 TOL = 1e-4

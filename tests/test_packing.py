@@ -8,11 +8,10 @@ same documents one by one and packed, and compares per-token outputs and losses.
 import pytest
 import torch
 
-from clozeformer.config import BartConfig, BertConfig, ElectraConfig, T5Config
-from clozeformer.models.bart import BartForConditionalGeneration
-from clozeformer.models.bert import BertForPreTraining
-from clozeformer.models.electra import ElectraForPreTraining
-from clozeformer.models.t5 import T5ForConditionalGeneration
+from clozeformer.models.bart import BartConfig, BartForConditionalGeneration
+from clozeformer.models.bert import BertConfig, BertForPreTraining
+from clozeformer.models.electra import ElectraConfig, ElectraForPreTraining
+from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 from clozeformer.nn import attention, segment_ids, segment_mask, segment_positions, segment_starts
 
 V = 60

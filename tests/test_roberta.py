@@ -13,10 +13,10 @@ import torch
 import textgen
 from batches import padded_batch
 from clozeformer.cli import main
-from clozeformer.config import ConfigError, RobertaConfig
+from clozeformer.config import ConfigError
 from clozeformer.infer import fill_mask, mlm_model
 from clozeformer.interop.model_dir import load_model, save_model
-from clozeformer.models.roberta import RobertaForMaskedLM, RobertaForSequenceClassification
+from clozeformer.models.roberta import RobertaConfig, RobertaForMaskedLM, RobertaForSequenceClassification
 from clozeformer.tokenizer import Tokenizer
 
 TOL = 1e-4

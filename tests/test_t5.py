@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import clozeformer
-from clozeformer.config import ConfigError, T5Config
+from clozeformer.config import ConfigError
 from clozeformer.interop.hf import t5_state_to_hf
-from clozeformer.models.t5 import T5ForConditionalGeneration
+from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 from clozeformer.nn.position import relative_position_bucket
 
 TOL = 1e-4

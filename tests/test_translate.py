@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from clozeformer.cli import main
-from clozeformer.config import BartConfig
 from clozeformer.data.corpus import CorpusError
 from clozeformer.data.pairs import PairData, read_pairs
 from clozeformer.interop.model_dir import load_model, save_model
-from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
+from clozeformer.models.bart import BartConfig, BartForConditionalGeneration, BartForTranslation
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.config import TrainConfig
 from clozeformer.train.translate import train_translation

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from clozeformer.cli import main
-from clozeformer.config import BartConfig
 from clozeformer.interop.model_dir import save_model
-from clozeformer.models.bart import BartForConditionalGeneration
+from clozeformer.models.bart import BartConfig, BartForConditionalGeneration
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.view import OBJECTIVES, render_html, render_text, view, word_tokenizer
 
@@ -113,8 +112,7 @@ def test_generate_cli_prints_one_line_per_input(tmp_path, monkeypatch):
 
 
 def test_noise_cli_rtd_with_an_electra_model(tmp_path):
-    from clozeformer.config import ElectraConfig
-    from clozeformer.models.electra import ElectraForPreTraining
+    from clozeformer.models.electra import ElectraConfig, ElectraForPreTraining
 
     texts = ["the movie was good and the plot was fun", "a bad film with a dull plot"] * 20
     tok = Tokenizer.train("wordpiece", texts, vocab_size=120)
@@ -130,8 +128,7 @@ def test_noise_cli_rtd_with_an_electra_model(tmp_path):
 
 
 def test_generate_cli_refuses_an_encoder_only_model(tmp_path):
-    from clozeformer.config import BertConfig
-    from clozeformer.models.bert import BertForPreTraining
+    from clozeformer.models.bert import BertConfig, BertForPreTraining
 
     tok = Tokenizer.train("wordpiece", ["a b c d e f"] * 10, vocab_size=60)
     save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size)), tmp_path / "bert", tok)

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from clozeformer.config import BertConfig
-from clozeformer.interop.model_dir import save_model
-from clozeformer.models.bert import BertForPreTraining
 from clozeformer.families import FAMILIES
+from clozeformer.interop.model_dir import save_model
+from clozeformer.models.bert import BertConfig, BertForPreTraining
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.finetune import evaluate, finetune
 
@@ -133,10 +132,9 @@ def run_cli(argv, capsys, stdin: str | None = None, monkeypatch=None) -> tuple[i
 
 
 def test_generate_with_a_translator_reads_sources_with_the_source_tokenizer(tmp_path, capsys, monkeypatch):
-    from clozeformer.config import BartConfig
     from clozeformer.infer import generate_texts
     from clozeformer.interop.model_dir import load_model
-    from clozeformer.models.bart import BartForTranslation
+    from clozeformer.models.bart import BartConfig, BartForTranslation
 
     english = [t for t, _ in sentences(200, 7)]
     target = Tokenizer.train("bpe", [t.upper() for t in english], vocab_size=300)
@@ -157,9 +155,8 @@ def test_generate_with_a_translator_reads_sources_with_the_source_tokenizer(tmp_
 
 
 def test_generate_applies_a_fine_tuned_t5s_prefix(tmp_path, capsys, monkeypatch):
-    from clozeformer.config import T5Config
     from clozeformer.infer import generate_texts
-    from clozeformer.models.t5 import T5ForConditionalGeneration
+    from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 
     tok = Tokenizer.train("unigram", [t for t, _ in sentences(200, 8)] + ["sst2 sentence:"] * 5, vocab_size=300)
     torch.manual_seed(0)
@@ -302,11 +299,10 @@ def test_outputs_answer_to_transformers_names(bert_dir):
 def test_exports_carry_each_familys_generation_defaults(tmp_path):
     """BART forces </s> at the maximum length (transformers' BartConfig), T5 does not: our exports say so,
     and what loads back generates with the same settings as before saving."""
-    from clozeformer.config import BartConfig, T5Config
     from clozeformer.generate import generation_defaults
     from clozeformer.interop.model_dir import load_model
-    from clozeformer.models.bart import BartForConditionalGeneration
-    from clozeformer.models.t5 import T5ForConditionalGeneration
+    from clozeformer.models.bart import BartConfig, BartForConditionalGeneration
+    from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 
     for name, net in (("bart", BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=60, hidden_size=16,
                                                                                num_heads=2, intermediate_size=32))),

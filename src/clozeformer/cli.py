@@ -15,9 +15,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from clozeformer.cliargs import (COMPILE_HELP, COUNT, LABEL_SMOOTHING_HELP, MAX_LEN, NONNEGATIVE, POSITIVE,
+                                 PRECISION_HELP, PRECISIONS, RATE, SHARE, FamilyNames, Parser, number, one_line)
 from clozeformer.config import VERSION
-from clozeformer.cliargs import (COMPILE_HELP, COUNT, LABEL_SMOOTHING_HELP, MAX_LEN, NONNEGATIVE, POSITIVE, PRECISION_HELP, PRECISIONS, RATE, SHARE, Parser,
-                                number, one_line)
 
 DEFAULT_NEW_TOKENS = 64  # generate: new tokens per line when neither the user nor the model says
 
@@ -273,7 +273,7 @@ def _demo_parser(sub) -> None:
 
 def _pretrain_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain a model on text files")
-    p.add_argument("--model", default="bert", choices=["bert", "roberta", "electra", "bart", "t5"])
+    p.add_argument("--model", default="bert", choices=FamilyNames())
     p.add_argument("--noise", default="bart-base",
                    help="bart: noise preset (bart-base, bart-large, text-infilling, token-masking, token-deletion, "
                         "sentence-permutation, document-rotation, token-insertion)")

@@ -57,6 +57,19 @@ class Parser(argparse.ArgumentParser):
         self.exit(1)
 
 
+class FamilyNames:
+    """`--model`'s choices: the families' registry, read when argparse first asks (it imports torch, which
+    the commands that take no --model do without)."""
+
+    def __iter__(self):
+        from clozeformer.families import FAMILIES
+
+        return iter(FAMILIES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in list(self)
+
+
 def number(kind: type, low: float | None = None, high: float | None = None, *, open_low: bool = False,
             open_high: bool = False):
     """An argparse `type` that reads an int or a float and refuses it outside [low, high] (ends

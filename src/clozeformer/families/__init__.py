@@ -6,21 +6,27 @@ types, its pretraining objective, config fields and small-budget recipe, transfo
 its weights and config (interop/hf.py's tables), and how it fine-tunes each task kind: with a
 head class, or text to text through `generate`. `pretrain`, `finetune`, `tasks`, `view`, the
 CLI's choices and `interop` read FAMILIES; `family_of(model)` finds a built model's. A new
-family is a module here beside its model file (and its config class and weight-name table).
+family is a module here (declaring FAMILY) beside its model file, and its weight-name table in interop/hf.py.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from torch import nn
 
-from clozeformer.families.bart import BART
-from clozeformer.families.bert import BERT
-from clozeformer.families.electra import ELECTRA
 from clozeformer.families.family import Family
-from clozeformer.families.roberta import ROBERTA
-from clozeformer.families.t5 import T5
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (BERT, ROBERTA, ELECTRA, BART, T5)}
+
+
+def _declared() -> dict[str, Family]:
+    """Every module here but family.py declares one family as FAMILY: a new module is a new family."""
+    modules = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "family")
+    return {f.name: f for f in (importlib.import_module(f"{__name__}.{m}").FAMILY for m in modules)}
+
+
+FAMILIES: dict[str, Family] = _declared()
 
 
 def family_of(model: nn.Module) -> Family:

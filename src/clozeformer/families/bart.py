@@ -3,10 +3,9 @@ classification from the decoder's last </s>, generation."""
 
 from typing import Any
 
-from clozeformer.config import BartConfig
 from clozeformer.families.family import Family, task_heads
 from clozeformer.interop import hf
-from clozeformer.models.bart import (BartForConditionalGeneration, BartForQuestionAnswering,
+from clozeformer.models.bart import (BartConfig, BartForConditionalGeneration, BartForQuestionAnswering,
                                      BartForSequenceClassification, BartForTokenClassification)
 
 
@@ -15,7 +14,7 @@ def bart_fields(tok, max_len: int) -> dict[str, Any]:
             "eos_token_id": tok.eos_id, "decoder_start_token_id": tok.eos_id, "max_positions": max(1024, max_len)}
 
 
-BART = Family(
+FAMILY = Family(
     "bart", BartConfig, BartForConditionalGeneration, "bpe", lowercase=False, token_types=False, objective="denoise",
     config_fields=bart_fields,
     heads=task_heads(BartForSequenceClassification, BartForTokenClassification, BartForQuestionAnswering),

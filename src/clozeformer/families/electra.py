@@ -1,11 +1,11 @@
 """ELECTRA (Clark et al. 2020): replaced-token detection, a small generator and a discriminator sharing
 their embeddings, on BERT's uncased WordPiece vocabulary (ELECTRA reuses BERT's)."""
 
-from clozeformer.config import ElectraConfig
 from clozeformer.families.family import SMALL_BUDGET_MLM, Family, encoder_fields, task_heads
 from clozeformer.interop import hf
-from clozeformer.models.electra import (ElectraDiscriminator, ElectraForPreTraining, ElectraForQuestionAnswering,
-                                        ElectraForSequenceClassification, ElectraForTokenClassification)
+from clozeformer.models.electra import (ElectraConfig, ElectraDiscriminator, ElectraForPreTraining,
+                                        ElectraForQuestionAnswering, ElectraForSequenceClassification,
+                                        ElectraForTokenClassification)
 
 # The discriminator collapses at the BERT recipe's 2e-3 (its token vectors converge to one) and fine-tunes worse the
 # higher the peak lr: 61.7 / 65.8 / 70.9% on SST-2 at 2e-3 / 1e-3 / 5e-4 (BENCHMARKS.md); 5e-4 is also the paper's.
@@ -14,7 +14,7 @@ from clozeformer.models.electra import (ElectraDiscriminator, ElectraForPreTrain
 # init the discriminator reaches AUC 0.82 and SST-2 74.2% (mimetic: 0.74, 68.1%), CoLA 0.145 (0.000)
 SMALL_BUDGET_RTD = {**SMALL_BUDGET_MLM, "lr": 5e-4, "weight_init": "normal"}
 
-ELECTRA = Family(
+FAMILY = Family(
     "electra", ElectraConfig, ElectraForPreTraining, "wordpiece", lowercase=True, token_types=True, objective="rtd",
     config_fields=encoder_fields, small_budget=SMALL_BUDGET_RTD,
     heads=task_heads(ElectraForSequenceClassification, ElectraForTokenClassification, ElectraForQuestionAnswering),

@@ -3,10 +3,9 @@ It reads no token types: a pair is <s> A </s></s> B </s> (the byte-level BPE's t
 
 from typing import Any
 
-from clozeformer.config import RobertaConfig
 from clozeformer.families.family import SMALL_BUDGET_MLM, Family, encoder_fields, task_heads
 from clozeformer.interop import hf
-from clozeformer.models.roberta import (RobertaForMaskedLM, RobertaForQuestionAnswering,
+from clozeformer.models.roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
                                         RobertaForSequenceClassification, RobertaForTokenClassification)
 
 
@@ -15,7 +14,7 @@ def roberta_fields(tok, max_len: int) -> dict[str, Any]:
     return {**encoder_fields(tok, max_len), "max_positions": max(512, max_len) + offset}
 
 
-ROBERTA = Family(
+FAMILY = Family(
     "roberta", RobertaConfig, RobertaForMaskedLM, "bpe", lowercase=False, token_types=False, objective="mlm",
     config_fields=roberta_fields, small_budget=SMALL_BUDGET_MLM,
     heads=task_heads(RobertaForSequenceClassification, RobertaForTokenClassification, RobertaForQuestionAnswering),

@@ -3,10 +3,9 @@ every task answered as text (classification and regression included)."""
 
 from typing import Any
 
-from clozeformer.config import T5Config
 from clozeformer.families.family import TEXT_TO_TEXT, Family
 from clozeformer.interop import hf
-from clozeformer.models.t5 import T5ForConditionalGeneration
+from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 
 
 def t5_fields(tok, max_len: int) -> dict[str, Any]:
@@ -14,7 +13,7 @@ def t5_fields(tok, max_len: int) -> dict[str, Any]:
             "decoder_start_token_id": tok.pad_id}
 
 
-T5 = Family(
+FAMILY = Family(
     "t5", T5Config, T5ForConditionalGeneration, "unigram", lowercase=False, token_types=False, objective="span",
     config_fields=t5_fields, text_to_text=TEXT_TO_TEXT,
     hf=hf.HFMapping(T5ForConditionalGeneration, "T5Model", hf.t5_state_to_hf, hf.t5_state_from_hf, hf.t5_config_to_hf,

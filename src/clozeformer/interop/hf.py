@@ -11,12 +11,12 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from clozeformer.config import BartConfig, BertConfig, ConfigError, ElectraConfig, RobertaConfig, T5Config
-from clozeformer.models.bart import BartForConditionalGeneration
-from clozeformer.models.bert import BertForPreTraining
-from clozeformer.models.electra import ElectraDiscriminator
-from clozeformer.models.roberta import RobertaForMaskedLM
-from clozeformer.models.t5 import T5ForConditionalGeneration
+from clozeformer.config import ConfigError
+from clozeformer.models.bart import BartConfig, BartForConditionalGeneration
+from clozeformer.models.bert import BertConfig, BertForPreTraining
+from clozeformer.models.electra import ElectraConfig, ElectraDiscriminator
+from clozeformer.models.roberta import RobertaConfig, RobertaForMaskedLM
+from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 
 # ours -> HF, for one BERT layer ("bert.layers.{i}." <-> "bert.encoder.layer.{i}.")
 _BERT_LAYER = {

@@ -15,17 +15,63 @@ Shapes: B batch, S source length, T target length, D width, V vocabulary, M labe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clozeformer.config import BartConfig
+from clozeformer.config import ACTIVATIONS, Config
 from clozeformer.generate import Generates
 from clozeformer.models.heads import SpanHead, span_loss, sparse_lm_loss
 from clozeformer.models.output import Output
 from clozeformer.nn import Cache, Stack, TransformerLayer, init_weights, segment_ids, segment_positions
 from clozeformer.nn.functional import IGNORE, dropout
 from clozeformer.nn.position import learned_positions
+
+
+@dataclass(frozen=True)
+class BartConfig(Config):
+    """BART (Lewis et al. 2020): post-norm encoder–decoder, learned positions, tied LM head."""
+
+    model_type: ClassVar[str] = "bart"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(hidden_size=128, encoder_layers=2, decoder_layers=2, num_heads=2, intermediate_size=512),
+        "mini": dict(hidden_size=256, encoder_layers=4, decoder_layers=4, num_heads=4, intermediate_size=1024),
+        # facebook/bart-base
+        "base": dict(hidden_size=768, encoder_layers=6, decoder_layers=6, num_heads=12, intermediate_size=3072,
+                     dropout=0.1, attention_dropout=0.1, activation_dropout=0.1),
+    }
+
+    vocab_size: int = 50265
+    hidden_size: int = 256
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_positions: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0  # inside the feed-forward, after the activation
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    scale_embedding: bool = False  # multiply token embeddings by √D (False in bart-base/large)
+    pad_token_id: int = 1  # BART's dictionary: <s>=0 <pad>=1 </s>=2 <unk>=3
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    decoder_start_token_id: int = 2  # fairseq starts the decoder with </s>
+
+    def __post_init__(self) -> None:
+        self._positive("vocab_size", "hidden_size", "encoder_layers", "decoder_layers", "num_heads",
+                       "intermediate_size", "max_positions", "layer_norm_eps", "initializer_range")
+        self._check(self.hidden_size % self.num_heads == 0,
+                    f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        self._rates("dropout", "attention_dropout", "activation_dropout")
+        self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
+        self._token_ids("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+
 
 POSITION_OFFSET = 2  # fairseq reserved the first two position rows; HF BART keeps the layout
 

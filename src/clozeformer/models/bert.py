@@ -5,17 +5,58 @@ Shapes: B batch, T length, D hidden width, V vocabulary, C classes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clozeformer.config import BertConfig
+from clozeformer.config import ACTIVATIONS, Config
 from clozeformer.models.heads import (MLMHead, Pooler, SpanHead, masked_lm_loss, sequence_loss, span_loss,
                                       token_loss)
 from clozeformer.models.output import Output
 from clozeformer.nn import Stack, TransformerLayer, init_weights, segment_ids, segment_positions, segment_starts
 from clozeformer.nn.functional import IGNORE, dropout
 from clozeformer.nn.position import learned_positions
+
+
+@dataclass(frozen=True)
+class BertConfig(Config):
+    """BERT (Devlin et al. 2019): post-norm encoder with learned absolute positions."""
+
+    model_type: ClassVar[str] = "bert"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # tiny/mini/small follow Turc et al. 2019 ("Well-read students"); base is BERT-Base.
+        "tiny": dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
+        "mini": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+        "small": dict(hidden_size=512, num_layers=4, num_heads=8, intermediate_size=2048),
+        "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+    }
+
+    vocab_size: int = 30522
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    nsp: bool = True  # build the next-sentence-prediction head
+
+    def __post_init__(self) -> None:
+        self._positive("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                       "max_positions", "type_vocab_size", "layer_norm_eps", "initializer_range")
+        self._check(self.hidden_size % self.num_heads == 0,
+                    f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        self._rates("dropout", "attention_dropout")
+        self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
+        self._token_ids("pad_token_id")
 
 
 class BertEmbeddings(nn.Module):

@@ -11,10 +11,13 @@ then post-norm layers. They share only the token and position embedding matrices
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 from torch import Tensor, nn
 
-from clozeformer.config import ElectraConfig
+from clozeformer.config import ACTIVATIONS, Config
 from clozeformer.models.bert import BertEmbeddings, bert_layers, check_length, embed_and_encode
 from clozeformer.models.heads import (ClassificationHead, DiscriminatorHead, MLMHead, SpanHead, masked_lm_loss,
                                       sequence_loss, span_loss, token_loss)
@@ -22,6 +25,75 @@ from clozeformer.models.output import Output
 from clozeformer.nn import init_weights
 from clozeformer.nn.functional import IGNORE, dropout
 from clozeformer.objectives.rtd import discriminator_loss, electra_loss, replaced_inputs
+
+
+@dataclass(frozen=True)
+class ElectraConfig(Config):
+    """ELECTRA (Clark et al. 2020): a BERT-like discriminator and a smaller MLM generator.
+
+    The fields describe the discriminator. The generator has the same depth, embedding size
+    and vocabulary; its width is derived as google-research/electra's `get_generator_config`
+    does: hidden = round(generator_fraction × H), heads = max(1, hidden // 64),
+    intermediate = 4 × hidden. The generator_* size fields, when non-zero, override the
+    derivation (needed to load checkpoints whose generator was sized otherwise).
+    """
+
+    model_type: ClassVar[str] = "electra"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # ELECTRA-Small (paper Table 6): H256, E128, L12, A4, F1024
+        "small": dict(embedding_size=128, hidden_size=256, num_layers=12, num_heads=4, intermediate_size=1024),
+        # ELECTRA-Small's widths at BERT-mini's depth (Turc et al. 2019's L4/H256)
+        "mini": dict(embedding_size=128, hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+        # BERT-tiny's shape (L2/H128); E = H/2 keeps ELECTRA-Small's E:H ratio. Generator H32, A1, F128.
+        "tiny": dict(embedding_size=64, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
+    }
+
+    vocab_size: int = 30522
+    embedding_size: int = 128  # E: token/position/type embedding width, shared by both networks
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    generator_fraction: float = 0.25  # google-research/electra's generator_hidden_size default
+    generator_hidden_size: int = 0  # 0: round(generator_fraction × hidden_size)
+    generator_num_heads: int = 0  # 0: max(1, generator hidden // 64)
+    generator_intermediate_size: int = 0  # 0: 4 × generator hidden
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    discriminator_weight: float = 50.0  # λ, ELECTRA §3.2
+
+    @property
+    def generator_hidden(self) -> int:
+        return self.generator_hidden_size or max(1, round(self.generator_fraction * self.hidden_size))
+
+    @property
+    def generator_heads(self) -> int:
+        return self.generator_num_heads or max(1, self.generator_hidden // 64)
+
+    @property
+    def generator_intermediate(self) -> int:
+        return self.generator_intermediate_size or 4 * self.generator_hidden
+
+    def __post_init__(self) -> None:
+        self._positive("vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                       "max_positions", "type_vocab_size", "layer_norm_eps", "initializer_range",
+                       "discriminator_weight")
+        for name in ("generator_hidden_size", "generator_num_heads", "generator_intermediate_size"):
+            self._check(getattr(self, name) >= 0, f"{name} must be ≥ 0 (0 derives it), got {getattr(self, name)}")
+        self._check(self.hidden_size % self.num_heads == 0,
+                    f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        self._check(0.0 < self.generator_fraction <= 1.0, "generator_fraction must be in (0, 1]")
+        self._check(self.generator_hidden % self.generator_heads == 0,
+                    f"generator hidden {self.generator_hidden} is not divisible by its {self.generator_heads} heads")
+        self._rates("dropout", "attention_dropout")
+        self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
+        self._token_ids("pad_token_id")
 
 
 class ElectraEncoder(nn.Module):

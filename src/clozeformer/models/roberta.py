@@ -7,15 +7,47 @@ Shapes: B batch, T length, D hidden width, V vocabulary, C classes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from torch import Tensor, nn
 
-from clozeformer.config import RobertaConfig
-from clozeformer.models.bert import BertEmbeddings, bert_layers, check_length, embed_and_encode
+from clozeformer.models.bert import BertConfig, BertEmbeddings, bert_layers, check_length, embed_and_encode
 from clozeformer.models.heads import (ClassificationHead, MLMHead, SpanHead, masked_lm_loss, sequence_loss,
                                       span_loss, token_loss)
 from clozeformer.models.output import Output
 from clozeformer.nn import init_weights
 from clozeformer.nn.functional import dropout
+
+
+@dataclass(frozen=True)
+class RobertaConfig(BertConfig):
+    """RoBERTa (Liu et al. 2019): BERT's encoder without NSP or token types, on byte-level BPE.
+    Positions start after the padding id (transformers' layout): a row's first token takes
+    position pad_token_id + 1, so max_positions = 514 holds 512 tokens."""
+
+    model_type: ClassVar[str] = "roberta"
+    vocab_size: int = 50265
+    max_positions: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    pad_token_id: int = 1
+    nsp: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check(not self.nsp, "RoBERTa has no next-sentence prediction (nsp must be false)")
+        self._check(self.max_positions > self.pad_token_id + 1,
+                    f"max_positions {self.max_positions} leaves no position after the padding id {self.pad_token_id}")
+
+    @property
+    def position_offset(self) -> int:
+        return self.pad_token_id + 1
+
+    @property
+    def max_length(self) -> int:
+        """The longest input: positions pad_token_id + 1 … max_positions − 1."""
+        return self.max_positions - self.position_offset
 
 
 class RobertaModel(nn.Module):

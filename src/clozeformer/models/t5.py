@@ -18,11 +18,14 @@ Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabul
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clozeformer.config import T5Config
+from clozeformer.config import Config
 from clozeformer.generate import Generates
 from clozeformer.models.bart import shift_right
 from clozeformer.models.heads import sparse_lm_loss
@@ -30,6 +33,63 @@ from clozeformer.models.output import Output
 from clozeformer.nn import Cache, Stack, TransformerLayer
 from clozeformer.nn.functional import IGNORE, dropout
 from clozeformer.nn.position import RelativePositionBias
+
+
+FEED_FORWARDS = ("relu", "gated-gelu")
+
+
+@dataclass(frozen=True)
+class T5Config(Config):
+    """T5 (Raffel et al. 2020): pre-norm encoder–decoder with RMSNorm and bucketed relative positions.
+
+    The presets are T5 v1.0 (ReLU feed-forward, LM head tied to the shared embedding with the
+    decoder output scaled by d_model^-0.5). T5 v1.1 is `feed_forward="gated-gelu",
+    tie_word_embeddings=False` (gated tanh-GELU, untied LM head, no output scaling), e.g.
+    `T5Config.preset("small", feed_forward="gated-gelu", tie_word_embeddings=False)`; the
+    `*-v1_1` presets spell out google/t5-v1_1-{small,base} (whose widths differ from v1.0's).
+    """
+
+    model_type: ClassVar[str] = "t5"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(d_model=128, d_kv=32, d_ff=512, num_layers=2, num_decoder_layers=2, num_heads=4),
+        "mini": dict(d_model=256, d_kv=64, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=4),
+        # google-t5/t5-small and t5-base
+        "small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8),
+        "base": dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12),
+        # google/t5-v1_1-small and t5-v1_1-base
+        "small-v1_1": dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6,
+                           feed_forward="gated-gelu", tie_word_embeddings=False),
+        "base-v1_1": dict(d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_decoder_layers=12, num_heads=12,
+                          feed_forward="gated-gelu", tie_word_embeddings=False),
+    }
+
+    vocab_size: int = 32128  # 32k SentencePiece + 100 sentinels, padded to a multiple of 128
+    d_model: int = 256
+    d_kv: int = 64  # width of one attention head (need not be d_model / num_heads)
+    d_ff: int = 1024
+    num_layers: int = 4  # encoder layers
+    num_decoder_layers: int = 4
+    num_heads: int = 4
+    relative_attention_num_buckets: int = 32  # T5 §2.1
+    relative_attention_max_distance: int = 128  # offsets beyond this share the last bucket
+    dropout: float = 0.1  # embeddings, every residual branch, attention probabilities, FFN activations
+    layer_norm_eps: float = 1e-6
+    feed_forward: str = "relu"  # "relu" (v1.0) or "gated-gelu" (v1.1)
+    tie_word_embeddings: bool = True  # v1.0 True (and decoder output × d_model^-0.5), v1.1 False
+    initializer_factor: float = 1.0  # scales every init std (Mesh TF / HF T5 init)
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    decoder_start_token_id: int = 0  # T5 starts the decoder with <pad>
+
+    def __post_init__(self) -> None:
+        self._positive("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+                       "relative_attention_num_buckets", "relative_attention_max_distance")
+        self._check(self.relative_attention_num_buckets >= 4 and self.relative_attention_num_buckets % 2 == 0,
+                    "relative_attention_num_buckets must be even and at least 4")
+        self._rates("dropout")
+        self._positive("layer_norm_eps", "initializer_factor")
+        self._check(self.feed_forward in FEED_FORWARDS, f"feed_forward must be one of {FEED_FORWARDS}")
+        self._token_ids("pad_token_id", "eos_token_id", "decoder_start_token_id")
 
 
 class T5Stack(nn.Module):
