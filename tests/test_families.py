@@ -46,3 +46,34 @@ def test_a_kind_without_head_or_generation_is_refused(tmp_path):
     with pytest.raises(TaskError, match="t5 has no token-classification head .text to text: use task seq2seq."):
         _head_model(model, task_spec("token-classification"), seed=0)
     assert _head_model(model, task_spec("classification", labels=["a", "b"]), seed=0) is model  # text to text
+
+
+# Where the code names a family outside its own two files and interop/hf.py's name table, and why.
+NAMED_ELSEWHERE = {
+    ("cli.py", "bert"), ("demo.py", "bert"), ("train/pretrain.py", "bert"),  # the default family
+    ("interop/model_dir.py", "electra"),  # a saved ELECTRA directory holds a generator/ beside it
+    ("interop/model_dir.py", "bert"),  # transformers builds BERT's token/QA heads without the pooler
+    ("view.py", "bert"), ("view.py", "bart"), ("view.py", "t5"),  # each objective shown on its family's tokenizer
+}
+
+
+def test_a_family_is_named_in_its_own_files_only():
+    """Issue 21's proof: adding a family (RoBERTa) is its module in families/, its model file (config class
+    and models) and its name table in interop/hf.py. No other code spells a family's name as a string."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "clozeformer"
+    found = set()
+    for path in src.rglob("*.py"):
+        rel = path.relative_to(src).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                for name in FAMILIES:
+                    own = (f"families/{name}.py", f"models/{name}.py", "interop/hf.py")
+                    if (node.value == name or node.value.startswith(name + ".")) and rel not in own:
+                        found.add((rel, name))
+    assert found == NAMED_ELSEWHERE
