@@ -86,9 +86,8 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
 
     task_options override TaskSpec fields (text_column, text_pair_column, label_column, metric,
     prefix, label_words, max_len, …). Evaluation on `eval` after every epoch keeps the best model
-    (run_dir/best) by the main metric; early_stopping=N stops after N evaluations without a new best.
-    layer_decay < 1 trains each layer at that factor of the lr of the layer above (the head at `lr`).
-    """
+    (run_dir/best) by the main metric; early_stopping=N stops after N evaluations without a new best;
+    layer_decay < 1 trains each layer at that factor of the lr of the layer above (the head at `lr`)."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be ≥ 1, got {epochs} and {batch_size}")
     if not 0 <= warmup_ratio < 1:
