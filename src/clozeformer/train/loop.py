@@ -74,7 +74,8 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
         if p.requires_grad:
             groups.setdefault((p.ndim >= 2, depth if layer_decay != 1.0 else 0), []).append(p)
     top = max((depth for _, depth in groups), default=0)
-    return [{"params": params, "weight_decay": weight_decay if decays else 0.0, "lr_scale": layer_decay ** (top - depth)}
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+             "lr_scale": layer_decay ** (top - depth)}
             for (decays, depth), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
 
 
@@ -273,8 +274,8 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
         # the fused kernel updates all parameters in one pass (3x faster than the per-tensor loop on
         # CPU for small models); FSDP's sharded DTensors take the default implementation
         fused = device.type in ("cpu", "cuda") and not cfg.fsdp
-        return torch.optim.AdamW(param_groups(module, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                                 fused=fused)
+        return torch.optim.AdamW(param_groups(module, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr, betas=cfg.betas,
+                                 eps=cfg.eps, fused=fused)
 
     opt = make_opt(model)
     state = {"train_config": cfg.to_dict(), "model_config": model.config.to_dict(), **(extra_state or {})}
