@@ -50,6 +50,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAMILY = {"none": "bert", "bert": "bert", "electra": "electra", "bart-none": "bart", "bart": "bart",
           "t5-none": "t5", "t5": "t5"}
 METRIC = {"sst2": "accuracy", "cola": "mcc"}
+HELD_OUT = ("mlm_loss", "mlm_acc", "disc_auc", "disc_acc", "replaced_frac", "token_loss", "token_acc")
 
 
 def tokenizer(kind: str, corpus: list[Path], out: Path) -> Path:
@@ -64,10 +65,12 @@ def tokenizer(kind: str, corpus: list[Path], out: Path) -> Path:
 
 def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dict]:
     family = FAMILY[arm]
-    if args.pretrained_from:  # an earlier run's model, with its tokenizer and pretraining figures
-        earlier = Path(args.pretrained_from)
-        info = json.loads((earlier / "results.json").read_text())[arm]["pretrain"]
-        return earlier / "pretrain" / arm / "model", {**info, "pretrained_from": str(earlier)}
+    if args.pretrained_from:  # an earlier run's model (with its tokenizer), its figures from its metrics.jsonl
+        earlier = Path(args.pretrained_from) / "pretrain" / arm
+        rows = [json.loads(r) for r in (earlier / "metrics.jsonl").read_text().splitlines()]
+        last_eval = [r for r in rows if r["split"] == "eval"][-1]
+        return earlier / "model", {"steps": rows[-1]["step"], "pretrained_from": str(earlier),
+                                   **{k: round(v, 4) for k, v in last_eval.items() if k in HELD_OUT}}
     tok_dir = tokenizer(FAMILIES[family].tokenizer_kind, corpus, out)
     model_dir = out / "pretrain" / arm / "model"
     if arm.endswith("none") or arm == "none":  # the same shape, random weights (the family's own init)
@@ -89,9 +92,8 @@ def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dic
                  nsp=False, max_len=128, batch_size=32, train=train, cache_dir=out / "cache", progress=False,
                  model_overrides={"embedding_size": width} if family == "electra" else None,
                  **({"weight_init": args.weight_init} if args.weight_init else {}))
-    keep = ("mlm_loss", "mlm_acc", "disc_auc", "disc_acc", "replaced_frac", "token_loss", "token_acc")
     info = {"steps": s["steps"], "elapsed_s": s["elapsed_s"], "real_token_fraction": s["real_token_fraction"],
-            "plateau": s["plateau"], **{k: round(v, 4) for k, v in s["eval"].items() if k in keep}}
+            "plateau": s["plateau"], **{k: round(v, 4) for k, v in s["eval"].items() if k in HELD_OUT}}
     return Path(s["model_dir"]), info
 
 
