@@ -19,7 +19,6 @@ from torch import nn
 from clozeformer.families.family import Family
 
 
-
 def _declared() -> dict[str, Family]:
     """Every module here but family.py declares one family as FAMILY: a new module is a new family."""
     modules = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "family")
