@@ -19,7 +19,7 @@ and T5 (Unigram + sentinels) train their own, which their unpretrained arms use 
 Fine-tuning: `clozeformer.finetune`, one recipe for every arm: 3 epochs, batch 32, lr 1e-4 (`--finetune-lr`),
 10% warmup, one lr for all layers (`--layer-decay`), fp32, `--seeds`; the score is the last epoch's dev metric
 (nothing is selected on dev). `--pretrained-from DIR` fine-tunes the models (and tokenizers) an earlier
-run left in DIR instead of pretraining again, e.g. under another fine-tuning recipe.
+run left in DIR instead of pretraining again, e.g. under another fine-tuning recipe (unpretrained arms are built anew).
 SST-2 accuracy, CoLA Matthews correlation. BART classifies from the decoder's state at the last
 </s>; T5 answers as text ("sst2 sentence: …" -> "positive"/"negative"). Results accumulate in
 --out/results.json, so arms can run apart; the table prints mean ± sd over seeds.
@@ -65,7 +65,8 @@ def tokenizer(kind: str, corpus: list[Path], out: Path) -> Path:
 
 def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dict]:
     family = FAMILY[arm]
-    if args.pretrained_from:  # an earlier run's model (with its tokenizer), its figures from its metrics.jsonl
+    unpretrained = arm.endswith("none")
+    if args.pretrained_from and not unpretrained:  # an earlier run's model (and tokenizer), figures from its log
         earlier = Path(args.pretrained_from) / "pretrain" / arm
         rows = [json.loads(r) for r in (earlier / "metrics.jsonl").read_text().splitlines()]
         last_eval = [r for r in rows if r["split"] == "eval"][-1]
@@ -73,7 +74,7 @@ def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dic
                                    **{k: round(v, 4) for k, v in last_eval.items() if k in HELD_OUT}}
     tok_dir = tokenizer(FAMILIES[family].tokenizer_kind, corpus, out)
     model_dir = out / "pretrain" / arm / "model"
-    if arm.endswith("none") or arm == "none":  # the same shape, random weights (the family's own init)
+    if unpretrained:  # the same shape, random weights (the family's own init, seed 0), built again every run
         tok = Tokenizer.load(tok_dir)
         config_cls, model_cls = FAMILIES[family].config_cls, FAMILIES[family].model_cls
         ids = dict(vocab_size=tok.vocab_size, pad_token_id=tok.pad_id)

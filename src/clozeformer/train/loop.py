@@ -71,7 +71,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
             depth = len(layers)
         else:
             depth = len(layers) + bool(layers)
-        if p.requires_grad:
+        if p.requires_grad:  # one lr: BERT's two groups, as checkpoints from before layer decay hold them
             groups.setdefault((p.ndim >= 2, depth if layer_decay != 1.0 else 0), []).append(p)
     top = max((depth for _, depth in groups), default=0)
     return [{"params": params, "weight_decay": weight_decay if decays else 0.0,
