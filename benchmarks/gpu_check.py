@@ -17,10 +17,11 @@ Rows:
   step) per second over the bf16 matmul rate measured here (an 8192³ GEMM). transformers
   computes the LM head on every position; ours on the predicted ones only, so ours runs
   fewer FLOPs for the same update.
-- varlen attention (training encoders attend per document on nested tensors, CUDA's path): a tiny BERT
-  on packed rows of several documents, fp32, loss and gradients against the dense block-diagonal mask
-  (max |Δ| ≤ 1e-4); and the BERT-base step above on such rows (documents of 8-64 tokens), varlen
-  against dense, tokens/s.
+- varlen attention (training stacks attend per document, CUDA's path): a tiny BERT on packed rows of
+  several documents, fp32, loss and gradients against the dense block-diagonal mask (max |Δ| ≤ 1e-4);
+  a tiny BART's decoder (causal varlen: flash, bf16 only), bf16, varlen against dense within twice the
+  difference bf16 itself makes against fp32, and every decoder attention run per document; the BERT-base
+  and BART-base steps above on such rows (documents of 8-64 tokens, no dropout), varlen against dense, tokens/s.
 - torchrun, one process (one GPU: NCCL refuses two ranks on one device, so no collective runs):
   BERT tiny pretraining, SIGTERM after its first checkpoint, then `--resume` to the end.
 
@@ -210,8 +211,9 @@ def speed(family: str, shapes: dict, device: torch.device, tmp: Path, peak: floa
 
 # ---- varlen attention ---------------------------------------------------------------------------
 
-def packed_documents(batch: dict, g: torch.Generator) -> dict:
-    """The batch's rows as packed documents of 8-64 tokens: its attention_mask becomes segment ids."""
+def packed_documents(family: str, batch: dict, g: torch.Generator) -> dict:
+    """The batch's rows as packed documents of 8-64 tokens: its attention_mask becomes segment ids; for BART
+    the target rows hold as many documents (decoder_attention_mask), the k-th target pairing with the k-th source."""
     b, t = batch["input_ids"].shape
     seg = torch.zeros(b, t, dtype=torch.long)
     for r in range(b):
@@ -220,11 +222,14 @@ def packed_documents(batch: dict, g: torch.Generator) -> dict:
             n = int(torch.randint(8, 65, (1,), generator=g))
             seg[r, at: at + n] = k
             at, k = at + n, k + 1
-    return {**batch, "attention_mask": seg.to(batch["input_ids"].device)}
+    seg = seg.to(batch["input_ids"].device)
+    if family == "bart":  # targets as long as their sources (denoising)
+        return {**batch, "attention_mask": seg, "labels": batch["input_ids"], "decoder_attention_mask": seg}
+    return {**batch, "attention_mask": seg}
 
 
 def with_varlen(on: bool, device: torch.device, f):
-    """f() with training encoders attending per document (on) or with the dense masked kernel."""
+    """f() with training stacks attending per document (on) or with the dense masked kernel."""
     saved = attention.VARLEN_DEVICES
     attention.VARLEN_DEVICES = (device.type,) if on else ()
     try:
@@ -233,31 +238,60 @@ def with_varlen(on: bool, device: torch.device, f):
         attention.VARLEN_DEVICES = saved
 
 
+def loss_and_grads(model, batch: dict, device: torch.device, bf16: bool) -> list[torch.Tensor]:
+    model.zero_grad()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**batch).loss
+    loss.backward()
+    return [loss.detach().float()] + [p.grad.float().clone() for p in model.parameters() if p.grad is not None]
+
+
+def largest_difference(a: list[torch.Tensor], b: list[torch.Tensor], relative: bool = False) -> float:
+    """max |Δ| over the loss and every gradient (relative: each over the largest |value| of b's tensor)."""
+    return max(((x - y).abs().max() / (y.abs().max() if relative else 1)).item() for x, y in zip(a, b))
+
+
 def varlen_parity(device: torch.device) -> float:
     """max |Δ| of the loss and every gradient, varlen against dense, tiny BERT in fp32 without dropout."""
     torch.manual_seed(0)
     model = BertForPreTraining(BertConfig.preset("tiny", vocab_size=VOCAB, nsp=False, dropout=0.0,
                                                  attention_dropout=0.0)).to(device).train()
-    g = torch.Generator().manual_seed(2)
-    batch = packed_documents(make_batch("bert", model.config, 8, 160, 0, device), g)
+    batch = packed_documents("bert", make_batch("bert", model.config, 8, 160, 0, device),
+                             torch.Generator().manual_seed(2))
     batch["attention_mask"][1, 100:] = 0  # and padding
-
-    def loss_and_grads():
-        model.zero_grad()
-        loss = model(**batch).loss
-        loss.backward()
-        return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
-
-    a, b = (with_varlen(on, device, loss_and_grads) for on in (True, False))
-    return max((x - y).abs().max().item() for x, y in zip(a, b))
+    a, b = (with_varlen(on, device, lambda: loss_and_grads(model, batch, device, False)) for on in (True, False))
+    return largest_difference(a, b)
 
 
-def varlen_speed(shapes: dict, device: torch.device, *, warmup: int, steps: int) -> tuple[float, float, float]:
-    """(documents per row, varlen tokens/s, dense tokens/s): our BERT speed model on packed documents, eager."""
-    cls, cfg, _, b, t, _ = shapes["bert"]
+def decoder_varlen_parity(device: torch.device) -> tuple[float, float, int]:
+    """Tiny BART on packed documents under bf16 autocast, no dropout (the decoder's causal varlen kernel is
+    flash: bf16, no dropout): (relative Δ of the loss and gradients, varlen against dense; the same for dense
+    bf16 against dense fp32, the rounding either path carries; decoder attention calls per document)."""
     torch.manual_seed(0)
-    model = cls(cfg).to(device)
-    batch = packed_documents(make_batch("bert", cfg, b, t, 0, device), torch.Generator().manual_seed(3))
+    model = BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=VOCAB, dropout=0.0,
+                                                           attention_dropout=0.0)).to(device).train()
+    batch = packed_documents("bart", make_batch("bart", model.config, 8, 160, 160, device),
+                             torch.Generator().manual_seed(2))
+    calls = []
+    attend = attention.Packed.attend
+    attention.Packed.attend = lambda *a, **k: calls.append(k.get("causal") or k.get("keys")) or attend(*a, **k)
+    try:
+        varlen = with_varlen(True, device, lambda: loss_and_grads(model, batch, device, True))
+    finally:
+        attention.Packed.attend = attend
+    dense, fp32 = (with_varlen(False, device, lambda: loss_and_grads(model, batch, device, bf16))
+                   for bf16 in (True, False))
+    return largest_difference(varlen, dense, True), largest_difference(dense, fp32, True), sum(map(bool, calls))
+
+
+def varlen_speed(family: str, shapes: dict, device: torch.device, *, warmup: int, steps: int
+                 ) -> tuple[float, float, float]:
+    """(documents per row, varlen tokens/s, dense tokens/s): our speed model on packed documents, eager, no
+    dropout (a BART decoder attends per document only without: flash's causal varlen kernel takes none)."""
+    cls, cfg, _, b, t, t_out = shapes[family]
+    torch.manual_seed(0)
+    model = cls(cfg.replace(dropout=0.0, attention_dropout=0.0)).to(device)
+    batch = packed_documents(family, make_batch(family, cfg, b, t, t_out, device), torch.Generator().manual_seed(3))
     sec = [with_varlen(on, device, lambda: timed_steps(model, batch, device, warmup, steps)) for on in (True, False)]
     model.cpu()
     docs = batch["attention_mask"].max(1).values.float().mean().item()
@@ -348,10 +382,17 @@ def main() -> None:
         failed |= not diff <= 1e-4
         print(f"| varlen attention = dense masked, tiny BERT on packed documents (fp32) | max abs Δ loss and "
               f"gradients {diff:.1e} | | | ≤ 1e-4 {'✓' if diff <= 1e-4 else '✗'} |", flush=True)
-        if "bert" in args.families.split(","):
-            docs, fast, dense = varlen_speed(shapes, device, warmup=warmup, steps=steps)
-            print(f"| bert step on packed documents ({docs:.1f} per row), varlen / dense masked | {fast:,.0f} tok/s "
-                  f"| dense: {dense:,.0f} tok/s | {fast / dense:.2f}× | |", flush=True)
+        diff, rounding, calls = decoder_varlen_parity(device)
+        ok = calls == 2 * BartConfig.preset("tiny").decoder_layers and diff <= 2 * rounding
+        failed |= not ok
+        print(f"| varlen decoder = dense masked, tiny BART on packed documents (bf16) | relative Δ loss and "
+              f"gradients {diff:.1e} ({calls} decoder attentions per document) | bf16's own error against fp32: "
+              f"{rounding:.1e} | | ≤ 2× bf16's error {'✓' if ok else '✗'} |", flush=True)
+        for family in ("bert", "bart"):
+            if family in args.families.split(","):
+                docs, fast, dense = varlen_speed(family, shapes, device, warmup=warmup, steps=steps)
+                print(f"| {family} step on packed documents ({docs:.1f} per row, no dropout), varlen / dense masked "
+                      f"| {fast:,.0f} tok/s | dense: {dense:,.0f} tok/s | {fast / dense:.2f}× | |", flush=True)
         result = torchrun_resume(device, tmp, steps=20)
         failed |= not result.startswith("stopped")
         print(f"| torchrun, 1 process on {device.type} (world size 1: no collective), SIGTERM and --resume | {result} | | | |")

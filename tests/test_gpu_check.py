@@ -1,7 +1,7 @@
 """benchmarks/gpu_check.py cannot rot: its dry run (CPU, tiny shapes, compile backend 'eager')
 goes through every row the GPU run prints — parity against transformers, the step timings of
-ours and transformers eager and compiled, varlen attention against the dense mask, torchrun
-killed and resumed."""
+ours and transformers eager and compiled, varlen attention (encoders, BART's decoder) against the
+dense mask, torchrun killed and resumed."""
 
 import subprocess
 import sys
@@ -24,7 +24,9 @@ def test_gpu_check_dry_run_prints_every_row(transformers):
     for family in ("bert", "t5", "bart"):
         assert sum(r.startswith((f"| {family} step (", f"| {family} step compiled")) and "tok/s" in r for r in rows) == 2
     assert "✓" in next(r for r in rows if r.startswith("| varlen attention = dense masked"))
-    assert any(r.startswith("| bert step on packed documents") and "tok/s" in r for r in rows)
+    assert "✓" in next(r for r in rows if r.startswith("| varlen decoder = dense masked"))
+    for family in ("bert", "bart"):
+        assert any(r.startswith(f"| {family} step on packed documents") and "tok/s" in r for r in rows)
     assert "resumed to step-0000020" in rows[-1] and "stopped by SIGTERM" in rows[-1]
     assert "capability" in out.stdout and "TFLOP/s" in out.stdout
 

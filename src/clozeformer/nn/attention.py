@@ -146,17 +146,35 @@ class Cache:
 
 
 _SEQLEN_ARGS = "max_seqlen" in inspect.signature(torch.nested.nested_tensor_from_jagged).parameters
+try:  # torch ≥ 2.10: flash attention over the documents' offsets, causal (a window in later versions)
+    from torch.nn.attention.varlen import varlen_attn
+    _CAUSAL = ({"window_size": (-1, 0)} if "window_size" in inspect.signature(varlen_attn).parameters
+               else {"is_causal": True})
+except ImportError:
+    varlen_attn = None
 VARLEN_DEVICES = ("cuda",)
-"""Device types whose training encoders run attention per document on nested tensors (`Packed.attend`).
+"""Device types whose training stacks run attention per document (`Packed.attend`).
 Not CPU: there nested-tensor SDPA loops over the documents, 7× slower than the dense masked kernel
 ([32 rows × 128 tokens, ~5 documents each, 4 heads of 64], forward + backward, 2 threads; fp32 157 vs
 22 ms, bf16 108 vs 15 ms). The tests add "cpu" to check the path against the dense one."""
 
 
+def causal_varlen(device: torch.device, dtype: torch.dtype, dropout_p: float) -> bool:
+    """Whether a training decoder's causal self-attention can run per document here (`Packed.attend`).
+
+    Nested-tensor SDPA refuses `is_causal`; torch's `varlen_attn` has a causal window but is flash
+    only: CUDA, bf16 / fp16 (as under autocast), no dropout (the small-budget recipe pretrains without).
+    Elsewhere in VARLEN_DEVICES (the tests' CPU) each document runs alone through SDPA, as reference.
+    """
+    if device.type not in VARLEN_DEVICES or dropout_p > 0:
+        return False
+    return device.type != "cuda" or (varlen_attn is not None and dtype in (torch.bfloat16, torch.float16))
+
+
 class Packed:
     """The non-pad tokens of a [B, T] batch as rows [N, ...], for position-wise work without padding.
 
-    Linear layers, norms and dropout act per token, so in training an encoder can run them on
+    Linear layers, norms and dropout act per token, so in training a stack can run them on
     the N real tokens only. Attention either goes back to the [B, T] layout (`unpack`, then `pack`:
     padded keys masked, padded queries dropped), or, with `varlen`, runs on the N tokens as one
     sequence per document (`attend`): a row's documents are its runs of one segment id (a 0/1 mask
@@ -171,8 +189,10 @@ class Packed:
         self.index = flat.nonzero().squeeze(1)  # [N] positions in the flat [B·T]
         self.offsets = None  # [documents + 1] where each document starts among the N tokens, then N
         if varlen:
-            doc = flat[self.index] + (self.index // self.length) * (int(flat.max()) + 1)  # unique per row and segment
+            row, segment = self.index // self.length, flat[self.index]
+            doc = segment + row * (int(flat.max()) + 1)  # unique per row and segment
             start = F.pad(doc[1:] != doc[:-1], (1, 0), value=True)
+            self.documents = torch.stack([row[start], segment[start]])  # [2, documents]: each one's row and id
             self.offsets = F.pad(start.nonzero().squeeze(1), (0, 1), value=doc.shape[0])
             lengths = self.offsets.diff()
             self.lengths = int(lengths.min()), int(lengths.max())  # read once per batch, not in every layer
@@ -184,15 +204,28 @@ class Packed:
         full = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.index, x)
         return full.view(self.batch, self.length, *x.shape[1:])
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: float | None) -> Tensor:
-        """q, k, v [N, H, d] -> [N, H·d]: each document attends to itself (SDPA over nested tensors;
-        on CUDA its flash / memory-efficient kernels take the documents' offsets, as varlen attention)."""
-        known = dict(zip(("min_seqlen", "max_seqlen"), self.lengths)) if _SEQLEN_ARGS else {}  # torch ≥ 2.5
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: float | None, *,
+               causal: bool = False, keys: "Packed | None" = None) -> Tensor:
+        """q [N, H, d], k, v [N_k, H, d] -> [N, H·d]: each document attends to itself, or with `keys`
+        (cross-attention) to the k-th document there. SDPA over nested tensors (on CUDA its flash /
+        memory-efficient kernels take the documents' offsets); causal: see `causal_varlen`."""
+        keys = keys or self
+        if causal and q.device.type == "cuda":
+            y = varlen_attn(q, k, v, self.offsets.int(), keys.offsets.int(), self.lengths[1], keys.lengths[1],
+                            scale=scale, **_CAUSAL)
+            return y.flatten(1)
+        if causal:  # the reference, one document at a time
+            cut = self.offsets.tolist()
+            y = [F.scaled_dot_product_attention(*(x[a:b].transpose(0, 1) for x in (q, k, v)), is_causal=True,
+                                                scale=scale).transpose(0, 1) for a, b in zip(cut, cut[1:])]
+            return torch.cat(y).flatten(1)
 
-        def nest(x: Tensor) -> Tensor:  # [documents, H, j, d]
-            return torch.nested.nested_tensor_from_jagged(x, self.offsets, **known).transpose(1, 2)
+        def nest(x: Tensor, packed: Packed) -> Tensor:  # [documents, H, j, d]
+            known = dict(zip(("min_seqlen", "max_seqlen"), packed.lengths)) if _SEQLEN_ARGS else {}  # torch ≥ 2.5
+            return torch.nested.nested_tensor_from_jagged(x, packed.offsets, **known).transpose(1, 2)
 
-        y = F.scaled_dot_product_attention(nest(q), nest(k), nest(v), dropout_p=dropout_p, scale=scale)
+        y = F.scaled_dot_product_attention(nest(q, self), nest(k, keys), nest(v, keys), dropout_p=dropout_p,
+                                           scale=scale)
         return y.transpose(1, 2).values().flatten(1)
 
 
@@ -224,13 +257,21 @@ class Attention(nn.Module):
         return x.view(b, t, n, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, context: Tensor | None = None,
-                causal: bool = False, kv: KV | None = None, packed: Packed | None = None) -> Tensor:
+                causal: bool = False, kv: KV | None = None, packed: Packed | None = None,
+                keys: Packed | None = None) -> Tensor:
         """x [B, T, D] -> [B, T, D]. With `kv`, keys/values are cached there (decoding).
-        With `packed` (self-attention only), x is [N, D], the non-pad tokens of a [B, T] batch."""
+        With `packed`, x is [N, D], the non-pad tokens of a [B, T] batch; cross-attention per document
+        also takes `context` [N_k, D] as the non-pad tokens `keys` packs."""
         if packed is not None and packed.offsets is not None:  # x [N, D], attention per document
+            p = self.dropout if self.training else 0.0
+            if self.cross:  # context [N_k, D], packed as `keys`
+                q = self.q(x).view(x.shape[0], self.num_heads, -1)
+                kv = self.kv(context).view(context.shape[0], 2, self.num_heads, -1)
+                k, v = kv.transpose(0, 1).contiguous().unbind(0)
+                return self.out(packed.attend(q, k, v, p, self.scale, keys=keys))
             # [N, H, d] each, contiguous as nested tensors need them
             q, k, v = self.qkv(x).view(x.shape[0], 3, self.num_heads, -1).transpose(0, 1).contiguous().unbind(0)
-            return self.out(packed.attend(q, k, v, self.dropout if self.training else 0.0, self.scale))
+            return self.out(packed.attend(q, k, v, p, self.scale, causal=causal))
         if packed is not None:  # x [N, D]: only attention itself needs the padded layout
             heads = self._heads(packed.unpack(self.qkv(x)), 3)
             return self.out(packed.pack(self._attend(heads, mask, False)))

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clozeformer.nn import attention
-from clozeformer.nn.attention import KV, Attention, Cache, Packed, causal_mask, padding_mask, segment_ids, segment_mask
+from clozeformer.nn.attention import (KV, Attention, Cache, Packed, causal_mask, causal_varlen, padding_mask,
+                                      segment_ids, segment_mask)
 from clozeformer.nn.functional import dropout
 from clozeformer.nn.position import sinusoidal_
 
@@ -71,14 +72,16 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, causal: bool = False,
                 context: Tensor | None = None, context_mask: Tensor | None = None,
-                cache: tuple[KV, KV] | None = None, packed: Packed | None = None) -> Tensor:
-        """x [B, T, D] (or [N, D] with `packed`, see encode); context [B, S, D] is the encoder output
-        a decoder layer attends to."""
+                cache: tuple[KV, KV] | None = None, packed: Packed | None = None,
+                keys: Packed | None = None) -> Tensor:
+        """x [B, T, D] (or [N, D] with `packed`, see Stack); context [B, S, D] is the encoder output
+        a decoder layer attends to (or [N_k, D], the non-pad tokens `keys` packs)."""
         self_kv, cross_kv = cache if cache is not None else (None, None)
         x = self._residual(x, self.attn_norm, lambda h: self.attn(h, mask, causal=causal, kv=self_kv, packed=packed))
         if self.cross is not None:
             x = self._residual(x, self.cross_norm,
-                               lambda h: self.cross(h, context_mask, context=context, kv=cross_kv))
+                               lambda h: self.cross(h, context_mask, context=context, kv=cross_kv, packed=packed,
+                                                    keys=keys))
         return self._residual(x, self.ffn_norm, self.ffn)
 
 
@@ -104,7 +107,8 @@ class Stack(nn.ModuleList):
       batches; padding positions of the result are zeros. Inference keeps the padded layout, so
       outputs match transformers' at every position, and so does torch.compile (N depends on the values).
       On CUDA (attention.VARLEN_DEVICES) attention runs there too, per document (varlen), so packed
-      rows compute no other document's positions and padded batches no padding at all.
+      rows compute no other document's positions and padded batches no padding at all. A decoder
+      does so too where its causal kernel allows (attention.causal_varlen: bf16, no dropout, no bias).
     """
 
     def __init__(self, layers, *, decoder: bool = False) -> None:
@@ -113,6 +117,10 @@ class Stack(nn.ModuleList):
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None, *, context: Tensor | None = None,
                 context_mask: Tensor | None = None, cache: Cache | None = None, bias=None) -> Tensor:
+        if self.decoder and bias is None and cache is None:
+            y = self._decode_per_document(x, attention_mask, context, context_mask)
+            if y is not None:
+                return y
         start = cache.length if cache is not None else 0
         t = x.shape[1]
         s = start + t
@@ -145,9 +153,30 @@ class Stack(nn.ModuleList):
                       cache=cache.layers[i] if cache is not None else None)
         return x
 
+    def _unpadded(self, attention_mask: Tensor | None) -> bool:
+        """Training with a mask, eagerly: the stack may run on the non-pad tokens only."""
+        return (attention_mask is not None and self.training and torch.is_grad_enabled()
+                and not torch.compiler.is_compiling())
+
+    def _decode_per_document(self, x: Tensor, attention_mask: Tensor | None, context: Tensor | None,
+                             context_mask: Tensor | None) -> Tensor | None:
+        """A training decoder on the non-pad tokens, self- and cross-attention per document (the k-th
+        decoder document of a row reads the k-th source document); None where that does not apply."""
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        if not (self._unpadded(attention_mask) and context_mask is not None
+                and all(causal_varlen(x.device, dtype, layer.attn.dropout) for layer in self)):
+            return None
+        packed, keys = Packed(attention_mask, varlen=True), Packed(context_mask, varlen=True)
+        if not torch.equal(packed.documents, keys.documents):
+            return None  # sources and targets do not pair up: the dense masks say what each token sees
+        h, ctx = packed.pack(x), keys.pack(context)
+        for layer in self:
+            h = layer(h, causal=True, context=ctx, packed=packed, keys=keys)
+        return packed.unpack(h)
+
     def _encode(self, x: Tensor, mask: Tensor | None, attention_mask: Tensor | None, segmented: bool) -> Tensor:
-        train = (attention_mask is not None and self.training and torch.is_grad_enabled()
-                 and not torch.compiler.is_compiling())
+        train = self._unpadded(attention_mask)
         # attention per document (varlen) needs a boolean mask: T5's relative position bias is additive
         varlen = train and x.device.type in attention.VARLEN_DEVICES and (mask is None or mask.dtype == torch.bool)
         # the token rows pay off where there is padding, or documents for varlen to keep apart
