@@ -28,6 +28,7 @@ SST-2 accuracy, CoLA Matthews correlation. BART classifies from the decoder's st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -88,10 +89,14 @@ def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dic
         return model_dir, {"steps": 0}
     train = {"minutes": args.clock_minutes, "clock": "process", "precision": args.precision, "eval_every": 500,
              "eval_batches": 16, "save_every": 10 ** 9, **({"lr": args.lr} if args.lr else {})}
-    width = FAMILIES[family].config_cls.presets[args.config].get("hidden_size")  # ELECTRA: E = H, as BERT's
+    config_cls = FAMILIES[family].config_cls
+    overrides = {"embedding_size": config_cls.presets[args.config].get("hidden_size")} if family == "electra" else {}
+    if args.pretrain_dropout is not None:  # every dropout rate of the family's config (the recipe sets them to 0)
+        overrides.update({f.name: args.pretrain_dropout for f in dataclasses.fields(config_cls)
+                          if f.name.endswith("dropout")})
     s = pretrain(corpus, model=family, config=args.config, run_dir=out / "pretrain" / arm, tokenizer=tok_dir,
                  nsp=False, max_len=128, batch_size=32, train=train, cache_dir=out / "cache", progress=False,
-                 model_overrides={"embedding_size": width} if family == "electra" else None,
+                 model_overrides=overrides or None,
                  **({"weight_init": args.weight_init} if args.weight_init else {}))
     info = {"steps": s["steps"], "elapsed_s": s["elapsed_s"], "real_token_fraction": s["real_token_fraction"],
             "plateau": s["plateau"], **{k: round(v, 4) for k, v in s["eval"].items() if k in HELD_OUT}}
@@ -118,6 +123,8 @@ def main() -> None:
     ap.add_argument("--precision", help="default: bf16 where the CPU has native bf16, else fp32")
     ap.add_argument("--config", default="mini", help="the size of every arm (a preset of each family)")
     ap.add_argument("--lr", type=float, help="peak pretraining lr of the arms run (default: the family's recipe)")
+    ap.add_argument("--pretrain-dropout", type=float, help="dropout in pretraining (default: the recipe's, none "
+                    "for tiny/mini); fine-tuning keeps the family's")
     ap.add_argument("--weight-init", choices=["normal", "mimetic"],
                     help="initial weights of the arms pretrained (default: the family's recipe)")
     ap.add_argument("--threads", type=int, help="torch threads (default torch's); e.g. two runs of 1 thread side "
@@ -142,6 +149,7 @@ def main() -> None:
     setup = {"minutes": args.minutes, "corpus": [p.name for p in corpus], "precision": args.precision,
              **({"lr": args.lr} if args.lr else {}), **({"weight_init": args.weight_init} if args.weight_init else {}),
              **({"config": args.config} if args.config != "mini" else {}),
+             **({"pretrain_dropout": args.pretrain_dropout} if args.pretrain_dropout is not None else {}),
              **({"finetune_lr": args.finetune_lr} if args.finetune_lr != 1e-4 else {}),
              **({"layer_decay": args.layer_decay} if args.layer_decay != 1.0 else {})}
     if results.get("setup", setup) != setup:  # arms of another budget or corpus are not comparable
