@@ -11,7 +11,7 @@ eval text); `--corpus` adds files (e.g. the demo's stdlib text). Pretraining: ev
 ELECTRA's generator is paid from its own budget), the
 `mini` size of its family (L4 H256, BART/T5 L4+4 d256; `--config` another preset for every arm), the small-budget recipe of
 `clozeformer pretrain` (mimetic init, no dropout, whole documents packed into rows of 128 tokens,
-batch 32), bf16 where the CPU has native bf16. BERT trains MLM only (no NSP), as ELECTRA; the
+batch 32; `--lr`, `--weight-init`, `--pretrain-dropout` change it), bf16 where the CPU has native bf16. BERT trains MLM only (no NSP), as ELECTRA; the
 two encoders are the same shape (ELECTRA's E = H = 256; its generator is a quarter of the width).
 BERT, ELECTRA and the unpretrained encoder share one WordPiece tokenizer; BART (byte-level BPE)
 and T5 (Unigram + sentinels) train their own, which their unpretrained arms use too.
