@@ -9,6 +9,7 @@ Decoding caches keys and values in a `KV` per attention module (see `Cache`).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 
@@ -197,6 +198,10 @@ class Packed:
             lengths = self.offsets.diff()
             self.lengths = int(lengths.min()), int(lengths.max())  # read once per batch, not in every layer
 
+    @functools.cached_property
+    def offsets32(self) -> Tensor:  # the offsets as varlen_attn takes them, cast once per batch, not per layer
+        return self.offsets.int()
+
     def pack(self, x: Tensor) -> Tensor:  # [B, T, ...] -> [N, ...]
         return x.reshape(self.batch * self.length, *x.shape[2:])[self.index]
 
@@ -211,8 +216,8 @@ class Packed:
         memory-efficient kernels take the documents' offsets); causal: see `causal_varlen`."""
         keys = keys or self
         if causal and q.device.type == "cuda":
-            y = varlen_attn(q, k, v, self.offsets.int(), keys.offsets.int(), self.lengths[1], keys.lengths[1],
-                            scale=scale, **_CAUSAL)
+            y = varlen_attn(q, k, v, self.offsets32, keys.offsets32, self.lengths[1], keys.lengths[1], scale=scale,
+                            **_CAUSAL)
             return y.flatten(1)
         if causal:  # the reference, one document at a time
             cut = self.offsets.tolist()
