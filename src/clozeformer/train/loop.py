@@ -260,15 +260,9 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     check_fresh(run_dir, resume)
     dist = distributed.init(cfg.device)
     device = dist.device
-    if cfg.label_smoothing and not hasattr(model, "label_smoothing"):
-        raise TrainingError(f"label_smoothing {cfg.label_smoothing:g}: only models that write text (T5, BART) "
-                            f"have a loss to smooth, not {type(model).__name__}")
-    if hasattr(model, "label_smoothing"):
-        model.label_smoothing = cfg.label_smoothing
+    _prepare(model, cfg, device)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    model.to(device)
-    model.untrained = ()  # weights load_model found missing are trained from here on (and exported)
 
     def make_opt(module: nn.Module) -> torch.optim.Optimizer:
         # the fused kernel updates all parameters in one pass (3x faster than the per-tensor loop on
@@ -280,17 +274,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     opt = make_opt(model)
     state = {"train_config": cfg.to_dict(), "model_config": model.config.to_dict(), **(extra_state or {})}
 
-    step, elapsed = 0, 0.0
-    if resume:  # every rank reads the full checkpoint, whatever world size wrote it
-        found = latest_checkpoint(run_dir)
-        if found is None:
-            raise TrainingError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
-        ckpt, saved = found
-        _check_same(saved, state, ckpt)
-        restore(ckpt, saved, model, opt)
-        step, elapsed = saved["step"], float(saved.get("elapsed_s", 0.0))
-        if progress and dist.is_main:
-            print(f"resumed from step {step} ({ckpt})", file=sys.stderr, flush=True)
+    step, elapsed = _resume(run_dir, state, model, opt, verbose=progress and dist.is_main) if resume else (0, 0.0)
     if cfg.minutes <= 0 and cfg.warmup_steps >= cfg.steps > 1 and dist.is_main:
         warnings.warn(f"warmup_steps {cfg.warmup_steps} ≥ steps {cfg.steps}: the learning rate never reaches its "
                       f"peak {cfg.lr:g} and never decays")
@@ -374,6 +358,32 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     summary.update(steps=step, skipped_steps=nonfinite.seen, run_dir=str(run_dir), elapsed_s=round(elapsed, 1),
                    checkpoint=str(run_dir / "checkpoints" / f"step-{step:07d}"), plot=str(run_dir / "loss.png"))
     return summary
+
+
+def _prepare(model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+    """The model on its device, its loss smoothed as cfg says (text-writing models only)."""
+    if cfg.label_smoothing and not hasattr(model, "label_smoothing"):
+        raise TrainingError(f"label_smoothing {cfg.label_smoothing:g}: only models that write text (T5, BART) "
+                            f"have a loss to smooth, not {type(model).__name__}")
+    if hasattr(model, "label_smoothing"):
+        model.label_smoothing = cfg.label_smoothing
+    model.to(device)
+    model.untrained = ()  # weights load_model found missing are trained from here on (and exported)
+
+
+def _resume(run_dir: Path, state: dict, model: nn.Module, opt: torch.optim.Optimizer, *,
+            verbose: bool) -> tuple[int, float]:
+    """Model and optimizer from the latest complete checkpoint (every rank reads all of it, whatever world
+    size wrote it), which must belong to the same run; its step and elapsed seconds."""
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise TrainingError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
+    ckpt, saved = found
+    _check_same(saved, state, ckpt)
+    restore(ckpt, saved, model, opt)
+    if verbose:
+        print(f"resumed from step {saved['step']} ({ckpt})", file=sys.stderr, flush=True)
+    return saved["step"], float(saved.get("elapsed_s", 0.0))
 
 
 def _forward_backward(net: nn.Module, par, data, step: int, cfg: TrainConfig,
