@@ -3,9 +3,12 @@
 
     python benchmarks/electra_vs_bert.py --minutes 20 --seeds 0,1,2
     python benchmarks/electra_vs_bert.py --minutes 20 --arms bart-none,bart,t5-none,t5 --tasks sst2
+    python benchmarks/electra_vs_bert.py --base ko_reviews --lines 28400 --arms none,bert --tasks nsmc --seeds 0
 
 Corpus: ../shared/data/corpus/en_reviews.txt (movie and product review sentences, no SST-2/CoLA
-eval text); `--corpus` adds files (e.g. the demo's stdlib text). Pretraining: every arm gets
+eval text); `--corpus` adds files (e.g. the demo's stdlib text). `--base ko_reviews --tasks nsmc` runs the same
+protocol in Korean (200,000 reviews, NSMC), `--lines N` pretrains on the first N documents of the base corpus only:
+what the same minutes do with less text. Pretraining: every arm gets
 `--minutes` two-core-minutes of this process's CPU time, i.e. twice as many CPU-minutes whatever
 `--threads` (TrainConfig clock "process", so other jobs on the machine do not eat into it;
 ELECTRA's generator is paid from its own budget), the
@@ -18,8 +21,10 @@ and T5 (Unigram + sentinels) train their own, which their unpretrained arms use 
 
 Fine-tuning: `clozeformer.finetune`, one recipe for every arm: 3 epochs, batch 32, lr 1e-4 (`--finetune-lr`),
 10% warmup, one lr for all layers (`--layer-decay`), fp32, `--seeds`; the score is the last epoch's dev metric
-(nothing is selected on dev). `--pretrained-from DIR` fine-tunes the models (and tokenizers) an earlier
-run left in DIR instead of pretraining again, e.g. under another fine-tuning recipe (unpretrained arms are built anew).
+(nothing is selected on dev). `--probe` adds a linear probe per task: logistic regression on the frozen
+encoder's mean-pooled last layer, what pretraining taught before any fine-tuning. `--pretrained-from DIR`
+fine-tunes the models (and tokenizers) an earlier run left in DIR instead of pretraining again, e.g. under
+another fine-tuning recipe (unpretrained arms are built anew).
 SST-2 accuracy, CoLA Matthews correlation. BART classifies from the decoder's state at the last
 </s>; T5 answers as text ("sst2 sentence: …" -> "positive"/"negative"). Results accumulate in
 --out/results.json, so arms can run apart; the table prints mean ± sd over seeds.
@@ -38,7 +43,9 @@ import torch
 
 from clozeformer.data.corpus import iter_texts
 from clozeformer.families import FAMILIES
-from clozeformer.interop.model_dir import save_model
+from clozeformer.interop.model_dir import load_model, save_model
+from clozeformer.tasks.metrics import classification
+from clozeformer.tasks.readers import read_records
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.finetune import finetune
 from clozeformer.train.config import fast_bf16
@@ -50,7 +57,7 @@ from small_budget import machine  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAMILY = {"none": "bert", "bert": "bert", "electra": "electra", "bart-none": "bart", "bart": "bart",
           "t5-none": "t5", "t5": "t5"}
-METRIC = {"sst2": "accuracy", "cola": "mcc"}
+METRIC = {"sst2": "accuracy", "cola": "mcc", "nsmc": "accuracy"}
 HELD_OUT = ("mlm_loss", "mlm_acc", "disc_auc", "disc_acc", "replaced_frac", "token_loss", "token_acc")
 
 
@@ -113,13 +120,43 @@ def fine_tuned(model_dir: Path, arm: str, task: str, seed: int, args, out: Path)
     return [r for r in evals if r["split"] == "eval"][-1][METRIC[task]]  # the last epoch's
 
 
+@torch.no_grad()
+def probed(model_dir: Path, task: str) -> float:
+    """A linear probe of what pretraining taught, apart from any fine-tuning: the frozen encoder's last layer,
+    mean-pooled over each sentence's tokens, standardised, into scikit-learn's logistic regression fitted on the
+    task's train split; the dev metric. (BART and T5: their encoders.)"""
+    from sklearn.linear_model import LogisticRegression
+
+    model, tok = load_model(model_dir).eval(), Tokenizer.load(model_dir)
+    encode = getattr(model, "encode", None) or (lambda ids, mask: model(ids, mask).last_hidden_state)
+
+    def features(split: str) -> tuple[torch.Tensor, list[int]]:
+        rows = [fields for _, fields in read_records(DATA / task / f"{split}.tsv")]
+        pooled = []
+        for i in range(0, len(rows), 64):
+            ids = [tok.encode(r["sentence"], max_length=128) for r in rows[i:i + 64]]
+            mask = torch.tensor([[1] * len(x) + [0] * (max(map(len, ids)) - len(x)) for x in ids])
+            batch = torch.tensor([x + [tok.pad_id] * (mask.shape[1] - len(x)) for x in ids])
+            h = encode(batch, mask).float() * mask.unsqueeze(-1)
+            pooled.append(h.sum(1) / mask.sum(1, keepdim=True))
+        return torch.cat(pooled), [int(r["label"]) for r in rows]
+
+    (x, y), (x_dev, y_dev) = features("train"), features("dev")
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    clf = LogisticRegression(max_iter=2000).fit(((x - mu) / sd).numpy(), y)
+    return classification(clf.predict(((x_dev - mu) / sd).numpy()).tolist(), y_dev)[METRIC[task]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=20.0, help="pretraining budget per arm, two-core-minutes of CPU")
     ap.add_argument("--arms", default="none,bert,electra,bart-none,bart,t5-none,t5")
-    ap.add_argument("--tasks", default="sst2,cola", help="BART and T5 arms run SST-2 only")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--corpus", nargs="*", default=[], help="more pretraining text besides en_reviews.txt")
+    ap.add_argument("--tasks", default="sst2,cola", help=f"from {','.join(METRIC)}; BART and T5 arms skip CoLA")
+    ap.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds ('': no fine-tuning, e.g. with --probe)")
+    ap.add_argument("--base", default="en_reviews", choices=["en_reviews", "ko_reviews"],
+                    help="the pretraining corpus, ../shared/data/corpus/BASE.txt")
+    ap.add_argument("--lines", type=int, help="pretrain on the first N documents (lines) of the base corpus only")
+    ap.add_argument("--corpus", nargs="*", default=[], help="more pretraining text besides the base corpus")
     ap.add_argument("--precision", help="default: bf16 where the CPU has native bf16, else fp32")
     ap.add_argument("--config", default="mini", help="the size of every arm (a preset of each family)")
     ap.add_argument("--lr", type=float, help="peak pretraining lr of the arms run (default: the family's recipe)")
@@ -131,15 +168,30 @@ def main() -> None:
                     "by side, each with its own --arms: the budget stays the same CPU time")
     ap.add_argument("--finetune-lr", type=float, default=1e-4, help="peak lr of every fine-tuning run")
     ap.add_argument("--layer-decay", type=float, default=1.0, help="fine-tuning's layer-wise lr decay (1: none)")
+    ap.add_argument("--probe", action="store_true", help="also a linear probe of each arm's frozen encoder per task")
     ap.add_argument("--pretrained-from", metavar="DIR", help="fine-tune the arms' models an earlier --out holds")
     ap.add_argument("--out", default="benchmarks/results/electra_vs_bert")
     args = ap.parse_args()
+    if unknown := set(args.tasks.split(",")) - set(METRIC):
+        ap.error(f"--tasks: unknown {', '.join(sorted(unknown))}; allowed: {', '.join(METRIC)}")
+    seeds = [s for s in args.seeds.split(",") if s]
+    if not all(s.isdigit() for s in seeds):
+        ap.error(f"--seeds {args.seeds!r}: comma-separated integers (or '' for none)")
+    seeds = list(map(int, seeds))
+    if args.lines is not None and args.lines < 1:
+        ap.error(f"--lines {args.lines}: at least 1 (a count of documents)")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     args.precision = args.precision or ("bf16" if fast_bf16(torch.device("cpu")) else "fp32")
-    corpus = [DATA / "corpus" / "en_reviews.txt", *map(Path, args.corpus)]
+    base = DATA / "corpus" / f"{args.base}.txt"
+    if args.lines:  # the first N documents, one per line
+        with base.open(encoding="utf-8") as f:
+            head = [line for _, line in zip(range(args.lines), f)]
+        base = out / f"{args.base}.first{args.lines}.txt"
+        base.write_text("".join(head), encoding="utf-8")
+    corpus = [base, *map(Path, args.corpus)]
     print(machine(), f"-> {args.precision}; budget {args.minutes:g} two-core-minutes per arm", flush=True)
     # the process clock counts CPU seconds per thread: this many minutes of it are args.minutes × 2 CPU-minutes
     args.clock_minutes = args.minutes * 2 / torch.get_num_threads()
@@ -160,10 +212,14 @@ def main() -> None:
         print(f"[{arm}] pretraining {json.dumps(info)}", flush=True)
         scores = {}
         for task in args.tasks.split(","):
-            if FAMILY[arm] in ("bart", "t5") and task != "sst2":
+            if FAMILY[arm] in ("bart", "t5") and task == "cola":
                 continue
-            scores[task] = [fine_tuned(model_dir, arm, task, int(s), args, out) for s in args.seeds.split(",")]
-            print(f"[{arm}] {task} {scores[task]}", flush=True)
+            if args.probe:
+                scores[f"{task}_probe"] = [probed(model_dir, task)]
+                print(f"[{arm}] {task} linear probe {scores[f'{task}_probe'][0]:.4f}", flush=True)
+            if seeds:
+                scores[task] = [fine_tuned(model_dir, arm, task, seed, args, out) for seed in seeds]
+                print(f"[{arm}] {task} {scores[task]}", flush=True)
         if results_path.is_file():  # another run (other arms) may have written since
             results = {**json.loads(results_path.read_text()), **results}
         results[arm] = {"pretrain": info, **scores}
@@ -177,13 +233,14 @@ def main() -> None:
 
     print(f"\n{args.minutes:g} two-core-minutes of pretraining per arm, {args.precision}, corpus "
           f"{', '.join(setup['corpus'])}")
-    print("| arm | steps | held-out (MLM acc / disc AUC / token acc) | SST-2 acc | CoLA MCC |\n|---|---|---|---|---|")
+    tasks = [t for m in METRIC for t in (f"{m}_probe", m) if any(t in results[a] for a in FAMILY if a in results)]
+    print("| arm | steps | held-out (MLM acc / disc AUC / token acc) | "
+          + " | ".join(f"{t.replace('_probe', ' linear probe')} {METRIC[t.removesuffix('_probe')]}" for t in tasks) + " |\n|---|---|---|" + "---|" * len(tasks))
     for arm in FAMILY:
         if arm in results:
             p = results[arm]["pretrain"]
             held = " / ".join(f"{k} {p[k]:.3f}" for k in ("mlm_acc", "disc_auc", "token_acc") if k in p) or "—"
-            print(f"| {arm} | {p['steps']:,} | {held} | {cell(results[arm].get('sst2'))} | "
-                  f"{cell(results[arm].get('cola'))} |")
+            print(f"| {arm} | {p['steps']:,} | {held} | " + " | ".join(cell(results[arm].get(t)) for t in tasks) + " |")
 
 
 if __name__ == "__main__":
