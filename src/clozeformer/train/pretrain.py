@@ -238,17 +238,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
                      cross_document and nsp and family.nsp)
     check_fresh(Path(run_dir), resume)
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
-    defaults = dict(family.small_budget) if small else {}
-    recipe_rate, recipe_init = defaults.pop("mlm_rate", 0.15), defaults.pop("weight_init", "normal")
-    mlm_rate = recipe_rate if mlm_rate is None else mlm_rate
-    weight_init = recipe_init if weight_init is None else weight_init
-    if weight_init not in WEIGHT_INITS:
-        raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
-    if not isinstance(train, TrainConfig):
-        given, train = train or {}, {**defaults, **(train or {})}
-        if small and not train.get("minutes") and "warmup_steps" not in given:  # the recipe's share of the steps
-            train["warmup_steps"] = max(1, round(train["warmup_fraction"] * (train.get("steps") or 1000)))
-        train = TrainConfig(**train)
+    train, mlm_rate, weight_init = _recipe(family, small, train, mlm_rate, weight_init)
     nsp = nsp and family.nsp
     run_dir = Path(run_dir)
     corpus = sources(corpus)  # paths, or hf: dataset names
@@ -289,6 +279,24 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
                    eval_examples=len(data.eval_examples), parameters=sum(p.numel() for p in net.parameters()),
                    real_token_fraction=round(real, 4), unigram_entropy=round(entropy, 4), plateau=alarm.plateau)
     return summary
+
+
+def _recipe(family: Family, small: bool, train, mlm_rate: float | None,
+            weight_init: str | None) -> tuple[TrainConfig, float, str]:
+    """The TrainConfig, masking rate and initial weights: what the caller gave, the rest from the family's
+    small-budget recipe for a new tiny/mini model (its warmup a share of the steps), else the defaults."""
+    defaults = dict(family.small_budget) if small else {}
+    recipe_rate, recipe_init = defaults.pop("mlm_rate", 0.15), defaults.pop("weight_init", "normal")
+    mlm_rate = recipe_rate if mlm_rate is None else mlm_rate
+    weight_init = recipe_init if weight_init is None else weight_init
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
+    if not isinstance(train, TrainConfig):
+        given, train = train or {}, {**defaults, **(train or {})}
+        if small and not train.get("minutes") and "warmup_steps" not in given:  # the recipe's share of the steps
+            train["warmup_steps"] = max(1, round(train["warmup_fraction"] * (train.get("steps") or 1000)))
+        train = TrainConfig(**train)
+    return train, mlm_rate, weight_init
 
 
 def _model(family: Family, config: str, init, tok: Tokenizer, max_len: int, nsp: bool, overrides: dict | None,
