@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from clozeformer.data.corpus import iter_texts
+from clozeformer.data.packing import pad_rows
 from clozeformer.families import FAMILIES
 from clozeformer.interop.model_dir import load_model, save_model
 from clozeformer.tasks.metrics import classification
@@ -135,8 +136,7 @@ def probed(model_dir: Path, task: str) -> float:
         pooled = []
         for i in range(0, len(rows), 64):
             ids = [tok.encode(r["sentence"], max_length=128) for r in rows[i:i + 64]]
-            mask = torch.tensor([[1] * len(x) + [0] * (max(map(len, ids)) - len(x)) for x in ids])
-            batch = torch.tensor([x + [tok.pad_id] * (mask.shape[1] - len(x)) for x in ids])
+            batch, mask = pad_rows(ids, tok.pad_id), pad_rows([[1] * len(x) for x in ids], 0)
             h = encode(batch, mask).float() * mask.unsqueeze(-1)
             pooled.append(h.sum(1) / mask.sum(1, keepdim=True))
         return torch.cat(pooled), [int(r["label"]) for r in rows]
