@@ -70,8 +70,9 @@ def test_time_budget_schedules_over_elapsed_time_and_stops(corpus, tmp_path, mon
     assert s["elapsed_s"] == 6.0 and (tmp_path / "run" / "model" / "config.json").is_file()
 
 
-def test_time_budget_resumes_what_is_left(corpus, tmp_path, monkeypatch):
-    straight = budget_run(corpus, tmp_path / "straight", monkeypatch)
+@pytest.mark.parametrize("relative_lr", [False, True])  # True: one optimizer group per parameter
+def test_time_budget_resumes_what_is_left(corpus, tmp_path, monkeypatch, relative_lr):
+    straight = budget_run(corpus, tmp_path / "straight", monkeypatch, relative_lr=relative_lr)
     real = loop.fit
 
     def interrupted_fit(*a, **k):  # SIGTERM-like stop after step 7: a checkpoint there, then resume
@@ -89,14 +90,44 @@ def test_time_budget_resumes_what_is_left(corpus, tmp_path, monkeypatch):
 
     monkeypatch.setattr("clozeformer.train.pretrain.fit", interrupted_fit)
     with pytest.raises(TrainingInterrupted):
-        budget_run(corpus, tmp_path / "resumed", monkeypatch, save_every=1)
+        budget_run(corpus, tmp_path / "resumed", monkeypatch, save_every=1, relative_lr=relative_lr)
     monkeypatch.setattr("clozeformer.train.pretrain.fit", real)
-    s = budget_run(corpus, tmp_path / "resumed", monkeypatch, save_every=1, resume=True)
+    s = budget_run(corpus, tmp_path / "resumed", monkeypatch, save_every=1, resume=True, relative_lr=relative_lr)
     # the resumed run spends only what the checkpoint left of the budget, on the same schedule
     assert s["steps"] == straight["steps"] == 12
     a, b = rows(tmp_path / "straight"), rows(tmp_path / "resumed")
     assert [r["step"] for r in b] == list(range(1, 13))
     assert [r["lr"] for r in a] == [r["lr"] for r in b]
+    same = load_model(tmp_path / "straight" / "model").state_dict()
+    assert all(torch.equal(v, same[k]) for k, v in load_model(tmp_path / "resumed" / "model").state_dict().items())
+
+
+def test_relative_lr_moves_every_matrix_by_the_same_share_of_its_size():
+    """Adam moves every weight by about lr a step whatever its size; with relative_lr (T5's recipe) each
+    matrix moves by lr × its RMS / the median matrix's RMS: T5's RMS-1 embeddings and its small queries alike."""
+    from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1,
+                                                num_decoder_layers=1, num_heads=2))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def shares(relative):  # one AdamW step on random gradients: mean |change| / RMS, per matrix
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(before[n])
+                p.grad = torch.randn_like(p)
+        groups = loop.param_groups(model, 0.0, relative=relative)
+        torch.optim.AdamW([{**g, "lr": 1e-3 * g["lr_scale"]} for g in groups], lr=1e-3).step()
+        return {n: ((p.detach() - before[n]).abs().mean() / before[n].pow(2).mean().sqrt()).item()
+                for n, p in model.named_parameters() if p.ndim >= 2}
+
+    absolute, relative = shares(False), shares(True)
+    # absolute: the embeddings (RMS 1) move 0.1% of their size, the decoder's cross-attention query
+    # (RMS (32·8)^-½) 1.6%
+    assert absolute["decoder.layers.0.cross.q.weight"] > 10 * absolute["shared.weight"]
+    assert max(relative.values()) == pytest.approx(min(relative.values()), rel=0.02)
+    assert all(g["lr_scale"] == 1.0 for g in loop.param_groups(model, 0.0, relative=True) if g["params"][0].ndim == 1)
 
 
 def test_small_budget_recipe_is_the_default_for_tiny_and_mini(corpus, tmp_path):

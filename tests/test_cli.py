@@ -325,6 +325,8 @@ def test_pretrain_encoder_decoder_families_end_to_end(tmp_path, family):
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r["token_loss"] for r in rows if r["split"] == "eval"]
     assert evals[-1] < evals[0] - 0.5  # reconstruction of held-out text improves
+    state = json.loads(next((tmp_path / "run" / "checkpoints").glob("step-*/trainer_state.json")).read_text())
+    assert state["train_config"]["relative_lr"] == (family == "t5")  # the small-budget recipe's (Adafactor-like)
     tok = Tokenizer.load(summary["model_dir"])
     assert (tok.sentinel_ids != []) == (family == "t5") and ("bos" in tok.specials) == (family == "bart")
     cls = {"bart": transformers.BartForConditionalGeneration, "t5": transformers.T5ForConditionalGeneration}[family]

@@ -47,7 +47,7 @@ def cmd_pretrain(args) -> None:
                  precision=args.precision, eval_every=args.eval_every, eval_batches=args.eval_batches,
                  save_every=args.save_every, keep_last=args.keep_last, log_every=args.log_every, seed=args.seed,
                  device=args.device, nan_policy=args.nan_policy, fsdp=args.fsdp,
-                 compile=args.compile or None)
+                 compile=args.compile or None, relative_lr=args.relative_lr)
     # options left unset take the recipe's defaults (for tiny/mini: the small-budget recipe)
     train = {k: v for k, v in given.items() if v is not None}
     if args.cased and args.lowercase:
@@ -307,6 +307,9 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--schedule", choices=["linear", "cosine", "constant"], help="decay after warmup (default linear)")
     p.add_argument("--betas", type=SHARE, nargs=2, metavar=("B1", "B2"), help="AdamW betas (default: the recipe's)")
     p.add_argument("--weight-decay", type=number(float, 0), help="default 0.01")
+    p.add_argument("--relative-lr", action=argparse.BooleanOptionalAction,
+                   help="scale each weight matrix's lr by its initial RMS, as Adafactor does (default: the "
+                        "recipe's; on for new tiny/mini T5)")
     p.add_argument("--clip", type=POSITIVE, help="gradient norm clip (default 1.0)")
     p.add_argument("--grad-accum", type=COUNT)
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)

@@ -3,7 +3,7 @@ every task answered as text (classification and regression included)."""
 
 from typing import Any
 
-from clozeformer.families.family import TEXT_TO_TEXT, Family
+from clozeformer.families.family import SMALL_BUDGET, TEXT_TO_TEXT, Family
 from clozeformer.interop import hf
 from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 
@@ -16,5 +16,7 @@ def t5_fields(tok, max_len: int) -> dict[str, Any]:
 FAMILY = Family(
     "t5", T5Config, T5ForConditionalGeneration, "unigram", lowercase=False, token_types=False, objective="span",
     config_fields=t5_fields, text_to_text=TEXT_TO_TEXT,
+    # Adam with T5's init needs each matrix's lr scaled to its size, as Adafactor does (loop.param_groups)
+    small_budget={**SMALL_BUDGET, "lr": 1e-3, "relative_lr": True},
     hf=hf.HFMapping(T5ForConditionalGeneration, "T5Model", hf.t5_state_to_hf, hf.t5_state_from_hf, hf.t5_config_to_hf,
                     hf.t5_config_from_hf))

@@ -34,6 +34,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     label_smoothing: float = 0.0  # of the written text's loss (T5, BART); evaluation reports plain cross-entropy
     layer_decay: float = 1.0  # < 1: each layer's lr this factor of the next one up's (loop.param_groups)
+    relative_lr: bool = False  # each matrix's lr × its initial RMS / the median matrix's (as Adafactor; T5's recipe)
     grad_accum: int = 1
     precision: str = "fp32"
     eval_every: int = 200

@@ -22,6 +22,7 @@ import json
 import math
 import re
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -54,7 +55,8 @@ class TrainingInterrupted(KeyboardInterrupt):
                          f"continue with --resume (resume=True)")
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0,
+                 relative: bool = False) -> list[dict]:
     """AdamW's groups: no weight decay on biases and norm weights (BERT's exclusion list), and with
     layer_decay < 1 the lr scaled by layer_decay ** (top - depth) per group (`lr_scale`; layer-wise
     decay, ELECTRA's fine-tuning recipe, Clark et al. 2020 App. A).
@@ -62,6 +64,13 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
     Depth follows the order parameters are registered in: the i-th layer to appear (`…layers.N.…`,
     encoder then decoder) is depth i, anything before the first layer (embeddings) depth 0, anything
     after a layer one deeper than it (final norms, a decoder's embeddings, the task head).
+
+    relative: one group per parameter, each matrix's lr also scaled by its RMS now over the median
+    matrix's (floored at 1e-3, as Adafactor floors it). Adam moves every weight by about lr per
+    step whatever its size; Adafactor, which T5 was trained with, moves it by lr × its RMS. T5's init
+    gives its embeddings RMS 1 and its cross-attention queries (d·d_kv)^-½ (the 1/√d_kv its attention
+    omits), so one Adam lr moves `mini`'s embeddings 16× more slowly than its other matrices and those
+    queries 8× faster. (A fused q/k/v matrix gets one scale: groups hold whole parameters.)
     """
     groups: dict[tuple[bool, int], list] = {}
     layers: dict[str, None] = {}  # layer prefixes in order of appearance
@@ -74,9 +83,21 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
         if p.requires_grad:  # one lr: BERT's two groups, as checkpoints from before layer decay hold them
             groups.setdefault((p.ndim >= 2, depth if layer_decay != 1.0 else 0), []).append(p)
     top = max((depth for _, depth in groups), default=0)
-    return [{"params": params, "weight_decay": weight_decay if decays else 0.0,
-             "lr_scale": layer_decay ** (top - depth)}
-            for (decays, depth), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
+    out = [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+            "lr_scale": layer_decay ** (top - depth)}
+           for (decays, depth), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
+    if not relative:
+        return out
+    rms = {p: max(_rms(p), 1e-3) for group in out for p in group["params"] if p.ndim >= 2}
+    median = statistics.median(rms.values()) if rms else 1.0
+    return [{**group, "params": [p], "lr_scale": group["lr_scale"] * rms.get(p, median) / median}
+            for group in out for p in group["params"]]
+
+
+@torch.no_grad()
+def _rms(p: Tensor) -> float:
+    full = p.full_tensor() if hasattr(p, "full_tensor") else p  # an FSDP shard: the whole parameter's
+    return full.float().pow(2).mean().sqrt().item()
 
 
 def _autocast(device: torch.device, precision: str):
@@ -268,7 +289,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
         # the fused kernel updates all parameters in one pass (3x faster than the per-tensor loop on
         # CPU for small models); FSDP's sharded DTensors take the default implementation
         fused = device.type in ("cpu", "cuda") and not cfg.fsdp
-        return torch.optim.AdamW(param_groups(module, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr, betas=cfg.betas,
+        return torch.optim.AdamW(param_groups(module, cfg.weight_decay, cfg.layer_decay, cfg.relative_lr), lr=cfg.lr, betas=cfg.betas,
                                  eps=cfg.eps, fused=fused)
 
     opt = make_opt(model)
