@@ -115,7 +115,7 @@ def fine_tuned(model_dir: Path, arm: str, task: str, seed: int, args, out: Path)
     data = DATA / task
     run_dir = out / "finetune" / arm / task / f"seed{seed}"
     finetune(model_dir, task, data / "train.tsv", data / "dev.tsv", run_dir=run_dir, epochs=3, batch_size=32,
-             lr=args.finetune_lr, layer_decay=args.layer_decay, warmup_ratio=0.1, seed=seed, precision="fp32",
+             lr=args.finetune_lr, layer_decay=args.layer_decay, relative_lr=args.finetune_relative_lr, warmup_ratio=0.1, seed=seed, precision="fp32",
              progress=False)
     evals = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in evals if r["split"] == "eval"][-1][METRIC[task]]  # the last epoch's
@@ -168,6 +168,8 @@ def main() -> None:
                     "by side, each with its own --arms: the budget stays the same CPU time")
     ap.add_argument("--finetune-lr", type=float, default=1e-4, help="peak lr of every fine-tuning run")
     ap.add_argument("--layer-decay", type=float, default=1.0, help="fine-tuning's layer-wise lr decay (1: none)")
+    ap.add_argument("--finetune-relative-lr", action="store_true",
+                    help="fine-tune with each matrix's lr scaled by its size (TrainConfig.relative_lr)")
     ap.add_argument("--probe", action="store_true", help="also a linear probe of each arm's frozen encoder per task")
     ap.add_argument("--pretrained-from", metavar="DIR", help="fine-tune the arms' models an earlier --out holds")
     ap.add_argument("--out", default="benchmarks/results/electra_vs_bert")
@@ -203,7 +205,8 @@ def main() -> None:
              **({"config": args.config} if args.config != "mini" else {}),
              **({"pretrain_dropout": args.pretrain_dropout} if args.pretrain_dropout is not None else {}),
              **({"finetune_lr": args.finetune_lr} if args.finetune_lr != 1e-4 else {}),
-             **({"layer_decay": args.layer_decay} if args.layer_decay != 1.0 else {})}
+             **({"layer_decay": args.layer_decay} if args.layer_decay != 1.0 else {}),
+             **({"finetune_relative_lr": True} if args.finetune_relative_lr else {})}
     if results.get("setup", setup) != setup:  # arms of another budget or corpus are not comparable
         results = {}
     results["setup"] = setup

@@ -8,6 +8,7 @@ Every variant starts from the family's small-budget recipe (train/pretrain.py, R
 the defaults of `clozeformer pretrain` for tiny/mini models) and changes what its name says:
 
     lr=X  b2=X  warmup=X (share of the budget)  schedule=linear|cosine|constant  clip=X  decay=X
+    relative=0|1 (each matrix's lr scaled by its size, TrainConfig.relative_lr)
     mask=X (BERT/ELECTRA)  dropout=X (every dropout of the model)  init=normal|mimetic
     cross=1 (attention across the documents of a row)  max_len=N  batch=N
     set.FIELD=VALUE (a model config field, as `pretrain --set`)                  (join with +)
@@ -44,10 +45,11 @@ DEFAULT_VARIANTS = {
             "schedule=cosine",
     "electra": "recipe,init=normal,dropout=0.1,cross=1,lr=1e-3,lr=4e-3",
     "bart": "recipe,init=normal,dropout=0.1,cross=1,lr=1e-3,lr=4e-3",
-    "t5": "recipe,init=normal,dropout=0.1,cross=1,lr=1e-3,lr=4e-3",
+    "t5": "recipe,relative=0+lr=2e-3,relative=0+lr=1e-3,init=normal,dropout=0.1,cross=1,lr=2e-3,lr=5e-4",
 }
 TRAIN_KEYS = {"lr": ("lr", float), "b2": ("betas", lambda v: (0.9, float(v))), "warmup": ("warmup_fraction", float),
-              "schedule": ("schedule", str), "clip": ("clip_norm", float), "decay": ("weight_decay", float)}
+              "schedule": ("schedule", str), "clip": ("clip_norm", float), "decay": ("weight_decay", float),
+              "relative": ("relative_lr", lambda v: v not in ("0", ""))}
 
 
 def machine() -> str:

@@ -16,7 +16,8 @@ import warnings
 from pathlib import Path
 
 from clozeformer.cliargs import (COMPILE_HELP, COUNT, LABEL_SMOOTHING_HELP, MAX_LEN, NONNEGATIVE, POSITIVE,
-                                 PRECISION_HELP, PRECISIONS, RATE, SHARE, FamilyNames, Parser, number, one_line)
+                                 PRECISION_HELP, PRECISIONS, RATE, RELATIVE_LR_HELP, SHARE, FamilyNames, Parser, number,
+                                 one_line)
 from clozeformer.config import VERSION
 
 DEFAULT_NEW_TOKENS = 64  # generate: new tokens per line when neither the user nor the model says
@@ -180,7 +181,7 @@ def cmd_finetune(args) -> None:
                        precision=args.precision, device=args.device, max_train_rows=args.max_train_rows,
                        max_eval_rows=args.max_eval_rows, keep_last=args.keep_last, resume=args.resume,
                        compile=args.compile, label_smoothing=args.label_smoothing, layer_decay=args.layer_decay,
-                       progress=not args.quiet, **_task_options(args))
+                       relative_lr=args.relative_lr, progress=not args.quiet, **_task_options(args))
     print(json.dumps(summary, indent=2, default=str))
 
 
@@ -308,8 +309,7 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--betas", type=SHARE, nargs=2, metavar=("B1", "B2"), help="AdamW betas (default: the recipe's)")
     p.add_argument("--weight-decay", type=number(float, 0), help="default 0.01")
     p.add_argument("--relative-lr", action=argparse.BooleanOptionalAction,
-                   help="scale each weight matrix's lr by its initial RMS, as Adafactor does (default: the "
-                        "recipe's; on for new tiny/mini T5)")
+                   help=RELATIVE_LR_HELP + " (default: the recipe's; on for new tiny/mini T5)")
     p.add_argument("--clip", type=POSITIVE, help="gradient norm clip (default 1.0)")
     p.add_argument("--grad-accum", type=COUNT)
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
@@ -433,6 +433,7 @@ def _finetune_parser(sub) -> None:
     p.add_argument("--layer-decay", type=number(float, 0, 1, open_low=True), default=1.0,
                    help="each layer's lr this factor of the next one up's, the task head at --lr (ELECTRA's "
                         "fine-tuning: 0.8); 1: one lr")
+    p.add_argument("--relative-lr", action="store_true", help=RELATIVE_LR_HELP)
     p.add_argument("--early-stopping", type=COUNT, metavar="PATIENCE",
                    help="stop after PATIENCE evaluations without a new best")
     p.add_argument("--max-train-rows", type=COUNT)

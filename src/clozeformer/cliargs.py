@@ -103,5 +103,6 @@ PRECISION_HELP = ("auto (default): bf16 where the device runs it natively (CUDA 
 MAX_LEN = number(int, MIN_MAX_LEN)
 
 LABEL_SMOOTHING_HELP = "label smoothing of the written text's training loss (T5, BART); 0.1 is the usual value"
+RELATIVE_LR_HELP = "scale each weight matrix's lr by its initial RMS over the median matrix's, as Adafactor does"
 COMPILE_HELP = ("torch.compile the training step (model and loss, forward and backward); the first steps "
                 "pay for compiling. Evaluation and saved models are the same as without it")

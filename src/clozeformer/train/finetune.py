@@ -80,14 +80,16 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
              warmup_ratio: float = 0.1, weight_decay: float = 0.01, early_stopping: int | None = None,
              seed: int = 0, precision: str = "fp32", device: str = "auto", max_train_rows: int | None = None,
              max_eval_rows: int | None = None, keep_last: int = 1, log_every: int = 10, resume: bool = False,
-             compile: bool = False, label_smoothing: float = 0.0, layer_decay: float = 1.0, progress: bool = True,
+             compile: bool = False, label_smoothing: float = 0.0, layer_decay: float = 1.0, relative_lr: bool = False,
+             progress: bool = True,
              **task_options: Any) -> dict[str, Any]:
     """Fine-tune the model directory `model` on `task` (a kind or a preset name); returns a summary.
 
     task_options override TaskSpec fields (text_column, text_pair_column, label_column, metric,
     prefix, label_words, max_len, …). Evaluation on `eval` after every epoch keeps the best model
     (run_dir/best) by the main metric; early_stopping=N stops after N evaluations without a new best;
-    layer_decay < 1 trains each layer at that factor of the lr of the layer above (the head at `lr`)."""
+    layer_decay < 1 trains each layer at that factor of the lr of the layer above (the head at `lr`);
+    relative_lr scales each matrix's lr by its size (TrainConfig.relative_lr)."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be ≥ 1, got {epochs} and {batch_size}")
     if not 0 <= warmup_ratio < 1:
@@ -118,7 +120,8 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=int(warmup_ratio * steps), weight_decay=weight_decay,
                       eval_every=per_epoch, save_every=per_epoch, eval_batches=10**9, keep_last=keep_last,
                       log_every=min(log_every, per_epoch), seed=seed, precision=precision, device=device,
-                      compile=compile, label_smoothing=label_smoothing, layer_decay=layer_decay)
+                      compile=compile, label_smoothing=label_smoothing, layer_decay=layer_decay,
+                      relative_lr=relative_lr)
     run_dir = Path(run_dir)
     main = spec.main_metric
     keeper = _BestKeeper(net, tok, run_dir, main, early_stopping)
