@@ -129,6 +129,13 @@ def test_layer_decay_scales_each_layers_lr_from_the_head_down(sst2, tmp_path):
     groups = state["param_groups"]
     assert sorted({g["lr_scale"] for g in groups}) == [0.25, 0.5, 1.0]  # embeddings, the one layer, the head
     assert len({round(g["lr"] / g["lr_scale"], 12) for g in groups}) == 1 and groups[0]["lr"] > 0  # fit applied them
+    # --relative-lr on top: one group per parameter, each matrix's scale times its size over the median's
+    assert main(["finetune", "--model", str(d / "bert"), "--task", "sst2", "--train", str(train), "--epochs", "1",
+                 "--batch-size", "16", "--max-len", "48", "--layer-decay", "0.5", "--relative-lr",
+                 "--run-dir", str(tmp_path / "rel"), "--quiet"]) == 0
+    state = json.loads(next((tmp_path / "rel" / "checkpoints").glob("step-*/trainer_state.json")).read_text())
+    assert state["train_config"]["relative_lr"] and all(len(g["params"]) == 1 for g in state["param_groups"])
+    assert len({g["lr_scale"] for g in state["param_groups"]}) > 3  # not only the three depths
 
 
 def test_best_keeper_and_early_stopping(tmp_path):
