@@ -20,8 +20,8 @@ BERT, ELECTRA and the unpretrained encoder share one WordPiece tokenizer; BART (
 and T5 (Unigram + sentinels) train their own, which their unpretrained arms use too.
 
 Fine-tuning: `clozeformer.finetune`, one recipe for every arm: 3 epochs, batch 32, lr 1e-4 (`--finetune-lr`),
-10% warmup, one lr for all layers (`--layer-decay`) and matrices (`--finetune-relative-lr`), fp32, `--seeds`; the score is the last epoch's dev metric
-(nothing is selected on dev). `--probe` adds a linear probe per task: logistic regression on the frozen
+10% warmup, one lr for all layers (`--layer-decay`) and matrices (`--finetune-relative-lr`), fp32, `--seeds`;
+the score is the last epoch's dev metric (nothing is selected on dev). `--probe` adds a linear probe per task: logistic regression on the frozen
 encoder's mean-pooled last layer, what pretraining taught before any fine-tuning. `--pretrained-from DIR`
 fine-tunes the models (and tokenizers) an earlier run left in DIR instead of pretraining again, e.g. under
 another fine-tuning recipe (unpretrained arms are built anew).
@@ -115,8 +115,8 @@ def fine_tuned(model_dir: Path, arm: str, task: str, seed: int, args, out: Path)
     data = DATA / task
     run_dir = out / "finetune" / arm / task / f"seed{seed}"
     finetune(model_dir, task, data / "train.tsv", data / "dev.tsv", run_dir=run_dir, epochs=3, batch_size=32,
-             lr=args.finetune_lr, layer_decay=args.layer_decay, relative_lr=args.finetune_relative_lr, warmup_ratio=0.1, seed=seed, precision="fp32",
-             progress=False)
+             lr=args.finetune_lr, layer_decay=args.layer_decay, relative_lr=args.finetune_relative_lr,
+             warmup_ratio=0.1, seed=seed, precision="fp32", progress=False)
     evals = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in evals if r["split"] == "eval"][-1][METRIC[task]]  # the last epoch's
 

@@ -289,8 +289,8 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
         # the fused kernel updates all parameters in one pass (3x faster than the per-tensor loop on
         # CPU for small models); FSDP's sharded DTensors take the default implementation
         fused = device.type in ("cpu", "cuda") and not cfg.fsdp
-        return torch.optim.AdamW(param_groups(module, cfg.weight_decay, cfg.layer_decay, cfg.relative_lr), lr=cfg.lr, betas=cfg.betas,
-                                 eps=cfg.eps, fused=fused)
+        groups = param_groups(module, cfg.weight_decay, cfg.layer_decay, cfg.relative_lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
 
     opt = make_opt(model)
     state = {"train_config": cfg.to_dict(), "model_config": model.config.to_dict(), **(extra_state or {})}
