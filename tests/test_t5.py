@@ -12,6 +12,7 @@ import clozeformer
 from clozeformer.config import ConfigError
 from clozeformer.interop.hf import t5_state_to_hf
 from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
+from clozeformer.nn.layers import mimetic_init
 from clozeformer.nn.position import relative_position_bucket
 
 TOL = 1e-4
@@ -185,6 +186,47 @@ def test_init_follows_mesh_tf(one_thread):
         assert w.std().item() == pytest.approx(std, rel=0.15)
     assert (m.encoder.norm.weight == 1).all() and (layer.ffn_norm.weight == 1).all()
     assert not any(n.endswith("bias") for n, _ in m.named_parameters())  # no linear biases anywhere
+
+
+def test_mimetic_init_reads_word_order_from_the_first_step(transformers, tmp_path, one_thread):
+    """T5 has no position embedding for mimetic init to make sinusoidal: its relative tables start local
+    instead (encoder heads on the previous / next token, decoder heads on the token / the previous one),
+    self-attention drops the identity that would outscore them, cross-attention keeps it, and the model
+    still exports unchanged."""
+    torch.manual_seed(0)
+    own = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=200)).eval()
+    mimetic = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=200)).eval()
+    mimetic.load_state_dict(own.state_dict())
+    mimetic_init(mimetic)
+    offsets = torch.arange(-300, 301)
+    for stack, preferred in ((mimetic.encoder, (-1, 1)), (mimetic.decoder, (0, -1))):
+        table = stack.bias.embedding.weight.detach()  # [32 buckets, 2 heads]
+        bias = table[relative_position_bucket(offsets, bidirectional=stack is mimetic.encoder)]  # [601, 2]
+        for h, o in enumerate(preferred):
+            assert offsets[bias[:, h].argmax()] == o  # the first such offset: a later key shares bucket 0 in causal
+            assert bias[300 + o, h] - bias[300 + o - 1, h] == pytest.approx(1.0)  # the sharp head: 1 nat a token
+            assert bias[300 + o, h] - bias[300 - 60, h] > 50  # far keys are out of reach
+    width = 64
+    qkv, cross_q, cross_k = (mimetic.encoder.layers[0].attn.qkv.weight.detach(),
+                             mimetic.decoder.layers[0].cross.q.weight.detach(),
+                             mimetic.decoder.layers[0].cross.kv.weight.detach())
+    self_qk = qkv[:width].T @ qkv[128:128 + width]
+    cross_qk = cross_q[:width].T @ cross_k[:width]
+    def diagonal_share(m):
+        return (m.diag().mean() / (m - torch.diag(m.diag())).abs().mean()).item()
+    assert diagonal_share(self_qk) < 1 < 5 < diagonal_share(cross_qk)
+    # word order: reversing a sentence changes what a bag-of-words encoder would return in reverse only
+    ids = torch.randint(5, 200, (4, 24))
+    with torch.no_grad():
+        order = [((m.encode(ids) - m.encode(ids.flip(1)).flip(1)).norm(dim=-1) / m.encode(ids).norm(dim=-1)).mean()
+                 for m in (own, mimetic)]
+    assert order[0] < 0.1 < 0.2 < order[1]
+    clozeformer.save_model(mimetic, tmp_path)
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
+    labels = torch.randint(5, 200, (4, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids, labels=labels).logits, mimetic(ids, labels=labels).logits,
+                                   atol=1e-4, rtol=1e-4)
 
 
 def test_training_step_and_label_shift(one_thread):

@@ -63,6 +63,28 @@ def sinusoidal_(weight: Tensor, std: float) -> Tensor:
     return weight
 
 
+@torch.no_grad()
+def local_(bias: "RelativePositionBias", slope: float = 1.0) -> Tensor:
+    """Start a relative position table local, the relative-position counterpart of `sinusoidal_`: head h
+    prefers one offset (the encoder's heads the previous and the next token in turn, a causal decoder's
+    the token itself and the previous one) and loses `slope` nats per token of distance from it — the first
+    half of the heads; the others slope/4, reading wider. A bucket holding several offsets gets their mean.
+    T5's own init gives every bucket a small random value, so attention starts blind to word order and the
+    table moves by about the lr per step under Adam (BENCHMARKS.md, "T5's encoder reads word order")."""
+    table = bias.embedding.weight  # [buckets, H]
+    buckets, heads = table.shape
+    reach = 2 * bias.max_distance  # past max_distance every offset shares the last bucket
+    offsets = torch.arange(-reach, reach + 1 if bias.bidirectional else 1)
+    which = relative_position_bucket(offsets, bidirectional=bias.bidirectional, num_buckets=buckets,
+                                     max_distance=bias.max_distance)
+    held = torch.bincount(which, minlength=buckets).clamp(min=1)
+    preferred = (-1, 1) if bias.bidirectional else (0, -1)
+    for h in range(heads):
+        cost = (slope if h < heads // 2 else slope / 4) * (offsets - preferred[h % 2]).abs().float()
+        table[:, h] = -torch.zeros(buckets).index_add_(0, which, cost) / held
+    return table
+
+
 class RelativePositionBias(nn.Module):
     """A learned [num_buckets, H] table -> additive attention bias [1, H, T, S]."""
 
