@@ -185,6 +185,19 @@ def test_plateau_alarm_says_so_once():
     assert not quiet.said and not quiet.plateau
 
 
+def test_memorising_alarm_says_so_once_and_is_not_a_plateau():
+    """A loss that left the plateau and comes back up is memorisation (a small corpus read many times), not a
+    model that never read context: one warning saying so, with its best step, and no plateau warning."""
+    alarm = PlateauAlarm("token_loss", 4.8, after=0.3, margin=1.0, rise=0.2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step, loss in ((500, 3.98), (1000, 3.68), (1500, 3.56), (2000, 3.62), (2500, 3.79), (3000, 3.87)):
+            alarm(step, {"token_loss": loss}, step / 4000)  # 3.79 is within a nat of 4.8, but was 3.56
+    assert len(caught) == 1 and "3.79 at step 2500" in str(caught[0].message)
+    assert "3.56 at step 1500" in str(caught[0].message) and "Try:" in str(caught[0].message)
+    assert alarm.memorising and not alarm.plateau and alarm.best == (3.56, 1500)
+
+
 def test_collapsed_discriminator_alarm_says_so_once():
     """ELECTRA's discriminator at chance (AUC ~0.5) past 30% of the budget: collapsed, with what to try."""
     alarm = PlateauAlarm("mlm_loss", 7.0)

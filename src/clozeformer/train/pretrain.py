@@ -166,24 +166,38 @@ def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
 
 
 class PlateauAlarm:
-    """fit's on_eval hook: says once, past `after` of the budget, when the held-out loss is still within
+    """fit's on_eval hook: says once, past `after` of the budget, when the held-out loss has never left
     `margin` nats of `level` (the unigram entropy, scaled to the share of targets that are text):
-    the model predicts frequent tokens and has not begun to read context. And, once, when ELECTRA's
-    discriminator tells replaced tokens from originals no better than chance (held-out AUC below
+    the model predicts frequent tokens and has not begun to read context. Once, when the held-out loss
+    has risen `rise` nats above its best: the model learns the training text by heart (a small corpus
+    read many times; BENCHMARKS.md, "Twenty minutes read this corpus forty times"). And, once, when
+    ELECTRA's discriminator tells replaced tokens from originals no better than chance (held-out AUC below
     `auc_floor`): it gives every token nearly the same score, its token vectors collapsed to one
     (BENCHMARKS.md, "The papers' orderings": a peak lr too high for it)."""
 
-    def __init__(self, key: str, level: float, *, after: float = 0.3, margin: float = 1.0, auc_floor: float = 0.55,
-                 enabled: bool = True) -> None:
+    def __init__(self, key: str, level: float, *, after: float = 0.3, margin: float = 1.0, rise: float = 0.2,
+                 auc_floor: float = 0.55, enabled: bool = True) -> None:
         self.key, self.level, self.after, self.margin, self.enabled = key, level, after, margin, enabled
-        self.auc_floor = auc_floor
+        self.rise, self.auc_floor = rise, auc_floor
+        self.best: tuple[float, int] | None = None  # (lowest held-out loss, its step)
         self.said: set[str] = set()
 
     def __call__(self, step: int, metrics: dict[str, float], progress: float) -> bool:
-        if not self.enabled or progress < self.after:
-            return False
         loss, auc = metrics.get(self.key), metrics.get("disc_auc")
-        if "plateau" not in self.said and loss is not None and loss > self.level - self.margin:
+        if not self.enabled:
+            return False
+        if loss is not None and (self.best is None or loss < self.best[0]):
+            self.best = (loss, step)
+        if "memorising" not in self.said and loss is not None and loss > self.best[0] + self.rise:
+            self.said.add("memorising")
+            warnings.warn(
+                f"held-out {self.key} {loss:.2f} at step {step} ({progress:.0%} of the budget) has risen from its "
+                f"best, {self.best[0]:.2f} at step {self.best[1]}: the model is learning the training text by heart "
+                "rather than the language. Try: more text (--corpus); a shorter budget (--minutes/--steps); "
+                "dropout in pretraining (--set dropout=0.1; BERT/ELECTRA also attention_dropout=0.1)", stacklevel=2)
+        if progress < self.after:
+            return False
+        if "plateau" not in self.said and self.best is not None and self.best[0] > self.level - self.margin:
             self.said.add("plateau")
             warnings.warn(
                 f"held-out {self.key} {loss:.2f} at step {step} ({progress:.0%} of the budget) is still within "
@@ -203,6 +217,10 @@ class PlateauAlarm:
     @property
     def plateau(self) -> bool:
         return "plateau" in self.said
+
+    @property
+    def memorising(self) -> bool:
+        return "memorising" in self.said
 
 
 def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str = "mini", run_dir: str | Path = "runs/pretrain",
@@ -277,7 +295,8 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     summary["model_dir"] = str(run_dir / "model")
     summary.update(n_tokens=cache.n_tokens, train_examples=len(data.train_examples),
                    eval_examples=len(data.eval_examples), parameters=sum(p.numel() for p in net.parameters()),
-                   real_token_fraction=round(real, 4), unigram_entropy=round(entropy, 4), plateau=alarm.plateau)
+                   real_token_fraction=round(real, 4), unigram_entropy=round(entropy, 4), plateau=alarm.plateau,
+                   memorising=alarm.memorising)
     return summary
 
 
