@@ -168,9 +168,9 @@ def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
 class PlateauAlarm:
     """fit's on_eval hook: says once, past `after` of the budget, when the held-out loss has never left
     `margin` nats of `level` (the unigram entropy, scaled to the share of targets that are text):
-    the model predicts frequent tokens and has not begun to read context. Once, when the held-out loss
-    has risen `rise` nats above its best: the model learns the training text by heart (a small corpus
-    read many times; BENCHMARKS.md, "Twenty minutes read this corpus forty times"). And, once, when
+    the model predicts frequent tokens and has not begun to read context. Once, past `after`, when the
+    held-out loss has risen `rise` nats above its best: the model learns the training text by heart (a
+    small corpus read many times; BENCHMARKS.md, "Twenty minutes read this corpus forty times"). And, once, when
     ELECTRA's discriminator tells replaced tokens from originals no better than chance (held-out AUC below
     `auc_floor`): it gives every token nearly the same score, its token vectors collapsed to one
     (BENCHMARKS.md, "The papers' orderings": a peak lr too high for it)."""
@@ -183,11 +183,13 @@ class PlateauAlarm:
         self.said: set[str] = set()
 
     def __call__(self, step: int, metrics: dict[str, float], progress: float) -> bool:
-        loss, auc = metrics.get(self.key), metrics.get("disc_auc")
         if not self.enabled:
             return False
+        loss, auc = metrics.get(self.key), metrics.get("disc_auc")
         if loss is not None and (self.best is None or loss < self.best[0]):
             self.best = (loss, step)
+        if progress < self.after:  # early rises are the lr's warmup, not memory
+            return False
         if "memorising" not in self.said and loss is not None and loss > self.best[0] + self.rise:
             self.said.add("memorising")
             warnings.warn(
@@ -195,8 +197,6 @@ class PlateauAlarm:
                 f"best, {self.best[0]:.2f} at step {self.best[1]}: the model is learning the training text by heart "
                 "rather than the language. Try: more text (--corpus); a shorter budget (--minutes/--steps); "
                 "dropout in pretraining (--set dropout=0.1; BERT/ELECTRA also attention_dropout=0.1)", stacklevel=2)
-        if progress < self.after:
-            return False
         if "plateau" not in self.said and self.best is not None and self.best[0] > self.level - self.margin:
             self.said.add("plateau")
             warnings.warn(
