@@ -21,8 +21,8 @@ and T5 (Unigram + sentinels) train their own, which their unpretrained arms use 
 
 Fine-tuning: `clozeformer.finetune`, one recipe for every arm: 3 epochs, batch 32, lr 1e-4 (`--finetune-lr`),
 10% warmup, one lr for all layers (`--layer-decay`) and matrices (`--finetune-relative-lr`), fp32, `--seeds`;
-the score is the last epoch's dev metric (nothing is selected on dev). `--probe` adds a linear probe per task: logistic regression on the frozen
-encoder's mean-pooled last layer, what pretraining taught before any fine-tuning. `--pretrained-from DIR`
+the score is the last epoch's dev metric (nothing is selected on dev). `--probe` adds a linear probe per task:
+logistic regression on the frozen encoder's mean-pooled last layer, what pretraining taught before any fine-tuning. `--pretrained-from DIR`
 fine-tunes the models (and tokenizers) an earlier run left in DIR instead of pretraining again, e.g. under
 another fine-tuning recipe (unpretrained arms are built anew).
 SST-2 accuracy, CoLA Matthews correlation. BART classifies from the decoder's state at the last
