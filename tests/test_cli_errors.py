@@ -110,6 +110,32 @@ def test_wrong_family_tokenizer_or_init_is_refused_before_tokenising(corpus, wor
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("model,setting,expected", [
+    ("bert", "bogus=1", "unknown bert config key 'bogus'"),
+    ("electra", "dropout=1.5", "dropout must be in [0, 1)"),
+    ("bart", "num_heads=3", "hidden_size 256 is not divisible by num_heads 3"),
+    ("t5", "d_model=0", "d_model must be positive"),
+    ("roberta", "max_positions=64", "max_len 128 exceeds the model's max_positions 64"),
+])
+def test_bad_set_is_refused_before_tokenising(corpus, tmp_path, capsys, model, setting, expected):
+    """A new model's config is checked before a tokenizer is trained or the corpus read (it took minutes on a
+    large corpus to hear of a typo)."""
+    fails(["pretrain", "--corpus", corpus, "--model", model, "--set", setting, "--run-dir", tmp_path / "r",
+           "--cache-dir", tmp_path / "cache"], capsys, expected)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
+
+
+def test_set_with_init_is_refused(corpus, wordpiece, tmp_path, capsys):
+    """A continued model keeps its own config: an override it does not already have would be lost silently."""
+    tok = Tokenizer.load(wordpiece)
+    save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1,
+                                                    num_heads=2, intermediate_size=64)), tmp_path / "bert", tok)
+    fails(["pretrain", "--corpus", corpus, "--init", tmp_path / "bert", "--set", "num_layers=1", "dropout=0.2",
+           "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "cache"], capsys,
+          "--set) dropout=0.2: the model continued from --init", "has dropout=0.1 and keeps its own config")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
+
+
 def test_a_batch_larger_than_the_corpus_is_refused_before_training(corpus, tmp_path, capsys):
     """Each batch would repeat the corpus's rows many times (100,000 rows were killed for memory)."""
     fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "run", "--cache-dir", tmp_path / "cache",

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -254,6 +255,12 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     recipe = OBJECTIVES[family.objective]
     _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction,
                      cross_document and nsp and family.nsp)
+    start = None if init is None else load_model(init)  # the model continued
+    if start is not None:
+        _agrees(start.config, model_overrides, f"--init {init}")
+    # the model's config, refused before the corpus is read
+    _fits(_new_config(family, config, _ANY_TOKENIZER, max_len, nsp and family.nsp, model_overrides)
+          if start is None else start.config, max_len, nsp and family.nsp)
     check_fresh(Path(run_dir), resume)
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
     train, mlm_rate, weight_init = _recipe(family, small, train, mlm_rate, weight_init)
@@ -268,7 +275,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
         cache = load_corpus(corpus, tok, cache_dir=cache_dir, text_field=text_field, blank_line_docs=blank_line_docs,
                             progress=progress and dist.is_main)
 
-    net, exported = _model(family, config, init, tok, max_len, nsp, model_overrides, small, train.seed, weight_init)
+    net, exported = _model(family, config, start, tok, max_len, nsp, model_overrides, small, train.seed, weight_init)
     data = recipe.data(cache, tok, max_len=max_len, batch_size=batch_size, nsp=nsp, whole_word=whole_word,
                        mlm_rate=mlm_rate, noise=noise, seed=train.seed, eval_fraction=eval_fraction)
     data.cross_document = cross_document
@@ -318,16 +325,15 @@ def _recipe(family: Family, small: bool, train, mlm_rate: float | None,
     return train, mlm_rate, weight_init
 
 
-def _model(family: Family, config: str, init, tok: Tokenizer, max_len: int, nsp: bool, overrides: dict | None,
-           small: bool, seed: int, weight_init: str) -> tuple[nn.Module, Any]:
-    """The model to pretrain (`init` loaded, or a new preset sized for the tokenizer) and the config it
-    is exported with; refuses a model the tokenizer, max_len or NSP do not fit."""
-    if init is not None:
-        net = load_model(init)
+def _model(family: Family, config: str, start: nn.Module | None, tok: Tokenizer, max_len: int, nsp: bool,
+           overrides: dict | None, small: bool, seed: int, weight_init: str) -> tuple[nn.Module, Any]:
+    """The model to pretrain (`start`, the one continued, or a new preset sized for the tokenizer) and the config
+    it is exported with; refuses a model whose vocabulary the tokenizer does not fit."""
+    if start is not None:
+        net = start
         cfg = exported = net.config
     else:
-        exported = family.config_cls.preset(config, **{**family.config_fields(tok, max_len),
-                                                       **({"nsp": nsp} if family.nsp else {}), **(overrides or {})})
+        exported = _new_config(family, config, tok, max_len, nsp, overrides)
         # small budgets: no dropout in pretraining (cramming §4.3: no time to overfit); the exported model
         # keeps the family's dropout in its config, for fine-tuning (there and in transformers)
         dropouts = [f.name for f in dataclasses.fields(family.config_cls) if f.name.endswith("dropout")]
@@ -338,11 +344,35 @@ def _model(family: Family, config: str, init, tok: Tokenizer, max_len: int, nsp:
             mimetic_init(net)
     if cfg.vocab_size < tok.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} ids but the model's vocabulary holds {cfg.vocab_size}")
+    return net, exported
+
+
+# What pretrain checks a new model's config against before any tokenizer exists: ids any tokenizer could give
+_ANY_TOKENIZER = SimpleNamespace(vocab_size=2 ** 31 - 1, pad_id=0, bos_id=1, eos_id=2)
+
+
+def _new_config(family: Family, config: str, tok, max_len: int, nsp: bool, overrides: dict | None):
+    """A new model's config: the preset, what the tokenizer and max_len decide, then `overrides` (ConfigError
+    for an unknown key or a value out of range)."""
+    return family.config_cls.preset(config, **{**family.config_fields(tok, max_len),
+                                               **({"nsp": nsp} if family.nsp else {}), **(overrides or {})})
+
+
+def _agrees(cfg, overrides: dict | None, source: str) -> None:
+    """A continued model keeps its own config: every override must already hold there (one it ignored would be
+    lost without a word)."""
+    wanted = type(cfg).from_dict({**cfg.to_dict(), **(overrides or {})})  # unknown keys and wrong types refused
+    if differ := [k for k in overrides or {} if getattr(wanted, k) != getattr(cfg, k)]:
+        raise ValueError(f"model_overrides (--set) {', '.join(f'{k}={overrides[k]!r}' for k in differ)}: the model "
+                         f"continued from {source} has {', '.join(f'{k}={getattr(cfg, k)!r}' for k in differ)} and "
+                         "keeps its own config (edit its config.json, or leave out --init)")
+
+
+def _fits(cfg, max_len: int, nsp: bool) -> None:
     if max_len > getattr(cfg, "max_positions", max_len):  # T5's relative positions have no limit
         raise ValueError(f"max_len {max_len} exceeds the model's max_positions {cfg.max_positions}")
     if nsp and not cfg.nsp:
         raise ValueError("nsp=True but the model has no NSP head (pass nsp=False)")
-    return net, exported
 
 
 def _check_arguments(recipe: Objective, family: str, config: str, init, tokenizer, max_len: int, batch_size: int,
