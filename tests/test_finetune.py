@@ -19,8 +19,8 @@ from clozeformer.tasks import TaskError, task_spec
 from clozeformer.tasks import metrics as M
 from clozeformer.tasks.qa import answer_texts, best_span, windows
 from clozeformer.tasks.readers import read_records
-from clozeformer.tasks.spec import parse_label, parse_regression, regression_text
-from clozeformer.tasks.task import load_examples, score
+from clozeformer.tasks.spec import TaskSpec, parse_label, parse_regression, regression_text
+from clozeformer.tasks.task import kind_of, load_examples, score
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.finetune import _BestKeeper, evaluate, finetune, predict
 import textgen
@@ -189,6 +189,23 @@ def test_label_set_and_file_errors(sst2, tmp_path):
         with pytest.raises(ValueError, match=match):
             finetune(d / "bert", "sst2", train, run_dir=tmp_path / "refused", **{**FAST, **bad})
         assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("options, unread", [
+    ({"label_words": {"0": "bad", "1": "good"}}, "label_words does"),  # T5's: a BERT classifier has a head
+    ({"prefix": "sst2 sentence: ", "num_beams": 4}, "prefix, num_beams do"),
+    ({"stride": 32, "source_column": "text"}, "stride, source_column do"),
+])
+def test_options_the_task_does_not_read_are_refused(sst2, tmp_path, options, unread):
+    """An option the kind ignores with this model would be lost silently; refused before the run directory."""
+    d, train, _ = sst2
+    with pytest.raises(TaskError, match=rf"{unread} not apply to classification with a bert model; its options: "
+                                        r"metric, max_len, text_column, text_pair_column, label_column"):
+        finetune(d / "bert", "sst2", train, run_dir=tmp_path / "refused", **FAST, **options)
+    assert not (tmp_path / "refused").exists()
+    for kind in ("classification", "regression", "token-classification", "extractive-qa", "seq2seq"):
+        for family in ("bert", "t5"):  # every option a kind reads is a TaskSpec field
+            assert set(kind_of(task_spec(kind), family).reads) <= set(TaskSpec.__dataclass_fields__)
 
 
 def test_csv_quoting_and_hf_local_loader(tmp_path):

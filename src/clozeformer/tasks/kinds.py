@@ -135,6 +135,7 @@ class Kind:
 
     name = ""
     generates = False  # predictions are generated text (no forward pass without targets)
+    reads: tuple[str, ...] = ("metric", "max_len")  # the TaskSpec options this kind uses (others are refused)
 
     def load(self, spec: TaskSpec, source, split: str, labelled: bool) -> list[dict[str, Any]]:
         return [self.example(spec, r, labelled) for r in read_records(source, split)]
@@ -191,6 +192,8 @@ class Kind:
 
 class _Sentences(Kind):
     """A text (and an optional second text) per example, one label."""
+
+    reads = Kind.reads + ("text_column", "text_pair_column", "label_column")
 
     def example(self, spec, record, labelled):
         where = record[0]
@@ -284,6 +287,7 @@ class Regression(_Sentences):
 
 class TokenClassification(Kind):
     name = "token-classification"
+    reads = Kind.reads + ("tokens_column", "tags_column")
 
     def example(self, spec, record, labelled):
         where = record[0]
@@ -329,6 +333,7 @@ class TokenClassification(Kind):
 
 class ExtractiveQA(Kind):
     name = "extractive-qa"
+    reads = Kind.reads + ("stride", "max_query_len", "max_answer_len")
 
     def load(self, spec, source, split, labelled):
         return read_squad(source) if str(source).endswith(".json") else super().load(spec, source, split, labelled)
@@ -385,6 +390,7 @@ class _Generates(Kind):
     """Predictions are generated: no forward pass without targets; eval pools the generated ids."""
 
     generates = True
+    reads = Kind.reads + ("max_new_tokens", "num_beams")
 
     def width(self, spec):
         return spec.max_new_tokens + 1
@@ -412,6 +418,7 @@ class _Generates(Kind):
 
 class Seq2Seq(_Generates):
     name = "seq2seq"
+    reads = _Generates.reads + ("source_column", "target_column", "prefix")
 
     def example(self, spec, record, labelled):
         ex = {"where": record[0], "source": field(record, spec.source_column)}
@@ -442,6 +449,8 @@ class TextToText(_Generates):
 
     def __init__(self, inner: _Sentences) -> None:
         self.inner, self.name = inner, inner.name
+        self.reads = (*inner.reads, *_Generates.reads[len(Kind.reads):], "prefix", "pair_prefix",
+                      *(("label_words",) if isinstance(inner, Classification) else ()))
 
     def example(self, spec, record, labelled):
         return self.inner.example(spec, record, labelled)
@@ -486,3 +495,12 @@ def kind_of(spec: TaskSpec, family: str | None = None) -> Kind:
     """The kind a model of `family` does `spec` with (reading examples needs no family)."""
     kind = KINDS[spec.kind]
     return TextToText(kind) if family is not None and spec.kind in FAMILIES[family].text_to_text else kind
+
+
+def check_options(spec: TaskSpec, family: str, options: dict[str, Any]) -> None:
+    """Refuse task options given (not None) that the kind does not read with a `family` model (T5's label words
+    for a BERT classifier, a QA stride for a summariser): they would be ignored without a word."""
+    reads = kind_of(spec, family).reads
+    if unread := [k for k, v in options.items() if v is not None and k not in reads]:
+        raise TaskError(f"{', '.join(unread)} {'does' if len(unread) == 1 else 'do'} not apply to {spec.kind} with a "
+                        f"{family} model; its options: {', '.join(reads)}")

@@ -15,14 +15,14 @@ from torch import Tensor
 
 from clozeformer.data.packing import EpochOrder, pad_rows
 from clozeformer.nn.functional import IGNORE
-from clozeformer.tasks.kinds import check_labels, kind_of
+from clozeformer.tasks.kinds import check_labels, check_options, kind_of
 from clozeformer.tasks.metrics import Pooled
 from clozeformer.tasks.qa import Window
 from clozeformer.tasks.readers import Record
 from clozeformer.tasks.spec import TaskSpec
 
-__all__ = ["TaskData", "check_labels", "example", "features", "kind_of", "label_set", "load_examples", "metrics_fn",
-           "predictions", "score", "steps_per_epoch"]
+__all__ = ["TaskData", "check_labels", "check_options", "example", "features", "kind_of", "label_set", "load_examples",
+           "metrics_fn", "predictions", "score", "steps_per_epoch"]
 
 
 # --- the data path, by kind ------------------------------------------------------------------

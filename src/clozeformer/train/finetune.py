@@ -27,8 +27,8 @@ from clozeformer.families import family_of
 from clozeformer.interop.model_dir import load_model, load_state, save_model
 from clozeformer.models.electra import ElectraForPreTraining
 from clozeformer.tasks.spec import TaskError, TaskSpec, task_spec
-from clozeformer.tasks.task import (TaskData, check_labels, example, features, kind_of, label_set, load_examples,
-                                    metrics_fn, steps_per_epoch)
+from clozeformer.tasks.task import (TaskData, check_labels, check_options, example, features, kind_of, label_set,
+                                    load_examples, metrics_fn, steps_per_epoch)
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
 from clozeformer.train.checkpoint import check_fresh
@@ -100,6 +100,7 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     base, tok = _load(model)
     family = base.config.model_type
     spec = task_spec(task, **task_options)
+    check_options(spec, family, task_options)
     limit = base.config.max_length
     if limit is not None and spec.max_len > limit:
         if "max_len" in task_options and task_options["max_len"] is not None:
