@@ -109,6 +109,17 @@ def test_generate_cli_prints_one_line_per_input(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(texts[0] + "\n"))
     code, out, _ = run("generate", str(tmp_path / "bart"), "--max-new-tokens", "6", "--num-beams", "2")
     assert code == 0 and out.splitlines() == lines[:1]
+    # an option that would change nothing (transformers warns and ignores it) is refused, before any output
+    for extra, named in ((["--temperature", "0.5"], "--temperature changes nothing without --sample"),
+                         (["--top-k", "5", "--num-beams", "2"], "--top-k changes nothing without --sample"),
+                         (["--length-penalty", "2"], "--length-penalty changes nothing without --num-beams N (N > 1)")):
+        code, out, err = run("generate", str(tmp_path / "bart"), "--input", str(src), *extra)
+        assert (code, out) == (1, "") and named in err, err
+    # unless the checkpoint's own settings make it count: a saved num_beams lets --length-penalty work
+    (tmp_path / "bart" / "generation_config.json").write_text('{"num_beams": 2}')
+    code, out, err = run("generate", str(tmp_path / "bart"), "--input", str(src), "--length-penalty", "2",
+                         "--max-new-tokens", "6")
+    assert code == 0 and len(out.splitlines()) == 3, err
 
 
 def test_noise_cli_rtd_with_an_electra_model(tmp_path):

@@ -121,8 +121,6 @@ def cmd_generate(args) -> None:
     # a file is read before the model loads (its errors first); stdin after (a bad model does not wait for it)
     lines = None if args.input == "-" else [line for _, line in read_lines(Path(args.input))]  # strict UTF-8
     model, tok, target_tok = load_generator(args.model, allow_pickle=args.allow_pickle)
-    if lines is None:
-        lines = [line.rstrip("\n") for line in sys.stdin]
     given = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.sample,
                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                  length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
@@ -130,6 +128,16 @@ def cmd_generate(args) -> None:
     # options left out take the model's saved generation settings (generation_config.json), as in transformers
     options = {k: v for k, v in given.items() if v is not None}
     saved = getattr(model, "generation_defaults", None) or {}
+    settings = {**saved, **options}
+    # transformers warns and ignores these; an option given is meant to change the output
+    for keys, needs, mode in ((("temperature", "top_k", "top_p"), settings.get("do_sample"), "--sample"),
+                              (("length_penalty", "early_stopping"), settings.get("num_beams", 1) > 1,
+                               "--num-beams N (N > 1)")):
+        if (unused := [f"--{k.replace('_', '-')}" for k in keys if k in options]) and not needs:
+            raise ValueError(f"{', '.join(unused)} change{'s' if len(unused) == 1 else ''} nothing without {mode}; "
+                             f"add {mode}, or leave {'it' if len(unused) == 1 else 'them'} out")
+    if lines is None:
+        lines = [line.rstrip("\n") for line in sys.stdin]
     if "max_new_tokens" not in options and "max_length" not in saved and "max_new_tokens" not in saved:
         options["max_new_tokens"] = DEFAULT_NEW_TOKENS
     prefix = args.prefix if args.prefix is not None else (getattr(model, "task", None) or {}).get("prefix") or ""
