@@ -41,7 +41,7 @@ def lines(n: int = 400) -> list[str]:
 
 
 def pretrain_args(corpus, run_dir, cache_dir, *extra, steps=6, tokenizer=None):
-    tok = ["--tokenizer", str(tokenizer)] if tokenizer else ["--vocab-size", "400"]
+    tok = ["--tokenizer", str(tokenizer)] if tokenizer else [] if "--init" in extra else ["--vocab-size", "400"]
     return ["pretrain", "--corpus", *map(str, corpus if isinstance(corpus, list) else [corpus]), *TINY_SET,
             "--steps", str(steps), "--warmup", "1", "--max-len", "32", "--batch-size", "8", "--eval-every", "3",
             "--save-every", "3", "--eval-batches", "2", "--run-dir", str(run_dir), "--cache-dir", str(cache_dir),

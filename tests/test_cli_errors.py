@@ -125,14 +125,34 @@ def test_bad_set_is_refused_before_tokenising(corpus, tmp_path, capsys, model, s
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 
-def test_set_with_init_is_refused(corpus, wordpiece, tmp_path, capsys):
-    """A continued model keeps its own config: an override it does not already have would be lost silently."""
+@pytest.mark.parametrize("argv,expected", [
+    (["--model", "bart", "--whole-word"], "whole_word masking applies to the MLM objectives (bert, roberta, electra)"),
+    (["--model", "t5", "--whole-word"], "not to t5 pretraining"),
+    (["--model", "electra", "--noise", "token-masking"], "noise 'token-masking' is a BART noise preset"),
+    (["--model", "bart", "--mlm-rate", "0.3"], "mlm_rate 0.3: BART's masking is part of its noise preset"),
+    (["--tokenizer", "WORDPIECE", "--vocab-size", "300"], "vocab_size shapes a tokenizer trained on the corpus"),
+    (["--tokenizer", "WORDPIECE", "--cased"], "lowercase shapes a tokenizer"),
+], ids=["whole-word-bart", "whole-word-t5", "noise-electra", "mlm-rate-bart", "vocab-size-tokenizer", "cased-tokenizer"])
+def test_an_option_the_run_would_not_use_is_refused(corpus, wordpiece, tmp_path, capsys, argv, expected):
+    argv = [str(wordpiece) if a == "WORDPIECE" else a for a in argv]
+    fails(["pretrain", "--corpus", corpus, *argv, "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "cache"],
+          capsys, expected)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
+
+
+def test_what_a_continued_model_would_not_use_is_refused(corpus, wordpiece, tmp_path, capsys):
+    """A continued model keeps its own config, tokenizer and weights: an override it does not already have, a
+    tokenizer option or an initialisation would be lost silently."""
     tok = Tokenizer.load(wordpiece)
     save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1,
                                                     num_heads=2, intermediate_size=64)), tmp_path / "bert", tok)
     fails(["pretrain", "--corpus", corpus, "--init", tmp_path / "bert", "--set", "num_layers=1", "dropout=0.2",
            "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "cache"], capsys,
           "--set) dropout=0.2: the model continued from --init", "has dropout=0.1 and keeps its own config")
+    for extra, expected in ((["--weight-init", "mimetic"], "weight_init 'mimetic' initialises a new model"),
+                            (["--lowercase"], "lowercase shapes a tokenizer trained on the corpus; --init")):
+        fails(["pretrain", "--corpus", corpus, "--init", tmp_path / "bert", *extra, "--run-dir", tmp_path / "r",
+               "--cache-dir", tmp_path / "cache"], capsys, expected)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 

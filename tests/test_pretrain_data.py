@@ -358,6 +358,24 @@ def test_t5_rows_corrupt_each_document_alone(unigram):
     assert checked > 6 * 8
 
 
+def test_t5_noise_density_is_pretrains_mlm_rate(unigram):
+    """`pretrain --model t5 --mlm-rate R` corrupts R of each piece's tokens (T5 §3.3.4's corruption rate)."""
+    from clozeformer.train.pretrain import OBJECTIVES
+
+    tok, cache = unigram
+    sentinels = torch.tensor(tok.sentinel_ids)
+    for rate in (0.15, 0.5):
+        data = OBJECTIVES["span"].data(cache, tok, max_len=MAX_LEN, batch_size=8, seed=0, eval_fraction=0.02,
+                                       mlm_rate=rate, nsp=False, whole_word=False, noise="bart-base")
+        noise = text = 0
+        for i in range(4):
+            labels = data.train_batch(i)["labels"]
+            noise += int(((labels >= 0) & ~torch.isin(labels, sentinels) & (labels != tok.eos_id)).sum())
+            ids = data.train_batch(i)["input_ids"]
+            text += int(((ids != tok.pad_id) & ~torch.isin(ids, sentinels) & (ids != tok.eos_id)).sum())
+        assert abs(noise / (noise + text) - rate) < 0.03, (rate, noise / (noise + text))
+
+
 def test_tiny_corpora(bert, tmp_path):
     tok, _ = bert
     path = tmp_path / "one.txt"

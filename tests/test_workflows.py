@@ -242,12 +242,16 @@ def test_a_trained_tokenizer_is_named_for_repeating_the_run(tmp_path, capsys):
     from clozeformer.train.pretrain import pretrain
 
     (tmp_path / "c.txt").write_text("\n".join(t for t, _ in sentences(200, 10)) + "\n", encoding="utf-8")
-    kw = dict(model="bert", config="tiny", vocab_size=150, max_len=16, batch_size=4, cache_dir=tmp_path / "cache",
+    kw = dict(model="bert", config="tiny", max_len=16, batch_size=4, cache_dir=tmp_path / "cache",
               model_overrides={"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
               train={"steps": 1, "eval_every": 1, "save_every": 1})
-    pretrain([tmp_path / "c.txt"], run_dir=tmp_path / "a", **kw)
+    pretrain([tmp_path / "c.txt"], run_dir=tmp_path / "a", vocab_size=150, **kw)
     out, err = capsys.readouterr()
-    assert f"pass --tokenizer {tmp_path / 'a' / 'tokenizer'} to repeat this run exactly" in err and not out
+    assert (f"pass --tokenizer {tmp_path / 'a' / 'tokenizer'} (in place of --vocab-size) to repeat this run exactly"
+            in err and not out)
+    with pytest.raises(ValueError, match="vocab_size shapes a tokenizer trained on the corpus; --tokenizer"):
+        pretrain([tmp_path / "c.txt"], run_dir=tmp_path / "b", tokenizer=tmp_path / "a" / "tokenizer", vocab_size=150,
+                 **kw)
     pretrain([tmp_path / "c.txt"], run_dir=tmp_path / "b", tokenizer=tmp_path / "a" / "tokenizer", **kw)
     assert "to repeat this run exactly" not in capsys.readouterr().err
     def numbers(run: str) -> list[dict]:

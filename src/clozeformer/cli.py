@@ -283,9 +283,9 @@ def _demo_parser(sub) -> None:
 def _pretrain_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain a model on text files")
     p.add_argument("--model", default="bert", choices=FamilyNames())
-    p.add_argument("--noise", default="bart-base",
-                   help="bart: noise preset (bart-base, bart-large, text-infilling, token-masking, token-deletion, "
-                        "sentence-permutation, document-rotation, token-insertion)")
+    p.add_argument("--noise", help="bart: noise preset (default bart-base; bart-large, text-infilling, "
+                                   "token-masking, token-deletion, sentence-permutation, document-rotation, "
+                                   "token-insertion)")
     p.add_argument("--lowercase", action="store_true", help="lowercase when training a tokenizer (bart/t5: cased "
                                                             "by default; bert/electra: uncased unless --cased)")
     p.add_argument("--config", default="mini", help="preset: tiny, mini, small, base")
@@ -294,7 +294,7 @@ def _pretrain_parser(sub) -> None:
                         "to stream a `datasets` dataset (e.g. hf:allenai/c4:en)")
     p.add_argument("--run-dir", default="runs/pretrain")
     p.add_argument("--tokenizer", help="existing tokenizer (dir or file); default: train one on the corpus")
-    p.add_argument("--vocab-size", type=COUNT, default=8000)
+    p.add_argument("--vocab-size", type=COUNT, help="ids of the tokenizer trained on the corpus (default: 8000)")
     p.add_argument("--init", help="continue pretraining from this model directory")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override model config fields")
     p.add_argument("--max-len", type=MAX_LEN, default=128)
@@ -307,7 +307,8 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--weight-init", choices=["normal", "mimetic"],
                    help="initial weights: the family's own, or mimetic attention + sinusoidal positions "
                         "(default: the recipe's; mimetic for new tiny/mini models but ELECTRA's)")
-    p.add_argument("--mlm-rate", type=RATE, help="share of tokens predicted (BERT/ELECTRA; default: the recipe's)")
+    p.add_argument("--mlm-rate", type=RATE, help="share of tokens masked (BERT, RoBERTa, ELECTRA) or corrupted (T5's "
+                   "noise density); default: the recipe's")
     p.add_argument("--minutes", type=POSITIVE, help="time budget: warmup and decay over elapsed time, stop when spent")
     p.add_argument("--steps", type=COUNT, help="optimizer steps (default 1000; under --minutes, no limit)")
     p.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: the recipe's)")

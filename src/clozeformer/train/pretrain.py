@@ -108,9 +108,11 @@ def bart_data(cache, tok: Tokenizer, *, max_len: int, batch_size: int, noise: st
 
 
 def t5_data(cache, tok: Tokenizer, *, max_len: int, batch_size: int, seed: int, eval_fraction: float,
-            **_: Any) -> SpanPretrainData:
+            mlm_rate: float, **_: Any) -> SpanPretrainData:
+    """Span corruption of `mlm_rate` of each document's tokens (T5's noise density; its recipe 0.15)."""
     return SpanPretrainData(cache, tok.sentinel_ids, tok.eos_id, max_len=max_len, batch_size=batch_size, seed=seed,
-                            eval_fraction=eval_fraction, decoder_start_id=tok.pad_id, pad_id=tok.pad_id)
+                            eval_fraction=eval_fraction, density=mlm_rate, decoder_start_id=tok.pad_id,
+                            pad_id=tok.pad_id)
 
 
 def seq2seq_metrics(out: Output, batch: dict[str, Tensor]) -> dict[str, tuple[float, float]]:
@@ -137,6 +139,7 @@ class Objective:
     metrics: Callable[[Output, dict[str, Tensor]], dict[str, Any]]
     data: Callable[..., Any]
     uses_noise: bool = False  # takes pretrain's `noise` preset (BART)
+    masks_words: bool = False  # masks tokens for an MLM, so whole-word masking applies (BERT, RoBERTa, ELECTRA)
     specials: tuple[str, ...] = ("pad", "cls", "sep", "mask")  # special tokens the objective writes into rows
     sentinels: bool = False  # the objective needs <extra_id_N> (T5)
     loss_key: str = "mlm_loss"  # the held-out loss the plateau alarm watches
@@ -144,8 +147,8 @@ class Objective:
 
 
 OBJECTIVES = {
-    "mlm": Objective(bert_metrics, bert_data),  # BERT (with NSP if the family has it), RoBERTa
-    "rtd": Objective(electra_metrics, electra_data),
+    "mlm": Objective(bert_metrics, bert_data, masks_words=True),  # BERT (with NSP if the family has it), RoBERTa
+    "rtd": Objective(electra_metrics, electra_data, masks_words=True),
     "denoise": Objective(seq2seq_metrics, bart_data, uses_noise=True, specials=("pad", "bos", "eos", "mask"),
                          loss_key="token_loss"),
     # T5's targets: N noise tokens, K sentinels and </s>; K ≈ N / 3 (mean span 3), so text is ~3/4
@@ -201,8 +204,8 @@ class PlateauAlarm:
         if "plateau" not in self.said and self.best is not None and self.best[0] > self.level - self.margin:
             self.said.add("plateau")
             warnings.warn(
-                f"held-out {self.key} {loss:.2f} at step {step} ({progress:.0%} of the budget) is still within "
-                f"{self.margin:g} nat of the unigram level {self.level:.2f}: the model predicts frequent tokens and "
+                f"held-out {self.key} {loss:.2f} at step {step} ({progress:.0%} of the budget) has not come "
+                f"{self.margin:g} nat below the unigram level {self.level:.2f}: the model predicts frequent tokens and "
                 "does not read context yet. Try: more time (--minutes/--steps); a peak lr 2x lower or higher "
                 "(--lr); a smaller model (--config tiny) or vocabulary (--vocab-size) on a small corpus; shorter "
                 "rows (--max-len 64) for more updates; check that documents are real text, one per line "
@@ -225,9 +228,10 @@ class PlateauAlarm:
 
 
 def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str = "mini", run_dir: str | Path = "runs/pretrain",
-             tokenizer: str | Path | Tokenizer | None = None, vocab_size: int = 8000, lowercase: bool | None = None,
+             tokenizer: str | Path | Tokenizer | None = None, vocab_size: int | None = None,
+             lowercase: bool | None = None,
              init: str | Path | None = None, max_len: int = 128, batch_size: int = 32, nsp: bool = True,
-             whole_word: bool = False, mlm_rate: float | None = None, noise: str = "bart-base",
+             whole_word: bool = False, mlm_rate: float | None = None, noise: str | None = None,
              weight_init: str | None = None, cross_document: bool = False,
              train: TrainConfig | dict[str, Any] | None = None,
              model_overrides: dict[str, Any] | None = None, text_field: str = "text", blank_line_docs: bool = False,
@@ -237,9 +241,12 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
 
     The final model (HF layout, with its tokenizer) is saved to run_dir/model. Under torchrun
     every rank calls this alike (see train/distributed.py). `nsp` applies to BERT only, `noise`
-    (a objectives/denoise.py preset) to BART only. Without a tokenizer, the family's own kind
-    is trained on the corpus (WordPiece, byte-level BPE, Unigram with sentinels); `lowercase`
-    defaults to the family's habit (BERT/ELECTRA uncased, BART/T5 cased).
+    (a objectives/denoise.py preset, default "bart-base") to BART only, `whole_word` to the MLM objectives
+    (BERT, RoBERTa, ELECTRA); `mlm_rate` is the share of tokens masked (BERT, RoBERTa, ELECTRA) or corrupted
+    (T5's noise density); BART's is in its noise. Without a tokenizer, the family's own kind is trained on the
+    corpus (WordPiece, byte-level BPE, Unigram with sentinels) with `vocab_size` ids (default 8000);
+    `lowercase` defaults to the family's habit (BERT/ELECTRA uncased, BART/T5 cased). An option that does not
+    apply to the family, or to the tokenizer or model given, is refused by name.
 
     `train` is a TrainConfig, or a dict of TrainConfig fields over the defaults. For a new
     tiny or mini model those defaults are the family's small-budget recipe (Family.small_budget,
@@ -253,6 +260,8 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
         raise ValueError(f"unknown model family {model!r}; choose from {sorted(FAMILIES)}")
     family = FAMILIES[model]
     recipe = OBJECTIVES[family.objective]
+    _check_applies(model, recipe, init, tokenizer, vocab_size, lowercase, whole_word, mlm_rate, noise, weight_init)
+    noise = "bart-base" if noise is None else noise
     _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction,
                      cross_document and nsp and family.nsp)
     start = None if init is None else load_model(init)  # the model continued
@@ -270,7 +279,8 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     dist = distributed.init(train.device)
     with distributed.main_first(dist):  # rank 0 trains the tokenizer and builds the cache; the others reuse them
         lowercase = family.lowercase if lowercase is None else lowercase
-        tok = _tokenizer(tokenizer, init, run_dir, model, corpus, vocab_size, lowercase, text_field, blank_line_docs,
+        tok = _tokenizer(tokenizer, init, run_dir, model, corpus, vocab_size or 8000, lowercase, text_field,
+                         blank_line_docs,
                          resume or not dist.is_main, say=progress and dist.is_main)
         cache = load_corpus(corpus, tok, cache_dir=cache_dir, text_field=text_field, blank_line_docs=blank_line_docs,
                             progress=progress and dist.is_main)
@@ -375,6 +385,27 @@ def _fits(cfg, max_len: int, nsp: bool) -> None:
         raise ValueError("nsp=True but the model has no NSP head (pass nsp=False)")
 
 
+def _check_applies(family: str, recipe: Objective, init, tokenizer, vocab_size, lowercase, whole_word: bool,
+                   mlm_rate: float | None, noise: str | None, weight_init: str | None) -> None:
+    """Options given that this family, tokenizer or continued model would not use are refused, not ignored."""
+    if whole_word and not recipe.masks_words:
+        raise ValueError(f"whole_word masking applies to the MLM objectives (bert, roberta, electra), not to "
+                         f"{family} pretraining (leave out --whole-word)")
+    if noise is not None and not recipe.uses_noise:
+        raise ValueError(f"noise {noise!r} is a BART noise preset; {family} pretraining takes none (leave out --noise)")
+    if mlm_rate is not None and recipe.uses_noise:
+        raise ValueError(f"mlm_rate {mlm_rate}: BART's masking is part of its noise preset; choose one with --noise "
+                         "(e.g. text-infilling, token-masking)")
+    given = [name for name, value in (("vocab_size", vocab_size), ("lowercase", lowercase)) if value is not None]
+    source = f"--tokenizer {tokenizer}" if tokenizer is not None else f"--init {init}" if init is not None else None
+    if given and source:
+        raise ValueError(f"{', '.join(given)} shape{'s' if len(given) == 1 else ''} a tokenizer trained on the corpus; "
+                         f"{source} brings its own (leave {'it' if len(given) == 1 else 'them'} out)")
+    if weight_init is not None and init is not None:
+        raise ValueError(f"weight_init {weight_init!r} initialises a new model; --init {init} continues from its "
+                         "weights (leave out --weight-init)")
+
+
 def _check_arguments(recipe: Objective, family: str, config: str, init, tokenizer, max_len: int, batch_size: int,
                      mlm_rate: float | None, noise: str, eval_fraction: float, cross_document_nsp: bool) -> None:
     """Everything that can be refused before the corpus is read: one ValueError naming the value."""
@@ -431,7 +462,7 @@ def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowe
     if say:
         print(f"tokenizer: {tok.vocab_size:,} ids trained on the corpus, saved to {own}; the tokenizers library breaks "
               f"ties in hash order, so a new run may number a few hundred ids differently: pass --tokenizer {own} "
-              "to repeat this run exactly (--resume and the other ranks reuse it)", file=sys.stderr, flush=True)
+              "(in place of --vocab-size) to repeat this run exactly (--resume and the other ranks reuse it)", file=sys.stderr, flush=True)
     return tok
 
 
