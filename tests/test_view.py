@@ -85,6 +85,15 @@ def test_noise_cli_prints_and_writes_html(tmp_path):
     assert (tmp_path / "v.html").read_text().count("<tr>") == 3
     code, _, err = run("noise", "--objective", "bogus", TEXT)
     assert code == 1 and "unknown objective" in err
+    # an option the objective does not read is refused, not ignored
+    for argv, named in ((["--objective", "document-rotation", "--rate", "0.5"], "document-rotation has no rate"),
+                        (["--objective", "bart-base", "--rate", "0.5"], "bart-base has no rate"),
+                        (["--objective", "nsp", "--rate", "0.5"], "nsp has no rate"),
+                        (["--objective", "mlm", "--second", "B"], "mlm reads one text")):
+        code, out, err = run("noise", *argv, TEXT)
+        assert (code, out) == (1, "") and named in err, err
+    code, out, _ = run("noise", "--objective", "token-deletion", "--rate", "0.5", TEXT)
+    assert code == 0 and "input" in out
 
 
 def test_generate_cli_prints_one_line_per_input(tmp_path, monkeypatch):

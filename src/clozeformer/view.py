@@ -33,6 +33,10 @@ from clozeformer.tokenizer import SPECIALS_OF_KIND, T5_EXTRA_IDS, Tokenizer, ber
 
 BART_OBJECTIVES = {name.replace("_", "-"): name for name in dn.NOISES}  # text-infilling -> text_infilling
 OBJECTIVES = ("mlm", "whole-word-mlm", "nsp", *BART_OBJECTIVES, "bart-base", "span-corruption", "rtd")
+# the objectives whose share of tokens `rate` sets (sentence permutation and rotation move whole spans; NSP
+# pairs segments; the bart-base preset fixes its own)
+RATED = ("mlm", "whole-word-mlm", *(o for o, n in BART_OBJECTIVES.items() if "rate" in dn.STEP_FIELDS[n]),
+         "span-corruption", "rtd")
 
 
 
@@ -100,6 +104,10 @@ def view(objective: str, text: str, *, tokenizer: Tokenizer | None = None, model
         raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
     if not text.strip():
         raise ValueError("the text is empty")
+    if rate is not None and objective not in RATED:
+        raise ValueError(f"rate {rate}: {objective} has no rate to set; objectives with one: {', '.join(RATED)}")
+    if second is not None and objective != "nsp":
+        raise ValueError(f"a second text is NSP's other segment; {objective} reads one text (leave out --second)")
     g = torch.Generator().manual_seed(seed)
     if objective in ("mlm", "whole-word-mlm", "nsp", "rtd"):
         return _bert_view(objective, text, tokenizer, model, g, rate, second)

@@ -368,7 +368,7 @@ NOISES: dict[str, Callable[..., Batch]] = {
     "token_insertion": insert_tokens,
 }
 # The NoiseStep fields each noise takes (sentence_permutation also takes denoise's full_stop_ids).
-_STEP_FIELDS = {
+STEP_FIELDS = {
     "token_masking": ("rate", "random_ratio"),
     "token_deletion": ("rate",),
     "text_infilling": ("rate", "poisson_lambda", "random_ratio"),
@@ -395,7 +395,7 @@ class NoiseStep:
         _check_lambda(self.poisson_lambda)
 
     def kwargs(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in _STEP_FIELDS[self.name]}
+        return {name: getattr(self, name) for name in STEP_FIELDS[self.name]}
 
 
 # Single-noise presets follow BART's Table 1 comparison (§4.1), one noise at a time. The paper
