@@ -78,6 +78,16 @@ def test_cli_translate(setup):
     assert code == 0, err.getvalue()
     summary = json.loads(out.getvalue()[out.getvalue().index("{"):])
     assert isinstance(load_model(summary["model_dir"]), BartForTranslation)
+    # options the run would not use are refused before anything is read or written
+    base = ["translate", "--bart", str(tmp / "bart"), "--train", str(tmp / "train.jsonl"), "--source", "en", "--target",
+            "de", "--run-dir", str(tmp / "refused"), "--quiet"]
+    for extra, named in ((["--num-beams", "2"], "num_beams 2 is the beam search scored on the test pairs"),
+                         (["--source-tokenizer", str(tmp / "bart"), "--source-vocab-size", "300"],
+                          "source_vocab_size 300 shapes a source tokenizer trained on the pairs")):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(base + extra) == 1
+        assert named in err.getvalue() and not (tmp / "refused").exists()
 
 
 def test_pair_files_fail_clearly(tmp_path):

@@ -399,7 +399,8 @@ def _translate_parser(sub) -> None:
     p.add_argument("--test", help="JSONL pairs to report sacreBLEU on at the end")
     p.add_argument("--run-dir", default="runs/translate")
     p.add_argument("--source-tokenizer", help="default: a byte-level BPE trained on the source side")
-    p.add_argument("--source-vocab-size", type=COUNT, default=8000)
+    p.add_argument("--source-vocab-size", type=COUNT, help="ids of the source tokenizer trained on the pairs "
+                                                             "(default: 8000)")
     p.add_argument("--source-layers", type=COUNT, default=2)
     p.add_argument("--max-len", type=MAX_LEN, default=128)
     p.add_argument("--batch-size", type=COUNT, default=32)
@@ -411,7 +412,7 @@ def _translate_parser(sub) -> None:
     p.add_argument("--stage2-steps", type=COUNT, default=200)
     p.add_argument("--stage2-lr", type=POSITIVE, default=5e-5)
     p.add_argument("--warmup", type=NONNEGATIVE, default=50)
-    p.add_argument("--num-beams", type=COUNT, default=4)
+    p.add_argument("--num-beams", type=COUNT, help="beam search scored beside greedy on --test (default: 4)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--eval-every", type=COUNT, default=200)
     p.add_argument("--save-every", type=COUNT, default=500)

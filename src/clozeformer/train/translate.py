@@ -39,14 +39,22 @@ def bleu(model, source_tok: Tokenizer, target_tok: Tokenizer, pairs: list[tuple[
 def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_field: str, target_field: str,
                       run_dir: str | Path = "runs/translate", eval_file: str | Path | None = None,
                       test_file: str | Path | None = None, source_tokenizer: str | Path | None = None,
-                      source_vocab_size: int = 8000, source_layers: int = 2, max_len: int = 128,
+                      source_vocab_size: int | None = None, source_layers: int = 2, max_len: int = 128,
                       batch_size: int = 32, buckets: int = 0, stage1: TrainConfig = TrainConfig(steps=1000, lr=5e-4),
-                      stage2: TrainConfig = TrainConfig(steps=200, lr=5e-5), num_beams: int = 4,
+                      stage2: TrainConfig = TrainConfig(steps=200, lr=5e-5), num_beams: int | None = None,
                       max_new_tokens: int = 64, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train a BART-based translator in two stages; returns a summary (BLEU on `test_file` if given).
 
     buckets > 0 batches pairs of similar lengths (data/pairs.PairData), so less of each batch is padding.
+    Without `source_tokenizer` a byte-level BPE of `source_vocab_size` ids (default 8000) is trained on the
+    sources; `num_beams` (default 4) is the beam search scored beside greedy decoding on `test_file`.
     """
+    if source_tokenizer is not None and source_vocab_size is not None:
+        raise ValueError(f"source_vocab_size {source_vocab_size} shapes a source tokenizer trained on the pairs; "
+                         f"--source-tokenizer {source_tokenizer} brings its own (leave it out)")
+    if num_beams is not None and test_file is None:
+        raise ValueError(f"num_beams {num_beams} is the beam search scored on the test pairs; without --test "
+                         "nothing is decoded (give --test, or leave out --num-beams)")
     run_dir = Path(run_dir)
     for stage in (1, 2):  # before any work: a new run never overwrites another
         check_fresh(run_dir / f"stage{stage}", resume)
@@ -56,7 +64,8 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     target_tok = Tokenizer.load(bart_dir)
     train_pairs = read_pairs(train_file, source_field, target_field)
     eval_pairs = read_pairs(eval_file, source_field, target_field) if eval_file else []
-    source_tok = _source_tokenizer(source_tokenizer, run_dir, [s for s, _ in train_pairs], source_vocab_size, resume)
+    source_tok = _source_tokenizer(source_tokenizer, run_dir, [s for s, _ in train_pairs], source_vocab_size or 8000,
+                                   resume)
 
     def encode(pairs):
         return ([source_tok.encode(s, max_length=max_len) for s, _ in pairs],
@@ -89,7 +98,7 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     summary["model_dir"] = str(out)
     if test_file:
         test_pairs = read_pairs(test_file, source_field, target_field)
-        for beams in (1, num_beams):
+        for beams in (1, num_beams or 4):
             summary[f"bleu_beam{beams}"] = bleu(model, source_tok, target_tok, test_pairs, num_beams=beams,
                                                 max_new_tokens=max_new_tokens)
     return summary
