@@ -140,6 +140,18 @@ def test_an_option_the_run_would_not_use_is_refused(corpus, wordpiece, tmp_path,
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("command", ["pretrain", "train-tokenizer"])
+def test_a_reading_option_no_corpus_file_uses_is_refused(corpus, tmp_path, capsys, command):
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps({"text": "a short review . it was fine ."}) + "\n", encoding="utf-8")
+    out = ["--run-dir", tmp_path / "r"] if command == "pretrain" else ["--out", tmp_path / "r"]
+    fails([command, "--corpus", corpus, "--text-field", "body", *out], capsys,
+          "text_field 'body' names the field of JSONL records", "is plain text")
+    fails([command, "--corpus", records, "--blank-line-docs", *out], capsys,
+          "blank_line_docs reads plain text in BERT's format", "r.jsonl holds records")
+    assert not (tmp_path / "r").exists()
+
+
 def test_what_a_continued_model_would_not_use_is_refused(corpus, wordpiece, tmp_path, capsys):
     """A continued model keeps its own config, tokenizer and weights: an override it does not already have, a
     tokenizer option or an initialisation would be lost silently."""

@@ -246,9 +246,10 @@ def cmd_convert(args) -> None:
 
 
 def cmd_train_tokenizer(args) -> None:
-    from clozeformer.data.corpus import iter_texts
+    from clozeformer.data.corpus import check_reading, iter_texts
     from clozeformer.tokenizer import Tokenizer
 
+    check_reading(args.corpus, text_field=args.text_field, blank_line_docs=args.blank_line_docs)
     if args.cased and args.lowercase:
         raise ValueError("--cased and --lowercase contradict each other")
     if args.extra_ids is not None and args.kind != "unigram":

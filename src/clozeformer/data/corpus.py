@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-__all__ = ["CorpusError", "HubCorpus", "iter_texts", "read_documents", "sources"]
+__all__ = ["CorpusError", "HubCorpus", "check_reading", "iter_texts", "read_documents", "sources"]
 
 # Split after sentence-final punctuation followed by whitespace; after the CJK full stop
 # even without whitespace, since Chinese and Japanese put none between sentences.
@@ -130,6 +130,23 @@ def sources(paths) -> list:
     return out
 
 
+def _records(source) -> bool:
+    """A source of records with a text field (JSONL, a hub dataset), not plain text."""
+    return isinstance(source, HubCorpus) or Path(source.name.removesuffix(".gz")).suffix in (".jsonl", ".json")
+
+
+def check_reading(paths, *, text_field: str = "text", blank_line_docs: bool = False) -> None:
+    """Refuse a reading option no source would use: it would change nothing (CorpusError)."""
+    srcs = sources(paths)
+    if text_field != "text" and not any(map(_records, srcs)):
+        raise CorpusError(f"text_field {text_field!r} names the field of JSONL records or a hf: dataset; "
+                          f"{', '.join(map(str, srcs))} {'is' if len(srcs) == 1 else 'are'} plain text "
+                          "(leave out --text-field)")
+    if blank_line_docs and all(map(_records, srcs)):
+        raise CorpusError(f"blank_line_docs reads plain text in BERT's format; {', '.join(map(str, srcs))} "
+                          f"{'holds' if len(srcs) == 1 else 'hold'} records (leave out --blank-line-docs)")
+
+
 def _identity(path: Path):
     """The file itself (device, inode) where it exists, so links and spellings of one file agree."""
     try:
@@ -200,7 +217,7 @@ def source_pieces(
 ) -> Iterator[tuple[int, list[str], bool]]:
     """(first line number, sentences, ends_document) for one source, max_sentences at most per piece."""
     hub = isinstance(path, HubCorpus)
-    jsonl = not hub and Path(path.name.removesuffix(".gz")).suffix in (".jsonl", ".json")
+    jsonl = _records(path) and not hub
     cap = max_sentences or sys.maxsize
     found = False
     if blank_line_docs and not (jsonl or hub):

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from clozeformer.config import MIN_MAX_LEN
 from clozeformer.data.cache import load_corpus
-from clozeformer.data.corpus import iter_texts, sources
+from clozeformer.data.corpus import check_reading, iter_texts, sources
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
                                        full_stop_ids, noise_ids)
 from clozeformer.families import FAMILIES, Family
@@ -264,6 +264,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     noise = "bart-base" if noise is None else noise
     _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction,
                      cross_document and nsp and family.nsp)
+    check_reading(corpus, text_field=text_field, blank_line_docs=blank_line_docs)
     start = None if init is None else load_model(init)  # the model continued
     if start is not None:
         _agrees(start.config, model_overrides, f"--init {init}")
