@@ -185,7 +185,8 @@ def test_label_set_and_file_errors(sst2, tmp_path):
         finetune(d / "bert", "sst2", one, run_dir=tmp_path / "r", **FAST)
     # the Python API checks what the CLI's types check, before the run directory is made
     for bad, match in (({"warmup_ratio": 2.0}, r"warmup_ratio 2.0 is out of range"), ({"epochs": 0}, "got 0"),
-                       ({"lr": float("inf")}, "lr=inf: must be a finite number")):
+                       ({"lr": float("inf")}, "lr=inf: must be a finite number"),
+                       ({"max_eval_rows": 10}, "max_eval_rows 10 limits the eval file; there is none")):
         with pytest.raises(ValueError, match=match):
             finetune(d / "bert", "sst2", train, run_dir=tmp_path / "refused", **{**FAST, **bad})
         assert not (tmp_path / "refused").exists()

@@ -96,6 +96,9 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
         raise ValueError(f"warmup_ratio {warmup_ratio} is out of range; allowed: a share in [0, 1)")
     if early_stopping is not None and (early_stopping < 1 or eval is None):
         raise ValueError("early_stopping needs an eval file and a patience ≥ 1")
+    if max_eval_rows is not None and eval is None:
+        raise ValueError(f"max_eval_rows {max_eval_rows} limits the eval file; there is none (give --eval, or leave "
+                         "out --max-eval-rows)")
     check_fresh(Path(run_dir), resume)
     base, tok = _load(model)
     family = base.config.model_type
