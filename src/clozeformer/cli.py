@@ -308,8 +308,8 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--weight-init", choices=["normal", "mimetic"],
                    help="initial weights: the family's own, or mimetic attention + sinusoidal positions "
                         "(default: the recipe's; mimetic for new tiny/mini models but ELECTRA's)")
-    p.add_argument("--mlm-rate", type=RATE, help="share of tokens masked (BERT, RoBERTa, ELECTRA) or corrupted (T5's "
-                   "noise density); default: the recipe's")
+    p.add_argument("--mlm-rate", type=RATE, help="share of tokens masked (BERT, RoBERTa, ELECTRA) or corrupted "
+                                                 "(T5's noise density); default: the recipe's")
     p.add_argument("--minutes", type=POSITIVE, help="time budget: warmup and decay over elapsed time, stop when spent")
     p.add_argument("--steps", type=COUNT, help="optimizer steps (default 1000; under --minutes, no limit)")
     p.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: the recipe's)")
