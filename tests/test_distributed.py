@@ -72,8 +72,10 @@ def torchrun(env, run_dir, *extra) -> str:
     """Two ranks on CPU through torchrun (`python -m torch.distributed.run`); returns stdout."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "clozeformer", *args(env, run_dir, *extra)]
+    scratch = Path(run_dir).parent / "torchrun-tmp"  # torchrun's own temporary directories, not left in /tmp
+    scratch.mkdir(exist_ok=True)
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch)})
     assert res.returncode == 0, res.stderr[-4000:]
     return res.stdout
 

@@ -216,10 +216,12 @@ def test_second_signal_stops_at_once(env, tmp_path, monkeypatch):
 
 
 def torchrun(argv, log: Path) -> subprocess.Popen:
+    scratch = log.parent / "torchrun-tmp"  # torchrun's own temporary directories, not left in /tmp
+    scratch.mkdir(exist_ok=True)
     with open(log, "w") as f:
         return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                                  "-m", "clozeformer", *argv], stdout=f, stderr=subprocess.STDOUT,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)})
 
 
 def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(env, tmp_path):
