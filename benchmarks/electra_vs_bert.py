@@ -223,8 +223,9 @@ def main() -> None:
             if seeds:
                 scores[task] = [fine_tuned(model_dir, arm, task, seed, args, out) for seed in seeds]
                 print(f"[{arm}] {task} {scores[task]}", flush=True)
-        if results_path.is_file():  # another run (other arms) may have written since
-            results = {**json.loads(results_path.read_text()), **results}
+        disk = json.loads(results_path.read_text()) if results_path.is_file() else {}
+        if disk.get("setup") == setup:  # runs of other arms beside this one may have written since: theirs win
+            results = {**results, **disk}
         results[arm] = {"pretrain": info, **scores}
         results_path.write_text(json.dumps(results, indent=1))
 
