@@ -96,7 +96,8 @@ def pretrained(arm: str, args, corpus: list[Path], out: Path) -> tuple[Path, dic
                    model_dir, tok)
         return model_dir, {"steps": 0}
     train = {"minutes": args.clock_minutes, "clock": "process", "precision": args.precision, "eval_every": 500,
-             "eval_batches": 16, "save_every": 10 ** 9, **({"lr": args.lr} if args.lr else {})}
+             "eval_batches": 16, "save_every": 10 ** 9, "seed": args.pretrain_seed,
+             **({"lr": args.lr} if args.lr else {})}
     config_cls = FAMILIES[family].config_cls
     overrides = {"embedding_size": config_cls.presets[args.config].get("hidden_size")} if family == "electra" else {}
     if args.pretrain_dropout is not None:  # every dropout rate of the family's config (the recipe sets them to 0)
@@ -160,6 +161,8 @@ def main() -> None:
     ap.add_argument("--precision", help="default: bf16 where the CPU has native bf16, else fp32")
     ap.add_argument("--config", default="mini", help="the size of every arm (a preset of each family)")
     ap.add_argument("--lr", type=float, help="peak pretraining lr of the arms run (default: the family's recipe)")
+    ap.add_argument("--pretrain-seed", type=int, default=0, help="the pretraining run's seed (initial weights, "
+                    "batches, masks); the fine-tuning seeds are --seeds")
     ap.add_argument("--pretrain-dropout", type=float, help="dropout in pretraining (default: the recipe's, none "
                     "for tiny/mini); fine-tuning keeps the family's")
     ap.add_argument("--weight-init", choices=["normal", "mimetic"],
@@ -204,6 +207,7 @@ def main() -> None:
              **({"lr": args.lr} if args.lr else {}), **({"weight_init": args.weight_init} if args.weight_init else {}),
              **({"config": args.config} if args.config != "mini" else {}),
              **({"pretrain_dropout": args.pretrain_dropout} if args.pretrain_dropout is not None else {}),
+             **({"pretrain_seed": args.pretrain_seed} if args.pretrain_seed else {}),
              **({"finetune_lr": args.finetune_lr} if args.finetune_lr != 1e-4 else {}),
              **({"layer_decay": args.layer_decay} if args.layer_decay != 1.0 else {}),
              **({"finetune_relative_lr": True} if args.finetune_relative_lr else {})}
