@@ -132,7 +132,8 @@ def test_bad_set_is_refused_before_tokenising(corpus, tmp_path, capsys, model, s
     (["--model", "bart", "--mlm-rate", "0.3"], "mlm_rate 0.3: BART's masking is part of its noise preset"),
     (["--tokenizer", "WORDPIECE", "--vocab-size", "300"], "vocab_size shapes a tokenizer trained on the corpus"),
     (["--tokenizer", "WORDPIECE", "--cased"], "lowercase shapes a tokenizer"),
-], ids=["whole-word-bart", "whole-word-t5", "noise-electra", "mlm-rate-bart", "vocab-size-tokenizer", "cased-tokenizer"])
+], ids=["whole-word-bart", "whole-word-t5", "noise-electra", "mlm-rate-bart", "vocab-size-tokenizer",
+        "cased-tokenizer"])
 def test_an_option_the_run_would_not_use_is_refused(corpus, wordpiece, tmp_path, capsys, argv, expected):
     argv = [str(wordpiece) if a == "WORDPIECE" else a for a in argv]
     fails(["pretrain", "--corpus", corpus, *argv, "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "cache"],

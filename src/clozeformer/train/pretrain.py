@@ -463,7 +463,8 @@ def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowe
     if say:
         print(f"tokenizer: {tok.vocab_size:,} ids trained on the corpus, saved to {own}; the tokenizers library breaks "
               f"ties in hash order, so a new run may number a few hundred ids differently: pass --tokenizer {own} "
-              "(in place of --vocab-size) to repeat this run exactly (--resume and the other ranks reuse it)", file=sys.stderr, flush=True)
+              "(in place of --vocab-size) to repeat this run exactly (--resume and the other ranks reuse it)",
+              file=sys.stderr, flush=True)
     return tok
 
 
