@@ -386,11 +386,14 @@ class ExtractiveQA(Kind):
         return {"id": ex["id"], "question": ex["question"], "answer": pred}
 
 
+GENERATION = ("max_new_tokens", "num_beams")  # the TaskSpec options every generating kind reads
+
+
 class _Generates(Kind):
     """Predictions are generated: no forward pass without targets; eval pools the generated ids."""
 
     generates = True
-    reads = Kind.reads + ("max_new_tokens", "num_beams")
+    reads = Kind.reads + GENERATION
 
     def width(self, spec):
         return spec.max_new_tokens + 1
@@ -449,7 +452,7 @@ class TextToText(_Generates):
 
     def __init__(self, inner: _Sentences) -> None:
         self.inner, self.name = inner, inner.name
-        self.reads = (*inner.reads, *_Generates.reads[len(Kind.reads):], "prefix", "pair_prefix",
+        self.reads = (*inner.reads, *GENERATION, "prefix", "pair_prefix",
                       *(("label_words",) if isinstance(inner, Classification) else ()))
 
     def example(self, spec, record, labelled):

@@ -262,19 +262,19 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     recipe = OBJECTIVES[family.objective]
     _check_applies(model, recipe, init, tokenizer, vocab_size, lowercase, whole_word, mlm_rate, noise, weight_init)
     noise = "bart-base" if noise is None else noise
+    nsp = nsp and family.nsp
     _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction,
-                     cross_document and nsp and family.nsp)
+                     cross_document and nsp)
     check_reading(corpus, text_field=text_field, blank_line_docs=blank_line_docs)
     start = None if init is None else load_model(init)  # the model continued
     if start is not None:
         _agrees(start.config, model_overrides, f"--init {init}")
     # the model's config, refused before the corpus is read
-    _fits(_new_config(family, config, _ANY_TOKENIZER, max_len, nsp and family.nsp, model_overrides)
-          if start is None else start.config, max_len, nsp and family.nsp)
+    _fits(_new_config(family, config, _ANY_TOKENIZER, max_len, nsp, model_overrides) if start is None
+          else start.config, max_len, nsp)
     check_fresh(Path(run_dir), resume)
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
     train, mlm_rate, weight_init = _recipe(family, small, train, mlm_rate, weight_init)
-    nsp = nsp and family.nsp
     run_dir = Path(run_dir)
     corpus = sources(corpus)  # paths, or hf: dataset names
     dist = distributed.init(train.device)
