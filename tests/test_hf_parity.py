@@ -155,3 +155,27 @@ def test_non_weight_pickle_is_not_taken_for_weights(tmp_path, hf_pretraining):
     torch.save({"learning_rate": 1e-4, "seed": 42}, tmp_path / "training_args.bin")
     with pytest.raises((FileNotFoundError, ValueError)):
         clozeformer.load_model(tmp_path, allow_pickle=True)
+
+
+_SMALL = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+              max_position_embeddings=42)
+
+
+@pytest.mark.parametrize("cfg_name, cls_name, kw", [
+    ("BertConfig", "BertForMaskedLM", _SMALL),
+    ("RobertaConfig", "RobertaForMaskedLM", _SMALL),
+    ("ElectraConfig", "ElectraForMaskedLM", dict(_SMALL, embedding_size=16)),
+    ("BartConfig", "BartForConditionalGeneration", dict(
+        vocab_size=97, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=40)),
+])
+def test_an_untied_output_layer_is_refused_not_replaced(tmp_path, cfg_name, cls_name, kw):
+    """Our models tie the output layer to the input embeddings; a checkpoint whose own output layer
+    differs (tie_word_embeddings: false) must not load with the embeddings in its place."""
+    torch.manual_seed(0)
+    hf = getattr(transformers, cls_name)(getattr(transformers, cfg_name)(**kw, tie_word_embeddings=False))
+    with torch.no_grad():
+        hf.get_output_embeddings().weight.normal_()
+    hf.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not tied to the input embeddings"):
+        clozeformer.load_model(tmp_path)

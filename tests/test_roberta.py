@@ -113,3 +113,27 @@ def test_pretrain_then_finetune(tmp_path):
                    epochs=1, batch_size=16, lr=1e-4, progress=False)
     tuned = load_model(tmp_path / "ft" / "best")
     assert type(tuned) is RobertaForSequenceClassification and "accuracy" in out["eval"]
+
+
+def test_positions_count_tokens_and_the_head_is_gelu_as_in_transformers(transformers, tmp_path):
+    """transformers numbers RoBERTa's positions by a running count of non-padding ids (left padding and
+    a padding id inside the text shift them) and its LM head uses exact gelu whatever hidden_act is."""
+    torch.manual_seed(2)
+    hf = transformers.RobertaForMaskedLM(hf_config(transformers, hidden_act="relu")).eval()
+    hf.save_pretrained(tmp_path)
+    ours = load_model(tmp_path)
+    ids, mask = batch(2)
+    left = torch.stack([torch.cat([r[m.bool()].new_full((int((m == 0).sum()),), 1), r[m.bool()]])
+                        for r, m in zip(ids, mask)])  # the same rows padded on the left
+    left_mask = (left != 1).long()
+    inside = ids.clone()
+    inside[0, 3] = 1  # a padding id inside attended text
+    for x, m in ((ids, mask), (left, left_mask), (inside, mask)):
+        with torch.no_grad():
+            diff = (ours(x, m).logits - hf(input_ids=x, attention_mask=m).logits)[m.bool()]
+        assert diff.abs().max() < TOL
+    save_model(ours, tmp_path / "back")
+    back = transformers.RobertaForMaskedLM.from_pretrained(tmp_path / "back").eval()
+    with torch.no_grad():
+        assert (ours(left, left_mask).logits - back(input_ids=left, attention_mask=left_mask).logits)[
+            left_mask.bool()].abs().max() < TOL

@@ -44,6 +44,16 @@ _QKV = ("query", "key", "value")
 _HF_REDUNDANT = re.compile(r"(position_ids|cls\.predictions\.decoder\.(weight|bias))$")
 
 
+def _check_tied(hf: dict[str, Tensor], family: str, pairs: tuple[tuple[str, str], ...]) -> None:
+    """Each (copy, what our model ties it to) present in `hf` must hold the same values: our models tie
+    them, so an untied output layer or embedding (tie_word_embeddings: false) is refused, never
+    silently replaced by the other."""
+    for copy, tied in pairs:
+        if copy in hf and tied in hf and not torch.equal(hf[copy], hf[tied]):
+            raise ValueError(f"{copy} differs from {tied}: weights not tied to the input embeddings "
+                             f"(tie_word_embeddings: false) are not supported for {family}, which ties them")
+
+
 def _rename(key: str, table: dict[str, str]) -> str | None:
     for src, dst in table.items():
         if key.startswith(src):
@@ -112,6 +122,8 @@ def bert_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[s
         if key.startswith(("embeddings.", "encoder.", "pooler.")):  # a bare BertModel
             key = "bert." + key
         norm[key] = t
+    _check_tied(norm, "BERT", (("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"),
+                               ("cls.predictions.decoder.bias", "cls.predictions.bias")))
     inverse_top = {v: k for k, v in _BERT_TOP.items()}
     inverse_layer = {v: k for k, v in _BERT_LAYER.items()}
     ours, ignored, qkv = {}, [], {}
@@ -249,6 +261,7 @@ def electra_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def electra_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """HF state (ElectraModel / …ForPreTraining / …ForMaskedLM) -> (ours, ignored HF keys)."""
+    _check_tied(hf, "ELECTRA", (("generator_lm_head.weight", "electra.embeddings.word_embeddings.weight"),))
     return _encoder_from_hf(hf, "electra", _ELECTRA_TOP, "electra.encoder.layer.",
                             ("embeddings.", "embeddings_project.", "encoder."), _ELECTRA_REDUNDANT)
 
@@ -321,6 +334,8 @@ def roberta_state_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def roberta_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """HF state (RobertaModel / …ForMaskedLM / …ForSequenceClassification / …) -> (ours, ignored HF keys)."""
+    _check_tied(hf, "RoBERTa", (("lm_head.decoder.weight", "roberta.embeddings.word_embeddings.weight"),
+                                ("lm_head.decoder.bias", "lm_head.bias")))
     return _encoder_from_hf(hf, "roberta", _ROBERTA_TOP, "roberta.", ("embeddings.", "encoder.", "pooler."),
                             _ROBERTA_REDUNDANT)
 
@@ -399,6 +414,7 @@ def t5_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str
         hf = {**hf, "shared.weight": hf["encoder.embed_tokens.weight"]}
     if "lm_head.weight" in hf and "shared.weight" in hf and torch.equal(hf["lm_head.weight"], hf["shared.weight"]):
         hf = {k: t for k, t in hf.items() if k != "lm_head.weight"}  # tied
+    _check_tied(hf, "T5", tuple((f"{stack}.embed_tokens.weight", "shared.weight") for stack in ("encoder", "decoder")))
     gated = any(k.endswith("DenseReluDense.wi_0.weight") for k in hf)
     inverse = {stack: _pieces_of(_t5_layer_table(stack, gated)) for stack in ("encoder", "decoder")}
 
@@ -522,6 +538,8 @@ def bart_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[s
         hf["model.shared.weight"] = hf["model.encoder.embed_tokens.weight"]
     if "final_logits_bias" in hf:
         hf = {**hf, "final_logits_bias": hf["final_logits_bias"].reshape(-1)}  # HF keeps [1, V]
+    _check_tied(hf, "BART", tuple((k, "model.shared.weight") for k in
+                              ("lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")))
     inverse_layer = _pieces_of(_BART_LAYER)
 
     def piece(key: str):

@@ -65,12 +65,16 @@ class BertEmbeddings(nn.Module):
     `dim` defaults to cfg.hidden_size (ELECTRA passes its embedding size E); `tok`/`pos`
     share existing embedding modules (ELECTRA's generator shares the discriminator's).
     Position p reads row p + `position_offset` of the table (RoBERTa's: pad_token_id + 1).
+    With `count_tokens` (RoBERTa's, as transformers numbers them) an unpacked row's positions count
+    its non-padding tokens, so left padding or a padding id in the text shifts them; padding
+    reads row pad_token_id.
     """
 
     def __init__(self, cfg, dim: int | None = None, *, tok: nn.Embedding | None = None,
-                 pos: nn.Embedding | None = None, position_offset: int = 0) -> None:
+                 pos: nn.Embedding | None = None, position_offset: int = 0, count_tokens: bool = False) -> None:
         super().__init__()
         self.offset = position_offset
+        self.pad = cfg.pad_token_id if count_tokens else None
         dim = dim or cfg.hidden_size
         self.tok = tok if tok is not None else nn.Embedding(cfg.vocab_size, dim, padding_idx=cfg.pad_token_id)
         self.pos = pos if pos is not None else nn.Embedding(cfg.max_positions, dim)
@@ -81,6 +85,9 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
                 positions: Tensor | None = None) -> Tensor:
         """positions [B, T] (a packed row's, restarting at each document) default to 0 … T − 1."""
+        if positions is None and self.pad is not None:
+            real = input_ids != self.pad
+            positions = real.cumsum(1) * real - 1  # padding: −1, row offset − 1 = pad_token_id
         x = self.tok(input_ids) + learned_positions(self.pos, input_ids.shape[1], offset=self.offset,
                                                     positions=positions)  # [B, T, D]
         x = x + (self.token_type(token_type_ids) if token_type_ids is not None else self.token_type.weight[0])

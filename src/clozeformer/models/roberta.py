@@ -57,7 +57,7 @@ class RobertaModel(nn.Module):
     def __init__(self, cfg: RobertaConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.embeddings = BertEmbeddings(cfg, position_offset=cfg.position_offset)
+        self.embeddings = BertEmbeddings(cfg, position_offset=cfg.position_offset, count_tokens=True)
         self.layers = bert_layers(cfg)
         init_weights(self, cfg.initializer_range)
 
@@ -76,7 +76,8 @@ class RobertaForMaskedLM(nn.Module):
         super().__init__()
         self.config = cfg
         self.roberta = RobertaModel(cfg)
-        self.mlm = MLMHead(cfg.hidden_size, self.roberta.embeddings.tok, cfg.activation, cfg.layer_norm_eps)
+        # transformers' RobertaLMHead uses exact gelu whatever hidden_act is
+        self.mlm = MLMHead(cfg.hidden_size, self.roberta.embeddings.tok, "gelu", cfg.layer_norm_eps)
         init_weights(self.mlm.dense, cfg.initializer_range)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
