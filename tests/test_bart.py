@@ -144,6 +144,10 @@ GENERATION_SETTINGS = [
     dict(max_new_tokens=9, num_beams=3, early_stopping=True, forced_bos_token_id=0, forced_eos_token_id=2),
     dict(max_new_tokens=9, num_beams=2, early_stopping="never", length_penalty=0.5),
     dict(max_new_tokens=8, no_repeat_ngram_size=1, min_new_tokens=3),
+    dict(max_new_tokens=8, min_length=7, min_new_tokens=1),  # min_new_tokens wins, as max_new_tokens below
+    dict(max_new_tokens=4, max_length=12),
+    dict(max_new_tokens=10, repetition_penalty=1.8),
+    dict(max_new_tokens=10, num_beams=3, repetition_penalty=0.7),
 ]
 
 

@@ -216,8 +216,10 @@ def test_extractive_qa_defaults_and_question_context_records(bert_dir, tmp_path,
     {},  # transformers' BartConfig default alone: forced_eos_token_id 2
     {"num_beams": 3, "length_penalty": 2.0, "min_length": 4, "max_length": 9, "no_repeat_ngram_size": 2,
      "forced_bos_token_id": 0, "early_stopping": True},
+    {"max_length": 12, "max_new_tokens": 5, "min_length": 9, "min_new_tokens": 2, "repetition_penalty": 2.0},
 ])
 def test_generation_follows_the_saved_generation_config_as_transformers(tmp_path, settings):
+    """…and saving the loaded model (clozeformer convert) keeps those settings in its generation_config.json."""
     transformers = pytest.importorskip("transformers")
     from clozeformer.interop.model_dir import load_model
 
@@ -231,11 +233,35 @@ def test_generation_follows_the_saved_generation_config_as_transformers(tmp_path
     hf.save_pretrained(tmp_path / "bart")
     ours = load_model(tmp_path / "bart")
     ids = torch.randint(4, 60, (3, 7), generator=torch.Generator().manual_seed(1))
-    for explicit in ({}, {"num_beams": 2, "max_new_tokens": 6}):
+    save_model(ours, tmp_path / "again")
+    again = load_model(tmp_path / "again")
+    hf_again = transformers.BartForConditionalGeneration.from_pretrained(tmp_path / "again").eval()
+    for explicit in ({}, {"num_beams": 2, "max_new_tokens": 6}, {"max_length": 6}):
         with torch.no_grad():
             want = hf.generate(ids, **explicit)
+            assert torch.equal(hf_again.generate(ids, **explicit), want), explicit
         got = ours.generate(ids, **explicit)
         assert torch.equal(got, want), (explicit, got, want)
+        assert torch.equal(again.generate(ids, **explicit), want), explicit
+
+
+def test_saved_generation_settings_not_implemented_are_refused_and_kept(tmp_path):
+    """A setting transformers would apply and generate does not implement is not ignored:
+    generating refuses it by name, and saving the model keeps it for transformers."""
+    transformers = pytest.importorskip("transformers")
+    from clozeformer.interop.model_dir import load_model
+
+    cfg = transformers.BartConfig(vocab_size=60, d_model=16, encoder_layers=1, decoder_layers=1,
+                                  encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                  decoder_ffn_dim=32, max_position_embeddings=64)
+    hf = transformers.BartForConditionalGeneration(cfg).eval()
+    hf.generation_config.encoder_no_repeat_ngram_size = 2
+    hf.save_pretrained(tmp_path / "bart")
+    ours = load_model(tmp_path / "bart")
+    with pytest.raises(ValueError, match=r"settings \{'encoder_no_repeat_ngram_size': 2\} change what transformers"):
+        ours.generate(torch.tensor([[5, 6, 2]]))
+    save_model(ours, tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "generation_config.json").read_text())["encoder_no_repeat_ngram_size"] == 2
 
 
 def test_a_trained_tokenizer_is_named_for_repeating_the_run(tmp_path, capsys):

@@ -33,10 +33,12 @@ _NEG = -1.0e9  # transformers' "no longer a candidate" score in beam search
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    max_new_tokens: int = 20
-    max_length: int | None = None  # overrides max_new_tokens: total decoder length incl. the start token
-    min_length: int = 0  # decoder length incl. the start token before </s> is allowed
-    min_new_tokens: int = 0
+    # lengths count the decoder sequence with its start token; as in transformers, max_new_tokens wins over
+    # max_length and min_new_tokens over min_length, and with neither maximum given 20 new tokens are made
+    max_new_tokens: int | None = None
+    max_length: int | None = None
+    min_length: int = 0  # before </s> is allowed
+    min_new_tokens: int | None = None
     num_beams: int = 1
     do_sample: bool = False
     temperature: float = 1.0
@@ -45,13 +47,16 @@ class GenerationConfig:
     length_penalty: float = 1.0  # beam scores are sum log p / length ** length_penalty
     early_stopping: bool | str = False  # True, False (transformers' heuristic) or "never"
     no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0  # scores of ids already in the row: divided by it if positive, else multiplied
     forced_bos_token_id: int | None = None  # BART (bart-large-cnn) forces <s> first
     forced_eos_token_id: int | None = None  # forces </s> as the last token at max_length
     num_return_sequences: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1 and self.max_length is None:
-            raise ValueError("max_new_tokens must be at least 1")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length (the start token included) must be at least 2, got {self.max_length}")
         if self.num_beams < 1 or self.num_return_sequences < 1:
             raise ValueError("num_beams and num_return_sequences must be at least 1")
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
@@ -60,16 +65,45 @@ class GenerationConfig:
             raise ValueError(f"temperature must be positive and finite, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 < self.repetition_penalty < math.inf:
+            raise ValueError(f"repetition_penalty must be positive and finite, got {self.repetition_penalty}")
         if not math.isfinite(self.length_penalty):
             raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}")
         for name in ("top_k", "no_repeat_ngram_size", "min_length", "min_new_tokens"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.early_stopping not in (True, False, "never"):
             raise ValueError('early_stopping must be True, False or "never"')
 
 
+    def lengths(self, positions: int | None) -> tuple[int, int]:
+        """(max, min) decoder length with the start token, resolved as transformers does; the default
+        maximum (20 new tokens) is capped at the model's `positions` (BART's learned table)."""
+        if self.max_new_tokens is not None:
+            longest = 1 + self.max_new_tokens
+        elif self.max_length is not None:
+            longest = self.max_length
+        else:
+            longest = min(1 + DEFAULT_NEW_TOKENS, positions or math.inf)
+        return longest, (self.min_length if self.min_new_tokens is None else 1 + self.min_new_tokens)
+
+
+DEFAULT_NEW_TOKENS = 20  # transformers' default length, when neither the call nor the checkpoint gives one
 GENERATION_KEYS = tuple(f.name for f in dataclasses.fields(GenerationConfig))
+# transformers' generation settings that change its output and are not implemented here, with the value that
+# changes nothing: a checkpoint that saves another value cannot be generated from (it is not ignored)
+UNSUPPORTED = {"encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0, "typical_p": 1.0,
+               "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "min_p": None, "top_h": None, "diversity_penalty": 0.0,
+               "num_beam_groups": 1, "penalty_alpha": None, "bad_words_ids": None, "force_words_ids": None,
+               "sequence_bias": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+               "forced_decoder_ids": None, "exponential_decay_length_penalty": None, "renormalize_logits": False,
+               "constraints": None, "guidance_scale": 1.0, "watermarking_config": None, "stop_strings": None,
+               "max_time": None, "dola_layers": None}
+
+
+def unsupported_settings(saved: dict) -> dict:
+    """The settings in `saved` (a generation_config.json) that UNSUPPORTED says would change the output."""
+    return {k: v for k, v in saved.items() if k in UNSUPPORTED and v not in (None, UNSUPPORTED[k], [], {})}
 
 
 def generation_defaults(model) -> dict:
@@ -84,13 +118,16 @@ def _process(scores: Tensor, seqs: Tensor, cfg: GenerationConfig, max_length: in
              min_keep: int) -> Tensor:
     """transformers' logits processors, in its order. scores [N, V] (modified in place), seqs [N, cur]."""
     cur = seqs.shape[1]
+    if cfg.repetition_penalty != 1.0:  # every id in the row so far, the start token included
+        seen = scores.gather(1, seqs)
+        scores.scatter_(1, seqs, torch.where(seen < 0, seen * cfg.repetition_penalty, seen / cfg.repetition_penalty))
     n = cfg.no_repeat_ngram_size
     if n > 0 and cur >= n:  # ban each token that would complete an n-gram already in the row
         windows = seqs.unfold(1, n, 1)  # [N, W, n]
         hit = (windows[..., :-1] == seqs[:, cur + 1 - n:, None].transpose(1, 2)).all(-1)  # [N, W]
         rows, where = hit.nonzero(as_tuple=True)
         scores[rows, windows[rows, where, -1]] = -float("inf")
-    if cur < cfg.min_length or cur - 1 < cfg.min_new_tokens:
+    if cur < cfg.min_length:  # resolved: min_new_tokens is None here
         scores[:, eos] = -float("inf")
     for forced, at in ((cfg.forced_bos_token_id, 1), (cfg.forced_eos_token_id, max_length - 1)):
         if forced is not None and cur == at:
@@ -121,10 +158,10 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     forced_bos_token_id, forced_eos_token_id, num_return_sequences, …). Rows that end early
     are padded with pad_token_id. Sampling draws from `generator` (default: torch's global one).
     """
-    defaults = dict(generation_defaults(model))
-    if "max_new_tokens" in options or "max_length" in options:  # an explicit length wins over a saved one
-        defaults.pop("max_length", None), defaults.pop("max_new_tokens", None)
-    cfg = GenerationConfig(**{**defaults, **options})
+    if unsupported := getattr(model, "generation_unsupported", None):
+        raise ValueError(f"the checkpoint's generation settings {unsupported} change what transformers generates "
+                         "and are not implemented here; remove them from its generation_config.json")
+    cfg = GenerationConfig(**{**generation_defaults(model), **options})
     mc = model.config
     start = mc.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
     eos = mc.eos_token_id if eos_token_id is None else eos_token_id
@@ -133,7 +170,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
         raise ValueError(f"input_ids must be [batch, length] with length ≥ 1, got {tuple(input_ids.shape)}")
     if attention_mask is None:  # as transformers: pad tokens in the input are padding (unless pad is eos)
         attention_mask = (input_ids != pad).long() if pad != eos else torch.ones_like(input_ids)
-    max_length = cfg.max_length if cfg.max_length is not None else 1 + cfg.max_new_tokens
+    max_length, min_length = cfg.lengths(mc.max_length)
+    cfg = dataclasses.replace(cfg, max_length=max_length, max_new_tokens=None, min_length=min_length,
+                              min_new_tokens=None)
     if mc.max_length is not None and max_length > mc.max_length:  # BART's learned positions; T5's have no limit
         raise ValueError(f"max_new_tokens {max_length - 1} needs {max_length} decoder positions, more than the "
                          f"model's {mc.max_length}; allowed: max_new_tokens ≤ {mc.max_length - 1}")

@@ -110,20 +110,26 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
         state = {k: v for k, v in state.items() if k not in untrained}
         hf_cfg["architectures"] = [FAMILIES[cfg.model_type].hf.bare]
         ours["untrained"] = untrained
-    return _write_dir(directory, to_hf(state), {**hf_cfg, "clozeformer": ours}, tokenizer)
+    return _write_dir(directory, to_hf(state), {**hf_cfg, "clozeformer": ours}, tokenizer, _generation_file(model))
 
 
-def _write_dir(directory: Path, tensors: dict[str, Tensor], config: dict, tokenizer) -> Path:
-    """model.safetensors + config.json (+ tokenizer files) into `directory`, staged then renamed."""
+def _write_dir(directory: Path, tensors: dict[str, Tensor], config: dict, tokenizer,
+               generation: dict | None = None) -> Path:
+    """model.safetensors + config.json (+ tokenizer files, generation_config.json) into `directory`,
+    staged then renamed."""
     directory.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=directory, prefix=".saving."))
     try:
         save_tensors(stage / "model.safetensors", tensors, metadata={"format": "pt"})
         write_json(stage / "config.json", config)
+        if generation is not None:
+            write_json(stage / "generation_config.json", generation)
         if tokenizer is not None:
             tokenizer.save(stage)
         for f in sorted(stage.iterdir()):
             os.replace(f, directory / f.name)
+        if generation is None:  # a stale one would be read as this model's settings
+            (directory / "generation_config.json").unlink(missing_ok=True)
     except OSError as e:
         if e.errno is None or e.filename is None:
             raise
@@ -202,7 +208,7 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
         model.task = ours["task"]
     missing = [k for k in load_state(model, state, str(weights)) if not k.startswith(_skipped(model))]
     if FAMILIES[kind].generates:
-        model.generation_defaults = _generation_defaults(directory, hf_cfg, kind)
+        model.generation_defaults, model.generation_unsupported = _generation_defaults(directory, hf_cfg, kind, cfg)
     model.untrained = tuple(missing)  # random weights: fill-mask refuses an untrained head, save_model drops it
     if missing or ignored:
         warnings.warn(f"{directory}: {len(missing)} parameters not in the checkpoint were freshly initialised "
@@ -215,11 +221,12 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     return model.eval()
 
 
-def _generation_defaults(directory: Path, hf_cfg: dict, kind: str) -> dict:
+def _generation_defaults(directory: Path, hf_cfg: dict, kind: str, cfg) -> tuple[dict, dict]:
     """Generation settings saved with a checkpoint, read as transformers does: generation_config.json
     when there is one, else config.json's generation keys over the HF config class's defaults
-    (HFMapping.generation: BartConfig forces </s>, id 2, at the maximum length)."""
-    from clozeformer.generate import GENERATION_KEYS
+    (HFMapping.generation: BartConfig forces </s>, id 2, at the maximum length). Returns (the settings
+    generate implements, those it does not that would change the output: generate refuses them)."""
+    from clozeformer.generate import GENERATION_KEYS, GenerationConfig, unsupported_settings
 
     path = directory / "generation_config.json"
     if path.is_file():
@@ -227,13 +234,30 @@ def _generation_defaults(directory: Path, hf_cfg: dict, kind: str) -> dict:
     else:
         saved = {**FAMILIES[kind].hf.generation, **hf_cfg}
     out = {k: saved[k] for k in GENERATION_KEYS if k in saved}
+    unsupported = unsupported_settings(saved)
+    unsupported.update({k: saved[k] for k in _TOKEN_IDS if saved.get(k) not in (None, getattr(cfg, k, None))})
     try:
-        from clozeformer.generate import GenerationConfig
-
         GenerationConfig(**out)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{path if path.is_file() else directory / 'config.json'}: generation settings: {e}") from None
-    return out
+    return out, unsupported
+
+
+_TOKEN_IDS = ("decoder_start_token_id", "eos_token_id", "pad_token_id", "bos_token_id")
+
+
+def _generation_file(model: nn.Module) -> dict | None:
+    """generation_config.json for a model loaded with generation settings beyond its family's defaults
+    (they would be lost otherwise: our config.json holds none), with the token ids as transformers writes them."""
+    cfg = model.config
+    family = FAMILIES[cfg.model_type].hf.generation
+    own = {k: v for k, v in (getattr(model, "generation_defaults", None) or {}).items()
+           if k not in family or family[k] != v}
+    unsupported = getattr(model, "generation_unsupported", None) or {}
+    if not own and not unsupported:
+        return None
+    ids = {k: getattr(cfg, k) for k in _TOKEN_IDS if getattr(cfg, k, None) is not None}
+    return {**ids, **family, **own, **unsupported}
 
 
 def _translator(bart: BartForConditionalGeneration, source: Path) -> BartForTranslation:
@@ -245,6 +269,7 @@ def _translator(bart: BartForConditionalGeneration, source: Path) -> BartForTran
                                source_pad_id=spec["pad_token_id"])
     model.load_state_dict(bart.state_dict(), strict=False)
     model.generation_defaults = getattr(bart, "generation_defaults", None)
+    model.generation_unsupported = getattr(bart, "generation_unsupported", None)
     missing = load_state(model.source, {k.removeprefix("source."): v for k, v in
                                         load_tensors(source / "model.safetensors").items()}, str(source))
     if missing:
