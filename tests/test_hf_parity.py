@@ -179,3 +179,25 @@ def test_an_untied_output_layer_is_refused_not_replaced(tmp_path, cfg_name, cls_
     hf.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not tied to the input embeddings"):
         clozeformer.load_model(tmp_path)
+
+
+@pytest.mark.parametrize("cfg_name, cls_name, kw", [
+    ("T5Config", "T5EncoderModel", dict(vocab_size=97, d_model=32, d_kv=8, d_ff=40, num_layers=1, num_heads=4)),
+    ("T5Config", "T5ForSequenceClassification", dict(vocab_size=97, d_model=32, d_kv=8, d_ff=40, num_layers=1,
+                                                      num_heads=4)),
+    ("BartConfig", "BartForCausalLM", dict(vocab_size=97, d_model=32, encoder_layers=1, decoder_layers=1,
+                                           encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
+                                           decoder_ffn_dim=48, max_position_embeddings=40)),
+])
+def test_a_checkpoint_without_the_models_own_weights_is_refused(tmp_path, capsys, cfg_name, cls_name, kw):
+    """An architecture whose weights do not hold the family's model (an encoder alone, a decoder alone, another
+    prefix) is refused by name; it used to convert, with exit 0, into a model with random (or no) weights."""
+    from clozeformer.cli import main
+
+    torch.manual_seed(0)
+    getattr(transformers, cls_name)(getattr(transformers, cfg_name)(**kw)).save_pretrained(tmp_path / "src")
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "dst")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("clozeformer: error: ") and f"architecture {cls_name} is not" in err[0]
+    assert not (tmp_path / "dst").exists()

@@ -604,11 +604,13 @@ def bart_config_from_hf(hf: dict, **_) -> BartConfig:
 
 class HFMapping(NamedTuple):
     """How one family's weights and config map to transformers', the class a saved directory loads
-    as (ELECTRA's: the discriminator, its generator in generator/ beside it) and transformers' bare
-    model (what an export with untrained heads is saved as)."""
+    as (ELECTRA's: the discriminator, its generator in generator/ beside it), transformers' bare
+    model (what an export with untrained heads is saved as) and our names of that bare model's
+    parameters (`body`: prefixes), which a checkpoint must hold (heads may start fresh, the body not)."""
 
     loads_as: type
     bare: str
+    body: tuple[str, ...]
     state_to_hf: Callable[[dict[str, Tensor]], dict[str, Tensor]]
     state_from_hf: Callable[[dict[str, Tensor]], tuple[dict[str, Tensor], list[str]]]
     config_to_hf: Callable[..., dict]

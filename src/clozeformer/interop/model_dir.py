@@ -207,6 +207,11 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     if ours is not None and ours.get("task") is not None:
         model.task = ours["task"]
     missing = [k for k in load_state(model, state, str(weights)) if not k.startswith(_skipped(model))]
+    if absent := [k for k in missing if k.startswith(mapping.body)]:  # a head may start fresh, the model not
+        arch = next(iter(hf_cfg.get("architectures") or []), "?")
+        raise ValueError(f"{weights}: {len(absent)} of the {kind} model's own parameters are not in the checkpoint "
+                         f"({', '.join(absent[:3])}{'…' if len(absent) > 3 else ''}); its architecture {arch} is "
+                         f"not one clozeformer reads")
     if FAMILIES[kind].generates:
         model.generation_defaults, model.generation_unsupported = _generation_defaults(directory, hf_cfg, kind, cfg)
     model.untrained = tuple(missing)  # random weights: fill-mask refuses an untrained head, save_model drops it
