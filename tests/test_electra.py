@@ -195,7 +195,7 @@ def test_import_hf_discriminator_and_generator(transformers, tmp_path):
     torch.manual_seed(0)
     disc = transformers.ElectraForPreTraining(hf_config(transformers)).eval()
     gen = transformers.ElectraForMaskedLM(hf_config(transformers, hidden_size=16, num_attention_heads=2,
-                                                    intermediate_size=64)).eval()
+                                                    intermediate_size=64, num_hidden_layers=1)).eval()
     disc.save_pretrained(tmp_path / "d")
     gen.save_pretrained(tmp_path / "g")
     ours_d, ours_g = clozeformer.load_model(tmp_path / "d"), clozeformer.load_model(tmp_path / "g")
@@ -212,11 +212,18 @@ def test_import_hf_discriminator_and_generator(transformers, tmp_path):
         gen.electra.embeddings.word_embeddings.weight.copy_(disc.electra.embeddings.word_embeddings.weight)
         gen.electra.embeddings.position_embeddings.weight.copy_(disc.electra.embeddings.position_embeddings.weight)
     gen.save_pretrained(tmp_path / "d" / "generator")
-    both = clozeformer.load_model(tmp_path / "d")
+    both = clozeformer.load_model(tmp_path / "d")  # a generator shallower than the discriminator keeps its depth
     assert isinstance(both, ElectraForPreTraining) and both.config.generator_hidden == 16
+    assert both.config.generator_layers == 1 and both.config.num_layers == 2
     with torch.no_grad():
         assert (both.generator(ids, mask, types).logits - gen(input_ids=ids, attention_mask=mask,
                                                               token_type_ids=types).logits)[keep].abs().max() < TOL
+    clozeformer.save_model(both, tmp_path / "again")
+    with torch.no_grad():
+        again = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "again" / "generator").eval()
+        assert again.config.num_hidden_layers == 1
+        assert (again(input_ids=ids, attention_mask=mask, token_type_ids=types).logits - gen(
+            input_ids=ids, attention_mask=mask, token_type_ids=types).logits)[keep].abs().max() < TOL
 
 
 def test_export_pair_loads_in_transformers(transformers, tmp_path, pair):

@@ -269,16 +269,16 @@ def electra_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], lis
 def electra_config_to_hf(cfg: ElectraConfig, *, generator: bool = False) -> dict:
     """The discriminator's HF config, or (generator=True) the generator's: its own width/heads/FFN."""
     if generator:
-        sizes = (cfg.generator_hidden, cfg.generator_heads, cfg.generator_intermediate)
+        sizes = (cfg.generator_hidden, cfg.generator_heads, cfg.generator_intermediate, cfg.generator_layers)
     else:
-        sizes = (cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+        sizes = (cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, cfg.num_layers)
     return {
         "architectures": ["ElectraForMaskedLM" if generator else "ElectraForPreTraining"],
         "model_type": "electra",
         "vocab_size": cfg.vocab_size,
         "embedding_size": cfg.embedding_size,
         "hidden_size": sizes[0],
-        "num_hidden_layers": cfg.num_layers,
+        "num_hidden_layers": sizes[3],
         "num_attention_heads": sizes[1],
         "intermediate_size": sizes[2],
         **_encoder_keys(cfg),

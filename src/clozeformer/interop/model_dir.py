@@ -29,10 +29,10 @@ def electra_pair(disc: ElectraDiscriminator, gen: ElectraGenerator) -> ElectraFo
     if d.embedding_size != g.embedding_size or d.vocab_size != g.vocab_size:
         raise ValueError(f"generator (E={g.embedding_size}, V={g.vocab_size}) and discriminator "
                          f"(E={d.embedding_size}, V={d.vocab_size}) cannot share embeddings")
+    sizes = ("generator_hidden", "generator_heads", "generator_intermediate", "generator_layers")
     cfg = d.replace(generator_hidden_size=g.generator_hidden, generator_num_heads=g.generator_heads,
-                    generator_intermediate_size=g.generator_intermediate)
-    if cfg.generator_hidden == d.generator_hidden and cfg.generator_heads == d.generator_heads \
-            and cfg.generator_intermediate == d.generator_intermediate:
+                    generator_intermediate_size=g.generator_intermediate, generator_num_layers=g.generator_layers)
+    if all(getattr(cfg, k) == getattr(d, k) for k in sizes):
         cfg = d  # the derived sizes fit: keep the config as saved
     pair = ElectraForPreTraining(cfg)
     pair.discriminator.load_state_dict(disc.state_dict())

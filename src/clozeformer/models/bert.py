@@ -94,13 +94,14 @@ class BertEmbeddings(nn.Module):
         return dropout(self.norm(x), self.dropout, self.training)
 
 
-def bert_layers(cfg, dim: int | None = None, heads: int | None = None, ffn: int | None = None) -> Stack:
-    """cfg.num_layers post-norm layers of width `dim` (default cfg's own sizes; ELECTRA's generator is narrower)."""
+def bert_layers(cfg, dim: int | None = None, heads: int | None = None, ffn: int | None = None,
+                depth: int | None = None) -> Stack:
+    """`depth` post-norm layers of width `dim` (default cfg's own sizes; ELECTRA's generator is narrower)."""
     return Stack(
         TransformerLayer(dim or cfg.hidden_size, heads or cfg.num_heads, ffn or cfg.intermediate_size,
                          activation=cfg.activation, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
                          eps=cfg.layer_norm_eps)
-        for _ in range(cfg.num_layers))
+        for _ in range(depth or cfg.num_layers))
 
 
 def check_length(input_ids: Tensor, max_positions: int) -> None:

@@ -35,7 +35,7 @@ class ElectraConfig(Config):
     and vocabulary; its width is derived as google-research/electra's `get_generator_config`
     does: hidden = round(generator_fraction × H), heads = max(1, hidden // 64),
     intermediate = 4 × hidden. The generator_* size fields, when non-zero, override the
-    derivation (needed to load checkpoints whose generator was sized otherwise).
+    derivation and the depth (needed to load checkpoints whose generator was sized otherwise).
     """
 
     model_type: ClassVar[str] = "electra"
@@ -58,6 +58,7 @@ class ElectraConfig(Config):
     generator_hidden_size: int = 0  # 0: round(generator_fraction × hidden_size)
     generator_num_heads: int = 0  # 0: max(1, generator hidden // 64)
     generator_intermediate_size: int = 0  # 0: 4 × generator hidden
+    generator_num_layers: int = 0  # 0: the discriminator's depth (the paper's)
     max_positions: int = 512
     type_vocab_size: int = 2
     dropout: float = 0.1
@@ -80,11 +81,16 @@ class ElectraConfig(Config):
     def generator_intermediate(self) -> int:
         return self.generator_intermediate_size or 4 * self.generator_hidden
 
+    @property
+    def generator_layers(self) -> int:
+        return self.generator_num_layers or self.num_layers
+
     def __post_init__(self) -> None:
         self._positive("vocab_size", "embedding_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                        "max_positions", "type_vocab_size", "layer_norm_eps", "initializer_range",
                        "discriminator_weight")
-        for name in ("generator_hidden_size", "generator_num_heads", "generator_intermediate_size"):
+        for name in ("generator_hidden_size", "generator_num_heads", "generator_intermediate_size",
+                     "generator_num_layers"):
             self._check(getattr(self, name) >= 0, f"{name} must be ≥ 0 (0 derives it), got {getattr(self, name)}")
         self._check(self.hidden_size % self.num_heads == 0,
                     f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -97,15 +103,15 @@ class ElectraConfig(Config):
 
 
 class ElectraEncoder(nn.Module):
-    """Embeddings (width E) -> optional projection E -> dim -> `num_layers` post-norm layers."""
+    """Embeddings (width E) -> optional projection E -> dim -> `depth` post-norm layers."""
 
-    def __init__(self, cfg: ElectraConfig, dim: int, heads: int, ffn: int, *, tok: nn.Embedding | None = None,
-                 pos: nn.Embedding | None = None) -> None:
+    def __init__(self, cfg: ElectraConfig, dim: int, heads: int, ffn: int, depth: int, *,
+                 tok: nn.Embedding | None = None, pos: nn.Embedding | None = None) -> None:
         super().__init__()
         self.max_positions = cfg.max_positions
         self.embeddings = BertEmbeddings(cfg, cfg.embedding_size, tok=tok, pos=pos)
         self.project = nn.Linear(cfg.embedding_size, dim) if cfg.embedding_size != dim else None
-        self.layers = bert_layers(cfg, dim, heads, ffn)
+        self.layers = bert_layers(cfg, dim, heads, ffn, depth)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> Tensor:
@@ -123,7 +129,7 @@ class ElectraDiscriminator(nn.Module):
     def __init__(self, cfg: ElectraConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.electra = ElectraEncoder(cfg, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+        self.electra = ElectraEncoder(cfg, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, cfg.num_layers)
         self.head = DiscriminatorHead(cfg.hidden_size, cfg.activation)
         init_weights(self, cfg.initializer_range)
 
@@ -145,7 +151,7 @@ class ElectraGenerator(nn.Module):
         super().__init__()
         self.config = cfg
         self.electra = ElectraEncoder(cfg, cfg.generator_hidden, cfg.generator_heads, cfg.generator_intermediate,
-                                      tok=tok, pos=pos)
+                                      cfg.generator_layers, tok=tok, pos=pos)
         # google-research/electra and HF use exact gelu in the generator head, whatever hidden_act is
         self.mlm = MLMHead(cfg.generator_hidden, self.electra.embeddings.tok, "gelu", cfg.layer_norm_eps)
         shared = {id(m) for m in (tok, pos) if m is not None}
