@@ -6,6 +6,7 @@ import pytest
 import torch
 
 
+from clozeformer.config import ConfigError  # noqa: E402
 from clozeformer.interop.hf import bart_state_from_hf  # noqa: E402
 from clozeformer.interop.model_dir import load_model, load_state, save_model  # noqa: E402
 from clozeformer.models.bart import (  # noqa: E402
@@ -244,3 +245,9 @@ def test_training_loss_fuses_the_lm_head_without_changing_loss_or_gradients(fami
     assert out.logits is None and abs(out.loss.item() - ref.loss.item()) < 1e-5
     for a, b in zip(grads, ref_grads):
         assert (a is None) == (b is None) and (a is None or (a - b).abs().max() < 1e-5)
+
+
+def test_layer_norm_eps_other_than_transformers_fixed_value_is_refused():
+    """transformers' BART has no eps key (its LayerNorms keep 1e-5): another would not survive the export."""
+    with pytest.raises(ConfigError, match="layer_norm_eps must be 1e-5"):
+        BartConfig.preset("tiny", layer_norm_eps=1e-6)

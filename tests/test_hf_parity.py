@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -48,9 +49,15 @@ def test_import_bare_and_mlm_checkpoints(tmp_path, cls_name):
     torch.manual_seed(1)
     hf = getattr(transformers, cls_name)(hf_config()).eval()
     hf.save_pretrained(tmp_path)
-    # a bare encoder leaves the MLM head freshly initialised; BertForMaskedLM has no pooler
-    with pytest.warns(UserWarning, match="freshly initialised"):
+    if cls_name == "BertModel":  # a bare encoder leaves the MLM head freshly initialised
+        with pytest.warns(UserWarning, match="freshly initialised"):
+            ours = clozeformer.load_model(tmp_path)
+    else:  # BertForMaskedLM has no pooler, and ours without NSP needs none: nothing is missing
         ours = clozeformer.load_model(tmp_path)
+        assert not ours.untrained
+        clozeformer.save_model(ours, tmp_path / "again")
+        saved = json.loads((tmp_path / "again" / "config.json").read_text())
+        assert saved["architectures"] == ["BertForMaskedLM"]
     assert ours.nsp is None
     ids, mask, types = padded_batch(211, seed=1)
     keep = mask.bool()
@@ -201,3 +208,14 @@ def test_a_checkpoint_without_the_models_own_weights_is_refused(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("clozeformer: error: ") and f"architecture {cls_name} is not" in err[0]
     assert not (tmp_path / "dst").exists()
+
+
+def test_multi_label_classifiers_are_refused(tmp_path):
+    """Our classifiers give one label per example; a multi-label one must not load as single-label (its labels
+    would be read by softmax, and its re-export would lose the problem type)."""
+    from clozeformer.config import ConfigError
+
+    transformers.BertForSequenceClassification(hf_config(num_labels=3, problem_type="multi_label_classification")
+                                               ).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="problem_type multi_label_classification is not supported"):
+        clozeformer.load_model(tmp_path)

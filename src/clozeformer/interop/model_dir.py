@@ -20,6 +20,7 @@ from clozeformer.families import FAMILIES
 from clozeformer.interop.hf import electra_is_generator
 from clozeformer.io import PICKLE_SUFFIXES, load_tensors, read_json, save_tensors, write_json
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
+from clozeformer.models.bert import BertForPreTraining
 from clozeformer.models.electra import ElectraDiscriminator, ElectraForPreTraining, ElectraGenerator
 
 
@@ -72,6 +73,9 @@ def _head_config(model: nn.Module) -> dict:
 
 
 def _skipped(model: nn.Module) -> tuple[str, ...]:
+    """Our parameter prefixes the model's HF class has no counterpart for: neither saved nor missed on loading."""
+    if isinstance(model, BertForPreTraining) and model.nsp is None:  # BertForMaskedLM: no pooler
+        return ("bert.pooler.",)
     return HEADS.get(type(model).__name__, (None, ()))[1]
 
 
@@ -193,6 +197,9 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
         raise ConfigError(f"{config_file}: {e}") from None
     head = ours.get("head") if ours is not None else next(iter(hf_cfg.get("architectures") or []), None)
     if head in HEADS:
+        if hf_cfg.get("problem_type") == "multi_label_classification":  # our heads give one label per example
+            raise ConfigError(f"{config_file}: problem_type multi_label_classification is not supported; "
+                              "allowed: single_label_classification, regression")
         labels = hf_cfg.get("id2label") or {}
         num_labels = ours.get("num_labels") if ours is not None and "num_labels" in ours else len(labels) or 2
         model = HEADS[head][0](cfg, num_labels)

@@ -55,7 +55,7 @@ class BartConfig(Config):
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0  # inside the feed-forward, after the activation
     activation: str = "gelu"
-    layer_norm_eps: float = 1e-5
+    layer_norm_eps: float = 1e-5  # transformers' BART has no such key: its LayerNorms keep 1e-5
     initializer_range: float = 0.02
     scale_embedding: bool = False  # multiply token embeddings by √D (False in bart-base/large)
     pad_token_id: int = 1  # BART's dictionary: <s>=0 <pad>=1 </s>=2 <unk>=3
@@ -71,6 +71,8 @@ class BartConfig(Config):
         self._rates("dropout", "attention_dropout", "activation_dropout")
         self._check(self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}")
         self._token_ids("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+        self._check(self.layer_norm_eps == 1e-5, f"layer_norm_eps must be 1e-5 (transformers' BART fixes it, so a "
+                    f"saved model would load with another), got {self.layer_norm_eps}")
 
 
 POSITION_OFFSET = 2  # fairseq reserved the first two position rows; HF BART keeps the layout

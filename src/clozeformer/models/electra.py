@@ -103,11 +103,15 @@ class ElectraConfig(Config):
 
 
 class ElectraEncoder(nn.Module):
-    """Embeddings (width E) -> optional projection E -> dim -> `depth` post-norm layers."""
+    """Embeddings (width E) -> optional projection E -> D -> post-norm layers: the discriminator's sizes,
+    or with `generator` the generator's."""
 
-    def __init__(self, cfg: ElectraConfig, dim: int, heads: int, ffn: int, depth: int, *,
-                 tok: nn.Embedding | None = None, pos: nn.Embedding | None = None) -> None:
+    def __init__(self, cfg: ElectraConfig, *, generator: bool = False, tok: nn.Embedding | None = None,
+                 pos: nn.Embedding | None = None) -> None:
         super().__init__()
+        dim, heads, ffn, depth = ((cfg.generator_hidden, cfg.generator_heads, cfg.generator_intermediate,
+                                   cfg.generator_layers) if generator else
+                                  (cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, cfg.num_layers))
         self.max_positions = cfg.max_positions
         self.embeddings = BertEmbeddings(cfg, cfg.embedding_size, tok=tok, pos=pos)
         self.project = nn.Linear(cfg.embedding_size, dim) if cfg.embedding_size != dim else None
@@ -129,7 +133,7 @@ class ElectraDiscriminator(nn.Module):
     def __init__(self, cfg: ElectraConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.electra = ElectraEncoder(cfg, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, cfg.num_layers)
+        self.electra = ElectraEncoder(cfg)
         self.head = DiscriminatorHead(cfg.hidden_size, cfg.activation)
         init_weights(self, cfg.initializer_range)
 
@@ -150,8 +154,7 @@ class ElectraGenerator(nn.Module):
                  pos: nn.Embedding | None = None) -> None:
         super().__init__()
         self.config = cfg
-        self.electra = ElectraEncoder(cfg, cfg.generator_hidden, cfg.generator_heads, cfg.generator_intermediate,
-                                      cfg.generator_layers, tok=tok, pos=pos)
+        self.electra = ElectraEncoder(cfg, generator=True, tok=tok, pos=pos)
         # google-research/electra and HF use exact gelu in the generator head, whatever hidden_act is
         self.mlm = MLMHead(cfg.generator_hidden, self.electra.embeddings.tok, "gelu", cfg.layer_norm_eps)
         shared = {id(m) for m in (tok, pos) if m is not None}
@@ -218,7 +221,7 @@ class ElectraForSequenceClassification(nn.Module):
     def __init__(self, cfg: ElectraConfig, num_labels: int, *, classifier_dropout: float | None = None) -> None:
         super().__init__()
         self.config, self.num_labels = cfg, num_labels
-        self.electra = ElectraEncoder(cfg, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+        self.electra = ElectraEncoder(cfg)
         self.classifier = ClassificationHead(cfg.hidden_size, num_labels, "gelu",
                                              cfg.dropout if classifier_dropout is None else classifier_dropout)
         init_weights(self, cfg.initializer_range)
@@ -238,7 +241,7 @@ class ElectraForTokenClassification(nn.Module):
     def __init__(self, cfg: ElectraConfig, num_labels: int, *, classifier_dropout: float | None = None) -> None:
         super().__init__()
         self.config, self.num_labels = cfg, num_labels
-        self.electra = ElectraEncoder(cfg, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+        self.electra = ElectraEncoder(cfg)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         self.classifier_dropout = cfg.dropout if classifier_dropout is None else classifier_dropout
         init_weights(self, cfg.initializer_range)
@@ -260,7 +263,7 @@ class ElectraForQuestionAnswering(nn.Module):
         if num_labels != 2:
             raise ValueError(f"question answering predicts a start and an end (2 labels), got {num_labels}")
         self.config, self.num_labels = cfg, 2
-        self.electra = ElectraEncoder(cfg, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+        self.electra = ElectraEncoder(cfg)
         self.span = SpanHead(cfg.hidden_size)
         init_weights(self, cfg.initializer_range)
 
