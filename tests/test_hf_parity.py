@@ -219,3 +219,12 @@ def test_multi_label_classifiers_are_refused(tmp_path):
                                                ).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="problem_type multi_label_classification is not supported"):
         clozeformer.load_model(tmp_path)
+
+
+def test_classifier_dropout_survives_import_and_export(tmp_path):
+    transformers.BertForSequenceClassification(hf_config(num_labels=2, classifier_dropout=0.3)).save_pretrained(
+        tmp_path / "src")
+    ours = clozeformer.load_model(tmp_path / "src")
+    assert ours.classifier_dropout == 0.3
+    clozeformer.save_model(ours, tmp_path / "dst")
+    assert json.loads((tmp_path / "dst" / "config.json").read_text())["classifier_dropout"] == 0.3

@@ -6,6 +6,7 @@ reads directories written by either library the same way. Our own config rides a
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
@@ -69,6 +70,8 @@ def _head_config(model: nn.Module) -> dict:
     out["label2id"] = {n: i for i, n in enumerate(names)}
     if name.endswith("SequenceClassification"):
         out["problem_type"] = "regression" if model.num_labels == 1 else "single_label_classification"
+    if getattr(model, "classifier_dropout", None) is not None:
+        out["classifier_dropout"] = model.classifier_dropout
     return out
 
 
@@ -202,7 +205,10 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
                               "allowed: single_label_classification, regression")
         labels = hf_cfg.get("id2label") or {}
         num_labels = ours.get("num_labels") if ours is not None and "num_labels" in ours else len(labels) or 2
-        model = HEADS[head][0](cfg, num_labels)
+        cls = HEADS[head][0]
+        given = {"classifier_dropout": hf_cfg["classifier_dropout"]} if hf_cfg.get("classifier_dropout") is not None \
+            and "classifier_dropout" in inspect.signature(cls).parameters else {}
+        model = cls(cfg, num_labels, **given)
         if ours is None and labels and not head.endswith("QuestionAnswering"):  # an HF-written classifier
             model.task = {"labels": [labels[str(i)] if str(i) in labels else labels[i] for i in range(num_labels)]}
     elif ours is not None and ours.get("head") is not None:

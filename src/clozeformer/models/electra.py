@@ -222,8 +222,8 @@ class ElectraForSequenceClassification(nn.Module):
         super().__init__()
         self.config, self.num_labels = cfg, num_labels
         self.electra = ElectraEncoder(cfg)
-        self.classifier = ClassificationHead(cfg.hidden_size, num_labels, "gelu",
-                                             cfg.dropout if classifier_dropout is None else classifier_dropout)
+        self.classifier_dropout = cfg.dropout if classifier_dropout is None else classifier_dropout
+        self.classifier = ClassificationHead(cfg.hidden_size, num_labels, "gelu", self.classifier_dropout)
         init_weights(self, cfg.initializer_range)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,

@@ -99,8 +99,8 @@ class RobertaForSequenceClassification(nn.Module):
         super().__init__()
         self.config, self.num_labels = cfg, num_labels
         self.roberta = RobertaModel(cfg)
-        self.classifier = ClassificationHead(cfg.hidden_size, num_labels, "tanh",
-                                             cfg.dropout if classifier_dropout is None else classifier_dropout)
+        self.classifier_dropout = cfg.dropout if classifier_dropout is None else classifier_dropout
+        self.classifier = ClassificationHead(cfg.hidden_size, num_labels, "tanh", self.classifier_dropout)
         init_weights(self.classifier, cfg.initializer_range)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
