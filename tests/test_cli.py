@@ -233,7 +233,8 @@ def test_error_fill_mask_missing_model(tmp_path, capsys):
 def test_error_resume_without_checkpoint(tmp_path, capsys):
     corpus = small_corpus(tmp_path / "c.txt", 50)
     msg = run_error(pretrain_args(corpus, tmp_path / "run", tmp_path / "cache", "--resume"), capsys)
-    assert "--resume: no complete checkpoint" in msg and str(tmp_path / "run") in msg
+    assert f"--resume: {tmp_path / 'run'} holds no checkpoint to continue" in msg
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()  # refused before any work
 
 
 def test_error_convert_refuses_pickle(tmp_path, capsys):

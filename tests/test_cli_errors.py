@@ -265,3 +265,26 @@ def test_small_vocabularies_and_input_files_are_named(corpus, tmp_path, capsys):
     assert "below the corpus' alphabet" in capsys.readouterr().err
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     fails(["generate", tmp_path, "--input", tmp_path / "latin1.txt"], capsys, "latin1.txt:1: not valid UTF-8")
+
+
+def test_an_output_directory_holding_something_else_is_never_overwritten(corpus, wordpiece, tmp_path, capsys):
+    """convert, train-tokenizer and demo write only into a new or empty directory (demo: or its own earlier
+    one); pretrain does not start a new run where a finished one saved its model. Each refuses before any
+    work, and what was there stays as it was."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine\n")
+    src = tmp_path / "bert"
+    save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=300)), src, Tokenizer.load(wordpiece))
+    fails(["convert", src, other], capsys, f"DST {other} is not empty")
+    fails(["train-tokenizer", "--corpus", corpus, "--out", other, "--vocab-size", "300"], capsys,
+          f"--out {other} is not empty")
+    fails(["train-tokenizer", "--corpus", corpus, "--out", other / "notes.txt" / "x", "--vocab-size", "300"],
+          capsys, "is a file, not a directory")
+    fails(["demo", "--out", other, "--steps", "1", "--quiet"], capsys, f"--out {other} is not empty")
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    fails(["pretrain", "--corpus", corpus, "--tokenizer", wordpiece, "--run-dir", run, "--cache-dir",
+           tmp_path / "cache", *TINY], capsys, f"{run} already holds a run (model/)", "--resume")
+    assert [p.name for p in run.iterdir()] == ["model"] and not (tmp_path / "cache").exists()

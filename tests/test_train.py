@@ -229,7 +229,7 @@ def test_resume_reads_a_training_field_the_checkpoint_predates_as_its_default():
 
 
 def test_resume_without_checkpoint_errors(env, tmp_path):
-    with pytest.raises(TrainingError, match="no complete checkpoint"):
+    with pytest.raises(ValueError, match="holds no checkpoint to continue"):  # before any work
         run(env, tmp_path / "empty", resume=True)
 
 

@@ -235,7 +235,9 @@ def cmd_predict(args) -> None:
 
 def cmd_convert(args) -> None:
     from clozeformer import load_model, load_tokenizer, save_model
+    from clozeformer.io import check_new_dir
 
+    check_new_dir(args.dst, "DST")
     model = load_model(args.src, allow_pickle=args.allow_pickle)
     src = Path(args.src)
     # No tokenizer files: convert the model alone. A tokenizer that is there but broken is an error.
@@ -247,9 +249,11 @@ def cmd_convert(args) -> None:
 
 def cmd_train_tokenizer(args) -> None:
     from clozeformer.data.corpus import check_reading, iter_texts
+    from clozeformer.io import check_new_dir
     from clozeformer.tokenizer import Tokenizer
 
     check_reading(args.corpus, text_field=args.text_field, blank_line_docs=args.blank_line_docs)
+    check_new_dir(args.out, "--out")
     if args.cased and args.lowercase:
         raise ValueError("--cased and --lowercase contradict each other")
     if args.extra_ids is not None and args.kind != "unigram":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from clozeformer.infer import fill_mask
 from clozeformer.interop.model_dir import load_model
-from clozeformer.io import atomic_write
+from clozeformer.io import atomic_write, check_new_dir
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.distributed import resolve_device
 from clozeformer.train.config import fast_bf16
@@ -98,8 +98,14 @@ def run_demo(out_dir: str | Path = "runs/demo", *, minutes: float = 2.5, steps: 
     then show what it learnt. Returns the pretraining summary plus `probe_hits`."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    if (out_dir / "stdlib_docs.txt").is_file():  # an earlier demo's directory: this run replaces it
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    if (out_dir / "stdlib_docs.txt").is_file():  # an earlier demo's directory (it wrote that first): replaced
+        for path in (out_dir / name for name in ("checkpoints", "model", "tokenizer", "metrics.jsonl", "loss.png")):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    else:  # anything else is not the demo's to replace
+        check_new_dir(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"clozeformer demo: a tiny BERT pretrained on the Python {sys.version_info.major}."
           f"{sys.version_info.minor} standard library's documentation, on this machine, offline.\n")

@@ -100,6 +100,20 @@ def atomic_files(paths: list[Path]) -> Iterator[list[IO[bytes]]]:
             Path(tmp).unlink(missing_ok=True)
 
 
+def check_new_dir(path: str | Path, option: str) -> Path:
+    """An output directory a command will fill: new or empty, and not a file nor under one. Checked
+    before any work, so nothing there is overwritten or mixed with the new files."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"{option} {path}: {p} is a file, not a directory")
+            break
+    if path.is_dir() and any(path.iterdir()):
+        raise ValueError(f"{option} {path} is not empty; give a new or empty directory")
+    return path
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 

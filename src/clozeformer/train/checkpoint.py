@@ -171,13 +171,23 @@ def verify(ckpt: Path) -> dict[str, Any]:
     return state
 
 
-def check_fresh(run_dir: Path, resume: bool) -> None:
-    """A new run may not overwrite another's checkpoints: refuse a run directory that holds some
-    unless resuming (checked before any work)."""
+def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True) -> None:
+    """Checked before any work: a new run may not overwrite another's checkpoints or saved models
+    (model/, best/, last/), and --resume needs a checkpoint to continue (where `to_resume`)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--run-dir {run_dir} is a file, not a directory")
     found = list_checkpoints(run_dir)
-    if found and not resume:
-        raise ValueError(f"{run_dir} already holds a run (checkpoints up to {found[-1].name}); continue it with "
-                         "--resume, or give another --run-dir")
+    if resume:
+        if to_resume and not found:
+            raise ValueError(f"--resume: {run_dir} holds no checkpoint to continue; leave out --resume to start "
+                             "a run there")
+        return
+    saved = [f"{name}/" for name in ("model", "best", "last") if (run_dir / name).exists()]
+    if found or saved:
+        what = f"checkpoints up to {found[-1].name}" if found else ", ".join(saved)
+        raise ValueError(f"{run_dir} already holds a run ({what}); continue it with --resume, or give another "
+                         "--run-dir")
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:

@@ -56,8 +56,9 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
         raise ValueError(f"num_beams {num_beams} is the beam search scored on the test pairs; without --test "
                          "nothing is decoded (give --test, or leave out --num-beams)")
     run_dir = Path(run_dir)
-    for stage in (1, 2):  # before any work: a new run never overwrites another
-        check_fresh(run_dir / f"stage{stage}", resume)
+    for stage in (1, 2):  # before any work: a new run never overwrites another; --resume continues stage 1 or 2
+        check_fresh(run_dir / f"stage{stage}", resume, to_resume=stage == 1)
+    check_fresh(run_dir, resume, to_resume=False)  # the translator saved in model/
     bart = load_model(bart_dir)
     if type(bart) is not BartForConditionalGeneration:
         raise ValueError(f"{bart_dir}: expected a BART model (bart), got {bart.config.model_type}")
