@@ -422,3 +422,13 @@ def test_nsp_generator_determinism_and_single_document():
     for i in range(64):
         A, B = split_pair(s["input_ids"][i], s["attention_mask"][i])
         assert B == b[i, : b_len[i]].tolist()
+
+
+def test_nsp_when_no_row_has_a_second_segment():
+    """Documents of one token give every pair an empty B (b is [N, 0]): the pairs are [CLS] A [SEP] [SEP]."""
+    a = torch.tensor([[7], [8], [9]])
+    out = nsp_pairs(a, torch.ones(3, dtype=torch.long), a[:, :0], torch.zeros(3, dtype=torch.long),
+                    torch.arange(3), max_len=8, cls_id=NCLS, sep_id=NSEP, pad_id=NPAD,
+                    generator=torch.Generator().manual_seed(0))
+    assert out["input_ids"][:, :4].tolist() == [[NCLS, t, NSEP, NSEP] for t in (7, 8, 9)]
+    assert out["attention_mask"].sum(1).tolist() == [4, 4, 4]

@@ -34,6 +34,8 @@ def nsp_pairs(a: Tensor, a_len: Tensor, b: Tensor, b_len: Tensor, doc: Tensor, *
     largest limit.
     """
     n = a.shape[0]
+    if b.shape[1] == 0:  # no row has a B (one-token documents): one padding column keeps the gathers below valid
+        b = b.new_full((n, 1), pad_id)
     want_random = torch.rand(n, generator=generator) >= next_prob  # [N]
     donor = torch.arange(n)
     found = torch.zeros(n, dtype=torch.bool)
