@@ -288,3 +288,25 @@ def test_an_output_directory_holding_something_else_is_never_overwritten(corpus,
     fails(["pretrain", "--corpus", corpus, "--tokenizer", wordpiece, "--run-dir", run, "--cache-dir",
            tmp_path / "cache", *TINY], capsys, f"{run} already holds a run (model/)", "--resume")
     assert [p.name for p in run.iterdir()] == ["model"] and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "generate"])
+def test_stdin_that_is_not_utf8_or_closed(tmp_path, capsys, monkeypatch, command):
+    """Standard input is held to the strict UTF-8 of input files (it reached the tokenizer as a TypeError),
+    and a closed one is named (it was a TypeError on None)."""
+    import io
+
+    argv = ["predict", "--model", tmp_path] if command == "predict" else ["generate", tmp_path]
+    if command == "generate":  # generate reads stdin after loading its model
+        monkeypatch.setattr("clozeformer.infer.load_generator", lambda *a, **k: (None, None, None))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"ok\ncaf\xe9\n"), encoding="utf-8",
+                                                      errors="surrogateescape"))
+    fails(argv, capsys, "stdin:2: not valid UTF-8 (byte 0xe9 at column 4)")
+    monkeypatch.setattr("sys.stdin", None)
+    fails(argv, capsys, "standard input is closed; give the input as a file (--input FILE)")
+
+
+def test_a_vocab_txt_without_its_unknown_token_is_refused(tmp_path, capsys):
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[CLS]\n[SEP]\n[MASK]\nthe\nfilm\n")
+    fails(["noise", "--objective", "mlm", "the film", "--tokenizer", tmp_path], capsys,
+          "vocab.txt: not a WordPiece vocab.txt: it has no unknown token '[UNK]'")

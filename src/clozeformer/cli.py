@@ -115,7 +115,7 @@ def cmd_noise(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from clozeformer.data.corpus import read_lines
+    from clozeformer.data.corpus import read_lines, read_stdin
     from clozeformer.infer import generate_texts, load_generator
 
     # a file is read before the model loads (its errors first); stdin after (a bad model does not wait for it)
@@ -137,7 +137,7 @@ def cmd_generate(args) -> None:
             raise ValueError(f"{', '.join(unused)} change{'s' if len(unused) == 1 else ''} nothing without {mode}; "
                              f"add {mode}, or leave {'it' if len(unused) == 1 else 'them'} out")
     if lines is None:
-        lines = [line.rstrip("\n") for line in sys.stdin]
+        lines = [line for _, line in read_stdin()]
     if "max_new_tokens" not in options and "max_length" not in saved and "max_new_tokens" not in saved:
         options["max_new_tokens"] = DEFAULT_NEW_TOKENS
     prefix = args.prefix if args.prefix is not None else (getattr(model, "task", None) or {}).get("prefix") or ""
@@ -201,13 +201,18 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    from clozeformer.data.corpus import read_stdin
     from clozeformer.train.finetune import predict
 
     if args.input == "-":  # stdin: JSON records, or plain text lines (the text of single-text tasks)
         records = []
-        for line in sys.stdin:
-            if line.strip():
-                records.append(json.loads(line) if line.lstrip().startswith("{") else line.rstrip("\n"))
+        for n, line in read_stdin():
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line) if line.lstrip().startswith("{") else line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"stdin:{n}: malformed JSON: {e.msg} at column {e.colno}") from None
         if not records:
             raise ValueError("predict --input -: stdin held no input (JSON records or text lines, one per line)")
         inputs = records

@@ -522,6 +522,9 @@ class Tokenizer:
             model = models.WordPiece.from_file(str(path), unk_token=unk, max_input_chars_per_word=100)
         except Exception as e:
             raise TokenizerError(f"{path}: not a valid WordPiece vocab.txt ({e})") from None
+        if model.token_to_id(unk) is None:  # tokenizers would fail on the first unknown word, deep in a run
+            raise TokenizerError(f"{path}: not a WordPiece vocab.txt: it has no unknown token {unk!r} "
+                                 "(one token per line, the specials among them)")
         backend = Backend(model)
         # HF's own normaliser, not our Hangul-safe one: an existing vocab was built with it.
         backend.normalizer = normalizers.BertNormalizer(

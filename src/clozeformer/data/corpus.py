@@ -178,20 +178,32 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
                 line, col = head.count(b"\n", 0, at) + 1, at - head.rfind(b"\n", 0, at)
                 raise CorpusError(f"{path}:{line}: NUL byte at column {col}; this looks like a binary file "
                                   "(or UTF-16 text), not UTF-8 text")
-            for n, raw in enumerate(f, 1):
-                raw = raw.rstrip(b"\r\n")
-                if b"\0" in raw:
-                    col = raw.index(0) + 1
-                    raise CorpusError(f"{path}:{n}: NUL byte at column {col}; this looks like a binary file")
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise CorpusError(
-                        f"{path}:{n}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
-                    ) from None
-                yield n, line.removeprefix("\ufeff") if n == 1 else line
+            yield from _decoded(str(path), f)
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise CorpusError(f"{path}: corrupt gzip file ({e})") from None
+
+
+def read_stdin() -> Iterator[tuple[int, str]]:
+    """read_lines for standard input ("-"), held to the same strict UTF-8."""
+    if sys.stdin is None:
+        raise CorpusError("standard input is closed; give the input as a file (--input FILE)")
+    raw = getattr(sys.stdin, "buffer", None)  # a text stream without one (a test's) gives back its bytes
+    yield from _decoded("stdin", raw if raw is not None else
+                        (line.encode("utf-8", "surrogateescape") for line in sys.stdin))
+
+
+def _decoded(name: str, raw_lines) -> Iterator[tuple[int, str]]:
+    for n, raw in enumerate(raw_lines, 1):
+        raw = raw.rstrip(b"\r\n")
+        if b"\0" in raw:
+            col = raw.index(0) + 1
+            raise CorpusError(f"{name}:{n}: NUL byte at column {col}; this looks like a binary file")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CorpusError(f"{name}:{n}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                              ) from None
+        yield n, line.removeprefix("\ufeff") if n == 1 else line
 
 
 def jsonl_text(path: Path, n: int, line: str, field: str) -> str:
