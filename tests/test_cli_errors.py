@@ -49,7 +49,7 @@ def fails(argv, capsys, *expected: str) -> str:
     ("--batch-size", "0", "≥ 1"), ("--steps", "-3", "≥ 1"), ("--max-len", "1", "≥ 8"), ("--max-len", "x", "integer"),
     ("--mlm-rate", "1.5", "(0, 1)"), ("--mlm-rate", "0", "(0, 1)"), ("--lr", "0", "> 0"), ("--lr", "nan", "> 0"),
     ("--lr", "inf", "> 0"), ("--minutes", "-1", "> 0"), ("--minutes", "inf", "> 0"), ("--weight-decay", "inf", "≥ 0"), ("--warmup", "-1", "≥ 0"), ("--warmup-fraction", "1", "[0, 1)"),
-    ("--grad-accum", "0", "≥ 1"), ("--vocab-size", "0", "≥ 1"), ("--keep-last", "0", "≥ 1"),
+    ("--grad-accum", "0", "≥ 1"), ("--vocab-size", "0", "[1, 1048576]"), ("--keep-last", "0", "≥ 1"),
 ])
 def test_pretrain_numbers_out_of_range(corpus, tmp_path, capsys, option, value, allowed):
     fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "run", "--cache-dir", tmp_path / "cache",
@@ -71,6 +71,13 @@ def test_pretrain_numbers_out_of_range(corpus, tmp_path, capsys, option, value, 
     (["translate", "--bart", "b", "--train", "t", "--source", "en", "--target", "de", "--stage1-steps", "0"],
      ["--stage1-steps"]),
     (["pretrain", "--corpus", "c", "--model", "gpt"], ["--model", "gpt", "bert"]),
+    # a size tokenizers cannot allocate aborted the process with a Rust backtrace
+    (["train-tokenizer", "--corpus", "c", "--out", "o", "--vocab-size", "1000000000"], ["1000000000", "1048576"]),
+    (["translate", "--bart", "b", "--train", "t", "--source", "en", "--target", "de", "--source-vocab-size",
+      "1000000000"], ["--source-vocab-size", "1048576"]),
+    (["translate", "--bart", "b", "--train", "t", "--source", "en", "--target", "de", "--source-layers", "100000"],
+     ["source_layers 100000", "1 … 24"]),  # it ran until the kernel killed it
+    (["generate", "m", "--num-beams", "2", "--length-penalty", "1e308"], ["--length-penalty", "[-50, 50]"]),
     (["evaluate", "--model", "m", "--data", "d", "--batch-size", "0"], ["--batch-size"]),
     # an abbreviation is not an option: `--dev` was read as `--device`, `--step` as `--steps`
     (["finetune", "--model", "m", "--task", "sst2", "--train", "t", "--dev", "d.tsv"], ["unrecognized", "--dev"]),

@@ -298,6 +298,7 @@ def test_config_validation_and_presets():
     (dict(do_sample=True, temperature=float("nan")), "temperature must be positive and finite, got nan"),
     (dict(do_sample=True, temperature=0.0), "temperature"), (dict(do_sample=True, top_p=float("nan")), "top_p"),
     (dict(num_beams=2, length_penalty=float("nan")), "length_penalty"), (dict(no_repeat_ngram_size=-1), "≥ 0"),
+    (dict(num_beams=2, length_penalty=1e308), r"length_penalty must be a number in \[-50, 50\], got 1e\+308"),
     (dict(top_k=-2), "top_k must be ≥ 0"), (dict(num_beams=0), "num_beams"),
 ])
 def test_generation_settings_are_checked_before_decoding(options, match):

@@ -16,9 +16,9 @@ import warnings
 from pathlib import Path
 
 from clozeformer.cliargs import (COMPILE_HELP, COUNT, LABEL_SMOOTHING_HELP, MAX_LEN, NONNEGATIVE, POSITIVE,
-                                 PRECISION_HELP, PRECISIONS, RATE, RELATIVE_LR_HELP, SHARE, FamilyNames, Parser, number,
-                                 one_line)
-from clozeformer.config import VERSION
+                                 PRECISION_HELP, PRECISIONS, RATE, RELATIVE_LR_HELP, SHARE, VOCAB, FamilyNames, Parser,
+                                 number, one_line)
+from clozeformer.config import MAX_LENGTH_PENALTY, VERSION
 
 DEFAULT_NEW_TOKENS = 64  # generate: new tokens per line when neither the user nor the model says
 
@@ -304,7 +304,7 @@ def _pretrain_parser(sub) -> None:
                         "to stream a `datasets` dataset (e.g. hf:allenai/c4:en)")
     p.add_argument("--run-dir", default="runs/pretrain")
     p.add_argument("--tokenizer", help="existing tokenizer (dir or file); default: train one on the corpus")
-    p.add_argument("--vocab-size", type=COUNT, help="ids of the tokenizer trained on the corpus (default: 8000)")
+    p.add_argument("--vocab-size", type=VOCAB, help="ids of the tokenizer trained on the corpus (default: 8000)")
     p.add_argument("--init", help="continue pretraining from this model directory")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override model config fields")
     p.add_argument("--max-len", type=MAX_LEN, default=128)
@@ -389,7 +389,7 @@ def _generate_parser(sub) -> None:
     p.add_argument("--temperature", type=POSITIVE, help=saved(1.0))
     p.add_argument("--top-k", type=COUNT, help=saved(50))
     p.add_argument("--top-p", type=number(float, 0, 1, open_low=True), help=saved(1.0))
-    p.add_argument("--length-penalty", type=float, help=saved(1.0))
+    p.add_argument("--length-penalty", type=number(float, -MAX_LENGTH_PENALTY, MAX_LENGTH_PENALTY), help=saved(1.0))
     p.add_argument("--no-repeat-ngram-size", type=NONNEGATIVE, help=saved(0))
     p.add_argument("--min-new-tokens", type=NONNEGATIVE, help=saved(0))
     p.add_argument("--early-stopping", action="store_true", default=None, help=saved(False))
@@ -409,7 +409,7 @@ def _translate_parser(sub) -> None:
     p.add_argument("--test", help="JSONL pairs to report sacreBLEU on at the end")
     p.add_argument("--run-dir", default="runs/translate")
     p.add_argument("--source-tokenizer", help="default: a byte-level BPE trained on the source side")
-    p.add_argument("--source-vocab-size", type=COUNT, help="ids of the source tokenizer trained on the pairs "
+    p.add_argument("--source-vocab-size", type=VOCAB, help="ids of the source tokenizer trained on the pairs "
                                                              "(default: 8000)")
     p.add_argument("--source-layers", type=COUNT, default=2)
     p.add_argument("--max-len", type=MAX_LEN, default=128)
@@ -514,7 +514,7 @@ def _train_tokenizer_parser(sub) -> None:
     p = sub.add_parser("train-tokenizer", help="train a WordPiece, byte-level BPE or Unigram tokenizer on text files")
     p.add_argument("--corpus", nargs="+", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--vocab-size", type=COUNT, default=8000)
+    p.add_argument("--vocab-size", type=VOCAB, default=8000)
     p.add_argument("--kind", default="wordpiece", choices=["wordpiece", "bpe", "unigram"],
                    help="wordpiece (BERT, ELECTRA), bpe (BART, byte-level), unigram (T5) (default: wordpiece)")
     p.add_argument("--extra-ids", type=NONNEGATIVE, help="unigram: number of T5 sentinels <extra_id_i> (default: 100)")

@@ -8,7 +8,7 @@ import argparse
 import math
 import sys
 
-from clozeformer.config import MIN_MAX_LEN
+from clozeformer.config import MAX_VOCAB, MIN_MAX_LEN
 
 # An error message longer than this is cut in the middle (it may quote a whole input text).
 _MAX_MESSAGE = 600
@@ -93,6 +93,7 @@ def number(kind: type, low: float | None = None, high: float | None = None, *, o
 
 
 COUNT = number(int, 1)  # batch sizes, steps, lengths, beams…
+VOCAB = number(int, 1, MAX_VOCAB)  # sizes of a tokenizer to train
 NONNEGATIVE = number(int, 0)
 POSITIVE = number(float, 0, open_low=True)  # learning rates, minutes, temperatures
 RATE = number(float, 0, 1, open_low=True, open_high=True)  # shares of tokens: masking, noise

@@ -19,6 +19,8 @@ VERSION = "0.1.0"  # the package's, as pyproject.toml says; written into every s
 # The shortest row any objective or task is given: an NSP pair's [CLS] A [SEP] B [SEP], T5's sentinels,
 # <s>…</s> around a BART document, a QA window's question and context.
 MIN_MAX_LEN = 8
+MAX_VOCAB = 2 ** 20  # tokenizers to train: above the largest vocabularies in use (~256k)
+MAX_LENGTH_PENALTY = 50  # beam search: any length up to 10^6 to this power is still a float
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
 # Field annotations (strings under `from __future__ import annotations`) -> accepted JSON types.

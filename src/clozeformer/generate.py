@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clozeformer.config import MAX_LENGTH_PENALTY
+
 __all__ = ["GenerationConfig", "generate", "generation_defaults"]
 
 _NEG = -1.0e9  # transformers' "no longer a candidate" score in beam search
@@ -67,8 +69,9 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 < self.repetition_penalty < math.inf:
             raise ValueError(f"repetition_penalty must be positive and finite, got {self.repetition_penalty}")
-        if not math.isfinite(self.length_penalty):
-            raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}")
+        if not abs(self.length_penalty) <= MAX_LENGTH_PENALTY:  # length ** penalty must stay a float
+            raise ValueError(f"length_penalty must be a number in [-{MAX_LENGTH_PENALTY}, {MAX_LENGTH_PENALTY}], "
+                             f"got {self.length_penalty}")
         for name in ("top_k", "no_repeat_ngram_size", "min_length", "min_new_tokens"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")

@@ -35,6 +35,7 @@ from tokenizers import AddedToken, Regex
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from clozeformer.config import MAX_VOCAB
 from clozeformer.io import atomic_write
 
 __all__ = ["KINDS", "Tokenizer", "TokenizerError"]
@@ -390,6 +391,8 @@ class Tokenizer:
         is families.FAMILIES[name].tokenizer_kind)."""
         if kind not in KINDS:
             raise TokenizerError(f"unknown tokenizer kind {kind!r}; choose from {', '.join(KINDS)}")
+        if not 1 <= kwargs.get("vocab_size", 1) <= MAX_VOCAB:  # tokenizers aborts the process when it cannot allocate
+            raise TokenizerError(f"vocab_size {kwargs['vocab_size']} is out of range; allowed: 1 … {MAX_VOCAB:,}")
         tok = getattr(cls, f"train_{kind}")(texts, **kwargs)
         if "vocab_size" in kwargs and tok.vocab_size > kwargs["vocab_size"]:
             warnings.warn(f"vocab_size={kwargs['vocab_size']} is below the corpus' alphabet: the vocabulary holds "

@@ -36,6 +36,9 @@ def bleu(model, source_tok: Tokenizer, target_tok: Tokenizer, pairs: list[tuple[
     return metrics.bleu(hyps, [t for _, t in pairs])["bleu"]
 
 
+MAX_SOURCE_LAYERS = 24
+
+
 def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_field: str, target_field: str,
                       run_dir: str | Path = "runs/translate", eval_file: str | Path | None = None,
                       test_file: str | Path | None = None, source_tokenizer: str | Path | None = None,
@@ -52,6 +55,9 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     if source_tokenizer is not None and source_vocab_size is not None:
         raise ValueError(f"source_vocab_size {source_vocab_size} shapes a source tokenizer trained on the pairs; "
                          f"--source-tokenizer {source_tokenizer} brings its own (leave it out)")
+    if not 1 <= source_layers <= MAX_SOURCE_LAYERS:  # a deeper one would exhaust the memory, not train
+        raise ValueError(f"source_layers {source_layers} is out of range; allowed: 1 … {MAX_SOURCE_LAYERS} "
+                         "(BART §3.4's new encoder is small)")
     if num_beams is not None and test_file is None:
         raise ValueError(f"num_beams {num_beams} is the beam search scored on the test pairs; without --test "
                          "nothing is decoded (give --test, or leave out --num-beams)")
