@@ -114,6 +114,12 @@ def test_wrong_family_tokenizer_or_init_is_refused_before_tokenising(corpus, wor
     save_model(BertForPreTraining(cfg), tmp_path / "bert", tok)
     fails(["pretrain", "--corpus", corpus, "--model", "bart", "--init", tmp_path / "bert", "--run-dir", tmp_path / "r",
            "--cache-dir", tmp_path / "cache"], capsys, "is a bert model", "--model bert")
+    # a fine-tuned head is not a pretraining model (it failed after tokenising, on next_sentence_label)
+    from clozeformer.models.bert import BertForSequenceClassification
+
+    save_model(BertForSequenceClassification(cfg, 2), tmp_path / "clf", tok)
+    fails(["pretrain", "--corpus", corpus, "--init", tmp_path / "clf", "--run-dir", tmp_path / "r",
+           "--cache-dir", tmp_path / "cache"], capsys, "is a fine-tuned BertForSequenceClassification, not a pretrained")
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 

@@ -88,6 +88,18 @@ def test_cli_translate(setup):
         with contextlib.redirect_stderr(err):
             assert main(base + extra) == 1
         assert named in err.getvalue() and not (tmp / "refused").exists()
+    # the translator reads another vocabulary: fine-tuning it or continuing its pretraining is refused by name
+    # (both failed with an IndexError inside BART's embeddings)
+    textgen.write_jsonl(tmp / "s2s.jsonl", [{"source": "a", "target": "b"}] * 4)
+    for argv in (["finetune", "--model", summary["model_dir"], "--task", "seq2seq", "--train", str(tmp / "s2s.jsonl"),
+                  "--run-dir", str(tmp / "refused")],
+                 ["pretrain", "--model", "bart", "--init", summary["model_dir"], "--corpus", str(tmp / "train.jsonl"),
+                  "--text-field", "de", "--run-dir", str(tmp / "refused")]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(argv) == 1
+        assert "is a translator (BART with the new source encoder in source/)" in err.getvalue(), err.getvalue()
+        assert not (tmp / "refused").exists()
 
 
 def test_pair_files_fail_clearly(tmp_path):

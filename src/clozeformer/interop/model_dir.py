@@ -75,6 +75,17 @@ def _head_config(model: nn.Module) -> dict:
     return out
 
 
+TRANSLATOR = "a translator (BART with the new source encoder in source/)"
+
+
+def trained_for(model: nn.Module) -> str | None:
+    """What a loaded model was trained into beyond pretraining, for refusals that name it: TRANSLATOR (its
+    inputs are another vocabulary's) or a fine-tuning head; None for a pretrained model."""
+    if isinstance(model, BartForTranslation):
+        return TRANSLATOR
+    return f"a fine-tuned {type(model).__name__}" if type(model).__name__ in HEADS else None
+
+
 def _skipped(model: nn.Module) -> tuple[str, ...]:
     """Our parameter prefixes the model's HF class has no counterpart for: neither saved nor missed on loading."""
     if isinstance(model, BertForPreTraining) and model.nsp is None:  # BertForMaskedLM: no pooler

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from clozeformer.families import family_of
-from clozeformer.interop.model_dir import load_model, load_state, save_model
+from clozeformer.interop.model_dir import TRANSLATOR, load_model, load_state, save_model, trained_for
 from clozeformer.models.electra import ElectraForPreTraining
 from clozeformer.tasks.spec import TaskError, TaskSpec, task_spec
 from clozeformer.tasks.task import (TaskData, check_labels, check_options, example, features, kind_of, label_set,
@@ -72,6 +72,9 @@ def _load(model_dir: str | Path) -> tuple[nn.Module, Tokenizer]:
     with warnings.catch_warnings():  # a bare encoder's missing pretraining heads are expected here
         warnings.filterwarnings("ignore", message=".*freshly initialised.*")
         model = load_model(model_dir)
+    if trained_for(model) == TRANSLATOR:  # (a fine-tuned head may be fine-tuned further)
+        raise ValueError(f"{model_dir} is {TRANSLATOR}: its inputs are another vocabulary's; continue its training "
+                         "with clozeformer translate --resume, or use it with clozeformer generate")
     return model, Tokenizer.load(model_dir)
 
 

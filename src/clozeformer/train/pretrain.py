@@ -27,7 +27,7 @@ from clozeformer.data.corpus import check_reading, iter_texts, sources
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
                                        full_stop_ids, noise_ids)
 from clozeformer.families import FAMILIES, Family
-from clozeformer.interop.model_dir import load_model, save_model
+from clozeformer.interop.model_dir import load_model, save_model, trained_for
 from clozeformer.models.bert import nsp_targets
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.rtd import rtd_mask
@@ -268,6 +268,9 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     check_reading(corpus, text_field=text_field, blank_line_docs=blank_line_docs)
     start = None if init is None else load_model(init)  # the model continued
     if start is not None:
+        if (what := trained_for(start)) is not None:
+            raise ValueError(f"--init {init} is {what}, not a pretrained model; continue pretraining from the model "
+                             "directory a pretraining run saved")
         _agrees(start.config, model_overrides, f"--init {init}")
     # the model's config, refused before the corpus is read
     _fits(_new_config(family, config, _ANY_TOKENIZER, max_len, nsp, model_overrides) if start is None
