@@ -323,3 +323,15 @@ def test_a_vocab_txt_without_its_unknown_token_is_refused(tmp_path, capsys):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[CLS]\n[SEP]\n[MASK]\nthe\nfilm\n")
     fails(["noise", "--objective", "mlm", "the film", "--tokenizer", tmp_path], capsys,
           "vocab.txt: not a WordPiece vocab.txt: it has no unknown token '[UNK]'")
+
+
+def test_output_paths_are_checked_before_any_work(corpus, tmp_path, capsys):
+    """Raw Errno lines came after every prediction (predict --output), after the view (noise --html) or
+    after a tokenizer was trained (pretrain --cache-dir)."""
+    (tmp_path / "afile").write_text("x")
+    fails(["predict", "--model", tmp_path / "m", "--input", corpus, "--output", tmp_path / "nodir" / "o.jsonl"],
+          capsys, "--output", "is not an existing directory")
+    fails(["noise", "--objective", "mlm", "a b c", "--html", tmp_path], capsys, "--html", "is a directory")
+    fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "afile"], capsys,
+          "--cache-dir", "is a file, not a directory")
+    assert not (tmp_path / "r").exists()

@@ -80,8 +80,10 @@ def test_cli_translate(setup):
     assert isinstance(load_model(summary["model_dir"]), BartForTranslation)
     # options the run would not use are refused before anything is read or written
     base = ["translate", "--bart", str(tmp / "bart"), "--train", str(tmp / "train.jsonl"), "--source", "en", "--target",
-            "de", "--run-dir", str(tmp / "refused"), "--quiet"]
+            "de", "--run-dir", str(tmp / "refused"), "--max-len", "48", "--quiet"]
     for extra, named in ((["--num-beams", "2"], "num_beams 2 is the beam search scored on the test pairs"),
+                         (["--max-len", "100"], "max_len 100 exceeds the BART model's 64 positions"),
+                         (["--test", str(tmp / "bart" / "config.json")], "config.json:1:"),  # read before training
                          (["--source-tokenizer", str(tmp / "bart"), "--source-vocab-size", "300"],
                           "source_vocab_size 300 shapes a source tokenizer trained on the pairs")):
         err = io.StringIO()

@@ -19,6 +19,7 @@ from clozeformer.cliargs import (COMPILE_HELP, COUNT, LABEL_SMOOTHING_HELP, MAX_
                                  PRECISION_HELP, PRECISIONS, RATE, RELATIVE_LR_HELP, SHARE, VOCAB, FamilyNames, Parser,
                                  number, one_line)
 from clozeformer.config import MAX_LENGTH_PENALTY, VERSION
+from clozeformer.io import atomic_write, check_new_dir, check_output_file
 
 DEFAULT_NEW_TOKENS = 64  # generate: new tokens per line when neither the user nor the model says
 
@@ -101,6 +102,8 @@ def cmd_noise(args) -> None:
     from clozeformer import load_model, load_tokenizer
     from clozeformer.view import render_html, render_text, view
 
+    if args.html:
+        check_output_file(args.html, "--html")
     source = args.model or args.tokenizer
     tok = load_tokenizer(source) if source else None
     model = load_model(args.model, allow_pickle=args.allow_pickle) if args.model else None
@@ -108,8 +111,6 @@ def cmd_noise(args) -> None:
              second=args.second)
     print(render_text(v, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
     if args.html:
-        from clozeformer.io import atomic_write
-
         atomic_write(Path(args.html), render_html(v).encode())
         print(f"wrote {args.html}")
 
@@ -204,6 +205,9 @@ def cmd_predict(args) -> None:
     from clozeformer.data.corpus import read_stdin
     from clozeformer.train.finetune import predict
 
+    if args.output:
+        check_output_file(args.output, "--output")
+
     if args.input == "-":  # stdin: JSON records, or plain text lines (the text of single-text tasks)
         records = []
         for n, line in read_stdin():
@@ -240,7 +244,6 @@ def cmd_predict(args) -> None:
 
 def cmd_convert(args) -> None:
     from clozeformer import load_model, load_tokenizer, save_model
-    from clozeformer.io import check_new_dir
 
     check_new_dir(args.dst, "DST")
     model = load_model(args.src, allow_pickle=args.allow_pickle)
@@ -254,7 +257,6 @@ def cmd_convert(args) -> None:
 
 def cmd_train_tokenizer(args) -> None:
     from clozeformer.data.corpus import check_reading, iter_texts
-    from clozeformer.io import check_new_dir
     from clozeformer.tokenizer import Tokenizer
 
     check_reading(args.corpus, text_field=args.text_field, blank_line_docs=args.blank_line_docs)

@@ -114,6 +114,16 @@ def check_new_dir(path: str | Path, option: str) -> Path:
     return path
 
 
+def check_output_file(path: str | Path, option: str) -> Path:
+    """A file a command will write: not a directory, in a directory that exists (checked before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"{option} {path}: {path.parent} is not an existing directory")
+    return path
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 

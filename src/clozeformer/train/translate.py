@@ -68,9 +68,13 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     bart = load_model(bart_dir)
     if type(bart) is not BartForConditionalGeneration:
         raise ValueError(f"{bart_dir}: expected a BART model (bart), got {bart.config.model_type}")
+    if max_len > bart.config.max_length:
+        raise ValueError(f"max_len {max_len} exceeds the BART model's {bart.config.max_length} positions; "
+                         f"allowed: max_len ≤ {bart.config.max_length}")
     target_tok = Tokenizer.load(bart_dir)
     train_pairs = read_pairs(train_file, source_field, target_field)
     eval_pairs = read_pairs(eval_file, source_field, target_field) if eval_file else []
+    test_pairs = read_pairs(test_file, source_field, target_field) if test_file else []  # its errors before training
     source_tok = _source_tokenizer(source_tokenizer, run_dir, [s for s, _ in train_pairs], source_vocab_size or 8000,
                                    resume)
 
@@ -104,7 +108,6 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     out = save_model(model, run_dir / "model", target_tok, source_tokenizer=source_tok)
     summary["model_dir"] = str(out)
     if test_file:
-        test_pairs = read_pairs(test_file, source_field, target_field)
         for beams in (1, num_beams or 4):
             summary[f"bleu_beam{beams}"] = bleu(model, source_tok, target_tok, test_pairs, num_beams=beams,
                                                 max_new_tokens=max_new_tokens)
