@@ -237,8 +237,11 @@ def test_fill_mask_on_other_families_and_top_k(corpus, wordpiece, tmp_path, caps
     save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1,
                                                     num_heads=2, intermediate_size=64)), tmp_path / "bert", tok)
     fails(["fill-mask", tmp_path / "bert", "a [MASK] b", "--top-k", "100000"], capsys, "100000", "1 to ")
+    assert "a [MASK] b" not in capsys.readouterr().out  # the range is checked before the first answer
     fails(["fill-mask", tmp_path / "bert", "a [MASK] b", "no mask"], capsys, "no [MASK] in 'no mask'")
     assert "a [MASK] b" not in capsys.readouterr().out  # nothing answered before the bad text was found
+    fails(["fill-mask", tmp_path / "bert", "a " * 600 + "[MASK]"], capsys,  # the mask is there, past 512 positions
+          "every [MASK] in the text lies beyond the model's 512 positions")
 
 
 def test_empty_stdin_to_predict(tmp_path, capsys, monkeypatch):

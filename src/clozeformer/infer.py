@@ -26,15 +26,7 @@ def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 5)
     `model`: a BERT with its MLM head, an ELECTRA generator, or an ELECTRA pair (its generator).
     """
     model = mlm_model(model)
-    candidates = tokenizer.vocab_size - len(set(tokenizer.special_ids))
-    if not 1 <= top_k <= candidates:
-        raise ValueError(f"top_k {top_k} is out of range; allowed: 1 to {candidates} (the vocabulary's non-special "
-                         "tokens)")
-    mask_token = tokenizer.tokens([tokenizer.mask_id])[0]
-    ids = tokenizer.encode(text, max_length=model.config.max_length, specials=True)
-    where = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
-    if not where:
-        raise ValueError(f"no {mask_token} in {text!r}")
+    ids, where = fill_mask_input(model, tokenizer, text, top_k)
     model.eval()
     device = next(model.parameters()).device
     logits = model(torch.tensor([ids], device=device)).logits[0, where].float()  # [masks, V]
@@ -50,6 +42,24 @@ def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 5)
             row.append(Prediction(tokenizer.tokens([tid])[0], tid, score, tokenizer.decode(filled)))
         results.append(row)
     return results
+
+
+def fill_mask_input(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int) -> tuple[list[int], list[int]]:
+    """(ids of `text` as the model reads it, truncated to its positions; where the masks are), or a one-line
+    error: top_k out of range, no mask, or every mask beyond the model's positions."""
+    candidates = tokenizer.vocab_size - len(set(tokenizer.special_ids))
+    if not 1 <= top_k <= candidates:
+        raise ValueError(f"top_k {top_k} is out of range; allowed: 1 to {candidates} (the vocabulary's non-special "
+                         "tokens)")
+    mask_token = tokenizer.tokens([tokenizer.mask_id])[0]
+    ids = tokenizer.encode(text, max_length=model.config.max_length, specials=True)
+    where = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
+    if not where:
+        if tokenizer.mask_id in tokenizer.encode(text, specials=True):
+            raise ValueError(f"every {mask_token} in the text lies beyond the model's {model.config.max_length} "
+                             f"positions; shorten the text before it")
+        raise ValueError(f"no {mask_token} in {text!r}")
+    return ids, where
 
 
 def mlm_model(model: nn.Module) -> nn.Module:
