@@ -338,3 +338,17 @@ def test_output_paths_are_checked_before_any_work(corpus, tmp_path, capsys):
     fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "afile"], capsys,
           "--cache-dir", "is a file, not a directory")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_repeated_option_is_never_dropped(corpus, tmp_path, capsys):
+    """argparse keeps the last of a repeated option: a missing first corpus, a first --set and a first --train
+    were dropped without a word. A list option now gathers every value; a one-value option refuses the repeat."""
+    fails(["pretrain", "--corpus", tmp_path / "nope.txt", "--corpus", corpus, "--run-dir", tmp_path / "r"], capsys,
+          "nope.txt: no such file")
+    fails(["pretrain", "--corpus", corpus, "--set", "num_layers=1", "--set", "num_layers=2", "--run-dir",
+           tmp_path / "r"], capsys, "--set num_layers is given twice")
+    fails(["finetune", "--model", "m", "--task", "sst2", "--train", "a", "--train", "b"], capsys,
+          "--train is given twice; give it once")
+    fails(["finetune", "--model", "m", "--task", "sst2", "--train", "a", "--label-words", "0=bad", "0=awful"], capsys,
+          "--label-words gives label '0' twice")
+    assert not (tmp_path / "r").exists()

@@ -59,6 +59,8 @@ def cmd_pretrain(args) -> None:
         key, eq, value = kv.partition("=")
         if not eq or not key:
             raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
+        if key in overrides:
+            raise ValueError(f"--set {key} is given twice ({overrides[key]!r}, {value!r}); give it once")
         overrides[key] = value
     summary = pretrain(args.corpus, model=args.model, config=args.config, run_dir=args.run_dir,
                        tokenizer=args.tokenizer, vocab_size=args.vocab_size,
@@ -172,6 +174,8 @@ def _task_options(args) -> dict:
             label, eq, word = kv.partition("=")
             if not eq:
                 raise ValueError(f"--label-words expects LABEL=WORD, got {kv!r}")
+            if label in words:
+                raise ValueError(f"--label-words gives label {label!r} twice ({words[label]!r}, {word!r}); give it once")
             words[label] = word
     names = ("text_column", "text_pair_column", "label_column", "source_column", "target_column", "tokens_column",
              "tags_column", "metric", "prefix", "pair_prefix", "max_len", "stride", "max_answer_len",

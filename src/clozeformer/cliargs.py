@@ -37,6 +37,17 @@ class Help(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)".lstrip()
 
 
+class _Once(argparse._StoreAction):
+    """An option that takes one value: given twice, it is refused (argparse would keep the last silently)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given", set())
+        if self.dest in given:
+            parser.error(f"{option_string} is given twice; give it once")
+        given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse in the house format: a bad option is one line, `clozeformer: error: …`, exit status 1;
     --help names every default."""
@@ -49,6 +60,8 @@ class Parser(argparse.ArgumentParser):
     def add_argument(self, *args, **kwargs):
         if not kwargs.get("help") and not _unset(kwargs.get("default")) and args[0].startswith("-"):
             kwargs["help"] = "(default: %(default)s)"  # argparse prints nothing for an option without help
+        if args[0].startswith("-") and "action" not in kwargs:  # argparse keeps the last of a repeated option
+            kwargs["action"] = "extend" if kwargs.get("nargs") in ("+", "*") else _Once
         return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):
