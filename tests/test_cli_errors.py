@@ -352,3 +352,15 @@ def test_a_repeated_option_is_never_dropped(corpus, tmp_path, capsys):
     fails(["finetune", "--model", "m", "--task", "sst2", "--train", "a", "--label-words", "0=bad", "0=awful"], capsys,
           "--label-words gives label '0' twice")
     assert not (tmp_path / "r").exists()
+
+
+def test_generate_and_noise_options_that_would_change_nothing_or_contradict(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("clozeformer.infer.load_generator", lambda *a, **k: (None, None, None))
+    (tmp_path / "in.txt").write_text("a line\n")
+    gen = ["generate", tmp_path / "m", "--input", tmp_path / "in.txt"]
+    fails(gen + ["--seed", "3"], capsys, "--seed 3 seeds sampling", "--sample")
+    fails(gen + ["--min-new-tokens", "50", "--max-new-tokens", "5"], capsys, "--min-new-tokens 50 is above the 5")
+    fails(gen + ["--sample", "--seed", str(2 ** 64)], capsys, "--seed", "out of range")
+    fails(["noise", "--objective", "mlm", "a b", "--model", tmp_path, "--tokenizer", tmp_path], capsys,
+          "brings its own tokenizer; leave out --tokenizer")
+    fails(["noise", "--objective", "nsp", "a b. c d.", "--second", " "], capsys, "--second is empty")

@@ -16,8 +16,8 @@ import warnings
 from pathlib import Path
 
 from clozeformer.cliargs import (COMPILE_HELP, COUNT, LABEL_SMOOTHING_HELP, MAX_LEN, NONNEGATIVE, POSITIVE,
-                                 PRECISION_HELP, PRECISIONS, RATE, RELATIVE_LR_HELP, SHARE, VOCAB, FamilyNames, Parser,
-                                 number, one_line)
+                                 PRECISION_HELP, PRECISIONS, RATE, RELATIVE_LR_HELP, SEED, SHARE, VOCAB, FamilyNames,
+                                 Parser, number, one_line)
 from clozeformer.config import MAX_LENGTH_PENALTY, VERSION
 from clozeformer.io import atomic_write, check_new_dir, check_output_file
 
@@ -104,6 +104,10 @@ def cmd_noise(args) -> None:
 
     if args.html:
         check_output_file(args.html, "--html")
+    if args.model and args.tokenizer:
+        raise ValueError(f"--model {args.model} brings its own tokenizer; leave out --tokenizer {args.tokenizer}")
+    if args.second is not None and not args.second.strip():
+        raise ValueError("--second is empty; give the text the random NotNext segment comes from")
     source = args.model or args.tokenizer
     tok = load_tokenizer(source) if source else None
     model = load_model(args.model, allow_pickle=args.allow_pickle) if args.model else None
@@ -131,6 +135,13 @@ def cmd_generate(args) -> None:
     saved = getattr(model, "generation_defaults", None) or {}
     settings = {**saved, **options}
     # transformers warns and ignores these; an option given is meant to change the output
+    if args.seed is not None and not settings.get("do_sample"):
+        raise ValueError(f"--seed {args.seed} seeds sampling; without --sample the output is the same for every "
+                         "seed (add --sample, or leave out --seed)")
+    longest = settings.get("max_new_tokens") or settings.get("max_length", DEFAULT_NEW_TOKENS + 1) - 1
+    if (settings.get("min_new_tokens") or 0) > longest:
+        raise ValueError(f"--min-new-tokens {settings['min_new_tokens']} is above the {longest} new tokens allowed "
+                         "(--max-new-tokens)")
     for keys, needs, mode in ((("temperature", "top_k", "top_p"), settings.get("do_sample"), "--sample"),
                               (("length_penalty", "early_stopping"), settings.get("num_beams", 1) > 1,
                                "--num-beams N (N > 1)")):
@@ -142,7 +153,7 @@ def cmd_generate(args) -> None:
     if "max_new_tokens" not in options and "max_length" not in saved and "max_new_tokens" not in saved:
         options["max_new_tokens"] = DEFAULT_NEW_TOKENS
     prefix = args.prefix if args.prefix is not None else (getattr(model, "task", None) or {}).get("prefix") or ""
-    for out in generate_texts(model, tok, lines, batch_size=args.batch_size, prefix=prefix, seed=args.seed,
+    for out in generate_texts(model, tok, lines, batch_size=args.batch_size, prefix=prefix, seed=args.seed or 0,
                               target_tokenizer=target_tok, **options):
         print(out, flush=True)
 
@@ -341,7 +352,7 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--save-every", type=COUNT, help="default 500")
     p.add_argument("--keep-last", type=COUNT, help="default 2")
     p.add_argument("--log-every", type=COUNT, help="steps between train rows in metrics.jsonl (default 10)")
-    p.add_argument("--seed", type=NONNEGATIVE, help="initial weights, batches and masks (default 0)")
+    p.add_argument("--seed", type=SEED, help="initial weights, batches and masks (default 0)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto: CUDA when present)")
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--nan-policy", choices=["stop", "skip"], help="on a non-finite loss (default stop)")
@@ -374,7 +385,7 @@ def _noise_parser(sub) -> None:
     p.add_argument("--model", help="model dir (its tokenizer; rtd needs an ELECTRA model)")
     p.add_argument("--second", help="nsp: a second text, the source of the random NotNext segment")
     p.add_argument("--rate", type=RATE, help="masking/noise rate (default: the objective's own)")
-    p.add_argument("--seed", type=NONNEGATIVE, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--html", help="also write the view to this HTML file")
     p.add_argument("--allow-pickle", action="store_true")
     p.set_defaults(fn=cmd_noise)
@@ -398,7 +409,7 @@ def _generate_parser(sub) -> None:
     p.add_argument("--min-new-tokens", type=NONNEGATIVE, help=saved(0))
     p.add_argument("--early-stopping", action="store_true", default=None, help=saved(False))
     p.add_argument("--batch-size", type=COUNT, default=16)
-    p.add_argument("--seed", type=NONNEGATIVE, default=0)
+    p.add_argument("--seed", type=SEED, help="with --sample: the sampling seed (default 0)")
     p.add_argument("--allow-pickle", action="store_true")
     p.set_defaults(fn=cmd_generate)
 
@@ -430,7 +441,7 @@ def _translate_parser(sub) -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--eval-every", type=COUNT, default=200)
     p.add_argument("--save-every", type=COUNT, default=500)
-    p.add_argument("--seed", type=NONNEGATIVE, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--resume", action="store_true")
@@ -464,7 +475,7 @@ def _finetune_parser(sub) -> None:
     p.add_argument("--max-eval-rows", type=COUNT)
     p.add_argument("--keep-last", type=COUNT, default=1, help="training checkpoints kept (for --resume)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    p.add_argument("--seed", type=NONNEGATIVE, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--resume", action="store_true")

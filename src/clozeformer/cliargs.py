@@ -108,6 +108,7 @@ def number(kind: type, low: float | None = None, high: float | None = None, *, o
 COUNT = number(int, 1)  # batch sizes, steps, lengths, beams…
 VOCAB = number(int, 1, MAX_VOCAB)  # sizes of a tokenizer to train
 NONNEGATIVE = number(int, 0)
+SEED = number(int, 0, 2 ** 63 - 1)  # torch's generators take a signed 64-bit seed
 POSITIVE = number(float, 0, open_low=True)  # learning rates, minutes, temperatures
 RATE = number(float, 0, 1, open_low=True, open_high=True)  # shares of tokens: masking, noise
 SHARE = number(float, 0, 1, open_high=True)  # warmup shares, Adam betas
