@@ -175,10 +175,17 @@ def test_what_a_continued_model_would_not_use_is_refused(corpus, wordpiece, tmp_
     fails(["pretrain", "--corpus", corpus, "--init", tmp_path / "bert", "--set", "num_layers=1", "dropout=0.2",
            "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "cache"], capsys,
           "--set) dropout=0.2: the model continued from --init", "has dropout=0.1 and keeps its own config")
+    other = Tokenizer.train("wordpiece", corpus.read_text(encoding="utf-8").splitlines()[::-1], vocab_size=300)
+    other.save(tmp_path / "other")  # as many ids, numbered otherwise: the embeddings would mean other tokens
     for extra, expected in ((["--weight-init", "mimetic"], "weight_init 'mimetic' initialises a new model"),
-                            (["--lowercase"], "lowercase shapes a tokenizer trained on the corpus; --init")):
+                            (["--lowercase"], "lowercase shapes a tokenizer trained on the corpus; --init"),
+                            (["--config", "base"], "config 'base' sizes a new model; --init"),
+                            (["--warmup-fraction", "0.2"], "warmup_fraction 0.2 is a share of a --minutes budget"),
+                            (["--tokenizer", tmp_path / "other"], "numbers its tokens otherwise than --init")):
         fails(["pretrain", "--corpus", corpus, "--init", tmp_path / "bert", *extra, "--run-dir", tmp_path / "r",
                "--cache-dir", tmp_path / "cache"], capsys, expected)
+    fails(["pretrain", "--corpus", corpus, "--minutes", "1", "--warmup", "10", "--run-dir", tmp_path / "r"], capsys,
+          "warmup_steps 10 counts steps; under a time budget")
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 

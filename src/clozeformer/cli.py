@@ -313,7 +313,7 @@ def _pretrain_parser(sub) -> None:
                                    "token-insertion)")
     p.add_argument("--lowercase", action="store_true", help="lowercase when training a tokenizer (bart/t5: cased "
                                                             "by default; bert/electra: uncased unless --cased)")
-    p.add_argument("--config", default="mini", help="preset: tiny, mini, small, base")
+    p.add_argument("--config", help="preset of a new model: tiny, mini (default), small, base")
     p.add_argument("--corpus", nargs="+", required=True,
                    help=".txt / .jsonl files, optionally .gz, or hf:NAME[:CONFIG][?split=&field=&data_files=] "
                         "to stream a `datasets` dataset (e.g. hf:allenai/c4:en)")

@@ -227,7 +227,7 @@ class PlateauAlarm:
         return "memorising" in self.said
 
 
-def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str = "mini", run_dir: str | Path = "runs/pretrain",
+def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str | None = None, run_dir: str | Path = "runs/pretrain",
              tokenizer: str | Path | Tokenizer | None = None, vocab_size: int | None = None,
              lowercase: bool | None = None,
              init: str | Path | None = None, max_len: int = 128, batch_size: int = 32, nsp: bool = True,
@@ -261,6 +261,10 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str =
     family = FAMILIES[model]
     recipe = OBJECTIVES[family.objective]
     _check_applies(model, recipe, init, tokenizer, vocab_size, lowercase, whole_word, mlm_rate, noise, weight_init)
+    if config is not None and init is not None:
+        raise ValueError(f"config {config!r} sizes a new model; --init {init} continues one of its own size "
+                         "(leave out --config)")
+    config = config or "mini"
     noise = "bart-base" if noise is None else noise
     nsp = nsp and family.nsp
     _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction,
@@ -335,6 +339,12 @@ def _recipe(family: Family, small: bool, train, mlm_rate: float | None,
         raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
     if not isinstance(train, TrainConfig):
         given, train = train or {}, {**defaults, **(train or {})}
+        if train.get("minutes") and "warmup_steps" in given:
+            raise ValueError(f"warmup_steps {given['warmup_steps']} counts steps; under a time budget the warmup is "
+                             "a share of the time (give --warmup-fraction instead)")
+        if not train.get("minutes") and not small and "warmup_fraction" in given:
+            raise ValueError(f"warmup_fraction {given['warmup_fraction']} is a share of a --minutes budget (or of "
+                             "a new tiny/mini model's steps); give --warmup in steps")
         if small and not train.get("minutes") and "warmup_steps" not in given:  # the recipe's share of the steps
             train["warmup_steps"] = max(1, round(train["warmup_fraction"] * (train.get("steps") or 1000)))
         train = TrainConfig(**train)
@@ -452,10 +462,14 @@ def _check_arguments(recipe: Objective, family: str, config: str, init, tokenize
 def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowercase, text_field, blank_line_docs,
                resume, say: bool = False) -> Tokenizer:
     """The tokenizer given, else the init model's, else the run's own (trained once, reused on resume)."""
-    if isinstance(given, Tokenizer):
-        return given
     if given is not None:
-        return Tokenizer.load(given)
+        tok = given if isinstance(given, Tokenizer) else Tokenizer.load(given)
+        if init is not None and any((Path(init) / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+            own = Tokenizer.load(init).backend.get_vocab(with_added_tokens=True)
+            if tok.backend.get_vocab(with_added_tokens=True) != own:  # the embeddings are rows of the init's ids
+                raise ValueError(f"--tokenizer {given} numbers its tokens otherwise than --init {init}'s tokenizer, "
+                                 "whose ids the continued embeddings belong to (leave out --tokenizer)")
+        return tok
     if init is not None:
         return Tokenizer.load(init)
     own = run_dir / "tokenizer"
