@@ -270,6 +270,17 @@ def test_stdout_is_the_summary_alone_and_resume_says_where(corpus, wordpiece, tm
     assert main([str(a) for a in argv] + ["--resume"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["steps"] == 6 and "resumed from step 4" in err
+    argv[argv.index("--steps") + 1] = "5"  # fewer steps than the run has taken: nothing to train
+    fails(argv + ["--resume"], capsys, "is at step 6, past steps 5; give --steps above 6")
+    # the tiny recipe's warmup is a share of the steps: extending the run may change it (it was refused)
+    del argv[argv.index("--warmup"): argv.index("--warmup") + 2]
+    argv[argv.index("--run-dir") + 1] = tmp_path / "r2"
+    argv[argv.index("--steps") + 1] = "4"
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    argv[argv.index("--steps") + 1] = "8"
+    assert main([str(a) for a in argv] + ["--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 8
 
 
 def test_warmup_not_shorter_than_the_run_is_named(corpus, wordpiece, tmp_path, capsys):

@@ -87,10 +87,14 @@ def trained_for(model: nn.Module) -> str | None:
 
 
 def _skipped(model: nn.Module) -> tuple[str, ...]:
-    """Our parameter prefixes the model's HF class has no counterpart for: neither saved nor missed on loading."""
-    if isinstance(model, BertForPreTraining) and model.nsp is None:  # BertForMaskedLM: no pooler
-        return ("bert.pooler.",)
     return HEADS.get(type(model).__name__, (None, ()))[1]
+
+
+def _optional(model: nn.Module) -> tuple[str, ...]:
+    """Our parameter prefixes the model's HF class may lack: a BERT without NSP is HF's BertForMaskedLM, which
+    has no pooler. Missing from a checkpoint they are untrained (not exported) without a warning, and their
+    absence does not make an export the bare encoder."""
+    return ("bert.pooler.",) if isinstance(model, BertForPreTraining) and model.nsp is None else ()
 
 
 def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, source_tokenizer=None) -> Path:
@@ -124,9 +128,10 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
     skip = ("source.",) + _skipped(model)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
     untrained = [k for k in getattr(model, "untrained", ()) if k in state]
-    if untrained:  # never export random weights as trained: the encoder alone, as transformers' bare model
+    if untrained:  # never export random weights as trained: without them, as transformers' bare model if a head
         state = {k: v for k, v in state.items() if k not in untrained}
-        hf_cfg["architectures"] = [FAMILIES[cfg.model_type].hf.bare]
+        if any(not k.startswith(_optional(model)) for k in untrained):
+            hf_cfg["architectures"] = [FAMILIES[cfg.model_type].hf.bare]
         ours["untrained"] = untrained
     return _write_dir(directory, to_hf(state), {**hf_cfg, "clozeformer": ours}, tokenizer, _generation_file(model))
 
@@ -239,7 +244,7 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     if FAMILIES[kind].generates:
         model.generation_defaults, model.generation_unsupported = _generation_defaults(directory, hf_cfg, kind, cfg)
     model.untrained = tuple(missing)  # random weights: fill-mask refuses an untrained head, save_model drops it
-    if missing or ignored:
+    if [k for k in missing if not k.startswith(_optional(model))] or ignored:
         warnings.warn(f"{directory}: {len(missing)} parameters not in the checkpoint were freshly initialised "
                       f"({', '.join(missing[:4])}{'…' if len(missing) > 4 else ''}); "
                       f"{len(ignored)} checkpoint tensors ignored ({', '.join(ignored[:4])})", stacklevel=2)

@@ -171,9 +171,10 @@ def verify(ckpt: Path) -> dict[str, Any]:
     return state
 
 
-def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True) -> None:
+def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: int | None = None) -> None:
     """Checked before any work: a new run may not overwrite another's checkpoints or saved models
-    (model/, best/, last/), and --resume needs a checkpoint to continue (where `to_resume`)."""
+    (model/, best/, last/), and --resume needs a checkpoint to continue (where `to_resume`), one not
+    past `steps` (where the run is counted in steps)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file, not a directory")
@@ -182,6 +183,9 @@ def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True) -> None:
         if to_resume and not found:
             raise ValueError(f"--resume: {run_dir} holds no checkpoint to continue; leave out --resume to start "
                              "a run there")
+        if found and steps is not None and _step_of(found[-1]) > steps:
+            raise ValueError(f"--resume: {run_dir} is at step {_step_of(found[-1])}, past steps {steps}; give "
+                             f"--steps above {_step_of(found[-1])} to train further")
         return
     saved = [f"{name}/" for name in ("model", "best", "last") if (run_dir / name).exists()]
     if found or saved:

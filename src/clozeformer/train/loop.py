@@ -278,7 +278,7 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
     on the machine's speed, so such a run is not bit-reproducible.
     """
     run_dir = Path(run_dir)
-    check_fresh(run_dir, resume)
+    check_fresh(run_dir, resume, steps=None if cfg.minutes > 0 else cfg.steps)
     dist = distributed.init(cfg.device)
     device = dist.device
     _prepare(model, cfg, device)
@@ -435,7 +435,10 @@ def _check_same(saved: dict, now: dict, ckpt: Path) -> None:
     known = {"train_config": json.loads(json.dumps(TrainConfig().to_dict()))}
     for section in ("model_config", "train_config", "data"):
         old, new = {**known.get(section, {}), **saved.get(section, {})}, now.get(section, {})
-        diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+        # a run extended (more steps) may warm up over its share of the new length (the recipe's warmup is one)
+        extended = section == "train_config" and old.get("steps") != new.get("steps")
+        skip = ignore | ({"warmup_steps"} if extended else set())
+        diff = sorted(k for k in set(old) | set(new) if k not in skip and old.get(k) != new.get(k))
         if diff:
             raise TrainingError(f"cannot resume from {ckpt}: {section} changed ({', '.join(diff)}: "
                                 f"{[old.get(k) for k in diff]} -> {[new.get(k) for k in diff]})")

@@ -279,11 +279,11 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
     # the model's config, refused before the corpus is read
     _fits(_new_config(family, config, _ANY_TOKENIZER, max_len, nsp, model_overrides) if start is None
           else start.config, max_len, nsp)
-    check_fresh(Path(run_dir), resume)
-    if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
-        raise ValueError(f"--cache-dir {cache_dir} is a file, not a directory")
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
     train, mlm_rate, weight_init = _recipe(family, small, train, mlm_rate, weight_init)
+    check_fresh(Path(run_dir), resume, steps=None if train.minutes > 0 else train.steps)
+    if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise ValueError(f"--cache-dir {cache_dir} is a file, not a directory")
     run_dir = Path(run_dir)
     corpus = sources(corpus)  # paths, or hf: dataset names
     dist = distributed.init(train.device)
