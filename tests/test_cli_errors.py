@@ -382,3 +382,28 @@ def test_generate_and_noise_options_that_would_change_nothing_or_contradict(tmp_
     fails(["noise", "--objective", "mlm", "a b", "--model", tmp_path, "--tokenizer", tmp_path], capsys,
           "brings its own tokenizer; leave out --tokenizer")
     fails(["noise", "--objective", "nsp", "a b. c d.", "--second", " "], capsys, "--second is empty")
+
+
+@pytest.mark.parametrize("task, header, row, expected", [
+    ("sst2", "sentence\tlabel", "a good film\t", "empty label"),  # it became a class ""
+    ("regression", "sentence\tlabel", "a good film\tnan", "label 'nan' is out of range"),  # stopped at a nan loss
+    ("regression", "sentence\tlabel", "a good film\t1e308", "label '1e308' is out of range"),
+    ("extractive-qa", None, {"question": "q?", "context": "a good film", "answers": {"text": ["good"],
+                                                                                   "answer_start": [500]}},
+     "answer 'good' is not the context's text at answer_start 500"),
+    ("extractive-qa", None, {"question": "q?", "context": "a good film", "answers": {"text": ["good"],
+                                                                                   "answer_start": ["2"]}},
+     "an integer answer_start"),
+])
+def test_finetune_labels_that_cannot_be_learnt(wordpiece, tmp_path, capsys, task, header, row, expected):
+    tok = Tokenizer.load(wordpiece)
+    save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1,
+                                                    num_heads=2, intermediate_size=64)), tmp_path / "bert", tok)
+    if header is None:
+        data = tmp_path / "train.jsonl"
+        data.write_text(json.dumps(row) + "\n")
+    else:
+        data = tmp_path / "train.tsv"
+        data.write_text(f"{header}\na fine film\t1\n{row}\n")
+    fails(["finetune", "--model", tmp_path / "bert", "--task", task, "--train", data, "--run-dir", tmp_path / "run"],
+          capsys, f"{data.name}:", expected)

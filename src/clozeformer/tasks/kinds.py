@@ -21,11 +21,13 @@ from clozeformer.families import FAMILIES
 from clozeformer.nn.functional import IGNORE
 from clozeformer.tasks import metrics as M
 from clozeformer.tasks.qa import Window, answer_texts, windows
-from clozeformer.tasks.readers import Record, field, read_records, read_squad
+from clozeformer.tasks.readers import Record, answers_in, field, read_records, read_squad
 from clozeformer.tasks.spec import METRICS, TaskError, TaskSpec, parse_label, parse_regression, regression_text
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+MAX_TARGET = 1e15  # regression targets: the squared error stays finite in fp32
 
 def class_label(label: str) -> str:
     """A class label as one string per class: a number with an integral value in any spelling
@@ -226,6 +228,8 @@ class Classification(_Sentences):
     name = "classification"
 
     def parse(self, where, label):
+        if not label:
+            raise TaskError(f"{where}: empty label")
         return class_label(label)
 
     def target(self, spec, label):
@@ -262,9 +266,13 @@ class Regression(_Sentences):
 
     def parse(self, where, label):
         try:
-            return float(label)
+            value = float(label)
         except ValueError:
             raise TaskError(f"{where}: label {label!r} is not a number (regression)") from None
+        if not abs(value) <= MAX_TARGET:  # nan, inf, or a square that overflows the loss
+            raise TaskError(f"{where}: label {label!r} is out of range; allowed: a finite number of magnitude "
+                            f"≤ {MAX_TARGET:g} (regression)")
+        return value
 
     def target(self, spec, label):
         return label
@@ -347,7 +355,7 @@ class ExtractiveQA(Kind):
             texts, starts = answers.get("text"), answers.get("answer_start")
             if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
                 raise TaskError(f"{where}: 'answers' needs equal lists 'text' and 'answer_start'")
-            ex["answers"] = [(str(t), int(a)) for t, a in zip(texts, starts)]
+            ex["answers"] = answers_in(where, ex["context"], list(zip(texts, starts)))
         return ex
 
     def num_labels(self, spec):

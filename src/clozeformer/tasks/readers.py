@@ -131,10 +131,22 @@ def read_squad(source: str | Path) -> list[dict[str, Any]]:
             for q, qa in enumerate(para["qas"]):
                 if not isinstance(qa.get("question"), str):
                     raise TaskError(f"{where}.qas[{q}]: no string 'question' (keys present: {', '.join(qa)})")
-                answers = [(ans["text"], int(ans["answer_start"])) for ans in qa.get("answers", [])
-                           if isinstance(ans, dict) and "text" in ans and "answer_start" in ans]
+                answers = answers_in(f"{where}.qas[{q}]", para["context"],
+                                     [(ans.get("text"), ans.get("answer_start")) for ans in qa.get("answers", [])
+                                      if isinstance(ans, dict)])
                 examples.append({"id": str(qa.get("id", f"{a}-{p}-{q}")), "question": qa["question"],
                                  "context": para["context"], "answers": answers, "where": f"{where}.qas[{q}]"})
     if not examples:
         raise TaskError(f"{path}: no questions")
     return examples
+
+
+def answers_in(where: str, context: str, pairs: list[tuple[Any, Any]]) -> list[tuple[str, int]]:
+    """An extractive-QA example's (text, answer_start) pairs, each the context's own text at its start."""
+    for text, start in pairs:
+        if not isinstance(text, str) or not text or not isinstance(start, int) or isinstance(start, bool):
+            raise TaskError(f"{where}: an answer is a non-empty text and an integer answer_start, got {text!r} at "
+                            f"{start!r}")
+        if start < 0 or context[start:start + len(text)] != text:
+            raise TaskError(f"{where}: answer {text!r} is not the context's text at answer_start {start}")
+    return list(pairs)
