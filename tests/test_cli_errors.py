@@ -78,6 +78,8 @@ def test_pretrain_numbers_out_of_range(corpus, tmp_path, capsys, option, value, 
     (["translate", "--bart", "b", "--train", "t", "--source", "en", "--target", "de", "--source-layers", "100000"],
      ["source_layers 100000", "1 … 24"]),  # it ran until the kernel killed it
     (["generate", "m", "--num-beams", "2", "--length-penalty", "1e308"], ["--length-penalty", "[-50, 50]"]),
+    (["pretrain", "--corpus", "c", "--model", "t5", "--mlm-rate", "0.999"], ["mlm_rate 0.999", "T5's is 0.15"]),
+    (["translate", "--bart", "b", "--train", "t", "--source", "de", "--target", "de"], ["both 'de'"]),
     (["evaluate", "--model", "m", "--data", "d", "--batch-size", "0"], ["--batch-size"]),
     # an abbreviation is not an option: `--dev` was read as `--device`, `--step` as `--steps`
     (["finetune", "--model", "m", "--task", "sst2", "--train", "t", "--dev", "d.tsv"], ["unrecognized", "--dev"]),

@@ -31,6 +31,7 @@ from clozeformer.interop.model_dir import load_model, save_model, trained_for
 from clozeformer.models.bert import nsp_targets
 from clozeformer.objectives.mlm import mlm_mask
 from clozeformer.objectives.rtd import rtd_mask
+from clozeformer.objectives.span import span_lengths
 from clozeformer.models.output import Output
 from clozeformer.nn.layers import mimetic_init
 from clozeformer.io import read_json
@@ -227,8 +228,8 @@ class PlateauAlarm:
         return "memorising" in self.said
 
 
-def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str | None = None, run_dir: str | Path = "runs/pretrain",
-             tokenizer: str | Path | Tokenizer | None = None, vocab_size: int | None = None,
+def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str | None = None,
+             run_dir: str | Path = "runs/pretrain", tokenizer: str | Path | Tokenizer | None = None, vocab_size: int | None = None,
              lowercase: bool | None = None,
              init: str | Path | None = None, max_len: int = 128, batch_size: int = 32, nsp: bool = True,
              whole_word: bool = False, mlm_rate: float | None = None, noise: str | None = None,
@@ -436,6 +437,12 @@ def _check_arguments(recipe: Objective, family: str, config: str, init, tokenize
         raise ValueError(f"batch_size {batch_size} is out of range; allowed: an integer ≥ 1")
     if mlm_rate is not None and not 0 < mlm_rate < 1:
         raise ValueError(f"mlm_rate {mlm_rate} is out of range; allowed: a share in (0, 1)")
+    if mlm_rate is not None and recipe.sentinels:
+        try:
+            span_lengths(max_len, mlm_rate)
+        except ValueError:
+            raise ValueError(f"mlm_rate {mlm_rate}: span corruption cannot make rows of exactly {max_len} input "
+                             "tokens at that noise density; choose a lower one (T5's is 0.15)") from None
     if not 0 <= eval_fraction < 1:
         raise ValueError(f"eval_fraction {eval_fraction} is out of range; allowed: [0, 1)")
     if recipe.uses_noise and noise not in PRESETS:

@@ -20,7 +20,7 @@ import torch
 
 from clozeformer.data.pairs import PairData, read_pairs
 from clozeformer.infer import generate_texts
-from clozeformer.interop.model_dir import load_model, save_model
+from clozeformer.interop.model_dir import load_model, save_model, trained_for
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
 from clozeformer.tasks import metrics
 from clozeformer.tokenizer import Tokenizer
@@ -55,6 +55,8 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     if source_tokenizer is not None and source_vocab_size is not None:
         raise ValueError(f"source_vocab_size {source_vocab_size} shapes a source tokenizer trained on the pairs; "
                          f"--source-tokenizer {source_tokenizer} brings its own (leave it out)")
+    if source_field == target_field:
+        raise ValueError(f"--source and --target are both {source_field!r}; a translation reads two fields")
     if not 1 <= source_layers <= MAX_SOURCE_LAYERS:  # a deeper one would exhaust the memory, not train
         raise ValueError(f"source_layers {source_layers} is out of range; allowed: 1 … {MAX_SOURCE_LAYERS} "
                          "(BART §3.4's new encoder is small)")
@@ -67,7 +69,9 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     check_fresh(run_dir, resume, to_resume=False)  # the translator saved in model/
     bart = load_model(bart_dir)
     if type(bart) is not BartForConditionalGeneration:
-        raise ValueError(f"{bart_dir}: expected a BART model (bart), got {bart.config.model_type}")
+        what = trained_for(bart) or f"a {bart.config.model_type} model"
+        raise ValueError(f"{bart_dir} is {what}; --bart needs a pretrained BART (BartForConditionalGeneration)")
+
     if max_len > bart.config.max_length:
         raise ValueError(f"max_len {max_len} exceeds the BART model's {bart.config.max_length} positions; "
                          f"allowed: max_len ≤ {bart.config.max_length}")
