@@ -230,3 +230,20 @@ def test_classifier_dropout_survives_import_and_export(tmp_path):
     assert ours.classifier_dropout == 0.3
     clozeformer.save_model(ours, tmp_path / "dst")
     assert json.loads((tmp_path / "dst" / "config.json").read_text())["classifier_dropout"] == 0.3
+
+
+@pytest.mark.parametrize("edit", ["top", "ours"])
+def test_a_config_whose_two_halves_disagree_is_refused(tmp_path, edit):
+    """transformers reads config.json's top-level keys, we read our config under "clozeformer": an edit to one
+    half was ignored (top) or loaded random weights as a third layer (ours)."""
+    from clozeformer.config import ConfigError
+
+    clozeformer.save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=211)), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    if edit == "top":
+        config["num_hidden_layers"] = 3
+    else:
+        config["clozeformer"]["config"]["num_layers"] = 3
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="num_hidden_layers 3 disagrees with|num_hidden_layers 2 disagrees with"):
+        clozeformer.load_model(tmp_path)

@@ -7,6 +7,7 @@ reads directories written by either library the same way. Our own config rides a
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import shutil
 import tempfile
@@ -212,6 +213,16 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
             raise ValueError(f"{weights}: {e.args[0] if e.args else e}") from None
         if cfg is None:
             cfg = cfg_from_hf(hf_cfg, nsp="nsp.weight" in state)
+        else:  # transformers reads the top-level keys: ours must say the same (an edit to one is not lost)
+            generator = kind == "electra" and electra_is_generator(hf_cfg, state)
+            mine = mapping.config_to_hf(cfg, generator=True) if generator else mapping.config_to_hf(cfg)
+            differ = [k for k, v in mine.items() if k != "architectures" and k in hf_cfg
+                      and json.loads(json.dumps(v)) != hf_cfg[k]]
+            if differ:
+                raise ConfigError(f"{', '.join(f'{k} {hf_cfg[k]!r}' for k in differ)} disagree"
+                                  f"{'s' if len(differ) == 1 else ''} with the model's own config under "
+                                  f"\"clozeformer\" ({', '.join(repr(mine[k]) for k in differ)}); edit both, or "
+                                  "remove the \"clozeformer\" key to load by transformers' keys alone")
     except ConfigError as e:
         raise ConfigError(f"{config_file}: {e}") from None
     head = ours.get("head") if ours is not None else next(iter(hf_cfg.get("architectures") or []), None)
