@@ -409,3 +409,20 @@ def test_finetune_labels_that_cannot_be_learnt(wordpiece, tmp_path, capsys, task
         data.write_text(f"{header}\na fine film\t1\n{row}\n")
     fails(["finetune", "--model", tmp_path / "bert", "--task", task, "--train", data, "--run-dir", tmp_path / "run"],
           capsys, f"{data.name}:", expected)
+
+
+@pytest.mark.parametrize("words, expected", [
+    (["0=bad", "1=bad"], "each label needs its own non-empty word"),
+    (["0=bad", "1=good", "2=meh"], "names labels ['2'] that"),
+    (["0=bad", "1= "], "each label needs its own non-empty word"),
+])
+def test_t5_label_words_that_cannot_be_read_back(corpus, tmp_path, capsys, words, expected):
+    from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
+
+    unigram = Tokenizer.train("unigram", corpus.read_text(encoding="utf-8").splitlines()[:200], vocab_size=300,
+                              extra_ids=10)
+    save_model(T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=unigram.vocab_size, d_model=32, d_kv=16,
+                                                          d_ff=64, num_layers=1, num_heads=2)), tmp_path / "t5", unigram)
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\na good film\t1\na bad film\t0\n")
+    fails(["finetune", "--model", tmp_path / "t5", "--task", "sst2", "--train", tmp_path / "train.tsv",
+           "--run-dir", tmp_path / "run", "--label-words", *words], capsys, expected)

@@ -471,9 +471,19 @@ class TextToText(_Generates):
 
     def check(self, spec, source):
         self.inner.check(spec, source)
-        missing = [lb for lb in spec.labels or [] if spec.label_words and lb not in spec.label_words]
+        if not spec.label_words:
+            return
+        missing = [lb for lb in spec.labels or [] if lb not in spec.label_words]
         if missing:
             raise TaskError(f"{source}: labels {missing} have no T5 label word (label_words: {spec.label_words})")
+        unknown = [lb for lb in spec.label_words if lb not in (spec.labels or [])]
+        if unknown:
+            raise TaskError(f"label_words names labels {unknown} that {source} does not have (its labels: "
+                            f"{', '.join(spec.labels or [])})")
+        words = list(spec.label_words.values())
+        if any(not w.strip() for w in words) or len(set(words)) < len(words):
+            raise TaskError(f"label_words {spec.label_words}: each label needs its own non-empty word (generated "
+                            "text is read back as the label whose word it is)")
 
     def source_target(self, spec, ex, labelled):
         source = spec.prefix + ex["text"] + (f" {spec.pair_prefix}{ex['pair']}" if ex.get("pair") is not None else "")
