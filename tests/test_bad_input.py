@@ -42,7 +42,10 @@ def lines(n: int = 400) -> list[str]:
 
 def pretrain_args(corpus, run_dir, cache_dir, *extra, steps=6, tokenizer=None):
     tok = ["--tokenizer", str(tokenizer)] if tokenizer else [] if "--init" in extra else ["--vocab-size", "400"]
-    return ["pretrain", "--corpus", *map(str, corpus if isinstance(corpus, list) else [corpus]), *TINY_SET,
+    # a continued model keeps its own size; a key the case sets itself is not set twice
+    given = {str(kv).split("=")[0] for kv in extra}
+    size = [] if "--init" in extra else [*TINY_SET[:3], *(kv for kv in TINY_SET[3:] if kv.split("=")[0] not in given)]
+    return ["pretrain", "--corpus", *map(str, corpus if isinstance(corpus, list) else [corpus]), *size,
             "--steps", str(steps), "--warmup", "1", "--max-len", "32", "--batch-size", "8", "--eval-every", "3",
             "--save-every", "3", "--eval-batches", "2", "--run-dir", str(run_dir), "--cache-dir", str(cache_dir),
             "--quiet", *tok, *extra]
@@ -224,7 +227,8 @@ def test_fill_mask_on_a_10k_word_text_is_truncated(base, capsys):
     assert "clozeformer: warning: text of" in err and "truncated to the model's 512 positions" in err
     assert out.splitlines()[1].startswith("  [MASK] #1: ")
     # a [MASK] only past the cut is an error, in one shortened line
-    line = fails(["fill-mask", str(base["model"]), "and it went on " * 2500 + "[MASK]"], capsys, "no [MASK] in")
+    line = fails(["fill-mask", str(base["model"]), "and it went on " * 2500 + "[MASK]"], capsys,
+                 "every [MASK] in the text lies beyond the model's 512 positions")
     assert len(line) < 800
 
 
@@ -235,13 +239,15 @@ def test_tokenizer_larger_than_init_model_vocab(base, tmp_path, capsys):
     assert n_big > n_model
     before = snapshot(base["model"])
     fails(pretrain_args(base["corpus"], tmp_path / "run", base["cache"], "--init", str(base["model"]), tokenizer=big),
-          capsys, f"tokenizer has {n_big} ids but the model's vocabulary holds {n_model}")
+          capsys, "numbers its tokens otherwise than --init")  # any tokenizer but the model's own is refused
     # a model directory whose tokenizer does not fit its model
     mixed = tmp_path / "mixed"
     shutil.copytree(base["model"], mixed)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(big / name, mixed / name)
     fails(["fill-mask", str(mixed), "a [MASK]"], capsys, f"the tokenizer has {n_big} ids", f"holds {n_model}")
+    fails(pretrain_args(base["corpus"], tmp_path / "run", base["cache"], "--init", str(mixed)), capsys,
+          f"tokenizer has {n_big} ids but the model's vocabulary holds {n_model}")
     assert snapshot(base["model"]) == before
 
 
@@ -384,8 +390,9 @@ def test_unwritable_output_directory(base, tmp_path, capsys):
     fails(pretrain_args(base["corpus"], blocker / "run", base["cache"]), capsys, "Not a directory", str(blocker))
     fails(pretrain_args(base["corpus"], blocker / "run", base["cache"], tokenizer=base["tok"]), capsys,
           "Not a directory", str(blocker))
-    fails(["convert", str(base["model"]), str(blocker / "out")], capsys, "Not a directory")
-    fails(["train-tokenizer", "--corpus", str(base["corpus"]), "--out", str(blocker / "tok")], capsys, "Not a directory")
+    fails(["convert", str(base["model"]), str(blocker / "out")], capsys, f"{blocker} is a file, not a directory")
+    fails(["train-tokenizer", "--corpus", str(base["corpus"]), "--out", str(blocker / "tok")], capsys,
+          f"{blocker} is a file, not a directory")
     fails(pretrain_args(base["corpus"], tmp_path / "run", blocker / "cache", tokenizer=base["tok"]), capsys,
           "Not a directory")
     assert blocker.read_text() == "not a directory\n"
