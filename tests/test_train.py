@@ -486,3 +486,20 @@ def test_electra_exact_resume_metrics_and_model_dir(env, tmp_path, monkeypatch):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     ga, gb = (weights(Path(s["model_dir"]) / "generator") for s in (straight, resumed))
     assert ga.keys() == gb.keys() and all(torch.equal(ga[k], gb[k]) for k in ga)
+
+
+def test_resume_refuses_a_run_of_another_kind_before_any_work(tmp_path):
+    """pretrain --resume on a fine-tuning run wrote its tokenizer there, then failed on a config mismatch."""
+    import json
+
+    from clozeformer.train.checkpoint import check_fresh
+
+    ckpt = tmp_path / "checkpoints" / "step-0000002"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"step": 2, "data": {"task": {"kind": "classification"}}}))
+    with pytest.raises(ValueError, match="holds a fine-tuning run; this command continues pretraining runs"):
+        check_fresh(tmp_path, True, run="pretraining")
+    check_fresh(tmp_path, True, run="fine-tuning")
+    with pytest.raises(ValueError, match="is at step 2, past steps 1"):
+        check_fresh(tmp_path, True, run="fine-tuning", steps=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoints"]

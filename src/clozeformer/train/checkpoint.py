@@ -171,10 +171,22 @@ def verify(ckpt: Path) -> dict[str, Any]:
     return state
 
 
-def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: int | None = None) -> None:
+def _run_kind(ckpt: Path) -> str:
+    """What wrote a checkpoint, from its trainer_state.json: a fine-tuning (its data names the task), a
+    translation (its stage) or a pretraining run."""
+    try:
+        state = read_json(ckpt / STATE_FILE, kind=dict)
+    except (ValueError, OSError):
+        return "unknown"  # a damaged newest checkpoint is skipped later, with a warning
+    data = state.get("data") if isinstance(state.get("data"), dict) else {}
+    return "fine-tuning" if "task" in data else "translation" if "stage" in state else "pretraining"
+
+
+def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: int | None = None,
+                run: str | None = None) -> None:
     """Checked before any work: a new run may not overwrite another's checkpoints or saved models
-    (model/, best/, last/), and --resume needs a checkpoint to continue (where `to_resume`), one not
-    past `steps` (where the run is counted in steps)."""
+    (model/, best/, last/), and --resume needs a checkpoint to continue (where `to_resume`), of the
+    same kind of `run` ("pretraining", "fine-tuning", "translation") and not past `steps`."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file, not a directory")
@@ -183,6 +195,9 @@ def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: i
         if to_resume and not found:
             raise ValueError(f"--resume: {run_dir} holds no checkpoint to continue; leave out --resume to start "
                              "a run there")
+        if found and run is not None and _run_kind(found[-1]) not in (run, "unknown"):
+            raise ValueError(f"--resume: {run_dir} holds a {_run_kind(found[-1])} run; this command continues "
+                             f"{run} runs (give the run directory it wrote)")
         if found and steps is not None and _step_of(found[-1]) > steps:
             raise ValueError(f"--resume: {run_dir} is at step {_step_of(found[-1])}, past steps {steps}; give "
                              f"--steps above {_step_of(found[-1])} to train further")

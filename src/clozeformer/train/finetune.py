@@ -102,7 +102,7 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     if max_eval_rows is not None and eval is None:
         raise ValueError(f"max_eval_rows {max_eval_rows} limits the eval file; there is none (give --eval, or leave "
                          "out --max-eval-rows)")
-    check_fresh(Path(run_dir), resume)
+    check_fresh(Path(run_dir), resume, run="fine-tuning")
     base, tok = _load(model)
     family = base.config.model_type
     spec = task_spec(task, **task_options)

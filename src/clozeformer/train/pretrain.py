@@ -282,7 +282,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
           else start.config, max_len, nsp)
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
     train, mlm_rate, weight_init = _recipe(family, small, train, mlm_rate, weight_init)
-    check_fresh(Path(run_dir), resume, steps=None if train.minutes > 0 else train.steps)
+    check_fresh(Path(run_dir), resume, steps=None if train.minutes > 0 else train.steps, run="pretraining")
     if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
         raise ValueError(f"--cache-dir {cache_dir} is a file, not a directory")
     run_dir = Path(run_dir)

@@ -65,7 +65,7 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
                          "nothing is decoded (give --test, or leave out --num-beams)")
     run_dir = Path(run_dir)
     for stage in (1, 2):  # before any work: a new run never overwrites another; --resume continues stage 1 or 2
-        check_fresh(run_dir / f"stage{stage}", resume, to_resume=stage == 1)
+        check_fresh(run_dir / f"stage{stage}", resume, to_resume=stage == 1, run="translation")
     check_fresh(run_dir, resume, to_resume=False)  # the translator saved in model/
     bart = load_model(bart_dir)
     if type(bart) is not BartForConditionalGeneration:
