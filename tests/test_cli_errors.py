@@ -317,6 +317,9 @@ def test_an_output_directory_holding_something_else_is_never_overwritten(corpus,
           f"--out {other} is not empty")
     fails(["train-tokenizer", "--corpus", corpus, "--out", other / "notes.txt" / "x", "--vocab-size", "300"],
           capsys, "is a file, not a directory")
+    fails(["train-tokenizer", "--corpus", corpus, tmp_path / "nope.txt", "--out", tmp_path / "tok"], capsys,
+          "nope.txt: no such file")  # a later file is checked before the first is read
+    assert not (tmp_path / "tok").exists()
     fails(["demo", "--out", other, "--steps", "1", "--quiet"], capsys, f"--out {other} is not empty")
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
     run = tmp_path / "run"

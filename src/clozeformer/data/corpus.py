@@ -136,8 +136,10 @@ def _records(source) -> bool:
 
 
 def check_reading(paths, *, text_field: str = "text", blank_line_docs: bool = False) -> None:
-    """Refuse a reading option no source would use: it would change nothing (CorpusError)."""
+    """Refuse a missing source, or a reading option no source would use: it would change nothing (CorpusError)."""
     srcs = sources(paths)
+    for src in srcs:  # every file, before the first is read
+        check_file(src)
     if text_field != "text" and not any(map(_records, srcs)):
         raise CorpusError(f"text_field {text_field!r} names the field of JSONL records or a hf: dataset; "
                           f"{', '.join(map(str, srcs))} {'is' if len(srcs) == 1 else 'are'} plain text "
