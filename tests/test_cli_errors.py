@@ -429,3 +429,11 @@ def test_t5_label_words_that_cannot_be_read_back(corpus, tmp_path, capsys, words
     (tmp_path / "train.tsv").write_text("sentence\tlabel\na good film\t1\na bad film\t0\n")
     fails(["finetune", "--model", tmp_path / "t5", "--task", "sst2", "--train", tmp_path / "train.tsv",
            "--run-dir", tmp_path / "run", "--label-words", *words], capsys, expected)
+
+
+def test_a_corpus_whose_training_documents_all_repeat_held_out_ones_is_named(wordpiece, tmp_path, capsys):
+    """It said "the corpus is too small" for 200 Korean lines that an English tokenizer read as [UNK] alone."""
+    (tmp_path / "same.txt").write_text("한국어 문장입니다\n" * 200, encoding="utf-8")
+    fails(["pretrain", "--corpus", tmp_path / "same.txt", *TINY, "--tokenizer", wordpiece, "--max-len", "16",
+           "--batch-size", "4", "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "cache"], capsys,
+          "training documents repeats a held-out one", "check --tokenizer")

@@ -92,7 +92,12 @@ class _Batches:
         if cache.n_tokens == 0:
             raise ValueError("the corpus has no tokens")
         held = split_documents(cache.n_documents, eval_fraction, self.seed)
-        self.train_examples = pack(*pieces_of(training_documents(cache, held)), capacity, self.seed)
+        train_docs = training_documents(cache, held)
+        if len(train_docs) == 0 and not held.all():
+            raise ValueError(f"every one of the {int((~held).sum()):,} training documents repeats a held-out one: the "
+                             "corpus is one text many times, or the tokenizer reads it as unknown tokens (check "
+                             "--tokenizer)")
+        self.train_examples = pack(*pieces_of(train_docs), capacity, self.seed)
         self.eval_examples = pack(*pieces_of(np.flatnonzero(held)), capacity, self.seed)
         if len(self.train_examples) == 0:
             raise ValueError("the corpus is too small to hold out evaluation documents and still train")
