@@ -435,5 +435,5 @@ def test_a_corpus_whose_training_documents_all_repeat_held_out_ones_is_named(wor
     """It said "the corpus is too small" for 200 Korean lines that an English tokenizer read as [UNK] alone."""
     (tmp_path / "same.txt").write_text("한국어 문장입니다\n" * 200, encoding="utf-8")
     fails(["pretrain", "--corpus", tmp_path / "same.txt", *TINY, "--tokenizer", wordpiece, "--max-len", "16",
-           "--batch-size", "4", "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "cache"], capsys,
+           "--batch-size", "4", "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "cache", "--quiet"], capsys,
           "training documents repeats a held-out one", "check --tokenizer")
