@@ -382,6 +382,8 @@ def test_generate_and_noise_options_that_would_change_nothing_or_contradict(tmp_
     (tmp_path / "in.txt").write_text("a line\n")
     gen = ["generate", tmp_path / "m", "--input", tmp_path / "in.txt"]
     fails(gen + ["--seed", "3"], capsys, "--seed 3 seeds sampling", "--sample")
+    (tmp_path / "empty.txt").write_text("")
+    fails(["generate", tmp_path / "m", "--input", tmp_path / "empty.txt"], capsys, "empty.txt holds no input lines")
     fails(gen + ["--min-new-tokens", "50", "--max-new-tokens", "5"], capsys, "--min-new-tokens 50 is above the 5")
     fails(gen + ["--sample", "--seed", str(2 ** 64)], capsys, "--seed", "out of range")
     fails(["noise", "--objective", "mlm", "a b", "--model", tmp_path, "--tokenizer", tmp_path], capsys,

@@ -150,6 +150,8 @@ def cmd_generate(args) -> None:
                              f"add {mode}, or leave {'it' if len(unused) == 1 else 'them'} out")
     if lines is None:
         lines = [line for _, line in read_stdin()]
+    if not lines:  # as predict: an empty input is a mistake, not a request for no output
+        raise ValueError(f"{'stdin' if args.input == '-' else args.input} holds no input lines (one text per line)")
     if "max_new_tokens" not in options and "max_length" not in saved and "max_new_tokens" not in saved:
         options["max_new_tokens"] = DEFAULT_NEW_TOKENS
     prefix = args.prefix if args.prefix is not None else (getattr(model, "task", None) or {}).get("prefix") or ""
