@@ -78,7 +78,6 @@ class GenerationConfig:
         if self.early_stopping not in (True, False, "never"):
             raise ValueError('early_stopping must be True, False or "never"')
 
-
     def lengths(self, positions: int | None) -> tuple[int, int]:
         """(max, min) decoder length with the start token, resolved as transformers does; the default
         maximum (20 new tokens) is capped at the model's `positions` (BART's learned table)."""
