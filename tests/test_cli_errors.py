@@ -181,7 +181,7 @@ def test_what_a_continued_model_would_not_use_is_refused(corpus, wordpiece, tmp_
     other.save(tmp_path / "other")  # as many ids, numbered otherwise: the embeddings would mean other tokens
     for extra, expected in ((["--weight-init", "mimetic"], "weight_init 'mimetic' initialises a new model"),
                             (["--lowercase"], "lowercase shapes a tokenizer trained on the corpus; --init"),
-                            (["--config", "base"], "config 'base' sizes a new model; --init"),
+                            (["--config", "base"], "config 'base' is not the size of the model continued from"),
                             (["--warmup-fraction", "0.2"], "warmup_fraction 0.2 is a share of a --minutes budget"),
                             (["--tokenizer", tmp_path / "other"], "numbers its tokens otherwise than --init")):
         fails(["pretrain", "--corpus", corpus, "--init", tmp_path / "bert", *extra, "--run-dir", tmp_path / "r",

@@ -233,17 +233,17 @@ def test_classifier_dropout_survives_import_and_export(tmp_path):
 
 
 @pytest.mark.parametrize("edit", ["top", "ours"])
-def test_a_config_whose_two_halves_disagree_is_refused(tmp_path, edit):
-    """transformers reads config.json's top-level keys, we read our config under "clozeformer": an edit to one
-    half was ignored (top) or loaded random weights as a third layer (ours)."""
-    from clozeformer.config import ConfigError
-
+def test_where_the_two_halves_of_a_config_disagree_transformers_keys_win(tmp_path, edit):
+    """transformers reads config.json's top-level keys and, saving an edited config, keeps our "clozeformer" key
+    as it was: an edit made there (dropout) was ignored; a stale nested num_layers loaded a random third layer.
+    Now the top-level value is taken, as transformers takes it, with a warning."""
     clozeformer.save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=211)), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    if edit == "top":
-        config["num_hidden_layers"] = 3
+    if edit == "top":  # as transformers' save_pretrained writes an edited hidden_dropout_prob
+        config["hidden_dropout_prob"] = 0.2
     else:
         config["clozeformer"]["config"]["num_layers"] = 3
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match="num_hidden_layers 3 disagrees with|num_hidden_layers 2 disagrees with"):
-        clozeformer.load_model(tmp_path)
+    with pytest.warns(UserWarning, match="using theirs, as transformers does"):
+        model = clozeformer.load_model(tmp_path)
+    assert (model.config.dropout, model.config.num_layers) == ((0.2, 2) if edit == "top" else (0.1, 2))

@@ -6,6 +6,7 @@ reads directories written by either library the same way. Our own config rides a
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -213,16 +214,8 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
             raise ValueError(f"{weights}: {e.args[0] if e.args else e}") from None
         if cfg is None:
             cfg = cfg_from_hf(hf_cfg, nsp="nsp.weight" in state)
-        else:  # transformers reads the top-level keys: ours must say the same (an edit to one is not lost)
-            generator = kind == "electra" and electra_is_generator(hf_cfg, state)
-            mine = mapping.config_to_hf(cfg, generator=True) if generator else mapping.config_to_hf(cfg)
-            differ = [k for k, v in mine.items() if k != "architectures" and k in hf_cfg
-                      and json.loads(json.dumps(v)) != hf_cfg[k]]
-            if differ:
-                raise ConfigError(f"{', '.join(f'{k} {hf_cfg[k]!r}' for k in differ)} disagree"
-                                  f"{'s' if len(differ) == 1 else ''} with the model's own config under "
-                                  f"\"clozeformer\" ({', '.join(repr(mine[k]) for k in differ)}); edit both, or "
-                                  "remove the \"clozeformer\" key to load by transformers' keys alone")
+        else:
+            cfg = _agreed(cfg, hf_cfg, mapping, kind == "electra" and electra_is_generator(hf_cfg, state), config_file)
     except ConfigError as e:
         raise ConfigError(f"{config_file}: {e}") from None
     head = ours.get("head") if ours is not None else next(iter(hf_cfg.get("architectures") or []), None)
@@ -264,6 +257,44 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     if type(model) is BartForConditionalGeneration and (directory / "source" / "config.json").is_file():
         model = _translator(model, directory / "source")
     return model.eval()
+
+
+def _agreed(cfg, hf_cfg: dict, mapping, generator: bool, config_file: Path):
+    """Our config, agreeing with config.json's transformers keys: transformers reads those (and keeps our
+    "clozeformer" key as it was when it saves an edited config), so where the two disagree its values are
+    taken, field by field, with a warning; a disagreement no field explains is refused."""
+    def ours_as_hf(c) -> dict:
+        return mapping.config_to_hf(c, generator=True) if generator else mapping.config_to_hf(c)
+
+    def differing(c) -> list[str]:
+        return [k for k, v in ours_as_hf(c).items()
+                if k != "architectures" and k in hf_cfg and json.loads(json.dumps(v)) != hf_cfg[k]]
+
+    differ = differing(cfg)
+    if not differ:
+        return cfg
+    taken = []
+    if not generator:  # a generator's transformers keys are its own sizes, not the pair config's fields
+        view = mapping.config_from_hf(hf_cfg, nsp=getattr(cfg, "nsp", False))
+        for f in dataclasses.fields(cfg):
+            value = getattr(view, f.name)
+            if value == getattr(cfg, f.name):
+                continue
+            try:
+                trial = cfg.replace(**{f.name: value})
+            except ConfigError:
+                continue
+            if len(now := differing(trial)) < len(differ):
+                cfg, differ, taken = trial, now, taken + [f"{f.name}={value!r}"]
+    if differ:
+        mine = ours_as_hf(cfg)
+        raise ConfigError(f"{', '.join(f'{k} {hf_cfg[k]!r}' for k in differ)} disagree"
+                          f"{'s' if len(differ) == 1 else ''} with the model's own config under \"clozeformer\" "
+                          f"({', '.join(repr(mine[k]) for k in differ)}); edit both, or remove the \"clozeformer\" "
+                          "key to load by transformers' keys alone")
+    warnings.warn(f"{config_file}: its transformers keys differ from the config under \"clozeformer\"; using "
+                  f"theirs, as transformers does ({', '.join(taken)})", stacklevel=3)
+    return cfg
 
 
 def _generation_defaults(directory: Path, hf_cfg: dict, kind: str, cfg) -> tuple[dict, dict]:

@@ -229,8 +229,8 @@ class PlateauAlarm:
 
 
 def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str | None = None,
-             run_dir: str | Path = "runs/pretrain", tokenizer: str | Path | Tokenizer | None = None, vocab_size: int | None = None,
-             lowercase: bool | None = None,
+             run_dir: str | Path = "runs/pretrain", tokenizer: str | Path | Tokenizer | None = None,
+             vocab_size: int | None = None, lowercase: bool | None = None,
              init: str | Path | None = None, max_len: int = 128, batch_size: int = 32, nsp: bool = True,
              whole_word: bool = False, mlm_rate: float | None = None, noise: str | None = None,
              weight_init: str | None = None, cross_document: bool = False,
@@ -262,10 +262,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
     family = FAMILIES[model]
     recipe = OBJECTIVES[family.objective]
     _check_applies(model, recipe, init, tokenizer, vocab_size, lowercase, whole_word, mlm_rate, noise, weight_init)
-    if config is not None and init is not None:
-        raise ValueError(f"config {config!r} sizes a new model; --init {init} continues one of its own size "
-                         "(leave out --config)")
-    config = config or "mini"
+    config_given, config = config, config or "mini"
     noise = "bart-base" if noise is None else noise
     nsp = nsp and family.nsp
     _check_arguments(recipe, model, config, init, tokenizer, max_len, batch_size, mlm_rate, noise, eval_fraction,
@@ -277,6 +274,15 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
             raise ValueError(f"--init {init} is {what}, not a pretrained model; continue pretraining from the model "
                              "directory a pretraining run saved")
         _agrees(start.config, model_overrides, f"--init {init}")
+        if config_given is not None:  # a continued model keeps its size: a preset may only name it
+            preset = family.config_cls.presets.get(config_given)
+            if preset is None:
+                raise ValueError(f"unknown {model} preset {config_given!r}; choose from "
+                                 f"{sorted(family.config_cls.presets)}")
+            differ = {k: getattr(start.config, k) for k, v in preset.items() if getattr(start.config, k, v) != v}
+            if differ:
+                raise ValueError(f"config {config_given!r} is not the size of the model continued from --init {init} "
+                                 f"({', '.join(f'{k}={v!r}' for k, v in differ.items())}); leave out --config")
     # the model's config, refused before the corpus is read
     _fits(_new_config(family, config, _ANY_TOKENIZER, max_len, nsp, model_overrides) if start is None
           else start.config, max_len, nsp)
