@@ -471,8 +471,8 @@ class TextToText(_Generates):
 
     def check(self, spec, source):
         self.inner.check(spec, source)
-        if not spec.label_words:
-            return
+        if not spec.label_words or set(spec.labels or []) <= set(spec.label_words.values()):
+            return  # no words, or labels spelled as the words themselves (GLUE's text labels under a preset)
         missing = [lb for lb in spec.labels or [] if lb not in spec.label_words]
         if missing:
             raise TaskError(f"{source}: labels {missing} have no T5 label word (label_words: {spec.label_words})")

@@ -38,7 +38,7 @@ from clozeformer.io import read_json
 from clozeformer.objectives.denoise import PRESETS
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
-from clozeformer.train.checkpoint import check_fresh
+from clozeformer.train.checkpoint import check_fresh, list_checkpoints
 from clozeformer.tasks.metrics import Pooled
 from clozeformer.train.config import TrainConfig
 from clozeformer.train.loop import count_tokens, fit
@@ -486,8 +486,10 @@ def _tokenizer(given, init, run_dir: Path, family: str, corpus, vocab_size, lowe
     if init is not None:
         return Tokenizer.load(init)
     own = run_dir / "tokenizer"
-    if (own / "tokenizer.json").exists() and resume:
+    if resume and (own / "tokenizer.json").exists():
         return Tokenizer.load(own)
+    if resume and (found := list_checkpoints(run_dir)) and (found[-1] / "tokenizer.json").is_file():
+        return Tokenizer.load(found[-1])  # a run started with --tokenizer: each checkpoint holds it
     texts = iter_texts(corpus, text_field=text_field, blank_line_docs=blank_line_docs)
     tok = Tokenizer.train(FAMILIES[family].tokenizer_kind, texts, vocab_size=vocab_size, lowercase=lowercase)
     own.mkdir(parents=True, exist_ok=True)
