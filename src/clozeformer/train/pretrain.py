@@ -405,7 +405,7 @@ def _fits(cfg, max_len: int, nsp: bool) -> None:
     if max_len > getattr(cfg, "max_positions", max_len):  # T5's relative positions have no limit
         raise ValueError(f"max_len {max_len} exceeds the model's max_positions {cfg.max_positions}")
     if nsp and not cfg.nsp:
-        raise ValueError("nsp=True but the model has no NSP head (pass nsp=False)")
+        raise ValueError("the model has no NSP head, so it pretrains without NSP: pass --no-nsp (Python: nsp=False)")
 
 
 def _check_applies(family: str, recipe: Objective, init, tokenizer, vocab_size, lowercase, whole_word: bool,
