@@ -445,3 +445,15 @@ def test_a_corpus_whose_training_documents_all_repeat_held_out_ones_is_named(wor
     fails(["pretrain", "--corpus", tmp_path / "same.txt", *TINY, "--tokenizer", wordpiece, "--max-len", "16",
            "--batch-size", "4", "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "cache", "--quiet"], capsys,
           "training documents repeats a held-out one", "check --tokenizer")
+
+
+def test_generate_with_a_tokenizer_larger_than_the_model(corpus, tmp_path, capsys):
+    """It was an IndexError inside BART's embeddings; fill-mask already named the mismatch."""
+    from clozeformer.models.bart import BartConfig, BartForConditionalGeneration
+
+    bpe = Tokenizer.train("bpe", corpus.read_text(encoding="utf-8").splitlines()[:200], vocab_size=400)
+    save_model(BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=300, hidden_size=32, num_heads=2,
+                                                              intermediate_size=64)), tmp_path / "bart", bpe)
+    (tmp_path / "in.txt").write_text("a line\n")
+    fails(["generate", tmp_path / "bart", "--input", tmp_path / "in.txt"], capsys,
+          f"the tokenizer has {bpe.vocab_size} ids but the model's vocabulary holds 300")

@@ -77,12 +77,10 @@ def cmd_pretrain(args) -> None:
 
 def cmd_fill_mask(args) -> None:
     from clozeformer import load_model, load_tokenizer
-    from clozeformer.infer import fill_mask, fill_mask_input, mlm_model
+    from clozeformer.infer import check_fits, fill_mask, fill_mask_input, mlm_model
 
-    model, tok = mlm_model(load_model(args.model, allow_pickle=args.allow_pickle)), load_tokenizer(args.model)
-    if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f"{args.model}: the tokenizer has {tok.vocab_size} ids but the model's vocabulary holds "
-                         f"{model.config.vocab_size}; they do not belong together")
+    model = mlm_model(load_model(args.model, allow_pickle=args.allow_pickle))
+    tok = check_fits(load_tokenizer(args.model), model, args.model)
     for text in args.text:  # every text checked before the first is answered
         fill_mask_input(model, tok, text, args.top_k)
     for text in args.text:

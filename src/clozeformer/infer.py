@@ -134,9 +134,18 @@ def load_generator(path, *, allow_pickle: bool = False) -> tuple[nn.Module, Toke
     model = load_model(path, allow_pickle=allow_pickle)
     if not hasattr(model, "generate"):
         raise ValueError(f"{path}: a {type(model).__name__} does not generate text; use a BART or T5 model")
+    tok = check_fits(Tokenizer.load(path), model, path)  # BART's own (a translator's target side)
     if isinstance(model, BartForTranslation):
-        return model, Tokenizer.load(Path(path) / "source"), Tokenizer.load(path)
-    return model, Tokenizer.load(path), None
+        return model, Tokenizer.load(Path(path) / "source"), tok
+    return model, tok, None
+
+
+def check_fits(tok: Tokenizer, model: nn.Module, path) -> Tokenizer:
+    """A tokenizer with no more ids than the model's vocabulary holds (a larger one would index past it)."""
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{path}: the tokenizer has {tok.vocab_size} ids but the model's vocabulary holds "
+                         f"{model.config.vocab_size}; they do not belong together")
+    return tok
 
 
 @torch.no_grad()
