@@ -247,3 +247,17 @@ def test_where_the_two_halves_of_a_config_disagree_transformers_keys_win(tmp_pat
     with pytest.warns(UserWarning, match="using theirs, as transformers does"):
         model = clozeformer.load_model(tmp_path)
     assert (model.config.dropout, model.config.num_layers) == ((0.2, 2) if edit == "top" else (0.1, 2))
+
+
+def test_a_head_transformers_added_to_our_export_loads(tmp_path):
+    """transformers keeps our "clozeformer" key when it adds a classifier to one of our exports; the head is read
+    from its architecture (it failed: classifier weights that do not fit a BERT pretraining model)."""
+    clozeformer.save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=211)), tmp_path / "ours")
+    hf = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "ours", num_labels=3).eval()
+    hf.save_pretrained(tmp_path / "clf")
+    model = clozeformer.load_model(tmp_path / "clf")
+    assert type(model).__name__ == "BertForSequenceClassification" and model.num_labels == 3
+    ids, mask, types = padded_batch(211)
+    with torch.no_grad():
+        assert (model(ids, mask, types).logits - hf(input_ids=ids, attention_mask=mask,
+                                                    token_type_ids=types).logits).abs().max() < TOL

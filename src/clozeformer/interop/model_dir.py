@@ -218,7 +218,8 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
             cfg = _agreed(cfg, hf_cfg, mapping, kind == "electra" and electra_is_generator(hf_cfg, state), config_file)
     except ConfigError as e:
         raise ConfigError(f"{config_file}: {e}") from None
-    head = ours.get("head") if ours is not None else next(iter(hf_cfg.get("architectures") or []), None)
+    # our head, else transformers' architecture (a head transformers added to one of our exports keeps our key)
+    head = (ours or {}).get("head") or next(iter(hf_cfg.get("architectures") or []), None)
     if head in HEADS:
         if hf_cfg.get("problem_type") == "multi_label_classification":  # our heads give one label per example
             raise ConfigError(f"{config_file}: problem_type multi_label_classification is not supported; "
@@ -229,7 +230,7 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
         given = {"classifier_dropout": hf_cfg["classifier_dropout"]} if hf_cfg.get("classifier_dropout") is not None \
             and "classifier_dropout" in inspect.signature(cls).parameters else {}
         model = cls(cfg, num_labels, **given)
-        if ours is None and labels and not head.endswith("QuestionAnswering"):  # an HF-written classifier
+        if "head" not in (ours or {}) and labels and not head.endswith("QuestionAnswering"):  # HF-written
             model.task = {"labels": [labels[str(i)] if str(i) in labels else labels[i] for i in range(num_labels)]}
     elif ours is not None and ours.get("head") is not None:
         raise ConfigError(f"{config_file}: unknown head {ours['head']!r}; known: {sorted(HEADS)}")
