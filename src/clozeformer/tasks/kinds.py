@@ -29,6 +29,7 @@ from clozeformer.tasks.spec import METRICS, TaskError, TaskSpec, parse_label, pa
 
 MAX_TARGET = 1e15  # regression targets: the squared error stays finite in fp32
 
+
 def class_label(label: str) -> str:
     """A class label as one string per class: a number with an integral value in any spelling
     (1, "1", 1.0, "+1", "01") becomes "1"; every other label is kept as written."""

@@ -195,12 +195,12 @@ def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: i
         if to_resume and not found:
             raise ValueError(f"--resume: {run_dir} holds no checkpoint to continue; leave out --resume to start "
                              "a run there")
-        if found and run is not None and _run_kind(found[-1]) not in (run, "unknown"):
-            raise ValueError(f"--resume: {run_dir} holds a {_run_kind(found[-1])} run; this command continues "
-                             f"{run} runs (give the run directory it wrote)")
-        if found and steps is not None and _step_of(found[-1]) > steps:
-            raise ValueError(f"--resume: {run_dir} is at step {_step_of(found[-1])}, past steps {steps}; give "
-                             f"--steps above {_step_of(found[-1])} to train further")
+        if found and run is not None and (kind := _run_kind(found[-1])) not in (run, "unknown"):
+            raise ValueError(f"--resume: {run_dir} holds a {kind} run; this command continues {run} runs (give "
+                             "the run directory it wrote)")
+        if found and steps is not None and (step := _step_of(found[-1])) > steps:
+            raise ValueError(f"--resume: {run_dir} is at step {step}, past steps {steps}; give --steps above {step} "
+                             "to train further")
         return
     saved = [f"{name}/" for name in ("model", "best", "last") if (run_dir / name).exists()]
     if found or saved:

@@ -275,10 +275,7 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
                              "directory a pretraining run saved")
         _agrees(start.config, model_overrides, f"--init {init}")
         if config_given is not None:  # a continued model keeps its size: a preset may only name it
-            preset = family.config_cls.presets.get(config_given)
-            if preset is None:
-                raise ValueError(f"unknown {model} preset {config_given!r}; choose from "
-                                 f"{sorted(family.config_cls.presets)}")
+            preset = family.config_cls.presets[config_given]
             differ = {k: getattr(start.config, k) for k, v in preset.items() if getattr(start.config, k, v) != v}
             if differ:
                 raise ValueError(f"config {config_given!r} is not the size of the model continued from --init {init} "
@@ -435,7 +432,7 @@ def _check_arguments(recipe: Objective, family: str, config: str, init, tokenize
     if cross_document_nsp:
         raise ValueError("cross_document needs nsp=False: NSP reads one [CLS] per pair, each pair its own document")
     presets, tok_kind = FAMILIES[family].config_cls.presets, FAMILIES[family].tokenizer_kind
-    if init is None and config not in presets:
+    if config not in presets:
         raise ValueError(f"unknown {family} preset {config!r}; choose from {sorted(presets)}")
     if not isinstance(max_len, int) or max_len < MIN_MAX_LEN:
         raise ValueError(f"max_len {max_len!r} is out of range; allowed: an integer ≥ {MIN_MAX_LEN}")

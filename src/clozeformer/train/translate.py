@@ -71,7 +71,6 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     if type(bart) is not BartForConditionalGeneration:
         what = trained_for(bart) or f"a {bart.config.model_type} model"
         raise ValueError(f"{bart_dir} is {what}; --bart needs a pretrained BART (BartForConditionalGeneration)")
-
     if max_len > bart.config.max_length:
         raise ValueError(f"max_len {max_len} exceeds the BART model's {bart.config.max_length} positions; "
                          f"allowed: max_len ≤ {bart.config.max_length}")
