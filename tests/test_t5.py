@@ -308,3 +308,18 @@ def test_generation_settings_are_checked_before_decoding(options, match):
 
     with pytest.raises(ValueError, match=match):
         GenerationConfig(**options)
+
+
+def test_generation_length_is_bounded_without_position_limit():
+    """T5's relative positions set no limit, so `--max-new-tokens 100000000` decoded until killed; a
+    generation is now bounded by MAX_NEW_TOKENS, by name, before the encoder runs."""
+    from clozeformer.config import MAX_NEW_TOKENS
+
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=40)).eval()
+    ids = torch.randint(3, 40, (1, 4))
+    assert model.generate(ids, max_new_tokens=3, min_new_tokens=3).shape[1] == 4
+    with pytest.raises(ValueError, match=rf"max_new_tokens {MAX_NEW_TOKENS + 1} is more.*≤ {MAX_NEW_TOKENS}"):
+        model.generate(ids, max_new_tokens=MAX_NEW_TOKENS + 1)
+    with pytest.raises(ValueError, match=rf"≤ {MAX_NEW_TOKENS}"):
+        model.generate(ids, max_length=10 ** 8)

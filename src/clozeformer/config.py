@@ -21,6 +21,7 @@ VERSION = "0.1.0"  # the package's, as pyproject.toml says; written into every s
 MIN_MAX_LEN = 8
 MAX_VOCAB = 2 ** 20  # tokenizers to train: above the largest vocabularies in use (~256k)
 MAX_LENGTH_PENALTY = 50  # beam search: any length up to 10^6 to this power is still a float
+MAX_NEW_TOKENS = 4096  # one generation, where the decoder's positions set no limit (T5's relative buckets)
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
 # Field annotations (strings under `from __future__ import annotations`) -> accepted JSON types.

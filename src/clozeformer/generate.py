@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clozeformer.config import MAX_LENGTH_PENALTY
+from clozeformer.config import MAX_LENGTH_PENALTY, MAX_NEW_TOKENS
 
 __all__ = ["GenerationConfig", "generate", "generation_defaults"]
 
@@ -175,9 +175,12 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     max_length, min_length = cfg.lengths(mc.max_length)
     cfg = dataclasses.replace(cfg, max_length=max_length, max_new_tokens=None, min_length=min_length,
                               min_new_tokens=None)
-    if mc.max_length is not None and max_length > mc.max_length:  # BART's learned positions; T5's have no limit
+    if mc.max_length is not None and max_length > mc.max_length:  # BART's learned positions
         raise ValueError(f"max_new_tokens {max_length - 1} needs {max_length} decoder positions, more than the "
                          f"model's {mc.max_length}; allowed: max_new_tokens ≤ {mc.max_length - 1}")
+    if max_length - 1 > MAX_NEW_TOKENS:  # T5's relative positions set no limit: ours bounds the time and the cache
+        raise ValueError(f"max_new_tokens {max_length - 1} is more than one generation may write; "
+                         f"allowed: max_new_tokens ≤ {MAX_NEW_TOKENS}")
     encoded = model.encode(input_ids, attention_mask)  # [B, S, D]
     search = _beam_search if cfg.num_beams > 1 else _sample_or_greedy
     return search(model, encoded, attention_mask, cfg, max_length, start, eos, pad, generator)
