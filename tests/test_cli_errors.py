@@ -439,12 +439,36 @@ def test_t5_label_words_that_cannot_be_read_back(corpus, tmp_path, capsys, words
                                       tmp_path / "rte.tsv", "--run-dir", tmp_path / "rte", "--epochs", "1"]]) == 0
 
 
-def test_a_corpus_whose_training_documents_all_repeat_held_out_ones_is_named(wordpiece, tmp_path, capsys):
-    """It said "the corpus is too small" for 200 Korean lines that an English tokenizer read as [UNK] alone."""
-    (tmp_path / "same.txt").write_text("한국어 문장입니다\n" * 200, encoding="utf-8")
+def test_a_corpus_whose_training_documents_all_repeat_held_out_ones_is_named(corpus, wordpiece, tmp_path, capsys):
+    """It said "the corpus is too small" for 200 copies of one line."""
+    first = corpus.read_text(encoding="utf-8").splitlines()[0]
+    (tmp_path / "same.txt").write_text(f"{first}\n" * 200, encoding="utf-8")
     fails(["pretrain", "--corpus", tmp_path / "same.txt", *TINY, "--tokenizer", wordpiece, "--max-len", "16",
            "--batch-size", "4", "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "cache", "--quiet"], capsys,
           "training documents repeats a held-out one", "check --tokenizer")
+
+
+def test_text_a_tokenizer_reads_as_unknown_tokens(corpus, wordpiece, tmp_path, capsys):
+    """Korean read by a tokenizer trained on English is a run of [UNK]: pretraining on it ran (its loss fell to
+    predicting [UNK]) and fine-tuning learnt from lengths alone. Mostly unknown is refused, a part warned."""
+    korean = [f"영화 {i}번째 리뷰는 정말 재미있었다 배우들의 연기가 좋았다" for i in range(300)]
+    (tmp_path / "ko.txt").write_text("\n".join(korean) + "\n", encoding="utf-8")
+    pretrain = ["pretrain", *TINY, "--tokenizer", wordpiece, "--max-len", "16", "--batch-size", "4", "--steps", "1",
+                "--quiet"]
+    fails([*pretrain, "--corpus", tmp_path / "ko.txt", "--run-dir", tmp_path / "r"], capsys,
+          "reads 100% of the corpus's tokens as [UNK]", "leave out --tokenizer")
+    english = corpus.read_text(encoding="utf-8").splitlines()[:8]  # ~2,000 tokens each at this vocabulary
+    (tmp_path / "mixed.txt").write_text("\n".join(english + korean) + "\n", encoding="utf-8")
+    assert main([str(a) for a in [*pretrain, "--corpus", tmp_path / "mixed.txt", "--run-dir", tmp_path / "m"]]) == 0
+    assert "% of the corpus's tokens as [UNK]: it was trained on other text" in capsys.readouterr().err
+    tok = Tokenizer.load(wordpiece)
+    save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1,
+                                                    num_heads=2, intermediate_size=64)), tmp_path / "bert", tok)
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in
+                                                                      enumerate(korean[:20])), encoding="utf-8")
+    fails(["finetune", "--model", tmp_path / "bert", "--task", "sst2", "--train", tmp_path / "train.tsv",
+           "--run-dir", tmp_path / "f"], capsys, "train.tsv's tokens as [UNK]", "fine-tune a model whose tokenizer")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()
 
 
 def test_generate_with_a_tokenizer_larger_than_the_model(corpus, tmp_path, capsys):

@@ -71,6 +71,10 @@ _HF_ROLES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
 _WORDPIECE_PREFIX = "##"
 
 
+# shares of a text's tokens read as the unknown token: above the first a warning, above the second an error
+UNKNOWN_WARNED, UNKNOWN_REFUSED = 0.05, 0.5
+
+
 class TokenizerError(ValueError):
     """A tokenizer that cannot be loaded, saved or used as asked."""
 
@@ -671,6 +675,23 @@ class Tokenizer:
     def special_ids(self) -> list[int]:
         """Ids of every role's token and every sentinel, sorted."""
         return sorted({self.backend.token_to_id(t) for t in self.specials.values()} | set(self.sentinel_ids))
+
+    def check_known(self, ids, what: str, fix: str) -> None:
+        """Refuse (TokenizerError) text whose tokens are mostly the unknown token, and warn where more than
+        UNKNOWN_WARNED of them are: a tokenizer trained on other text (another language, script) reads it
+        as a run of [UNK], which trains and predicts nothing. `ids` any id array; other specials not counted."""
+        if "unk" not in self.specials:
+            return
+        ids = np.asarray(ids)
+        unk = self.unk_id
+        text = ids[~np.isin(ids, [i for i in self.special_ids if i != unk])]
+        share = float((text == unk).mean()) if text.size else 0.0
+        message = (f"this tokenizer reads {share:.0%} of {what}'s tokens as {self.specials['unk']}: it was trained "
+                   f"on other text; {fix}")
+        if share > UNKNOWN_REFUSED:
+            raise TokenizerError(message)
+        if share > UNKNOWN_WARNED:
+            warnings.warn(message)
 
     def continuation_mask(self) -> np.ndarray:
         """bool [V]: True where a token continues the word before it, for whole-word masking.

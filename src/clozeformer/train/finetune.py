@@ -120,6 +120,8 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     net = _head_model(base, spec, seed)
     net.task = spec.to_dict()
     train_f, _ = features(spec, tok, family, train_ex)
+    tok.check_known([i for f in train_f for i in f["input_ids"]], str(train),
+                    "fine-tune a model whose tokenizer was trained on text like this")
     eval_f, eval_w = features(spec, tok, family, eval_ex)
     data = TaskData(train_f, eval_f, pad_id=tok.pad_id, batch_size=batch_size, seed=seed)
     per_epoch = steps_per_epoch(len(train_f), batch_size)

@@ -298,6 +298,9 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
                          resume or not dist.is_main, say=progress and dist.is_main)
         cache = load_corpus(corpus, tok, cache_dir=cache_dir, text_field=text_field, blank_line_docs=blank_line_docs,
                             progress=progress and dist.is_main)
+    tok.check_known(cache.tokens, "the corpus", "leave out --tokenizer to train one on this corpus" if tokenizer
+                    else "leave out --init: a new model gets a tokenizer trained on this corpus" if init
+                    else "give a larger --vocab-size")
 
     net, exported = _model(family, config, start, tok, max_len, nsp, model_overrides, small, train.seed, weight_init)
     data = recipe.data(cache, tok, max_len=max_len, batch_size=batch_size, nsp=nsp, whole_word=whole_word,
