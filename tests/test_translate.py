@@ -151,3 +151,19 @@ def test_length_buckets_cover_each_epoch_once_and_pad_less():
     # batch k is a pure function of (seed, k)
     assert torch.equal(data(8).train_batch(70)["labels"], bucketed.train_batch(70)["labels"])
     assert not torch.equal(data(8).train_batch(70)["labels"], bucketed.train_batch(71)["labels"])
+
+
+@pytest.mark.parametrize("buckets", [0, 4])
+def test_a_batch_larger_than_the_data_holds_each_row_once(buckets):
+    """20 pairs at batch 64 gave batches holding every pair three or four times (the order runs on into the next
+    epochs): now the batch is the 20 pairs, with a warning, as fine-tuning's TaskData does."""
+    from clozeformer.tasks.task import TaskData
+
+    sources = [[5 + i] * (1 + i % 3) for i in range(20)]
+    with pytest.warns(UserWarning, match="batch_size 64 is more than the 20 training rows; each batch holds all 20"):
+        pairs = PairData(sources, [[7]] * 20, source_pad=0, batch_size=64, seed=0, buckets=buckets)
+    with pytest.warns(UserWarning, match="batch_size 64 is more than the 20 training rows"):
+        task = TaskData([{"input_ids": s, "labels": 0} for s in sources], [], pad_id=0, batch_size=64, seed=0)
+    for k in range(3):
+        for ids in (pairs.train_batch(k)["input_ids"], task.train_batch(k)["input_ids"]):
+            assert sorted(ids[:, 0].tolist()) == list(range(5, 25))  # every row, once

@@ -6,6 +6,7 @@ Shared by the pretraining data (data/pretrain.py) and the fine-tuning data (`Epo
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,6 +187,16 @@ def place(values: Tensor, lengths: Tensor, row: np.ndarray, n_rows: int, fill: i
 
 
 GROUP_WINDOW = 64  # batches whose rows are sorted together by length (T5: the decoder's)
+
+
+def batch_within(batch_size: int, rows: int) -> int:
+    """The batch size for `rows` training examples: no more than there are, as a DataLoader's one short batch
+    (EpochOrder runs on into the next epoch, so a larger batch held rows two or three times per step)."""
+    if batch_size > rows > 0:
+        warnings.warn(f"batch_size {batch_size} is more than the {rows:,} training rows; each batch holds all "
+                      f"{rows:,} (one step per epoch)")
+        return rows
+    return batch_size
 
 
 class EpochOrder:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from clozeformer.data.corpus import CorpusError, jsonl_text, read_lines
-from clozeformer.data.packing import EpochOrder, pad_rows, seeded
+from clozeformer.data.packing import EpochOrder, batch_within, pad_rows, seeded
 from clozeformer.nn.functional import IGNORE
 
 
@@ -67,7 +67,7 @@ class _BucketOrder:
             batches = perm.reshape(self.per_epoch, self.b)
             within = torch.rand(self.per_epoch, self.b, generator=seeded(self.seed, 4, epoch)).argsort(1).numpy()
             batches = np.take_along_axis(batches, within, 1)
-            self._cached = (epoch, batches[torch.randperm(self.per_epoch, generator=seeded(self.seed, 3, epoch))])
+            self._cached = (epoch, batches[torch.randperm(self.per_epoch, generator=seeded(self.seed, 3, epoch)).numpy()])
         return self._cached[1]
 
     def rows(self, index: int) -> np.ndarray:
@@ -89,15 +89,15 @@ class PairData:
         if not sources or len(sources) != len(targets):
             raise ValueError(f"need as many sources as targets, and some: {len(sources)} vs {len(targets)}")
         self.sources, self.targets, self.source_pad = sources, targets, source_pad
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed = batch_within(batch_size, len(sources)), seed
         self.eval_sources, self.eval_targets = eval_sources or [], eval_targets or []
         self.train_examples = np.arange(len(sources))
         self.eval_examples = np.arange(len(self.eval_sources))
         self._order = EpochOrder(len(sources), seed)
         self._buckets = None
-        if buckets > 0 and len(sources) >= batch_size:
+        if buckets > 0:
             self._buckets = _BucketOrder(np.array([len(r) for r in sources]), np.array([len(r) for r in targets]),
-                                         batch_size, seed, buckets)
+                                         self.batch_size, seed, buckets)
 
     def _batch(self, src: list[list[int]], tgt: list[list[int]]) -> dict[str, Tensor]:
         ids = pad_rows(src, self.source_pad)

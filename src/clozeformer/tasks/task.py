@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from clozeformer.data.packing import EpochOrder, pad_rows
+from clozeformer.data.packing import EpochOrder, batch_within, pad_rows
 from clozeformer.nn.functional import IGNORE
 from clozeformer.tasks.kinds import check_labels, check_options, kind_of
 from clozeformer.tasks.metrics import Pooled
@@ -64,7 +64,7 @@ class TaskData:
     """Like data/pairs.PairData for every kind: training batches (batch k a pure function of (seed, k): exact resume) and ordered eval batches."""
 
     def __init__(self, train: list[dict], eval: list[dict], *, pad_id: int, batch_size: int, seed: int) -> None:
-        self.train, self.eval, self.pad_id, self.batch_size = train, eval, pad_id, batch_size
+        self.train, self.eval, self.pad_id, self.batch_size = train, eval, pad_id, batch_within(batch_size, len(train))
         self.train_examples = torch.arange(len(train)).numpy()
         self.eval_examples = torch.arange(len(eval)).numpy()
         self._order = EpochOrder(len(train), seed) if train else None
