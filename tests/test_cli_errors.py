@@ -471,6 +471,14 @@ def test_text_a_tokenizer_reads_as_unknown_tokens(corpus, wordpiece, tmp_path, c
     assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()
 
 
+@pytest.mark.parametrize("setting", ["num_layers=100000", "hidden_size=1048576", "intermediate_size=1000000000"])
+def test_a_model_larger_than_the_machine_is_refused_before_tokenising(corpus, tmp_path, capsys, setting):
+    """It was built until a MemoryError (or the kernel's kill)."""
+    fails(["pretrain", "--corpus", corpus, "--config", "tiny", "--set", setting, "--run-dir", tmp_path / "r"], capsys,
+          "the model would have", "parameters, whose fp32 weights alone need", "allowed: a config of at most")
+    assert not (tmp_path / "r").exists()
+
+
 def test_generate_with_a_tokenizer_larger_than_the_model(corpus, tmp_path, capsys):
     """It was an IndexError inside BART's embeddings; fill-mask already named the mismatch."""
     from clozeformer.models.bart import BartConfig, BartForConditionalGeneration

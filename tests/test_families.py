@@ -37,6 +37,21 @@ def test_family_declaration(name, tmp_path):
         assert type(again) is head and family_of(again) is family
 
 
+@pytest.mark.parametrize("name, uneven", [("bert", {}), ("roberta", {}), ("electra", {"generator_num_layers": 1}),
+                                           ("bart", {"decoder_layers": 1}), ("t5", {"num_decoder_layers": 2})])
+def test_parameter_count_is_exact_without_building(name, uneven):
+    """pretrain refuses a config whose weights outgrow the machine from this count, taken on the meta device."""
+    from clozeformer.train.pretrain import parameter_count
+
+    family = FAMILIES[name]
+    depth = "encoder_layers" if name == "bart" else "num_layers"
+    for cfg in (family.config_cls.preset("tiny", vocab_size=97),
+                family.config_cls.preset("tiny", vocab_size=97, **{depth: 3}, **uneven)):
+        assert parameter_count(family, cfg) == sum(p.numel() for p in family.model_cls(cfg).parameters())
+    deep = family.config_cls.preset("tiny", vocab_size=97, **{depth: 100_000})
+    assert parameter_count(family, deep) > 100_000 * 4 * 128 ** 2  # a layer's four attention matrices at least
+
+
 def test_a_kind_without_head_or_generation_is_refused(tmp_path):
     from clozeformer.train.finetune import _head_model
     from clozeformer.tasks.spec import task_spec

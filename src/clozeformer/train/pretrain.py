@@ -9,6 +9,7 @@ nothing else in `pretrain` changes.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -283,6 +284,9 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
     # the model's config, refused before the corpus is read
     _fits(_new_config(family, config, _ANY_TOKENIZER, max_len, nsp, model_overrides) if start is None
           else start.config, max_len, nsp)
+    if start is None:
+        _holds(family, _new_config(family, config, _ANY_TOKENIZER, max_len, nsp, model_overrides)
+               .replace(vocab_size=vocab_size or 8000))
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
     train, mlm_rate, weight_init = _recipe(family, small, train, mlm_rate, weight_init)
     check_fresh(Path(run_dir), resume, steps=None if train.minutes > 0 else train.steps, run="pretraining")
@@ -406,6 +410,41 @@ def _fits(cfg, max_len: int, nsp: bool) -> None:
         raise ValueError(f"max_len {max_len} exceeds the model's max_positions {cfg.max_positions}")
     if nsp and not cfg.nsp:
         raise ValueError("the model has no NSP head, so it pretrains without NSP: pass --no-nsp (Python: nsp=False)")
+
+
+def memory_bytes() -> int:
+    """This machine's memory for one process: the physical memory, or the cgroup's limit where lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def parameter_count(family: Family, cfg) -> int:
+    """The parameters of `family.model_cls(cfg)`, exactly and at once for any depth or width: counted on the meta
+    device (no storage) with every layer stack one layer deep, plus what a second layer adds to each stack."""
+    depths = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+              if f.name.endswith("layers") and getattr(cfg, f.name) > 0}  # 0: another stack's depth
+    shallow = dict.fromkeys(depths, 1)
+
+    def count(**deeper) -> int:
+        with torch.device("meta"):
+            return sum(p.numel() for p in family.model_cls(cfg.replace(**{**shallow, **deeper})).parameters())
+
+    base = count()
+    return base + sum((depth - 1) * (count(**{name: 2}) - base) for name, depth in depths.items())
+
+
+def _holds(family: Family, cfg) -> None:
+    """A new model whose fp32 weights alone outgrow this machine's memory is refused by name (`--set
+    num_layers=100000` ended in a MemoryError or the kernel's kill); training needs about 4x the weights."""
+    params, memory = parameter_count(family, cfg), memory_bytes()
+    if 4 * params > memory:
+        raise ValueError(f"the model would have {params:,} parameters, whose fp32 weights alone need "
+                         f"{4 * params / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB; "
+                         f"allowed: a config of at most {memory // 4:,} parameters (check --config and --set)")
 
 
 def _check_applies(family: str, recipe: Objective, init, tokenizer, vocab_size, lowercase, whole_word: bool,
