@@ -88,7 +88,12 @@ def test_resume_is_exact(sst2, trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(d / "run", run)
     shutil.rmtree(run / "checkpoints" / "step-0000100")  # as if killed after epoch 3's checkpoint
-    again = finetune(d / "bert", "sst2", train, dev, run_dir=run, keep_last=2, resume=True, **FAST)
+    with pytest.raises(ValueError, match=r"at step 75 \(3 epochs of 25 steps\), past epochs 2; give --epochs 4 or"):
+        finetune(d / "bert", "sst2", train, dev, run_dir=run, keep_last=2, resume=True, **{**FAST, "epochs": 2})
+    # without epochs the run keeps its own 4 (the default 3 stopped it short, or refused it)
+    again = finetune(d / "bert", "sst2", train, dev, run_dir=run, keep_last=2, resume=True,
+                     **{k: v for k, v in FAST.items() if k != "epochs"})
+    assert again["epochs"] == 4
     rows = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     want = [(r["step"], r.get("loss")) for r in rows(d / "run")]
     assert [(r["step"], r.get("loss")) for r in rows(run)] == want

@@ -459,7 +459,7 @@ def _finetune_parser(sub) -> None:
                                                   "hf:NAME[:CONFIG][?split=…] (e.g. hf:nyu-mll/glue:sst2)")
     p.add_argument("--eval", help="labelled file evaluated after every epoch (selects the best model)")
     p.add_argument("--run-dir", default="runs/finetune")
-    p.add_argument("--epochs", type=COUNT, default=3)
+    p.add_argument("--epochs", type=COUNT, help="(default 3; resumed without it: the run's own)")
     p.add_argument("--batch-size", type=COUNT, default=32)
     p.add_argument("--lr", type=POSITIVE, default=5e-5)
     p.add_argument("--warmup-ratio", type=SHARE, default=0.1)

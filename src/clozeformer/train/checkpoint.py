@@ -182,11 +182,23 @@ def _run_kind(ckpt: Path) -> str:
     return "fine-tuning" if "task" in data else "translation" if "stage" in state else "pretraining"
 
 
+def run_budget(run_dir: Path) -> dict[str, Any]:
+    """The steps and minutes the run in `run_dir` was given, from its newest checkpoint ({} where none reads):
+    a run resumed without a budget keeps its own."""
+    found = list_checkpoints(run_dir)
+    try:
+        saved = read_json(found[-1] / STATE_FILE, kind=dict).get("train_config") if found else None
+    except (ValueError, OSError):
+        return {}
+    return {k: saved[k] for k in ("steps", "minutes") if k in saved} if isinstance(saved, dict) else {}
+
+
 def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: int | None = None,
-                run: str | None = None) -> None:
+                run: str | None = None, per_epoch: int | None = None) -> None:
     """Checked before any work: a new run may not overwrite another's checkpoints or saved models
     (model/, best/, last/), and --resume needs a checkpoint to continue (where `to_resume`), of the
-    same kind of `run` ("pretraining", "fine-tuning", "translation") and not past `steps`."""
+    same kind of `run` ("pretraining", "fine-tuning", "translation") and not past `steps` (`per_epoch`
+    given: said in epochs)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file, not a directory")
@@ -199,6 +211,10 @@ def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: i
             raise ValueError(f"--resume: {run_dir} holds a {kind} run; this command continues {run} runs (give "
                              "the run directory it wrote)")
         if found and steps is not None and (step := _step_of(found[-1])) > steps:
+            if per_epoch:
+                raise ValueError(f"--resume: {run_dir} is at step {step} ({step / per_epoch:g} epochs of {per_epoch} "
+                                 f"steps), past epochs {steps // per_epoch}; give --epochs {step // per_epoch + 1} "
+                                 "or more to train further")
             raise ValueError(f"--resume: {run_dir} is at step {step}, past steps {steps}; give --steps above {step} "
                              "to train further")
         return

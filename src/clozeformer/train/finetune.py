@@ -31,7 +31,7 @@ from clozeformer.tasks.task import (TaskData, check_labels, check_options, examp
                                     load_examples, metrics_fn, steps_per_epoch)
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
-from clozeformer.train.checkpoint import check_fresh
+from clozeformer.train.checkpoint import check_fresh, run_budget
 from clozeformer.train.config import TrainConfig
 from clozeformer.train.loop import evaluate as evaluate_batches, fit
 
@@ -79,7 +79,7 @@ def _load(model_dir: str | Path) -> tuple[nn.Module, Tokenizer]:
 
 
 def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: str | Path | None = None, *,
-             run_dir: str | Path = "runs/finetune", epochs: int = 3, batch_size: int = 32, lr: float = 5e-5,
+             run_dir: str | Path = "runs/finetune", epochs: int | None = None, batch_size: int = 32, lr: float = 5e-5,
              warmup_ratio: float = 0.1, weight_decay: float = 0.01, early_stopping: int | None = None,
              seed: int = 0, precision: str = "fp32", device: str = "auto", max_train_rows: int | None = None,
              max_eval_rows: int | None = None, keep_last: int = 1, log_every: int = 10, resume: bool = False,
@@ -89,11 +89,11 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     """Fine-tune the model directory `model` on `task` (a kind or a preset name); returns a summary.
 
     task_options override TaskSpec fields (text_column, text_pair_column, label_column, metric,
-    prefix, label_words, max_len, …). Evaluation on `eval` after every epoch keeps the best model
+    prefix, label_words, max_len, …). `epochs` (default 3) a resumed run without it keeps its own. Evaluation on `eval` after every epoch keeps the best model
     (run_dir/best) by the main metric; early_stopping=N stops after N evaluations without a new best;
     layer_decay < 1 trains each layer at that factor of the lr of the layer above (the head at `lr`);
     relative_lr scales each matrix's lr by its size (TrainConfig.relative_lr)."""
-    if epochs < 1 or batch_size < 1:
+    if epochs is not None and epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be ≥ 1, got {epochs} and {batch_size}")
     if not 0 <= warmup_ratio < 1:
         raise ValueError(f"warmup_ratio {warmup_ratio} is out of range; allowed: a share in [0, 1)")
@@ -125,7 +125,11 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     eval_f, eval_w = features(spec, tok, family, eval_ex)
     data = TaskData(train_f, eval_f, pad_id=tok.pad_id, batch_size=batch_size, seed=seed)
     per_epoch = steps_per_epoch(len(train_f), batch_size)
-    steps = epochs * per_epoch
+    if epochs is None:  # resumed without epochs: the run's own length, not the default's
+        steps = run_budget(Path(run_dir)).get("steps", 3 * per_epoch) if resume else 3 * per_epoch
+    else:
+        steps = epochs * per_epoch
+    check_fresh(Path(run_dir), resume, steps=steps, per_epoch=per_epoch)
     cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=int(warmup_ratio * steps), weight_decay=weight_decay,
                       eval_every=per_epoch, save_every=per_epoch, eval_batches=10**9, keep_last=keep_last,
                       log_every=min(log_every, per_epoch), seed=seed, precision=precision, device=device,
@@ -143,7 +147,7 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
         if not eval_ex:  # nothing to select by: the last model is the best one
             save_model(net, run_dir / "best", tok)
     best = keeper.best()
-    summary.update(task=spec.kind, preset=spec.preset, metric=main, epochs=epochs, steps_per_epoch=per_epoch,
+    summary.update(task=spec.kind, preset=spec.preset, metric=main, epochs=steps // per_epoch, steps_per_epoch=per_epoch,
                    train_examples=len(train_ex), eval_examples=len(eval_ex), labels=spec.labels,
                    best=best, model_dir=str(run_dir / "best"), last_dir=str(run_dir / "last"))
     return summary

@@ -39,7 +39,7 @@ from clozeformer.io import read_json
 from clozeformer.objectives.denoise import PRESETS
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
-from clozeformer.train.checkpoint import check_fresh, list_checkpoints
+from clozeformer.train.checkpoint import check_fresh, list_checkpoints, run_budget
 from clozeformer.tasks.metrics import Pooled
 from clozeformer.train.config import TrainConfig
 from clozeformer.train.loop import count_tokens, fit
@@ -288,6 +288,8 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
         _holds(family, _new_config(family, config, _ANY_TOKENIZER, max_len, nsp, model_overrides)
                .replace(vocab_size=vocab_size or 8000))
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
+    if resume and not isinstance(train, TrainConfig) and not {"steps", "minutes"} & set(train or {}):
+        train = {**(train or {}), **run_budget(Path(run_dir))}  # the run's own budget, not the default 1000 steps
     train, mlm_rate, weight_init = _recipe(family, small, train, mlm_rate, weight_init)
     check_fresh(Path(run_dir), resume, steps=None if train.minutes > 0 else train.steps, run="pretraining")
     if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
