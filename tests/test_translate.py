@@ -78,6 +78,14 @@ def test_cli_translate(setup):
     assert code == 0, err.getvalue()
     summary = json.loads(out.getvalue()[out.getvalue().index("{"):])
     assert isinstance(load_model(summary["model_dir"]), BartForTranslation)
+    # resumed without the stages' steps, each keeps its own (stage 1 trained on to the default 1000)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["translate", "--bart", str(tmp / "bart"), "--train", str(tmp / "train.jsonl"), "--source", "en",
+                     "--target", "de", "--run-dir", str(tmp / "cli"), "--max-len", "48", "--batch-size", "8",
+                     "--buckets", "4", "--resume", "--quiet"]) == 0
+    again = json.loads(out.getvalue()[out.getvalue().index("{"):])
+    assert again["stage1"] == {"steps": 2, "resumed": "complete"} and again["stage2"]["resumed"] == "complete"
     # options the run would not use are refused before anything is read or written
     base = ["translate", "--bart", str(tmp / "bart"), "--train", str(tmp / "train.jsonl"), "--source", "en", "--target",
             "de", "--run-dir", str(tmp / "refused"), "--max-len", "48", "--quiet"]

@@ -162,16 +162,22 @@ def cmd_translate(args) -> None:
     from clozeformer.train.config import TrainConfig
     from clozeformer.train.translate import train_translation
 
+    from clozeformer.train.checkpoint import run_budget
+
     common = dict(precision=args.precision, seed=args.seed, device=args.device, eval_every=args.eval_every,
                   save_every=args.save_every, warmup_steps=args.warmup, compile=args.compile,
                   label_smoothing=args.label_smoothing)
+    steps = {}  # a stage resumed without its --stageN-steps keeps its own; else the default
+    for stage, given, default in ((1, args.stage1_steps, 1000), (2, args.stage2_steps, 200)):
+        own = run_budget(Path(args.run_dir) / f"stage{stage}").get("steps") if args.resume else None
+        steps[stage] = given or own or default
     summary = train_translation(args.bart, args.train, source_field=args.source, target_field=args.target,
                                 run_dir=args.run_dir, eval_file=args.eval, test_file=args.test,
                                 source_tokenizer=args.source_tokenizer, source_vocab_size=args.source_vocab_size,
                                 source_layers=args.source_layers, max_len=args.max_len, batch_size=args.batch_size,
                                 buckets=args.buckets,
-                                stage1=TrainConfig(steps=args.stage1_steps, lr=args.stage1_lr, **common),
-                                stage2=TrainConfig(steps=args.stage2_steps, lr=args.stage2_lr, **common),
+                                stage1=TrainConfig(steps=steps[1], lr=args.stage1_lr, **common),
+                                stage2=TrainConfig(steps=steps[2], lr=args.stage2_lr, **common),
                                 num_beams=args.num_beams, resume=args.resume, progress=not args.quiet)
     print(json.dumps(summary, indent=2, default=str))
 
@@ -432,9 +438,9 @@ def _translate_parser(sub) -> None:
     p.add_argument("--label-smoothing", type=SHARE, default=0.0, help=LABEL_SMOOTHING_HELP)
     p.add_argument("--buckets", type=NONNEGATIVE, default=0,
                    help="batch pairs of similar lengths, sorting pools of this many batches (0: off)")
-    p.add_argument("--stage1-steps", type=COUNT, default=1000)
+    p.add_argument("--stage1-steps", type=COUNT, help="(default 1000; resumed without it: the stage's own)")
     p.add_argument("--stage1-lr", type=POSITIVE, default=5e-4)
-    p.add_argument("--stage2-steps", type=COUNT, default=200)
+    p.add_argument("--stage2-steps", type=COUNT, help="(default 200; resumed without it: the stage's own)")
     p.add_argument("--stage2-lr", type=POSITIVE, default=5e-5)
     p.add_argument("--warmup", type=NONNEGATIVE, default=50)
     p.add_argument("--num-beams", type=COUNT, help="beam search scored beside greedy on --test (default: 4)")
