@@ -467,8 +467,14 @@ def test_text_a_tokenizer_reads_as_unknown_tokens(corpus, wordpiece, tmp_path, c
     (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in
                                                                       enumerate(korean[:20])), encoding="utf-8")
     fails(["finetune", "--model", tmp_path / "bert", "--task", "sst2", "--train", tmp_path / "train.tsv",
-           "--run-dir", tmp_path / "f"], capsys, "train.tsv's tokens as [UNK]", "fine-tune a model whose tokenizer")
+           "--run-dir", tmp_path / "f"], capsys, "train.tsv's tokens as [UNK]", "use a model whose tokenizer")
     assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()
+    (tmp_path / "en.tsv").write_text("sentence\tlabel\n" + "".join(f"{t[:200]}\t{i % 2}\n" for i, t in
+                                                                   enumerate(english)), encoding="utf-8")
+    assert main([str(a) for a in ["finetune", "--model", tmp_path / "bert", "--task", "sst2", "--train",
+                                  tmp_path / "en.tsv", "--run-dir", tmp_path / "e", "--epochs", "1"]]) == 0
+    for command in (["evaluate", "--data", tmp_path / "train.tsv"], ["predict", "--input", tmp_path / "train.tsv"]):
+        fails([command[0], "--model", tmp_path / "e" / "best", *command[1:]], capsys, "train.tsv's tokens as [UNK]")
 
 
 @pytest.mark.parametrize("setting", ["num_layers=100000", "hidden_size=1048576", "intermediate_size=1000000000"])

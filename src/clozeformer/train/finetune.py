@@ -120,8 +120,7 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     net = _head_model(base, spec, seed)
     net.task = spec.to_dict()
     train_f, _ = features(spec, tok, family, train_ex)
-    tok.check_known([i for f in train_f for i in f["input_ids"]], str(train),
-                    "fine-tune a model whose tokenizer was trained on text like this")
+    _known(tok, train_f, train)
     eval_f, eval_w = features(spec, tok, family, eval_ex)
     data = TaskData(train_f, eval_f, pad_id=tok.pad_id, batch_size=batch_size, seed=seed)
     per_epoch = steps_per_epoch(len(train_f), batch_size)
@@ -192,11 +191,18 @@ def _task_of(model: nn.Module, model_dir) -> TaskSpec:
     return TaskSpec.from_dict(task)
 
 
+def _known(tok: Tokenizer, feats: list[dict], source) -> None:
+    """Text the model's tokenizer reads as mostly [UNK] is refused (Tokenizer.check_known)."""
+    tok.check_known([i for f in feats for i in f["input_ids"]], str(source),
+                    "use a model whose tokenizer was trained on text like this")
+
+
 def _run(model: nn.Module, spec: TaskSpec, tok: Tokenizer, examples: list[dict], batch_size: int, *,
-         labelled: bool, device: str) -> tuple[list, list[dict], list]:
+         labelled: bool, device: str, source) -> tuple[list, list[dict], list]:
     """(features, batches, windows) on `device`, model moved there."""
     family = model.config.model_type
     feats, wins = features(spec, tok, family, examples, labelled=labelled)
+    _known(tok, feats, source)
     dev = distributed.resolve_device(device)
     model.to(dev).eval()
     data = TaskData([], feats, pad_id=tok.pad_id, batch_size=batch_size, seed=0)
@@ -211,7 +217,7 @@ def evaluate(model: str | Path, data: str | Path, *, batch_size: int = 32, devic
     examples = load_examples(spec, data, "validation")[:max_rows]
     check_labels(spec, examples)
     family = net.config.model_type
-    _, batches, wins = _run(net, spec, tok, examples, batch_size, labelled=True, device=device)
+    _, batches, wins = _run(net, spec, tok, examples, batch_size, labelled=True, device=device, source=data)
     dev = next(net.parameters()).device
     out = evaluate_batches(net, batches, metrics_fn(spec, tok, family, net, examples, wins), dev)
     return {"examples": len(examples), **out}
@@ -234,7 +240,8 @@ def predict(model: str | Path, inputs: str | Path | list[dict | str], *, batch_s
     else:
         examples = load_examples(spec, inputs, "test", labelled=False)
     examples = examples[:max_rows]
-    _, batches, wins = _run(net, spec, tok, examples, batch_size, labelled=False, device=device)
+    _, batches, wins = _run(net, spec, tok, examples, batch_size, labelled=False, device=device,
+                            source="the input" if isinstance(inputs, list) else inputs)
     outs = [(None if kind.generates else net(**b), b) for b in batches]  # no forward pass without targets
     preds = kind.predictions(spec, tok, net, outs, examples, wins)
     rows = [kind.row(spec, tok, ex, p) for ex, p in zip(examples, preds)]
