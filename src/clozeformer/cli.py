@@ -159,10 +159,9 @@ def cmd_generate(args) -> None:
 
 
 def cmd_translate(args) -> None:
+    from clozeformer.train.checkpoint import run_budget
     from clozeformer.train.config import TrainConfig
     from clozeformer.train.translate import train_translation
-
-    from clozeformer.train.checkpoint import run_budget
 
     common = dict(precision=args.precision, seed=args.seed, device=args.device, eval_every=args.eval_every,
                   save_every=args.save_every, warmup_steps=args.warmup, compile=args.compile,

@@ -67,7 +67,8 @@ class _BucketOrder:
             batches = perm.reshape(self.per_epoch, self.b)
             within = torch.rand(self.per_epoch, self.b, generator=seeded(self.seed, 4, epoch)).argsort(1).numpy()
             batches = np.take_along_axis(batches, within, 1)
-            self._cached = (epoch, batches[torch.randperm(self.per_epoch, generator=seeded(self.seed, 3, epoch)).numpy()])
+            order = torch.randperm(self.per_epoch, generator=seeded(self.seed, 3, epoch)).numpy()  # [1] stays 2-D
+            self._cached = (epoch, batches[order])
         return self._cached[1]
 
     def rows(self, index: int) -> np.ndarray:

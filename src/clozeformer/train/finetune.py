@@ -89,10 +89,11 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     """Fine-tune the model directory `model` on `task` (a kind or a preset name); returns a summary.
 
     task_options override TaskSpec fields (text_column, text_pair_column, label_column, metric,
-    prefix, label_words, max_len, …). `epochs` (default 3) a resumed run without it keeps its own. Evaluation on `eval` after every epoch keeps the best model
-    (run_dir/best) by the main metric; early_stopping=N stops after N evaluations without a new best;
-    layer_decay < 1 trains each layer at that factor of the lr of the layer above (the head at `lr`);
-    relative_lr scales each matrix's lr by its size (TrainConfig.relative_lr)."""
+    prefix, label_words, max_len, …). `epochs` defaults to 3, or, resumed, to the run's own. Evaluation
+    on `eval` after every epoch keeps the best model (run_dir/best) by the main metric; early_stopping=N
+    stops after N evaluations without a new best; layer_decay < 1 trains each layer at that factor of the lr
+    of the layer above (the head at `lr`); relative_lr scales each matrix's lr by its size
+    (TrainConfig.relative_lr)."""
     if epochs is not None and epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be ≥ 1, got {epochs} and {batch_size}")
     if not 0 <= warmup_ratio < 1:
@@ -146,9 +147,9 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
         if not eval_ex:  # nothing to select by: the last model is the best one
             save_model(net, run_dir / "best", tok)
     best = keeper.best()
-    summary.update(task=spec.kind, preset=spec.preset, metric=main, epochs=steps // per_epoch, steps_per_epoch=per_epoch,
-                   train_examples=len(train_ex), eval_examples=len(eval_ex), labels=spec.labels,
-                   best=best, model_dir=str(run_dir / "best"), last_dir=str(run_dir / "last"))
+    summary.update(task=spec.kind, preset=spec.preset, metric=main, epochs=steps // per_epoch,
+                   steps_per_epoch=per_epoch, train_examples=len(train_ex), eval_examples=len(eval_ex),
+                   labels=spec.labels, best=best, model_dir=str(run_dir / "best"), last_dir=str(run_dir / "last"))
     return summary
 
 

@@ -282,11 +282,12 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
                 raise ValueError(f"config {config_given!r} is not the size of the model continued from --init {init} "
                                  f"({', '.join(f'{k}={v!r}' for k, v in differ.items())}); leave out --config")
     # the model's config, refused before the corpus is read
-    _fits(_new_config(family, config, _ANY_TOKENIZER, max_len, nsp, model_overrides) if start is None
-          else start.config, max_len, nsp)
     if start is None:
-        _holds(family, _new_config(family, config, _ANY_TOKENIZER, max_len, nsp, model_overrides)
-               .replace(vocab_size=vocab_size or 8000))
+        new = _new_config(family, config, _ANY_TOKENIZER, max_len, nsp, model_overrides)
+        _fits(new, max_len, nsp)
+        _holds(family, new.replace(vocab_size=vocab_size or 8000))
+    else:
+        _fits(start.config, max_len, nsp)
     small = init is None and config in SMALL_PRESETS  # a continued model keeps its own config
     if resume and not isinstance(train, TrainConfig) and not {"steps", "minutes"} & set(train or {}):
         train = {**(train or {}), **run_budget(Path(run_dir))}  # the run's own budget, not the default 1000 steps
