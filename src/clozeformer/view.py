@@ -151,7 +151,8 @@ def _bert_view(objective, text, tok, model, g, rate, second) -> View:
         Row("input", corrupted, styles),
         Row("target", [tok.tokens([lab])[0] if lab != IGNORE else "" for lab in labels],
             ["target"] * len(labels)),
-    ], [f"{sum(lab != IGNORE for lab in labels)} of {len(labels)} tokens predicted (BERT: 80% [MASK], 10% random, "
+    ], [f"{sum(lab != IGNORE for lab in labels)} of the {sum(i not in tok.special_ids for i in enc)} text tokens "
+        f"predicted (BERT: 80% [MASK], 10% random, "
         f"10% kept{': ' + ', '.join(k for k in kept if k) if any(kept) else ''})"])
 
 
