@@ -197,10 +197,19 @@ def test_an_untied_output_layer_is_refused_not_replaced(tmp_path, cfg_name, cls_
     ("BartConfig", "BartForCausalLM", dict(vocab_size=97, d_model=32, encoder_layers=1, decoder_layers=1,
                                            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
                                            decoder_ffn_dim=48, max_position_embeddings=40)),
+    # their weights fit ours: T5's QA head was dropped and an LM head made up, exit 0; the others misnamed
+    ("T5Config", "T5ForQuestionAnswering", dict(vocab_size=97, d_model=32, d_kv=8, d_ff=40, num_layers=1,
+                                                 num_heads=4)),
+    ("BertConfig", "BertForMultipleChoice", {}), ("BertConfig", "BertForNextSentencePrediction", {}),
+    ("ElectraConfig", "ElectraForCausalLM", dict(is_decoder=True)),
 ])
 def test_a_checkpoint_without_the_models_own_weights_is_refused(tmp_path, capsys, cfg_name, cls_name, kw):
     """An architecture whose weights do not hold the family's model (an encoder alone, a decoder alone, another
-    prefix) is refused by name; it used to convert, with exit 0, into a model with random (or no) weights."""
+    prefix), or that is neither the family's own nor one of our heads, is refused by name; it used to convert,
+    with exit 0, into a model with random (or no) weights, or another head."""
+    if cfg_name in ("BertConfig", "ElectraConfig"):
+        kw = {**dict(vocab_size=97, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48,
+                     max_position_embeddings=40), **kw}
     from clozeformer.cli import main
 
     torch.manual_seed(0)
@@ -210,6 +219,20 @@ def test_a_checkpoint_without_the_models_own_weights_is_refused(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("clozeformer: error: ") and f"architecture {cls_name} is not" in err[0]
     assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("cls_name", ["ElectraForSequenceClassification", "BertForTokenClassification"])
+def test_a_decoder_is_refused_not_read_bidirectionally(tmp_path, cls_name):
+    """is_decoder makes transformers attend causally; ELECTRA's heads loaded it with full attention (logits 2.4
+    apart) and no word."""
+    from clozeformer.config import ConfigError
+
+    family = cls_name.split("For")[0]
+    cfg = getattr(transformers, f"{family}Config")(vocab_size=97, hidden_size=32, num_hidden_layers=1,
+                                                   num_attention_heads=4, intermediate_size=48, is_decoder=True)
+    getattr(transformers, cls_name)(cfg).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="is_decoder / add_cross_attention make this .* model a decoder"):
+        clozeformer.load_model(tmp_path)
 
 
 def test_multi_label_classifiers_are_refused(tmp_path):

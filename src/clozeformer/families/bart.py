@@ -19,5 +19,6 @@ FAMILY = Family(
     config_fields=bart_fields,
     heads=task_heads(BartForSequenceClassification, BartForTokenClassification, BartForQuestionAnswering),
     # transformers' BartConfig forces </s> (id 2) at the maximum length unless a saved config says otherwise
-    hf=hf.HFMapping(BartForConditionalGeneration, "BartModel", ("bart.",), hf.bart_state_to_hf,
-                    hf.bart_state_from_hf, hf.bart_config_to_hf, hf.bart_config_from_hf, {"forced_eos_token_id": 2}))
+    hf=hf.HFMapping(BartForConditionalGeneration, ("BartModel", "BartForConditionalGeneration"), ("bart.",),
+                    hf.bart_state_to_hf, hf.bart_state_from_hf, hf.bart_config_to_hf, hf.bart_config_from_hf,
+                    {"forced_eos_token_id": 2}))

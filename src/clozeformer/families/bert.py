@@ -10,5 +10,6 @@ FAMILY = Family(
     "bert", BertConfig, BertForPreTraining, "wordpiece", lowercase=True, token_types=True, objective="mlm",
     config_fields=encoder_fields, nsp=True, small_budget=SMALL_BUDGET_MLM,
     heads=task_heads(BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering),
-    hf=hf.HFMapping(BertForPreTraining, "BertModel", ("bert.embeddings.", "bert.layers."), hf.bert_state_to_hf,
-                    hf.bert_state_from_hf, hf.bert_config_to_hf, hf.bert_config_from_hf))
+    hf=hf.HFMapping(BertForPreTraining, ("BertModel", "BertForPreTraining", "BertForMaskedLM"),
+                    ("bert.embeddings.", "bert.layers."), hf.bert_state_to_hf, hf.bert_state_from_hf,
+                    hf.bert_config_to_hf, hf.bert_config_from_hf))

@@ -20,5 +20,6 @@ FAMILY = Family(
     config_fields=encoder_fields, small_budget=SMALL_BUDGET_RTD,
     heads=task_heads(ElectraForSequenceClassification, ElectraForTokenClassification, ElectraForQuestionAnswering),
     # a saved directory loads as the discriminator, its generator in generator/ beside it
-    hf=hf.HFMapping(ElectraDiscriminator, "ElectraModel", ("electra.",), hf.electra_state_to_hf,
-                    hf.electra_state_from_hf, hf.electra_config_to_hf, hf.electra_config_from_hf))
+    hf=hf.HFMapping(ElectraDiscriminator, ("ElectraModel", "ElectraForPreTraining", "ElectraForMaskedLM"),
+                    ("electra.",), hf.electra_state_to_hf, hf.electra_state_from_hf, hf.electra_config_to_hf,
+                    hf.electra_config_from_hf))

@@ -18,5 +18,5 @@ FAMILY = Family(
     "roberta", RobertaConfig, RobertaForMaskedLM, "bpe", lowercase=False, token_types=False, objective="mlm",
     config_fields=roberta_fields, small_budget=SMALL_BUDGET_MLM,
     heads=task_heads(RobertaForSequenceClassification, RobertaForTokenClassification, RobertaForQuestionAnswering),
-    hf=hf.HFMapping(RobertaForMaskedLM, "RobertaModel", ("roberta.",), hf.roberta_state_to_hf,
+    hf=hf.HFMapping(RobertaForMaskedLM, ("RobertaModel", "RobertaForMaskedLM"), ("roberta.",), hf.roberta_state_to_hf,
                     hf.roberta_state_from_hf, hf.roberta_config_to_hf, hf.roberta_config_from_hf))

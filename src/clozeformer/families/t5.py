@@ -18,5 +18,6 @@ FAMILY = Family(
     config_fields=t5_fields, text_to_text=TEXT_TO_TEXT,
     # Adam with T5's init needs each matrix's lr scaled to its size, as Adafactor does (loop.param_groups)
     small_budget={**SMALL_BUDGET, "lr": 1e-3, "relative_lr": True},
-    hf=hf.HFMapping(T5ForConditionalGeneration, "T5Model", ("shared.", "encoder.", "decoder."), hf.t5_state_to_hf,
-                    hf.t5_state_from_hf, hf.t5_config_to_hf, hf.t5_config_from_hf))
+    hf=hf.HFMapping(T5ForConditionalGeneration, ("T5Model", "T5ForConditionalGeneration"),
+                    ("shared.", "encoder.", "decoder."), hf.t5_state_to_hf, hf.t5_state_from_hf, hf.t5_config_to_hf,
+                    hf.t5_config_from_hf))

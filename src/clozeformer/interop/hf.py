@@ -175,8 +175,6 @@ def bert_config_to_hf(cfg: BertConfig) -> dict:
 def bert_config_from_hf(hf: dict, *, nsp: bool) -> BertConfig:
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise ConfigError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported")
-    if hf.get("is_decoder") or hf.get("add_cross_attention"):
-        raise ConfigError("BERT decoders (is_decoder / add_cross_attention) are not supported")
     missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                            "intermediate_size") if k not in hf]
     if missing:
@@ -604,15 +602,21 @@ def bart_config_from_hf(hf: dict, **_) -> BartConfig:
 
 class HFMapping(NamedTuple):
     """How one family's weights and config map to transformers', the class a saved directory loads
-    as (ELECTRA's: the discriminator, its generator in generator/ beside it), transformers' bare
-    model (what an export with untrained heads is saved as) and our names of that bare model's
-    parameters (`body`: prefixes), which a checkpoint must hold (heads may start fresh, the body not)."""
+    as (ELECTRA's: the discriminator, its generator in generator/ beside it), the architectures
+    besides the task heads that load as it (`reads`; first transformers' bare model, what an export
+    with untrained heads is saved as; a checkpoint naming another is refused) and our names of that
+    bare model's parameters (`body`: prefixes), which a checkpoint must hold (heads may start fresh,
+    the body not)."""
 
     loads_as: type
-    bare: str
+    reads: tuple[str, ...]
     body: tuple[str, ...]
     state_to_hf: Callable[[dict[str, Tensor]], dict[str, Tensor]]
     state_from_hf: Callable[[dict[str, Tensor]], tuple[dict[str, Tensor], list[str]]]
     config_to_hf: Callable[..., dict]
     config_from_hf: Callable[..., Any]
     generation: dict = {}  # transformers' config-class generation defaults, under a saved config.json's keys
+
+    @property
+    def bare(self) -> str:
+        return self.reads[0]

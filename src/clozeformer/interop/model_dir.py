@@ -200,6 +200,7 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     if kind not in FAMILIES:
         raise ConfigError(f"{config_file}: model_type {kind!r} is not supported; known: {sorted(FAMILIES)}")
     cfg_cls, mapping = FAMILIES[kind].config_cls, FAMILIES[kind].hf
+    _check_architecture(hf_cfg, kind, mapping, config_file)
     model_cls, from_hf, cfg_from_hf = mapping.loads_as, mapping.state_from_hf, mapping.config_from_hf
     ours = hf_cfg.get("clozeformer")
     try:
@@ -258,6 +259,21 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     if type(model) is BartForConditionalGeneration and (directory / "source" / "config.json").is_file():
         model = _translator(model, directory / "source")
     return model.eval()
+
+
+def _check_architecture(hf_cfg: dict, kind: str, mapping, config_file: Path) -> None:
+    """A transformers model we would read as another is refused by name, before its weights: a decoder
+    (causal attention, which ours do not have) or an architecture that is neither the family's own nor one
+    of our task heads (T5ForQuestionAnswering loaded as T5ForConditionalGeneration, its head dropped)."""
+    ours = hf_cfg.get("clozeformer")
+    arch = next(iter(hf_cfg.get("architectures") or []), None)
+    heads = sorted({head.__name__ for head in FAMILIES[kind].heads.values()})
+    if arch is not None and not (isinstance(ours, dict) and ours.get("head")) and arch not in (*mapping.reads, *heads):
+        raise ConfigError(f"{config_file}: its architecture {arch} is not one clozeformer reads; for {kind} "
+                          f"it reads {', '.join((*mapping.reads, *heads))}")
+    if hf_cfg.get("is_decoder") or hf_cfg.get("add_cross_attention"):
+        raise ConfigError(f"{config_file}: is_decoder / add_cross_attention make this {kind} model a decoder with "
+                          "causal attention, which clozeformer does not read")
 
 
 def _agreed(cfg, hf_cfg: dict, mapping, generator: bool, config_file: Path):
