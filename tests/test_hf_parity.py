@@ -284,3 +284,29 @@ def test_a_head_transformers_added_to_our_export_loads(tmp_path):
     with torch.no_grad():
         assert (model(ids, mask, types).logits - hf(input_ids=ids, attention_mask=mask,
                                                     token_type_ids=types).logits).abs().max() < TOL
+
+
+@pytest.mark.parametrize("num_labels", [2, 1])
+def test_predict_and_evaluate_a_classifier_fine_tuned_in_transformers(tmp_path, num_labels):
+    """A head fine-tuned in transformers records no clozeformer task: predict and evaluate said "fine-tune it with
+    clozeformer first". Its kind now comes from its class (one label: regression), its labels from id2label."""
+    from clozeformer.tokenizer import Tokenizer
+
+    texts = ["a good film", "a bad film", "the plot goes nowhere", "a fine cast and a fine score"]
+    tok = Tokenizer.train("wordpiece", texts * 10, vocab_size=120)
+    names = {0: "neg", 1: "pos"} if num_labels == 2 else {0: "score"}
+    torch.manual_seed(0)
+    hf = transformers.BertForSequenceClassification(hf_config(num_labels=num_labels, id2label=names,
+                                                              label2id={v: k for k, v in names.items()})).eval()
+    hf.save_pretrained(tmp_path / "clf")
+    tok.save(tmp_path / "clf")
+    with torch.no_grad():
+        ref = hf(**{k: torch.tensor([v]) for k, v in zip(("input_ids",), [tok.encode(texts[0], add_special_tokens=True)])
+                    }).logits[0]
+    rows = clozeformer.predict(tmp_path / "clf", texts)
+    if num_labels == 1:
+        assert abs(rows[0]["score"] - ref.item()) < TOL
+        return
+    assert rows[0]["label"] == names[int(ref.argmax())] and abs(rows[0]["score"] - ref.softmax(-1).max()) < TOL
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{r['label']}\n" for t, r in zip(texts, rows)))
+    assert clozeformer.evaluate(tmp_path / "clf", tmp_path / "dev.tsv")["accuracy"] == 1.0

@@ -184,11 +184,25 @@ class _BestKeeper:
         return self.patience is not None and since >= self.patience
 
 
+# a head fine-tuned elsewhere (transformers) records no task: its class names the kind
+_HEAD_KINDS = {"SequenceClassification": "classification", "TokenClassification": "token-classification",
+               "QuestionAnswering": "extractive-qa"}
+
+
 def _task_of(model: nn.Module, model_dir) -> TaskSpec:
-    task = getattr(model, "task", None)
-    if not task or "kind" not in task:
-        raise TaskError(f"{model_dir}: no fine-tuning task recorded in its config.json (\"clozeformer\" → \"task\"); "
-                        "fine-tune it with clozeformer first")
+    """The task a fine-tuned model was trained for: ours from config.json, else (transformers' heads) its kind
+    from the head's class and its labels from id2label, the columns the kind's defaults."""
+    task = dict(getattr(model, "task", None) or {})
+    if "kind" not in task:
+        head = type(model).__name__
+        kind = next((k for suffix, k in _HEAD_KINDS.items() if head.endswith(suffix)), None)
+        if kind is None:
+            raise TaskError(f"{model_dir}: no fine-tuning task recorded in its config.json (\"clozeformer\" → "
+                            "\"task\") and no task head; fine-tune it first")
+        regression = kind == "classification" and model.num_labels == 1
+        names = None if regression or kind == "extractive-qa" else \
+            task.get("labels") or [f"LABEL_{i}" for i in range(model.num_labels)]  # transformers' default names
+        task = {**task, "kind": "regression" if regression else kind, "labels": names}
     return TaskSpec.from_dict(task)
 
 
