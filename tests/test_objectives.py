@@ -336,6 +336,23 @@ def test_nsp_labels_balance_and_donors():
     assert len(donors) > n // 4  # donors are spread over many rows, not one
 
 
+def test_nsp_keeps_half_random_when_one_document_dominates_the_batch():
+    """Batches of 64 rows, 90% from one document: the length-neighbour and shift tries left a third of the rows
+    that wanted a random B with their true one (NotNext 36%); any row of another document now serves."""
+    g = torch.Generator().manual_seed(0)
+    labels, n = [], 64
+    for _ in range(200):
+        doc = (torch.rand(n, generator=g) < 0.1).long()
+        a_len, b_len = torch.randint(1, 20, (n,), generator=g), torch.randint(1, 20, (n,), generator=g)
+        a, b = torch.full((n, 20), 7), torch.arange(n)[:, None].expand(n, 20) + B_MARK
+        out = nsp_pairs(a, a_len, b, b_len, doc, max_len=48, cls_id=NCLS, sep_id=NSEP, pad_id=NPAD, generator=g)
+        for i in out["next_sentence_label"].nonzero().squeeze(1).tolist():
+            _, B = split_pair(out["input_ids"][i], out["attention_mask"][i])
+            assert doc[B[0] - B_MARK] != doc[i]  # a random B is always from another document
+        labels.append(out["next_sentence_label"])
+    assert abs(torch.cat(labels).double().mean().item() - 0.5) < 4 * sigma(0.5, 200 * n)
+
+
 def test_nsp_frame_token_types_and_attention():
     n, max_len = 500, 40
     a, a_len, b, b_len, doc = pair_inputs(n, 1, a_max=30, b_max=30)

@@ -5,8 +5,9 @@ without special tokens, right-padded) and the id of the document they come from.
 rows (rate `next_prob`) keep B; the others take the B of another row from a different
 document: the next one up in a random order of the rows sorted by B's length, so that a
 random B is as long as the true one it stands for or a little longer (a packed row keeps
-its slot full; B's length says nothing of the label), else one found by random row shifts.
-Label 0 = B follows A, 1 = B is random (the convention of HF `BertForPreTraining`).
+its slot full; B's length says nothing of the label), else one found by random row shifts,
+else any row of another document (a batch of few documents); only a batch of one document
+keeps its true Bs. Label 0 = B follows A, 1 = B is random (the convention of HF `BertForPreTraining`).
 
 Truncation (google-research/bert `truncate_seq_pair`): while the pair is too long, drop a
 token from the longer segment (B on ties). Its closed form is used here: if the shorter
@@ -48,6 +49,12 @@ def nsp_pairs(a: Tensor, a_len: Tensor, b: Tensor, b_len: Tensor, doc: Tensor, *
         for cand in shifts:
             ok = want_random & ~found & (doc[cand] != doc)
             donor = torch.where(ok, cand, donor)
+            found |= ok
+        if (left := want_random & ~found).any():  # few documents in the batch: any row of another, at random
+            other = doc[None, :] != doc[:, None]  # [N, N]
+            pick = (torch.rand(n, n, generator=generator) * other).argmax(1)
+            ok = left & other.any(1)
+            donor = torch.where(ok, pick, donor)
             found |= ok
     b, b_len = b[donor], b_len[donor]  # rows without a foreign donor keep their true B (label 0)
     label = found.long()
