@@ -485,6 +485,20 @@ def test_a_model_larger_than_the_machine_is_refused_before_tokenising(corpus, tm
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("argv, option", [
+    (["pretrain", "--corpus", "CORPUS", "--run-dir", ""], "--run-dir"),
+    (["finetune", "--model", "m", "--task", "sst2", "--train", "t.tsv", "--run-dir", " "], "--run-dir"),
+    (["convert", "m", ""], "dst"), (["predict", "--model", "m", "--output", ""], "--output"),
+    (["noise", "a b c", "--html", ""], "--html"), (["pretrain", "--corpus", "CORPUS", ""], "--corpus"),
+])
+def test_an_empty_path_is_refused(corpus, tmp_path, capsys, monkeypatch, argv, option):
+    """An empty value (an unset shell variable) was the current directory: runs and conversions were written
+    among the files there, `--output ""` fell back to stdout, `--html ""` was ignored."""
+    monkeypatch.chdir(tmp_path)
+    fails([str(corpus) if a == "CORPUS" else a for a in argv], capsys, f"argument {option}:", "names nothing")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_generate_with_a_tokenizer_larger_than_the_model(corpus, tmp_path, capsys):
     """It was an IndexError inside BART's embeddings; fill-mask already named the mismatch."""
     from clozeformer.models.bart import BartConfig, BartForConditionalGeneration

@@ -48,6 +48,17 @@ class _Once(argparse._StoreAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+# string arguments an empty value is meaningful for (no prefix) or that name the empty text themselves
+_MAY_BE_EMPTY = {"prefix", "pair_prefix", "text", "second"}
+
+
+def _nonempty(value: str) -> str:
+    """A path or name: "" (an unset shell variable) would be the current directory, or nothing."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"{value!r} names nothing; give a path or name")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     """argparse in the house format: a bad option is one line, `clozeformer: error: …`, exit status 1;
     --help names every default."""
@@ -60,6 +71,9 @@ class Parser(argparse.ArgumentParser):
     def add_argument(self, *args, **kwargs):
         if not kwargs.get("help") and not _unset(kwargs.get("default")) and args[0].startswith("-"):
             kwargs["help"] = "(default: %(default)s)"  # argparse prints nothing for an option without help
+        dest = kwargs.get("dest") or args[0].lstrip("-").replace("-", "_")
+        if "action" not in kwargs and "type" not in kwargs and dest not in _MAY_BE_EMPTY:
+            kwargs["type"] = _nonempty
         if args[0].startswith("-") and "action" not in kwargs:  # argparse keeps the last of a repeated option
             kwargs["action"] = "extend" if kwargs.get("nargs") in ("+", "*") else _Once
         return super().add_argument(*args, **kwargs)
