@@ -362,6 +362,15 @@ def test_output_paths_are_checked_before_any_work(corpus, tmp_path, capsys):
     fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "afile"], capsys,
           "--cache-dir", "is a file, not a directory")
     assert not (tmp_path / "r").exists()
+    # an existing file is overwritten only where it is one the command writes, and never the input (predict
+    # wrote its predictions over its own input; --html over a model's config.json)
+    (tmp_path / "in.tsv").write_text("sentence\tlabel\na\t1\n")
+    fails(["predict", "--model", tmp_path / "m", "--input", tmp_path / "in.tsv", "--output", tmp_path / "in.tsv"],
+          capsys, "--output", "is the input")
+    (tmp_path / "config.json").write_text("{}")
+    fails(["noise", "--objective", "mlm", "a b c", "--html", tmp_path / "config.json"], capsys,
+          "exists and is not a .html/.htm file")
+    assert (tmp_path / "in.tsv").read_text().startswith("sentence") and (tmp_path / "config.json").read_text() == "{}"
 
 
 def test_a_repeated_option_is_never_dropped(corpus, tmp_path, capsys):

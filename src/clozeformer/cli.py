@@ -101,7 +101,7 @@ def cmd_noise(args) -> None:
     from clozeformer.view import render_html, render_text, view
 
     if args.html:
-        check_output_file(args.html, "--html")
+        check_output_file(args.html, "--html", kinds=(".html", ".htm"))
     if args.model and args.tokenizer:
         raise ValueError(f"--model {args.model} brings its own tokenizer; leave out --tokenizer {args.tokenizer}")
     if args.second is not None and not args.second.strip():
@@ -224,7 +224,7 @@ def cmd_predict(args) -> None:
     from clozeformer.train.finetune import predict
 
     if args.output:
-        check_output_file(args.output, "--output")
+        check_output_file(args.output, "--output", kinds=(".jsonl", ".json", ".tsv", ".txt"), inputs=(args.input,))
 
     if args.input == "-":  # stdin: JSON records, or plain text lines (the text of single-text tasks)
         records = []

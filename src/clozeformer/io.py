@@ -114,13 +114,21 @@ def check_new_dir(path: str | Path, option: str) -> Path:
     return path
 
 
-def check_output_file(path: str | Path, option: str) -> Path:
-    """A file a command will write: not a directory, in a directory that exists (checked before any work)."""
+def check_output_file(path: str | Path, option: str, *, kinds: tuple[str, ...], inputs: tuple = ()) -> Path:
+    """A file a command will write: not a directory, in a directory that exists, and, where it exists, a
+    file of the `kinds` (suffixes) the command writes and none of its `inputs` (checked before any work: a
+    model's config.json or the input file itself was overwritten)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{option} {path} is a directory; give a file name")
     if not path.parent.is_dir():
         raise ValueError(f"{option} {path}: {path.parent} is not an existing directory")
+    if path.exists():
+        if any(Path(i).exists() and path.samefile(i) for i in inputs if i not in (None, "-")):
+            raise ValueError(f"{option} {path} is the input; give another file")
+        if path.suffix.lower() not in kinds:
+            raise ValueError(f"{option} {path} exists and is not a {'/'.join(kinds)} file; give a new file, or one "
+                             "this command wrote")
     return path
 
 
