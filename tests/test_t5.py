@@ -300,6 +300,7 @@ def test_config_validation_and_presets():
     (dict(num_beams=2, length_penalty=float("nan")), "length_penalty"), (dict(no_repeat_ngram_size=-1), "≥ 0"),
     (dict(num_beams=2, length_penalty=1e308), r"length_penalty must be a number in \[-50, 50\], got 1e\+308"),
     (dict(top_k=-2), "top_k must be ≥ 0"), (dict(num_beams=0), "num_beams"),
+    (dict(num_beams=10 ** 6), "allowed: 1 ≤ num_beams ≤ 256"),  # it ran until killed
 ])
 def test_generation_settings_are_checked_before_decoding(options, match):
     """A nan temperature failed inside torch.multinomial after the encoder ran; a nan length penalty and a
@@ -312,14 +313,32 @@ def test_generation_settings_are_checked_before_decoding(options, match):
 
 def test_generation_length_is_bounded_without_position_limit():
     """T5's relative positions set no limit, so `--max-new-tokens 100000000` decoded until killed; a
-    generation is now bounded by MAX_NEW_TOKENS, by name, before the encoder runs."""
-    from clozeformer.config import MAX_NEW_TOKENS
+    generation is now bounded by LENGTH_CAP, by name, before the encoder runs."""
+    from clozeformer.config import LENGTH_CAP
 
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=40)).eval()
     ids = torch.randint(3, 40, (1, 4))
     assert model.generate(ids, max_new_tokens=3, min_new_tokens=3).shape[1] == 4
-    with pytest.raises(ValueError, match=rf"max_new_tokens {MAX_NEW_TOKENS + 1} is more.*≤ {MAX_NEW_TOKENS}"):
-        model.generate(ids, max_new_tokens=MAX_NEW_TOKENS + 1)
-    with pytest.raises(ValueError, match=rf"≤ {MAX_NEW_TOKENS}"):
+    with pytest.raises(ValueError, match=rf"max_new_tokens {LENGTH_CAP + 1} is more.*≤ {LENGTH_CAP}"):
+        model.generate(ids, max_new_tokens=LENGTH_CAP + 1)
+    with pytest.raises(ValueError, match=rf"≤ {LENGTH_CAP}"):
         model.generate(ids, max_length=10 ** 8)
+
+
+def test_a_source_longer_than_the_cap_is_truncated_with_a_warning():
+    """A 20,000-word line asked T5's attention for 29 GB (a MemoryError traceback); sources are cut at LENGTH_CAP,
+    as BART's are at its positions, and both say so. A fine-tuning task's generation length is held to it too."""
+    from clozeformer.config import LENGTH_CAP
+    from clozeformer.infer import generate_texts
+    from clozeformer.tasks.spec import TaskError, TaskSpec
+    from clozeformer.tokenizer import Tokenizer
+
+    tok = Tokenizer.train("unigram", ["a b c d e f g"] * 20, vocab_size=40, extra_ids=4)
+    model = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=tok.vocab_size, d_model=32, d_kv=8, d_ff=32,
+                                                       num_layers=1, num_heads=2))
+    with pytest.warns(UserWarning, match=rf"text of \d+ tokens truncated to {LENGTH_CAP}"):
+        assert len(generate_texts(model, tok, ["a b " * LENGTH_CAP], max_new_tokens=2)) == 1
+    with pytest.raises(TaskError, match=rf"max_new_tokens 100000 is out of range; allowed: 1 ≤ max_new_tokens ≤ "
+                                        rf"{LENGTH_CAP}"):
+        TaskSpec(kind="seq2seq", max_new_tokens=100_000)

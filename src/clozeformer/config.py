@@ -21,7 +21,8 @@ VERSION = "0.1.0"  # the package's, as pyproject.toml says; written into every s
 MIN_MAX_LEN = 8
 MAX_VOCAB = 2 ** 20  # tokenizers to train: above the largest vocabularies in use (~256k)
 MAX_LENGTH_PENALTY = 50  # beam search: any length up to 10^6 to this power is still a float
-MAX_NEW_TOKENS = 4096  # one generation, where the decoder's positions set no limit (T5's relative buckets)
+LENGTH_CAP = 4096  # a text read or written where the positions set no limit (T5's relative buckets): time, memory
+MAX_NUM_BEAMS = 256  # beam search: beams x batch x vocabulary scores per step (256 x 16 x 32k: 0.5 GB)
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu")
 # Field annotations (strings under `from __future__ import annotations`) -> accepted JSON types.

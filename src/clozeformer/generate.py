@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clozeformer.config import MAX_LENGTH_PENALTY, MAX_NEW_TOKENS
+from clozeformer.config import LENGTH_CAP, MAX_LENGTH_PENALTY, MAX_NUM_BEAMS
 
 __all__ = ["GenerationConfig", "generate", "generation_defaults"]
 
@@ -59,8 +59,9 @@ class GenerationConfig:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length (the start token included) must be at least 2, got {self.max_length}")
-        if self.num_beams < 1 or self.num_return_sequences < 1:
-            raise ValueError("num_beams and num_return_sequences must be at least 1")
+        if not 1 <= self.num_beams <= MAX_NUM_BEAMS or self.num_return_sequences < 1:
+            raise ValueError(f"num_beams {self.num_beams} and num_return_sequences {self.num_return_sequences}: "
+                             f"allowed: 1 ≤ num_beams ≤ {MAX_NUM_BEAMS}, num_return_sequences ≥ 1")
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
             raise ValueError(f"num_return_sequences {self.num_return_sequences} > num_beams {self.num_beams}")
         if self.do_sample and not 0 < self.temperature < math.inf:
@@ -178,9 +179,9 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     if mc.max_length is not None and max_length > mc.max_length:  # BART's learned positions
         raise ValueError(f"max_new_tokens {max_length - 1} needs {max_length} decoder positions, more than the "
                          f"model's {mc.max_length}; allowed: max_new_tokens ≤ {mc.max_length - 1}")
-    if max_length - 1 > MAX_NEW_TOKENS:  # T5's relative positions set no limit: ours bounds the time and the cache
+    if max_length - 1 > LENGTH_CAP:  # T5's relative positions set no limit: ours bounds the time and the cache
         raise ValueError(f"max_new_tokens {max_length - 1} is more than one generation may write; "
-                         f"allowed: max_new_tokens ≤ {MAX_NEW_TOKENS}")
+                         f"allowed: max_new_tokens ≤ {LENGTH_CAP}")
     encoded = model.encode(input_ids, attention_mask)  # [B, S, D]
     search = _beam_search if cfg.num_beams > 1 else _sample_or_greedy
     return search(model, encoded, attention_mask, cfg, max_length, start, eos, pad, generator)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from clozeformer.config import LENGTH_CAP
 from clozeformer.data.packing import pad_rows
 from clozeformer.tokenizer import Tokenizer
 
@@ -160,7 +162,11 @@ def generate_texts(model: nn.Module, tokenizer: Tokenizer, texts: list[str], *, 
         raise ValueError(f"a {type(model).__name__} does not generate text; use a BART or T5 model")
     model.eval()
     device = next(model.parameters()).device
-    limit = model.config.max_length
+    limit = model.config.max_length or LENGTH_CAP  # T5's positions set no limit: ours bounds its attention
+    longest = max((len(tokenizer.encode(prefix + t, specials=True)) for t in texts), default=0)
+    if longest > limit:
+        warnings.warn(f"text of {longest} tokens truncated to the model's {limit} positions" if
+                      model.config.max_length else f"text of {longest} tokens truncated to {limit} (LENGTH_CAP)")
     g = torch.Generator(device=device).manual_seed(seed)
     outputs = []
     for i in range(0, len(texts), batch_size):

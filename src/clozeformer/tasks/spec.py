@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from clozeformer.config import MIN_MAX_LEN
+from clozeformer.config import LENGTH_CAP, MIN_MAX_LEN
 
 KINDS = ("classification", "regression", "token-classification", "extractive-qa", "seq2seq")
 
@@ -64,8 +64,12 @@ class TaskSpec:
         allowed = METRICS[self.kind] + (("rouge",) if self.kind == "seq2seq" else ())
         if self.metric is not None and self.metric not in allowed:
             raise TaskError(f"metric {self.metric!r} does not fit {self.kind}; choose from {', '.join(allowed)}")
-        if self.max_len < MIN_MAX_LEN or self.max_new_tokens < 1 or self.max_answer_len < 1 or (self.stride or 0) < 0:
-            raise TaskError(f"max_len must be ≥ {MIN_MAX_LEN}, max_new_tokens and max_answer_len ≥ 1, stride ≥ 0")
+        for name, low, high in (("max_len", MIN_MAX_LEN, None), ("max_new_tokens", 1, LENGTH_CAP),
+                                ("max_answer_len", 1, None), ("stride", 0, None)):
+            value = getattr(self, name)
+            if value is not None and not (low <= value and (high is None or value <= high)):
+                raise TaskError(f"{name} {value} is out of range; allowed: {name} ≥ {low}" if high is None else
+                                f"{name} {value} is out of range; allowed: {low} ≤ {name} ≤ {high}")
 
     @property
     def main_metric(self) -> str:
