@@ -500,6 +500,14 @@ def test_a_model_larger_than_the_machine_is_refused_before_tokenising(corpus, tm
     (["convert", "m", ""], "dst"), (["predict", "--model", "m", "--output", ""], "--output"),
     (["noise", "a b c", "--html", ""], "--html"), (["pretrain", "--corpus", "CORPUS", ""], "--corpus"),
 ])
+@pytest.mark.parametrize("model", ["roberta", "electra", "bart", "t5"])
+def test_no_nsp_outside_bert_is_refused(corpus, tmp_path, capsys, model):
+    """Only BERT pretrains with NSP; --no-nsp elsewhere changed nothing, silently."""
+    fails(["pretrain", "--model", model, "--corpus", corpus, "--no-nsp", "--run-dir", tmp_path / "r"], capsys,
+          f"--no-nsp: {model} pretraining has no NSP")
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_empty_path_is_refused(corpus, tmp_path, capsys, monkeypatch, argv, option):
     """An empty value (an unset shell variable) was the current directory: runs and conversions were written
     among the files there, `--output ""` fell back to stdout, `--html ""` was ignored."""

@@ -54,6 +54,10 @@ def cmd_pretrain(args) -> None:
     train = {k: v for k, v in given.items() if v is not None}
     if args.cased and args.lowercase:
         raise ValueError("--cased and --lowercase contradict each other")
+    from clozeformer.families import FAMILIES
+
+    if args.no_nsp and not FAMILIES[args.model].nsp:
+        raise ValueError(f"--no-nsp: {args.model} pretraining has no NSP to leave out (BERT's); leave out --no-nsp")
     overrides = {}
     for kv in args.set:
         key, eq, value = kv.partition("=")
