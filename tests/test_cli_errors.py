@@ -494,12 +494,6 @@ def test_a_model_larger_than_the_machine_is_refused_before_tokenising(corpus, tm
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("argv, option", [
-    (["pretrain", "--corpus", "CORPUS", "--run-dir", ""], "--run-dir"),
-    (["finetune", "--model", "m", "--task", "sst2", "--train", "t.tsv", "--run-dir", " "], "--run-dir"),
-    (["convert", "m", ""], "dst"), (["predict", "--model", "m", "--output", ""], "--output"),
-    (["noise", "a b c", "--html", ""], "--html"), (["pretrain", "--corpus", "CORPUS", ""], "--corpus"),
-])
 @pytest.mark.parametrize("model", ["roberta", "electra", "bart", "t5"])
 def test_no_nsp_outside_bert_is_refused(corpus, tmp_path, capsys, model):
     """Only BERT pretrains with NSP; --no-nsp elsewhere changed nothing, silently."""
@@ -508,6 +502,12 @@ def test_no_nsp_outside_bert_is_refused(corpus, tmp_path, capsys, model):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("argv, option", [
+    (["pretrain", "--corpus", "CORPUS", "--run-dir", ""], "--run-dir"),
+    (["finetune", "--model", "m", "--task", "sst2", "--train", "t.tsv", "--run-dir", " "], "--run-dir"),
+    (["convert", "m", ""], "dst"), (["predict", "--model", "m", "--output", ""], "--output"),
+    (["noise", "a b c", "--html", ""], "--html"), (["pretrain", "--corpus", "CORPUS", ""], "--corpus"),
+])
 def test_an_empty_path_is_refused(corpus, tmp_path, capsys, monkeypatch, argv, option):
     """An empty value (an unset shell variable) was the current directory: runs and conversions were written
     among the files there, `--output ""` fell back to stdout, `--html ""` was ignored."""
