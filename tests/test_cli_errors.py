@@ -426,6 +426,22 @@ def test_finetune_labels_that_cannot_be_learnt(wordpiece, tmp_path, capsys, task
           capsys, f"{data.name}:", expected)
 
 
+@pytest.mark.parametrize("header, options, expected", [
+    ("sentence\tlabel", ["--text-column", "label"], "text_column 'label', label_column 'label': each must be its own"),
+    ("sentence\tlabel", ["--text-pair-column", "sentence"], "text_pair_column 'sentence'"),
+    ("label\tsentence\tlabel", [], "column 'label' named twice in the header"),  # the last was taken
+])
+def test_finetune_columns_read_twice(wordpiece, tmp_path, capsys, header, options, expected):
+    """The label trained as the input text, one text read as both of a pair, a repeated header name: all ran."""
+    tok = Tokenizer.load(wordpiece)
+    save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1,
+                                                    num_heads=2, intermediate_size=64)), tmp_path / "bert", tok)
+    (tmp_path / "t.tsv").write_text(f"{header}\n" + "\t".join(["1", "a film", "0"][:header.count("\t") + 1]) + "\n")
+    fails(["finetune", "--model", tmp_path / "bert", "--task", "classification", "--train", tmp_path / "t.tsv",
+           "--run-dir", tmp_path / "run", *options], capsys, expected)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("words, expected", [
     (["0=bad", "1=bad"], "each label needs its own non-empty word"),
     (["0=bad", "1=good", "2=meh"], "names labels ['2'] that"),

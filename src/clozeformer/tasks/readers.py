@@ -54,6 +54,8 @@ def _csv_records(path: Path, delimiter: str) -> list[Record]:
     header = next(reader, None)
     if header is None or not any(h.strip() for h in header):
         raise TaskError(f"{path}:1: empty file (no header row)")
+    if twice := sorted({h for h in header if header.count(h) > 1}):  # a dict would keep the last silently
+        raise TaskError(f"{path}:1: column {', '.join(map(repr, twice))} named twice in the header; name each once")
     records = []
     for row in reader:
         n = reader.line_num
