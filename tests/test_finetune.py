@@ -324,6 +324,13 @@ def test_cli_finetune_evaluate_predict(sst2, trained, tmp_path, capsys):
     assert main(["predict", "--model", trained["model_dir"], "--input", str(dev), "--output", str(out)]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 200 and rows[0]["label"] in ("0", "1") and 0.5 <= rows[0]["score"] <= 1
+    # a .txt file of text lines reads as stdin does (it said "unknown format '.txt'")
+    lines = tmp_path / "lines.txt"
+    lines.write_text("".join(r[1]["sentence"] + "\n" for r in read_records(dev)[:3]))
+    assert main(["predict", "--model", trained["model_dir"], "--input", str(lines),
+                 "--output", str(tmp_path / "t.jsonl")]) == 0
+    assert [json.loads(x)["label"] for x in (tmp_path / "t.jsonl").read_text().splitlines()] == \
+        [r["label"] for r in rows[:3]]
     assert main(["finetune", "--model", str(d / "bert"), "--task", "sst2", "--train", str(train),
                  "--text-column", "nope", "--run-dir", str(tmp_path / "r"), "--quiet"]) == 1
     assert "no column 'nope' (columns present: sentence, label)" in capsys.readouterr().err

@@ -224,23 +224,26 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from clozeformer.data.corpus import read_stdin
+    from clozeformer.data.corpus import read_lines, read_stdin
     from clozeformer.train.finetune import predict
 
     if args.output:
         check_output_file(args.output, "--output", kinds=(".jsonl", ".json", ".tsv", ".txt"), inputs=(args.input,))
 
-    if args.input == "-":  # stdin: JSON records, or plain text lines (the text of single-text tasks)
+    text = args.input == "-" or args.input.endswith(".txt")
+    if text:  # stdin or a .txt file: JSON records, or plain text lines (the text of single-text tasks)
+        name = "stdin" if args.input == "-" else args.input
         records = []
-        for n, line in read_stdin():
+        for n, line in read_stdin() if args.input == "-" else read_lines(Path(args.input)):
             if not line.strip():
                 continue
             try:
                 records.append(json.loads(line) if line.lstrip().startswith("{") else line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"stdin:{n}: malformed JSON: {e.msg} at column {e.colno}") from None
+                raise ValueError(f"{name}:{n}: malformed JSON: {e.msg} at column {e.colno}") from None
         if not records:
-            raise ValueError("predict --input -: stdin held no input (JSON records or text lines, one per line)")
+            raise ValueError(f"predict --input {args.input}: {name} held no input (JSON records or text lines, one "
+                             "per line)")
         inputs = records
     else:
         inputs = args.input
@@ -517,7 +520,8 @@ def _evaluate_parser(sub) -> None:
 def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="predictions of a fine-tuned model, JSONL (default) or TSV")
     p.add_argument("--model", required=True)
-    p.add_argument("--input", default="-", help="file read as in training, or - : stdin, JSON records or text lines")
+    p.add_argument("--input", default="-", help="file read as in training, or - (stdin) or a .txt file: JSON "
+                   "records or text lines")
     p.add_argument("--output", help="default: stdout")
     p.add_argument("--format", default="jsonl", choices=["jsonl", "tsv"])
     p.add_argument("--batch-size", type=COUNT, default=32)
