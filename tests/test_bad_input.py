@@ -298,7 +298,8 @@ def test_model_dir_without_config_json(base, tmp_path, capsys):
     fails(["fill-mask", str(bare), "a [MASK]"], capsys, expected)
     fails(["convert", str(bare), str(tmp_path / "out")], capsys, expected)
     fails(pretrain_args(base["corpus"], tmp_path / "run", base["cache"], "--init", str(bare)), capsys, expected)
-    fails(["fill-mask", str(tmp_path / "nowhere"), "a [MASK]"], capsys, "nowhere: not a model directory")
+    fails(["fill-mask", str(tmp_path / "nowhere"), "a [MASK]"], capsys, "nowhere: no such model directory")
+    fails(["generate", "t5-small"], capsys, "t5-small: no such model directory", "nothing is downloaded")  # offline
 
 
 def test_tokenizer_json_that_is_not_json(base, tmp_path, capsys):

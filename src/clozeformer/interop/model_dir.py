@@ -187,6 +187,9 @@ def _weights_file(directory: Path) -> Path:
 def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     """A model from a clozeformer- or transformers-written directory (detected by its config)."""
     directory = Path(path)
+    if not directory.exists():  # a hub name ("t5-small") too: offline, nothing is downloaded
+        raise FileNotFoundError(f"{directory}: no such model directory; models are read from local directories "
+                                "(nothing is downloaded: save one there with transformers' save_pretrained)")
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: not a model directory (expected config.json + model.safetensors)")
     config_file = directory / "config.json"
