@@ -426,6 +426,14 @@ def test_finetune_labels_that_cannot_be_learnt(wordpiece, tmp_path, capsys, task
           capsys, f"{data.name}:", expected)
 
 
+def test_a_labelled_file_that_is_a_directory_or_missing(wordpiece, tmp_path, capsys):
+    """A directory without a suffix was "unknown format '(no extension)'"."""
+    (tmp_path / "dirx").mkdir()
+    for train, expected in ((tmp_path / "dirx", "dirx: not a regular file"), (tmp_path / "nope", "nope: no such file")):
+        fails(["finetune", "--model", wordpiece, "--task", "sst2", "--train", train, "--run-dir", tmp_path / "r"],
+              capsys, expected)
+
+
 @pytest.mark.parametrize("header, options, expected", [
     ("sentence\tlabel", ["--text-column", "label"], "text_column 'label', label_column 'label': each must be its own"),
     ("sentence\tlabel", ["--text-pair-column", "sentence"], "text_pair_column 'sentence'"),

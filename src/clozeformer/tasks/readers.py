@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clozeformer.data.corpus import CorpusError, HubCorpus, read_lines
+from clozeformer.data.corpus import CorpusError, HubCorpus, check_file, read_lines
 from clozeformer.tasks.spec import TaskError
 
 Record = tuple[str, dict[str, Any]]
@@ -33,6 +33,7 @@ def read_records(source: str | Path, split: str = "train") -> list[Record]:
     path = Path(source)
     suffix = Path(path.name.removesuffix(".gz")).suffix.lower()
     try:
+        check_file(path)  # a missing file or a directory named as one, before its name's suffix
         if suffix in FORMATS:
             records = _csv_records(path, FORMATS[suffix])
         elif suffix in (".jsonl", ".json"):
