@@ -428,9 +428,12 @@ def test_finetune_labels_that_cannot_be_learnt(wordpiece, tmp_path, capsys, task
 
 def test_a_labelled_file_that_is_a_directory_or_missing(wordpiece, tmp_path, capsys):
     """A directory without a suffix was "unknown format '(no extension)'"."""
+    tok = Tokenizer.load(wordpiece)
+    save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1,
+                                                    num_heads=2, intermediate_size=64)), tmp_path / "bert", tok)
     (tmp_path / "dirx").mkdir()
     for train, expected in ((tmp_path / "dirx", "dirx: not a regular file"), (tmp_path / "nope", "nope: no such file")):
-        fails(["finetune", "--model", wordpiece, "--task", "sst2", "--train", train, "--run-dir", tmp_path / "r"],
+        fails(["finetune", "--model", tmp_path / "bert", "--task", "sst2", "--train", train, "--run-dir", tmp_path / "r"],
               capsys, expected)
 
 
