@@ -553,3 +553,17 @@ def test_generate_with_a_tokenizer_larger_than_the_model(corpus, tmp_path, capsy
     (tmp_path / "in.txt").write_text("a line\n")
     fails(["generate", tmp_path / "bart", "--input", tmp_path / "in.txt"], capsys,
           f"the tokenizer has {bpe.vocab_size} ids but the model's vocabulary holds 300")
+
+
+def test_another_familys_tokenizer_in_a_model_directory(corpus, wordpiece, tmp_path, capsys):
+    """A BERT directory holding a BART tokenizer.json (pad <pad> = 1 against the config's 0, no [MASK]) loaded
+    and fill-mask answered; fine-tuning trained on it."""
+    bpe = Tokenizer.train("bpe", corpus.read_text(encoding="utf-8").splitlines()[:200], vocab_size=300)
+    save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=300, hidden_size=32, num_layers=1, num_heads=2,
+                                                    intermediate_size=64)), tmp_path / "bert", bpe)
+    (tmp_path / "t.tsv").write_text("sentence\tlabel\na film\t1\nthe film\t0\n")
+    for argv in (["fill-mask", tmp_path / "bert", "a <mask> b"],
+                 ["finetune", "--model", tmp_path / "bert", "--task", "sst2", "--train", tmp_path / "t.tsv",
+                  "--run-dir", tmp_path / "r"]):
+        fails(argv, capsys, "the tokenizer pads with id 1 (<pad>), the model's config.json with 0")
+    assert not (tmp_path / "r").exists()

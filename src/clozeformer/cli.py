@@ -108,6 +108,8 @@ def cmd_noise(args) -> None:
         check_output_file(args.html, "--html", kinds=(".html", ".htm"))
     if args.model and args.tokenizer:
         raise ValueError(f"--model {args.model} brings its own tokenizer; leave out --tokenizer {args.tokenizer}")
+    if args.allow_pickle and not args.model:
+        raise ValueError("--allow-pickle reads a model's pickled weights; there is no --model (leave it out)")
     if args.second is not None and not args.second.strip():
         raise ValueError("--second is empty; give the text the random NotNext segment comes from")
     source = args.model or args.tokenizer

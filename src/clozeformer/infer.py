@@ -143,10 +143,15 @@ def load_generator(path, *, allow_pickle: bool = False) -> tuple[nn.Module, Toke
 
 
 def check_fits(tok: Tokenizer, model: nn.Module, path) -> Tokenizer:
-    """A tokenizer with no more ids than the model's vocabulary holds (a larger one would index past it)."""
+    """A tokenizer that belongs to the model: no more ids than its vocabulary holds (a larger one would index
+    past it) and the padding id its config names (another family's tokenizer.json loaded and answered)."""
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"{path}: the tokenizer has {tok.vocab_size} ids but the model's vocabulary holds "
                          f"{model.config.vocab_size}; they do not belong together")
+    pad = getattr(model.config, "pad_token_id", None)
+    if pad is not None and "pad" in tok.specials and tok.pad_id != pad:
+        raise ValueError(f"{path}: the tokenizer pads with id {tok.pad_id} ({tok.specials['pad']}), the model's "
+                         f"config.json with {pad}; they do not belong together")
     return tok
 
 

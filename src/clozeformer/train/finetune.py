@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from clozeformer.families import family_of
+from clozeformer.infer import check_fits
 from clozeformer.interop.model_dir import TRANSLATOR, load_model, load_state, save_model, trained_for
 from clozeformer.models.electra import ElectraForPreTraining
 from clozeformer.tasks.spec import TaskError, TaskSpec, task_spec
@@ -75,7 +76,7 @@ def _load(model_dir: str | Path) -> tuple[nn.Module, Tokenizer]:
     if trained_for(model) == TRANSLATOR:  # (a fine-tuned head may be fine-tuned further)
         raise ValueError(f"{model_dir} is {TRANSLATOR}: its inputs are another vocabulary's; continue its training "
                          "with clozeformer translate --resume, or use it with clozeformer generate")
-    return model, Tokenizer.load(model_dir)
+    return model, check_fits(Tokenizer.load(model_dir), model, model_dir)
 
 
 def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: str | Path | None = None, *,
