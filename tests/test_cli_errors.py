@@ -399,6 +399,7 @@ def test_generate_and_noise_options_that_would_change_nothing_or_contradict(tmp_
     fails(["noise", "--objective", "mlm", "a b", "--model", tmp_path, "--tokenizer", tmp_path], capsys,
           "brings its own tokenizer; leave out --tokenizer")
     fails(["noise", "--objective", "nsp", "a b. c d.", "--second", " "], capsys, "--second is empty")
+    fails(["noise", "--objective", "mlm", "a b", "--allow-pickle"], capsys, "there is no --model")
 
 
 @pytest.mark.parametrize("task, header, row, expected", [
