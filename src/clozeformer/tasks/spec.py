@@ -64,11 +64,11 @@ class TaskSpec:
         allowed = METRICS[self.kind] + (("rouge",) if self.kind == "seq2seq" else ())
         if self.metric is not None and self.metric not in allowed:
             raise TaskError(f"metric {self.metric!r} does not fit {self.kind}; choose from {', '.join(allowed)}")
-        reads = {"text_column": self.text_column, "text_pair_column": self.text_pair_column,
-                 "label_column": self.label_column} if self.kind in ("classification", "regression") else {}
-        if len(set(v for v in reads.values() if v is not None)) < len([v for v in reads.values() if v is not None]):
-            raise TaskError(f"{', '.join(f'{k} {v!r}' for k, v in reads.items() if v is not None)}: each must be "
-                            "its own column (the label would be read as text, or one text as both)")
+        reads = {k: v for k, v in (("text_column", self.text_column), ("text_pair_column", self.text_pair_column),
+                                   ("label_column", self.label_column)) if v is not None}
+        if self.kind in ("classification", "regression") and len(set(reads.values())) < len(reads):
+            raise TaskError(f"{', '.join(f'{k} {v!r}' for k, v in reads.items())}: each must be its own column (the "
+                            "label would be read as text, or one text as both)")
         for name, low, high in (("max_len", MIN_MAX_LEN, None), ("max_new_tokens", 1, LENGTH_CAP),
                                 ("max_answer_len", 1, None), ("stride", 0, None)):
             value = getattr(self, name)
