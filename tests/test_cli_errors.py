@@ -436,6 +436,11 @@ def test_a_labelled_file_that_is_a_directory_or_missing(wordpiece, tmp_path, cap
     for train, expected in ((tmp_path / "dirx", "dirx: not a regular file"), (tmp_path / "nope", "nope: no such file")):
         fails(["finetune", "--model", tmp_path / "bert", "--task", "sst2", "--train", train, "--run-dir", tmp_path / "r"],
               capsys, expected)
+    # a length beyond the positions, given: refused as pretrain and translate refuse it (it warned and used 512)
+    (tmp_path / "t.tsv").write_text("sentence\tlabel\na film\t1\n")
+    fails(["finetune", "--model", tmp_path / "bert", "--task", "sst2", "--train", tmp_path / "t.tsv", "--run-dir",
+           tmp_path / "r", "--max-len", "100000"], capsys, "max_len 100000 exceeds the model's 512 positions")
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("header, options, expected", [

@@ -111,9 +111,10 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     check_options(spec, family, task_options)
     limit = base.config.max_length
     if limit is not None and spec.max_len > limit:
-        if "max_len" in task_options and task_options["max_len"] is not None:
-            warnings.warn(f"max_len {spec.max_len} is more than the model's {limit} positions; using {limit}")
-        spec = spec.replace(max_len=limit)
+        if task_options.get("max_len") is not None:  # as pretrain and translate: a length given is a length meant
+            raise ValueError(f"max_len {spec.max_len} exceeds the model's {limit} positions; allowed: max_len ≤ "
+                             f"{limit}")
+        spec = spec.replace(max_len=limit)  # a preset's or kind's default (QA's 384) fits a shorter model
     train_ex = load_examples(spec, train, "train")[:max_train_rows]
     eval_ex = load_examples(spec, eval, "validation")[:max_eval_rows] if eval is not None else []
     spec = spec.replace(labels=label_set(spec, train_ex))
