@@ -573,3 +573,14 @@ def test_another_familys_tokenizer_in_a_model_directory(corpus, wordpiece, tmp_p
                   "--run-dir", tmp_path / "r"]):
         fails(argv, capsys, "the tokenizer pads with id 1 (<pad>), the model's config.json with 0")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("model", ["bert", "t5"])
+def test_resume_keeps_the_runs_preset(corpus, tmp_path, capsys, model):
+    """Resumed without --config, a `tiny` run was compared with the default `mini` and refused as "model_config
+    changed (hidden_size …)" though nothing had changed; the run's own preset is now read from its checkpoint."""
+    run = ["pretrain", "--model", model, "--corpus", corpus, "--run-dir", tmp_path / "r", "--vocab-size", "300",
+           "--max-len", "32", "--batch-size", "4", "--quiet"]
+    assert main([str(a) for a in [*run, "--config", "tiny", "--steps", "2"]]) == 0
+    assert main([str(a) for a in [*run, "--steps", "3", "--resume"]]) == 0
+    assert (tmp_path / "r" / "checkpoints" / "step-0000003").is_dir()

@@ -182,15 +182,21 @@ def _run_kind(ckpt: Path) -> str:
     return "fine-tuning" if "task" in data else "translation" if "stage" in state else "pretraining"
 
 
-def run_budget(run_dir: Path) -> dict[str, Any]:
-    """The steps and minutes the run in `run_dir` was given, from its newest checkpoint ({} where none reads):
-    a run resumed without a budget keeps its own."""
+def run_section(run_dir: Path, section: str) -> dict[str, Any]:
+    """One section ("train_config", "model_config", …) of the newest checkpoint's state in `run_dir` ({} where
+    none reads): what a run resumed without its options keeps of its own."""
     found = list_checkpoints(run_dir)
     try:
-        saved = read_json(found[-1] / STATE_FILE, kind=dict).get("train_config") if found else None
+        saved = read_json(found[-1] / STATE_FILE, kind=dict).get(section) if found else None
     except (ValueError, OSError):
         return {}
-    return {k: saved[k] for k in ("steps", "minutes") if k in saved} if isinstance(saved, dict) else {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def run_budget(run_dir: Path) -> dict[str, Any]:
+    """The steps and minutes the run in `run_dir` was given: a run resumed without a budget keeps its own."""
+    saved = run_section(run_dir, "train_config")
+    return {k: saved[k] for k in ("steps", "minutes") if k in saved}
 
 
 def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: int | None = None,

@@ -39,7 +39,7 @@ from clozeformer.io import read_json
 from clozeformer.objectives.denoise import PRESETS
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
-from clozeformer.train.checkpoint import check_fresh, list_checkpoints, run_budget
+from clozeformer.train.checkpoint import check_fresh, list_checkpoints, run_budget, run_section
 from clozeformer.tasks.metrics import Pooled
 from clozeformer.train.config import TrainConfig
 from clozeformer.train.loop import count_tokens, fit
@@ -263,6 +263,8 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
     family = FAMILIES[model]
     recipe = OBJECTIVES[family.objective]
     _check_applies(model, recipe, init, tokenizer, vocab_size, lowercase, whole_word, mlm_rate, noise, weight_init)
+    if resume and config is None and init is None:  # the run's own size, not the default's
+        config = _run_preset(family, Path(run_dir))
     config_given, config = config, config or "mini"
     noise = "bart-base" if noise is None else noise
     nsp = nsp and family.nsp
@@ -389,6 +391,14 @@ def _model(family: Family, config: str, start: nn.Module | None, tok: Tokenizer,
 
 # What pretrain checks a new model's config against before any tokenizer exists: ids any tokenizer could give
 _ANY_TOKENIZER = SimpleNamespace(vocab_size=2 ** 31 - 1, pad_id=0, bos_id=1, eos_id=2)
+
+
+def _run_preset(family: Family, run_dir: Path) -> str | None:
+    """The preset the run in `run_dir` was started with: the one its checkpoint's model config agrees with
+    (dropouts aside: a small-budget run trains without them); None where none does (a --set size)."""
+    saved = run_section(run_dir, "model_config")
+    return next((name for name, fields in family.config_cls.presets.items() if saved and all(
+        saved.get(k) == v for k, v in fields.items() if not k.endswith("dropout"))), None)
 
 
 def _new_config(family: Family, config: str, tok, max_len: int, nsp: bool, overrides: dict | None):
