@@ -310,3 +310,15 @@ def test_predict_and_evaluate_a_classifier_fine_tuned_in_transformers(tmp_path, 
     assert rows[0]["label"] == names[int(ref.argmax())] and abs(rows[0]["score"] - ref.softmax(-1).max()) < TOL
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{r['label']}\n" for t, r in zip(texts, rows)))
     assert clozeformer.evaluate(tmp_path / "clf", tmp_path / "dev.tsv")["accuracy"] == 1.0
+
+
+def test_bare_text_to_a_model_that_reads_records_is_named(tmp_path):
+    """A token classifier given text lines said "no column 'tokens' (columns present: sentence)"."""
+    from clozeformer.tasks.spec import TaskError
+    from clozeformer.tokenizer import Tokenizer
+
+    transformers.BertForTokenClassification(hf_config(num_labels=3)).save_pretrained(tmp_path)
+    Tokenizer.train("wordpiece", ["john lives in paris"] * 10, vocab_size=60).save(tmp_path)
+    with pytest.raises(TaskError, match=r'a token-classification model reads JSON records such as \{"tokens"'):
+        clozeformer.predict(tmp_path, ["john lives in paris"])
+    assert clozeformer.predict(tmp_path, [{"tokens": ["john", "lives"]}])[0]["tags"][0].startswith("LABEL_")

@@ -188,15 +188,18 @@ class Kind:
         """predict()'s "score" per example where the prediction has a probability (classification)."""
         return None
 
-    def input_column(self, spec: TaskSpec) -> str:
-        """The column a bare text given to predict() fills."""
-        return spec.text_column
+    def input_column(self, spec: TaskSpec) -> str | None:
+        """The column a bare text given to predict() fills (None: the kind reads records only)."""
+        return None
 
 
 class _Sentences(Kind):
     """A text (and an optional second text) per example, one label."""
 
     reads = Kind.reads + ("text_column", "text_pair_column", "label_column")
+
+    def input_column(self, spec):
+        return spec.text_column
 
     def example(self, spec, record, labelled):
         where = record[0]
@@ -466,6 +469,9 @@ class TextToText(_Generates):
 
     def example(self, spec, record, labelled):
         return self.inner.example(spec, record, labelled)
+
+    def input_column(self, spec):
+        return self.inner.input_column(spec)
 
     def label_set(self, spec, examples):
         return self.inner.label_set(spec, examples)

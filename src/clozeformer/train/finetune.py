@@ -252,6 +252,11 @@ def predict(model: str | Path, inputs: str | Path | list[dict | str], *, batch_s
     kind = kind_of(spec, family)
     if isinstance(inputs, list):
         text = kind.input_column(spec)
+        if text is None and not all(isinstance(r, dict) for r in inputs):
+            shape = (f'{{"{spec.tokens_column}": ["John", "lives", "here"]}}' if spec.kind == "token-classification"
+                     else '{"question": "…", "context": "…"}')
+            raise TaskError(f"{'an' if spec.kind[0] in 'aeiou' else 'a'} {spec.kind} model reads JSON records such as "
+                            f"{shape}, one per line, not bare text")
         examples = [example(spec, (f"input {i + 1}", r if isinstance(r, dict) else {text: r}), labelled=False)
                     for i, r in enumerate(inputs)]
     else:
