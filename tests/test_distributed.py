@@ -233,3 +233,15 @@ def test_grad_accumulation_equals_a_double_batch(env, tmp_path):
     for key in ("loss", "grad_norm"):
         assert [r[key] for r in ra] == pytest.approx([r[key] for r in rb], abs=1e-5, rel=0), key
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5, rtol=0) for k in wa)
+
+
+def test_fsdp_in_one_process_says_it_trains_unsharded(monkeypatch):
+    """--fsdp without torchrun changed nothing, silently."""
+    from clozeformer.train import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    with pytest.warns(UserWarning, match="--fsdp shards the model over torchrun's processes; this run has one"):
+        par = distributed.parallelize(model, opt, torch.optim.AdamW, distributed.init("cpu"), fsdp=True)
+    assert par.model is model

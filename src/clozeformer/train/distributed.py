@@ -25,6 +25,7 @@ import atexit
 import contextlib
 import copy
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +233,9 @@ def parallelize(model: nn.Module, opt: torch.optim.Optimizer, make_opt: Callable
     in place; rank 0 then holds a full CPU copy of model and optimizer state for checkpoints.
     """
     if dist.world_size == 1:
+        if fsdp:
+            warnings.warn("--fsdp shards the model over torchrun's processes; this run has one, so it trains unsharded "
+                          "(launch with torchrun --nproc_per_node N)")
         return Parallel(LossOf(model), model, opt, dist)
     if not fsdp:
         # static_graph: every step uses the same parameters, so DDP finds the ones the loss never
