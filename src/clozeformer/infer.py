@@ -168,16 +168,19 @@ def generate_texts(model: nn.Module, tokenizer: Tokenizer, texts: list[str], *, 
     model.eval()
     device = next(model.parameters()).device
     limit = model.config.max_length or LENGTH_CAP  # T5's positions set no limit: ours bounds its attention
-    longest = max((len(tokenizer.encode(prefix + t, specials=True)) for t in texts), default=0)
+    rows = [tokenizer.encode(prefix + t, max_length=limit, specials=True) for t in texts]
+    # only a row that reached the limit may have been cut: those alone are encoded again, whole
+    longest = max((len(tokenizer.encode(prefix + t, specials=True)) for t, r in zip(texts, rows) if len(r) == limit),
+                  default=0)
     if longest > limit:
         warnings.warn(f"text of {longest} tokens truncated to the model's {limit} positions" if
                       model.config.max_length else f"text of {longest} tokens truncated to {limit} (LENGTH_CAP)")
     g = torch.Generator(device=device).manual_seed(seed)
     outputs = []
     for i in range(0, len(texts), batch_size):
-        rows = [tokenizer.encode(prefix + t, max_length=limit, specials=True) for t in texts[i: i + batch_size]]
-        ids = pad_rows(rows, tokenizer.pad_id)
-        mask = (torch.arange(ids.shape[1]) < torch.tensor([len(r) for r in rows])[:, None]).long()
+        batch = rows[i: i + batch_size]
+        ids = pad_rows(batch, tokenizer.pad_id)
+        mask = (torch.arange(ids.shape[1]) < torch.tensor([len(r) for r in batch])[:, None]).long()
         out = model.generate(ids.to(device), mask.to(device), generator=g, **options)
         outputs += [(target_tokenizer or tokenizer).decode(o).strip() for o in out.tolist()]
     return outputs

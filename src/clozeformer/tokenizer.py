@@ -682,10 +682,10 @@ class Tokenizer:
         as a run of [UNK], which trains and predicts nothing. `ids` any id array; other specials not counted."""
         if "unk" not in self.specials:
             return
-        ids = np.asarray(ids)
+        ids = np.asarray(ids)  # counted, not copied: a pretraining corpus may be 10^8 tokens
         unk = self.unk_id
-        text = ids[~np.isin(ids, [i for i in self.special_ids if i != unk])]
-        share = float((text == unk).mean()) if text.size else 0.0
+        text = ids.size - int(np.isin(ids, [i for i in self.special_ids if i != unk]).sum())
+        share = int((ids == unk).sum()) / text if text else 0.0
         message = (f"this tokenizer reads {share:.0%} of {what}'s tokens as {self.specials['unk']}: it was trained "
                    f"on other text; {fix}")
         if share > UNKNOWN_REFUSED:
