@@ -396,3 +396,20 @@ def test_finetune_trains_exactly_as_transformers(sst2, trained):
     theirs = hf.state_dict()
     for name, value in ours.state_dict().items():
         torch.testing.assert_close(value, theirs[name], atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_a_one_token_type_bert_reads_a_pair_as_one_segment(sst2, tmp_path):
+    """`--set type_vocab_size=1` (as RoBERTa has): pair tasks send no token types rather than index past the table."""
+    d, train, dev = sst2
+    tok = Tokenizer.load(d / "bert")
+    cfg = BertConfig.preset("tiny", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id, max_positions=64,
+                            hidden_size=32, num_heads=2, intermediate_size=64, num_layers=1, type_vocab_size=1)
+    save_model(BertForPreTraining(cfg), tmp_path / "one", tok)
+    rows = [[t, t[::-1], y] for t, y in textgen.labelled(48)]
+    pairs = write_tsv(tmp_path / "pairs.tsv", ["a", "b", "label"], rows)
+    s = finetune(tmp_path / "one", "classification", pairs, pairs, run_dir=tmp_path / "run", text_column="a",
+                 text_pair_column="b", **{**FAST, "epochs": 1})
+    assert 0 <= s["best"]["accuracy"] <= 1
+    assert set(evaluate(s["model_dir"], pairs)) >= {"accuracy", "loss"}
+    one, two = predict(s["model_dir"], [{"a": "good film", "b": "x"}, {"a": "good film", "b": "awful plot"}])
+    assert one["score"] != two["score"]  # the second segment is read, without token types

@@ -41,10 +41,15 @@ def label_set(spec: TaskSpec, examples: list[dict]) -> list[str] | None:
     return kind_of(spec).label_set(spec, examples)
 
 
-def features(spec: TaskSpec, tok, family: str, examples: list[dict], *, labelled: bool = True) -> tuple[list, list]:
-    """(features, windows): one feature dict per example (QA: per window; windows lists them)."""
+def features(spec: TaskSpec, tok, family: str, examples: list[dict], *, labelled: bool = True,
+             token_types: int = 2) -> tuple[list, list]:
+    """(features, windows): one feature dict per example (QA: per window; windows lists them). A model with
+    fewer than two `token_types` (`--set type_vocab_size=1`, as RoBERTa has) reads a pair as one segment."""
     kind = kind_of(spec, family)
     pairs = [p for i, ex in enumerate(examples) for p in kind.features(spec, tok, family, ex, i, labelled)]
+    if token_types < 2:
+        for f, _ in pairs:
+            f.pop("token_type_ids", None)
     return [f for f, _ in pairs], [w for _, w in pairs if w is not None]
 
 

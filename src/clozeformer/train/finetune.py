@@ -122,9 +122,10 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     check_labels(spec, eval_ex)
     net = _head_model(base, spec, seed)
     net.task = spec.to_dict()
-    train_f, _ = features(spec, tok, family, train_ex)
+    types = getattr(base.config, "type_vocab_size", 2)
+    train_f, _ = features(spec, tok, family, train_ex, token_types=types)
     _known(tok, train_f, train)
-    eval_f, eval_w = features(spec, tok, family, eval_ex)
+    eval_f, eval_w = features(spec, tok, family, eval_ex, token_types=types)
     data = TaskData(train_f, eval_f, pad_id=tok.pad_id, batch_size=batch_size, seed=seed)
     per_epoch = steps_per_epoch(len(train_f), batch_size)
     if epochs is None:  # resumed without epochs: the run's own length, not the default's
@@ -218,7 +219,8 @@ def _run(model: nn.Module, spec: TaskSpec, tok: Tokenizer, examples: list[dict],
          labelled: bool, device: str, source) -> tuple[list, list[dict], list]:
     """(features, batches, windows) on `device`, model moved there."""
     family = model.config.model_type
-    feats, wins = features(spec, tok, family, examples, labelled=labelled)
+    feats, wins = features(spec, tok, family, examples, labelled=labelled,
+                           token_types=getattr(model.config, "type_vocab_size", 2))
     _known(tok, feats, source)
     dev = distributed.resolve_device(device)
     model.to(dev).eval()
