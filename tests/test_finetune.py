@@ -169,7 +169,7 @@ def test_early_stopping_stops_fit(sst2, tmp_path):
     assert (tmp_path / "run" / "best" / "config.json").is_file()
 
 
-def test_label_set_and_file_errors(sst2, tmp_path):
+def test_label_set_and_file_errors(sst2, trained, tmp_path):
     d, train, _ = sst2
     bad = write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [["fine", "1"], ["odd", "7"]])
     with pytest.raises(TaskError, match=r"dev\.tsv:3: label '7' never seen in training \(training labels: 0, 1\)"):
@@ -188,6 +188,14 @@ def test_label_set_and_file_errors(sst2, tmp_path):
     one = write_tsv(tmp_path / "one.tsv", ["sentence", "label"], [["a", "1"], ["b", "1"]])
     with pytest.raises(TaskError, match="at least two labels"):
         finetune(d / "bert", "sst2", one, run_dir=tmp_path / "r", **FAST)
+    flat = write_tsv(tmp_path / "flat.tsv", ["sentence", "label"], [["a", "2.5"], ["b", "2.50"]])
+    with pytest.raises(TaskError, match=r"flat\.tsv: regression needs at least two distinct values to learn from; "
+                                        r"every label is 2\.5"):
+        finetune(d / "bert", "regression", flat, run_dir=tmp_path / "r", **FAST)
+    with pytest.warns(UserWarning) as said:
+        assert evaluate(trained["model_dir"], one)["mcc"] == 0.0
+    assert [str(w.message) for w in said] == ["every gold label of the 2 rows is '1': MCC and correlations are "
+                                              "undefined on them and read 0.0"]  # ours alone, not sklearn's too
     # the Python API checks what the CLI's types check, before the run directory is made
     for bad, match in (({"warmup_ratio": 2.0}, r"warmup_ratio 2.0 is out of range"), ({"epochs": 0}, "got 0"),
                        ({"lr": float("inf")}, "lr=inf: must be a finite number"),

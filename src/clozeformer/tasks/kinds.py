@@ -67,7 +67,12 @@ def _is_number(s: str) -> bool:
 
 
 def check_labels(spec: TaskSpec, examples: list[dict]) -> None:
-    """Every label of `examples` must be one the model was trained on."""
+    """Every label of `examples` must be one the model was trained on; one gold value throughout is warned of
+    (MCC and correlations are undefined on it and read 0.0)."""
+    golds = {ex["label"] for ex in examples if "label" in ex}
+    if len(golds) == 1 and len(examples) > 1 and spec.kind in ("classification", "regression"):
+        warnings.warn(f"every gold label of the {len(examples)} rows is {next(iter(golds))!r}: MCC and "
+                      "correlations are undefined on them and read 0.0", stacklevel=2)
     if spec.labels is None:
         return
     known = set(spec.labels)
@@ -280,6 +285,12 @@ class Regression(_Sentences):
 
     def target(self, spec, label):
         return label
+
+    def label_set(self, spec, examples):
+        if len({ex["label"] for ex in examples}) == 1:
+            raise TaskError(f"{examples[0]['where'].rsplit(':', 1)[0]}: regression needs at least two distinct "
+                            f"values to learn from; every label is {examples[0]['label']:g}")
+        return None
 
     def num_labels(self, spec):
         return 1
