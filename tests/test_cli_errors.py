@@ -322,6 +322,9 @@ def test_an_output_directory_holding_something_else_is_never_overwritten(corpus,
           "nope.txt: no such file")  # a later file is checked before the first is read
     assert not (tmp_path / "tok").exists()
     fails(["demo", "--out", other, "--steps", "1", "--quiet"], capsys, f"--out {other} is not empty")
+    fails(["demo", "--out", tmp_path / "demo", "--steps", "3", "--minutes", "1"], capsys,
+          "minutes 1 and steps 3: the demo trains for a time or for a number of steps; give one")
+    assert not (tmp_path / "demo").exists()
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)

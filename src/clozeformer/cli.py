@@ -34,8 +34,6 @@ def _value(text: str):
 def cmd_demo(args) -> None:
     from clozeformer.demo import run_demo
 
-    if args.steps is not None and args.steps < 1 or not args.minutes > 0:
-        raise ValueError(f"--steps must be ≥ 1 and --minutes > 0, got {args.steps} and {args.minutes}")
     run_demo(args.out, minutes=args.minutes, steps=args.steps, progress=not args.quiet)
 
 
@@ -313,8 +311,8 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="pretrain a tiny BERT offline on the stdlib docs (3 min on 2 cores)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--minutes", type=POSITIVE, default=2.5, help="training time (default 2.5)")
-    p.add_argument("--steps", type=COUNT, help="train exactly this many steps instead")
+    p.add_argument("--minutes", type=POSITIVE, help="training time (default 2.5)")
+    p.add_argument("--steps", type=COUNT, help="train exactly this many steps instead of minutes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo)
 

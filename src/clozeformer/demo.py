@@ -92,10 +92,14 @@ def write_corpus(path: Path, docs: list[list[str]]) -> Path:
     return path
 
 
-def run_demo(out_dir: str | Path = "runs/demo", *, minutes: float = 2.5, steps: int | None = None,
+def run_demo(out_dir: str | Path = "runs/demo", *, minutes: float | None = None, steps: int | None = None,
              progress: bool = True) -> dict:
-    """Pretrain the demo's tiny BERT for `minutes` (or exactly `steps`) with the small-budget recipe,
-    then show what it learnt. Returns the pretraining summary plus `probe_hits`."""
+    """Pretrain the demo's tiny BERT for `minutes` (default 2.5) or exactly `steps` with the small-budget
+    recipe, then show what it learnt. Returns the pretraining summary plus `probe_hits`."""
+    if minutes is not None and steps is not None:
+        raise ValueError(f"minutes {minutes:g} and steps {steps}: the demo trains for a time or for a number of "
+                         "steps; give one")
+    minutes = 2.5 if minutes is None else minutes
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     if (out_dir / "stdlib_docs.txt").is_file():  # an earlier demo's directory (it wrote that first): replaced
