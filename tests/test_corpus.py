@@ -1,4 +1,4 @@
-"""Corpus reading (txt, blank-line docs, JSONL, gzip), its errors, and the token cache."""
+"""Corpus reading (txt, blank-line docs, JSONL, TSV/CSV, gzip), its errors, and the token cache."""
 
 import gzip
 import json
@@ -19,6 +19,8 @@ BLANK_TEXT = "\nFirst sentence. Still first.\nSecond line\n\n\nOther doc\n"
 BLANK_DOCS = [(2, ["First sentence. Still first.", "Second line"]), (6, ["Other doc"])]
 JSONL_TEXT = '{"text": "A b. C d.", "id": 1}\n\n{"id": 2, "text": "E f"}\n{"text": "   "}\n'
 JSONL_DOCS = [(1, ["A b.", "C d."]), (3, ["E f"])]
+TSV_TEXT = 'label\ttext\n1\t"A b.\tC d."\n\n0\tE f\n1\t   \n'  # quoting keeps a tab; a blank row is skipped
+TSV_DOCS = [(2, ["A b.", "C d."]), (4, ["E f"])]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,8 @@ def write(path, text, *, gz=False):
         ("c.txt", BLANK_TEXT, {"blank_line_docs": True}, BLANK_DOCS),
         ("c.jsonl", JSONL_TEXT, {}, JSONL_DOCS),
         ("c.json", JSONL_TEXT.replace('"text"', '"body"'), {"text_field": "body"}, JSONL_DOCS),
+        ("c.tsv", TSV_TEXT, {}, TSV_DOCS),
+        ("c.csv", 'id,body\n1,"A b. C d."\n2,E f\n', {"text_field": "body"}, [(2, ["A b.", "C d."]), (3, ["E f"])]),
     ],
 )
 def test_read_documents_formats(tmp_path, gz, name, text, kw, expected):
@@ -77,6 +81,10 @@ def test_iter_texts_spans_files(tmp_path):
         ("type.jsonl", b'{"text": 5, "id": 3}\n', r"type.jsonl:1: field 'text' is int, not a string"),
         ("json.jsonl", b'{"text": "ok"}\n\n{"text": "no end\n', r"json.jsonl:3: malformed JSON"),
         ("list.jsonl", b'["text"]\n', r"list.jsonl:1: expected a JSON object, got list"),
+        ("col.tsv", b"sentence\tlabel\nok\t1\n", r"col.tsv:1: no column 'text' \(columns present: sentence, "
+                                                 r"label\); name the text's column with --text-field"),
+        ("ragged.csv", b"text,label\nok,1\nb,1,extra\n", r"ragged.csv:3: 3 fields where the header has 2"),
+        ("head.csv", b"\n\n", r"head.csv:1: empty file \(no header row\)"),
     ],
 )
 def test_read_errors_name_file_and_line(tmp_path, name, data, message):
@@ -149,6 +157,14 @@ def test_cache_spans_files_and_formats(tmp_path, tok):
     cache = load_corpus([a, b], tok, cache_dir=tmp_path, blank_line_docs=True)
     assert _cached(cache) == _direct(tok, a, blank_line_docs=True) + _direct(tok, b, blank_line_docs=True)
     assert cache.meta["files"] == [str(a), str(b)] and cache.meta["options"]["blank_line_docs"] is True
+
+
+def test_one_content_as_text_and_as_a_table_is_two_caches(tmp_path, tok):
+    """The key holds each file's format: a TSV's bytes renamed .txt are read as lines, header and labels too."""
+    table = load_corpus(write(tmp_path / "c.tsv", TSV_TEXT), tok, cache_dir=tmp_path / "cache")
+    lines = load_corpus(write(tmp_path / "c.txt", TSV_TEXT), tok, cache_dir=tmp_path / "cache")
+    assert table.meta["key"] != lines.meta["key"]
+    assert _cached(table) == _direct(tok, tmp_path / "c.tsv") and table.n_documents == 2 and lines.n_documents == 4
 
 
 def test_second_load_hits_cache(tmp_path, tok, monkeypatch):

@@ -302,7 +302,7 @@ def cmd_train_tokenizer(args) -> None:
 
 
 def _corpus_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
+    p.add_argument("--text-field", default="text", help="JSONL field or TSV/CSV column holding the text (default: text)")
     p.add_argument("--blank-line-docs", action="store_true",
                    help="documents separated by blank lines, one sentence per line (default: one document per line)")
     p.add_argument("--cased", action="store_true", help="keep case and accents when training a tokenizer")

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clozeformer.data.corpus import CorpusError, HubCorpus, check_file, source_pieces, sources
+from clozeformer.data.corpus import CorpusError, HubCorpus, check_file, format_of, source_pieces, sources
 from clozeformer.io import atomic_files, write_json
 from clozeformer.tokenizer import Tokenizer
 
 __all__ = ["TokenCache", "default_cache_dir", "load_corpus"]
 
-FORMAT_VERSION = 2  # 2: special-token strings in the text are plain text
+FORMAT_VERSION = 3  # 2: special-token strings in the text are plain text; 3: .tsv/.csv read as tables
 _FILES = ("tokens.bin", "sentences.bin", "documents.bin")
 # A document is tokenised in pieces of at most this many sentences (bounds memory; any
 # number above a batch's worth does).
@@ -85,7 +85,7 @@ def _file_digest(path: Path) -> str:
 
 
 def _cache_key(paths: list[Path], tokenizer: Tokenizer, text_field: str, blank_line_docs: bool) -> str:
-    digests = [_file_digest(p) for p in paths]
+    digests = [f"{format_of(p)}:{_file_digest(p)}" for p in paths]  # one content read as text or as a table
     parts = [str(FORMAT_VERSION), *digests, tokenizer.fingerprint, text_field, str(blank_line_docs)]
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 

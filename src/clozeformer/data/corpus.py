@@ -2,6 +2,8 @@
 
 Formats, by extension after stripping a trailing `.gz`:
   .jsonl / .json   one JSON object per line, text under `text_field`, one document per line
+  .tsv / .csv      a header row, then one document per row, text in the column `text_field`
+                   (standard quoting, the `csv` module; the task files' reader too)
   anything else    plain text: one document per line, or (blank_line_docs=True) BERT's format:
                    one sentence per line, documents separated by blank lines
 
@@ -23,6 +25,7 @@ Tokenising them into the memory-mapped cache is data/cache.py.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import itertools
 import json
@@ -130,9 +133,20 @@ def sources(paths) -> list:
     return out
 
 
+TABLES = {".tsv": "\t", ".csv": ","}  # suffix -> delimiter
+
+
+def format_of(source) -> str:
+    """"hf", "jsonl", "tsv", "csv" or "text": how a source is read."""
+    if isinstance(source, HubCorpus):
+        return "hf"
+    suffix = Path(source.name.removesuffix(".gz")).suffix.lower()
+    return "jsonl" if suffix in (".jsonl", ".json") else suffix[1:] if suffix in TABLES else "text"
+
+
 def _records(source) -> bool:
-    """A source of records with a text field (JSONL, a hub dataset), not plain text."""
-    return isinstance(source, HubCorpus) or Path(source.name.removesuffix(".gz")).suffix in (".jsonl", ".json")
+    """A source of records with a text field (JSONL, TSV/CSV, a hub dataset), not plain text."""
+    return format_of(source) != "text"
 
 
 def check_reading(paths, *, text_field: str = "text", blank_line_docs: bool = False) -> None:
@@ -141,7 +155,8 @@ def check_reading(paths, *, text_field: str = "text", blank_line_docs: bool = Fa
     for src in srcs:  # every file, before the first is read
         check_file(src)
     if text_field != "text" and not any(map(_records, srcs)):
-        raise CorpusError(f"text_field {text_field!r} names the field of JSONL records or a hf: dataset; "
+        raise CorpusError(f"text_field {text_field!r} names the field of JSONL records, the column of a TSV/CSV "
+                          "file or a hf: dataset's field; "
                           f"{', '.join(map(str, srcs))} {'is' if len(srcs) == 1 else 'are'} plain text "
                           "(leave out --text-field)")
     if blank_line_docs and all(map(_records, srcs)):
@@ -226,15 +241,42 @@ def jsonl_text(path: Path, n: int, line: str, field: str) -> str:
     return text
 
 
+def table_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, {column: value}) for each non-blank row of a TSV/CSV file with a header row, streamed;
+    an empty header, a column named twice or a row of another width is a CorpusError naming file:line."""
+    csv.field_size_limit(sys.maxsize)
+    reader = csv.reader((line + "\n" for _, line in read_lines(path)), delimiter=delimiter)
+    header = next(reader, None)
+    if header is None or not any(h.strip() for h in header):
+        raise CorpusError(f"{path}:1: empty file (no header row)")
+    if twice := sorted({h for h in header if header.count(h) > 1}):  # a dict would keep the last silently
+        raise CorpusError(f"{path}:1: column {', '.join(map(repr, twice))} named twice in the header; name each "
+                          "once")
+    for row in reader:
+        if not row or not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise CorpusError(f"{path}:{reader.line_num}: {len(row)} fields where the header has {len(header)} "
+                              f"({', '.join(header)})")
+        yield reader.line_num, dict(zip(header, row))
+
+
+def _table_texts(path: Path, field: str) -> Iterator[tuple[int, str]]:
+    for n, row in table_rows(path, TABLES[f".{format_of(path)}"]):
+        if field not in row:
+            raise CorpusError(f"{path}:1: no column {field!r} (columns present: {', '.join(row)}); name the text's "
+                              "column with --text-field")
+        yield n, row[field]
+
+
 def source_pieces(
     path, *, text_field: str = "text", blank_line_docs: bool = False, max_sentences: int | None = None
 ) -> Iterator[tuple[int, list[str], bool]]:
     """(first line number, sentences, ends_document) for one source, max_sentences at most per piece."""
-    hub = isinstance(path, HubCorpus)
-    jsonl = _records(path) and not hub
+    kind = format_of(path)
     cap = max_sentences or sys.maxsize
     found = False
-    if blank_line_docs and not (jsonl or hub):
+    if blank_line_docs and kind == "text":
         start, sentences = 0, []
         for n, line in itertools.chain(read_lines(path), [(0, "")]):  # a blank sentinel ends the last document
             if line := line.strip():
@@ -248,15 +290,16 @@ def source_pieces(
                 yield start, sentences, True
                 start, sentences = 0, []
     else:  # one document per line (record)
-        records = path.texts(text_field) if hub else (
-            (n, jsonl_text(path, n, line, text_field) if jsonl else line) for n, line in read_lines(path) if line.strip())
+        records = path.texts(text_field) if kind == "hf" else _table_texts(path, text_field) if kind in ("tsv", "csv") \
+            else ((n, jsonl_text(path, n, line, text_field) if kind == "jsonl" else line)
+                  for n, line in read_lines(path) if line.strip())
         for n, text in records:
             sentences = split_sentences(text)
             for i in range(0, len(sentences), cap):
                 found = True
                 yield n, sentences[i : i + cap], i + cap >= len(sentences)
     if not found:
-        raise CorpusError(f"{path.spec if hub else path}: empty corpus (no text)")
+        raise CorpusError(f"{path.spec if kind == 'hf' else path}: empty corpus (no text)")
 
 
 def read_documents(

@@ -12,17 +12,14 @@ strict line reader), a row with too many or too few fields.
 
 from __future__ import annotations
 
-import csv
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from clozeformer.data.corpus import CorpusError, HubCorpus, check_file, read_lines
+from clozeformer.data.corpus import TABLES, CorpusError, HubCorpus, check_file, read_lines, table_rows
 from clozeformer.tasks.spec import TaskError
 
 Record = tuple[str, dict[str, Any]]
-FORMATS = {".tsv": "\t", ".csv": ","}
 
 
 def read_records(source: str | Path, split: str = "train") -> list[Record]:
@@ -34,8 +31,8 @@ def read_records(source: str | Path, split: str = "train") -> list[Record]:
     suffix = Path(path.name.removesuffix(".gz")).suffix.lower()
     try:
         check_file(path)  # a missing file or a directory named as one, before its name's suffix
-        if suffix in FORMATS:
-            records = _csv_records(path, FORMATS[suffix])
+        if suffix in TABLES:
+            records = _csv_records(path, TABLES[suffix])
         elif suffix in (".jsonl", ".json"):
             records = _jsonl_records(path)
         else:
@@ -49,24 +46,7 @@ def read_records(source: str | Path, split: str = "train") -> list[Record]:
 
 
 def _csv_records(path: Path, delimiter: str) -> list[Record]:
-    csv.field_size_limit(sys.maxsize)
-    lines = read_lines(path)  # strict UTF-8, file:line errors
-    reader = csv.reader((line + "\n" for _, line in lines), delimiter=delimiter)
-    header = next(reader, None)
-    if header is None or not any(h.strip() for h in header):
-        raise TaskError(f"{path}:1: empty file (no header row)")
-    if twice := sorted({h for h in header if header.count(h) > 1}):  # a dict would keep the last silently
-        raise TaskError(f"{path}:1: column {', '.join(map(repr, twice))} named twice in the header; name each once")
-    records = []
-    for row in reader:
-        n = reader.line_num
-        if not row or not any(c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise TaskError(f"{path}:{n}: {len(row)} fields where the header has {len(header)} "
-                            f"({', '.join(header)})")
-        records.append((f"{path}:{n}", dict(zip(header, row))))
-    return records
+    return [(f"{path}:{n}", row) for n, row in table_rows(path, delimiter)]
 
 
 def _jsonl_records(path: Path) -> list[Record]:
