@@ -143,6 +143,25 @@ def test_convert_transformers_model(tmp_path, capsys, with_tokenizer):
     assert torch.allclose(a.seq_relationship_logits, b.nsp_logits, atol=1e-4, rtol=1e-4)
 
 
+def test_convert_keeps_a_tokenizer_in_vocab_json_and_merges_txt(tmp_path, capsys):
+    """BART/RoBERTa's vocab.json + merges.txt (a tokenizer load_tokenizer reads) is converted with the model."""
+    transformers = pytest.importorskip("transformers")
+    src = tmp_path / "hf"
+    bpe = Tokenizer.train("bpe", ["the cat sat on the mat", "a dog ran in the park"] * 5, vocab_size=300)
+    cfg = transformers.RobertaConfig(vocab_size=bpe.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=40)
+    transformers.RobertaForMaskedLM(cfg).save_pretrained(src)
+    src.joinpath("vocab.json").write_text(json.dumps(bpe.backend.get_vocab()), encoding="utf-8")
+    bpe.backend.model.save(str(tmp_path))  # merges.txt (and a vocab.json without the specials)
+    (tmp_path / "merges.txt").rename(src / "merges.txt")
+    src.joinpath("tokenizer_config.json").write_text('{"tokenizer_class": "RobertaTokenizer"}', encoding="utf-8")
+    assert main(["convert", str(src), str(tmp_path / "ours")]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'ours'} (roberta, with tokenizer)"
+    text = "the dog sat on a mat"
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "ours")(text)["input_ids"] == \
+        transformers.AutoTokenizer.from_pretrained(src)(text)["input_ids"] == bpe.encode(text, specials=True)
+
+
 def test_train_tokenizer(tmp_path, capsys):
     corpus = small_corpus(tmp_path / "c.txt")
     out_dir = tmp_path / "tok"

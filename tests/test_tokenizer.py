@@ -477,6 +477,11 @@ def test_load_bart_tokenizer_json_and_vocab_merges(bpe, tmp_path):
             assert tok.encode(text, pair) == literal == bpe.encode(text, pair), (directory.name, text, pair)
             assert tok.decode(out) == hf.decode(out, skip_special_tokens=True)
     assert Tokenizer.load(files / "merges.txt").fingerprint == Tokenizer.load(files).fingerprint
+    for config in ({"tokenizer_class": "BartTokenizer", "mask_token": "<mask>"}, {"tokenizer_class": "BartTokenizer"}):
+        (files / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")  # no lstrip said
+        hf = transformers.AutoTokenizer.from_pretrained(files)
+        for text in ("a <mask> b", "<mask> first", "two  <mask>"):
+            assert Tokenizer.load(files).encode(text, specials=True) == hf(text)["input_ids"], (config, text)
     (files / "merges.txt").unlink()
     with pytest.raises(TokenizerError, match="vocab.json and merges.txt"):
         Tokenizer.load(files)

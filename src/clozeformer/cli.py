@@ -269,12 +269,13 @@ def cmd_predict(args) -> None:
 
 def cmd_convert(args) -> None:
     from clozeformer import load_model, load_tokenizer, save_model
+    from clozeformer.tokenizer import TOKENIZER_FILES
 
     check_new_dir(args.dst, "DST")
     model = load_model(args.src, allow_pickle=args.allow_pickle)
     src = Path(args.src)
     # No tokenizer files: convert the model alone. A tokenizer that is there but broken is an error.
-    has_tokenizer = any((src / name).is_file() for name in ("tokenizer.json", "vocab.txt"))
+    has_tokenizer = any((src / name).is_file() for name in TOKENIZER_FILES)
     tok = load_tokenizer(src) if has_tokenizer else None
     out = save_model(model, args.dst, tok)
     print(f"wrote {out} ({model.config.model_type}, {'with' if tok else 'without'} tokenizer)")

@@ -38,7 +38,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from clozeformer.config import MAX_VOCAB
 from clozeformer.io import atomic_write
 
-__all__ = ["KINDS", "Tokenizer", "TokenizerError"]
+__all__ = ["KINDS", "TOKENIZER_FILES", "Tokenizer", "TokenizerError"]
 
 # BERT's specials in BERT's order, so a trained vocab has [PAD]=0 ... [MASK]=4.
 BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
@@ -51,6 +51,7 @@ BART_ALIASES = {"cls": "bos", "sep": "eos"}
 T5_SPECIALS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
 T5_EXTRA_IDS = 100  # T5's sentinels <extra_id_0..99> (HF T5Tokenizer's default extra_ids)
 SPECIALS_OF_KIND = {"wordpiece": BERT_SPECIALS, "bpe": BART_SPECIALS, "unigram": T5_SPECIALS}  # as trained here
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "vocab.txt")  # what load() reads, in order
 _SENTINEL = "<extra_id_{}>"
 _SENTINEL_RE = re.compile(r"<extra_id_(\d+)>")
 _METASPACE = "\u2581"  # "▁": SentencePiece's visible space, the start of a word
@@ -413,7 +414,7 @@ class Tokenizer:
         """
         path = Path(path)
         if path.is_dir():
-            for name in ("tokenizer.json", "vocab.json", "spiece.model", "vocab.txt"):
+            for name in TOKENIZER_FILES:
                 if (path / name).is_file():
                     path = path / name
                     break
@@ -450,9 +451,10 @@ class Tokenizer:
 
         if kind != "tokenizer_json":
             # Specials must match whole before normalisation, else "[MASK]" splits into "[", "mask", "]".
-            # A byte-level <mask> also eats the space before it (BART/RoBERTa's mask_token has lstrip).
+            # A byte-level <mask> eats the space before it where its config says lstrip (as transformers 4 saved
+            # BART/RoBERTa's); a bare "<mask>", or none named, does not (transformers 5).
             mask = config.get("mask_token")
-            lstrip = kind == "bpe_files" and (mask.get("lstrip", True) if isinstance(mask, dict) else True)
+            lstrip = kind == "bpe_files" and isinstance(mask, dict) and mask.get("lstrip", False) is True
             backend.add_special_tokens(
                 [AddedToken(t, lstrip=lstrip and t == specials.get("mask"), normalized=False, special=True)
                  for t in sorted(set(specials.values()))]
