@@ -13,6 +13,8 @@ import pytest
 
 from tokenizers import models, pre_tokenizers
 
+from clozeformer.interop.model_dir import save_model
+from clozeformer.models.bert import BertConfig, BertForPreTraining
 from clozeformer.tokenizer import Tokenizer, TokenizerError
 import textgen
 
@@ -204,6 +206,33 @@ def test_minilm_save_loads_as_bert_in_transformers(minilm_dir, tmp_path):
     reference = transformers.AutoTokenizer.from_pretrained(minilm_dir)
     for text, pair in ENGLISH:
         assert hf(text, pair)["input_ids"] == reference(text, pair)["input_ids"]
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+@pytest.mark.parametrize("clean_up", [True, False])
+def test_config_length_and_clean_up_survive_a_save_and_decode_as_transformers_does(kind, clean_up, tmp_path):
+    """tokenizer_config.json's model_max_length and clean_up_tokenization_spaces (transformers 5 skips the clean-up
+    for BPE) are read, decoded by, and written back; with no model_max_length of its own a saved model's
+    tokenizer takes the model's positions, so transformers' truncation=True fits the model."""
+    transformers = pytest.importorskip("transformers")
+    text = "hello , world . it ' s the end ! isn ' t it ? " * 4
+    Tokenizer.train(kind, SMALL_CORPUS + [text], vocab_size=300).save(tmp_path / "src")
+    config = json.loads((tmp_path / "src" / "tokenizer_config.json").read_text())
+    assert "model_max_length" not in config and config["clean_up_tokenization_spaces"] is False
+    config.update(model_max_length=16, clean_up_tokenization_spaces=clean_up)
+    (tmp_path / "src" / "tokenizer_config.json").write_text(json.dumps(config))
+    tok = Tokenizer.load(tmp_path / "src")
+    tok.save(tmp_path / "dst", model_max_length=512)  # its own 16 wins over a model's
+    for directory in ("src", "dst"):
+        hf = transformers.AutoTokenizer.from_pretrained(tmp_path / directory)
+        ids = hf(text)["input_ids"]
+        assert len(hf(text, truncation=True)["input_ids"]) == 16
+        assert Tokenizer.load(tmp_path / directory).decode(ids) == hf.decode(ids, skip_special_tokens=True)
+    assert tok.decode(ids).startswith("hello, world. it's") == (clean_up and kind == "wordpiece")
+    bert = BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size, max_positions=24))
+    save_model(bert, tmp_path / "model", Tokenizer.train(kind, SMALL_CORPUS, vocab_size=300))
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path / "model")
+    assert len(hf(text, truncation=True)["input_ids"]) == 24
 
 
 def test_vocab_txt_without_config_detects_specials(minilm_dir, tmp_path):

@@ -51,6 +51,7 @@ BART_ALIASES = {"cls": "bos", "sep": "eos"}
 T5_SPECIALS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
 T5_EXTRA_IDS = 100  # T5's sentinels <extra_id_0..99> (HF T5Tokenizer's default extra_ids)
 SPECIALS_OF_KIND = {"wordpiece": BERT_SPECIALS, "bpe": BART_SPECIALS, "unigram": T5_SPECIALS}  # as trained here
+_NO_LIMIT = 10 ** 20  # a model_max_length at least this is transformers' "no limit" (its 1e30)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "vocab.txt")  # what load() reads, in order
 _SENTINEL = "<extra_id_{}>"
 _SENTINEL_RE = re.compile(r"<extra_id_(\d+)>")
@@ -249,8 +250,13 @@ class Tokenizer:
         specials: dict[str, str],
         lowercase: bool | None = None,
         sentinels: list[str] | None = None,
+        *,
+        clean_up_spaces: bool = False,
+        model_max_length: int | None = None,
     ):
-        """sentinels: the tokens of sentinel 0, 1, ...; None finds <extra_id_0>, ... in the vocab."""
+        """sentinels: the tokens of sentinel 0, 1, ...; None finds <extra_id_0>, ... in the vocab.
+        clean_up_spaces: decode joins " ." and " n't" as transformers' clean_up_tokenization_spaces does (a
+        WordPiece imported with it; never ours); model_max_length: what its tokenizer_config.json says."""
         for role, token in specials.items():
             if backend.token_to_id(token) is None:
                 raise TokenizerError(f"special token {token!r} for role {role!r} is not in the vocabulary")
@@ -273,6 +279,8 @@ class Tokenizer:
         if lowercase is None:
             lowercase = _lowercases(json.loads(backend.to_str()).get("normalizer"))
         self.lowercase = lowercase
+        self.clean_up_spaces = clean_up_spaces
+        self.model_max_length = model_max_length
 
     # ---- building ----------------------------------------------------------------
 
@@ -465,7 +473,14 @@ class Tokenizer:
             backend.post_processor = _bart_processor(specials, backend, bool(config.get("add_prefix_space", False)))
         elif kind == "spiece" and "eos" in specials:
             backend.post_processor = _t5_template(specials["eos"], backend)
-        return cls(backend, specials, lowercase=lowercase, sentinels=sentinels)
+        # transformers 5 skips the clean-up for BPE unless told twice (it strips real spaces there)
+        clean_up = config.get("clean_up_tokenization_spaces") is True and (
+            not isinstance(backend.model, models.BPE)
+            or config.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output") is True)
+        longest = config.get("model_max_length")
+        longest = longest if isinstance(longest, int) and 0 < longest < _NO_LIMIT else None
+        return cls(backend, specials, lowercase=lowercase, sentinels=sentinels, clean_up_spaces=clean_up,
+                   model_max_length=longest)
 
     @staticmethod
     def _from_vocab_json(vocab: Path, merges: Path, config: dict) -> Backend:
@@ -546,11 +561,17 @@ class Tokenizer:
         backend.decoder = decoders.WordPiece(prefix=_WORDPIECE_PREFIX)
         return backend, lowercase
 
-    def save(self, directory) -> None:
-        """Write tokenizer.json and tokenizer_config.json (each atomically) into directory."""
+    def save(self, directory, *, model_max_length: int | None = None) -> None:
+        """Write tokenizer.json and tokenizer_config.json (each atomically) into directory; its
+        model_max_length is the tokenizer's own, else the one given (a model's positions: save_model)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": self.lowercase}
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": self.lowercase,
+                  "clean_up_tokenization_spaces": self.clean_up_spaces}
+        if (longest := self.model_max_length or model_max_length) is not None:
+            config["model_max_length"] = longest  # transformers' truncation=True cuts there (no limit unset)
+        if self.clean_up_spaces and isinstance(self.backend.model, models.BPE):
+            config["clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output"] = True
         serialised = json.loads(self.backend.to_str())
         normalizer = serialised.get("normalizer") or {}
         if isinstance(self.backend.model, models.WordPiece):
@@ -610,11 +631,18 @@ class Tokenizer:
         return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
 
     def decode(self, ids, *, skip_special_tokens: bool = True) -> str:
-        return self.backend.decode(_as_list(ids), skip_special_tokens=skip_special_tokens)
+        return self._cleaned(self.backend.decode(_as_list(ids), skip_special_tokens=skip_special_tokens))
 
     def decode_batch(self, batch, *, skip_special_tokens: bool = True) -> list[str]:
         batch = [_as_list(ids) for ids in batch]
-        return self.backend.decode_batch(batch, skip_special_tokens=skip_special_tokens)
+        return [self._cleaned(t) for t in self.backend.decode_batch(batch, skip_special_tokens=skip_special_tokens)]
+
+    def _cleaned(self, text: str) -> str:
+        """transformers' clean_up_tokenization_spaces, where the tokenizer's config asks for it."""
+        if self.clean_up_spaces:
+            for spaced in (" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're"):
+                text = text.replace(spaced, spaced.strip())
+        return text
 
     def tokens(self, ids) -> list[str]:
         return [self.backend.id_to_token(i) for i in _as_list(ids)]

@@ -135,13 +135,14 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
         if any(not k.startswith(_optional(model)) for k in untrained):
             hf_cfg["architectures"] = [FAMILIES[cfg.model_type].hf.bare]
         ours["untrained"] = untrained
-    return _write_dir(directory, to_hf(state), {**hf_cfg, "clozeformer": ours}, tokenizer, _generation_file(model))
+    return _write_dir(directory, to_hf(state), {**hf_cfg, "clozeformer": ours}, tokenizer, _generation_file(model),
+                      model_max_length=cfg.max_length)
 
 
 def _write_dir(directory: Path, tensors: dict[str, Tensor], config: dict, tokenizer,
-               generation: dict | None = None) -> Path:
+               generation: dict | None = None, *, model_max_length: int | None = None) -> Path:
     """model.safetensors + config.json (+ tokenizer files, generation_config.json) into `directory`,
-    staged then renamed."""
+    staged then renamed; the tokenizer's model_max_length defaults to the model's positions."""
     directory.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=directory, prefix=".saving."))
     try:
@@ -150,7 +151,7 @@ def _write_dir(directory: Path, tensors: dict[str, Tensor], config: dict, tokeni
         if generation is not None:
             write_json(stage / "generation_config.json", generation)
         if tokenizer is not None:
-            tokenizer.save(stage)
+            tokenizer.save(stage, model_max_length=model_max_length)
         for f in sorted(stage.iterdir()):
             os.replace(f, directory / f.name)
         if generation is None:  # a stale one would be read as this model's settings
