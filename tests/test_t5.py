@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -102,12 +103,15 @@ def test_export_loads_in_transformers_unchanged(transformers, tmp_path, v11, one
 def test_v1_1_checkpoint_with_tied_head_loads_exactly(transformers, tmp_path, one_thread):
     # transformers ≥ 5 builds v1.1 (unscaled) with the head tied and saves no lm_head.weight
     hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**HF_SMALL, **V1_1)).eval()
-    hf.save_pretrained(tmp_path)
+    hf.save_pretrained(tmp_path / "hf")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ours = clozeformer.load_model(tmp_path)
-    assert torch.equal(ours.lm_head.weight, ours.shared.weight)
+        warnings.simplefilter("error")  # the head is the shared embedding, not "freshly initialised"
+        ours = clozeformer.load_model(tmp_path / "hf")
+    assert torch.equal(ours.lm_head.weight, ours.shared.weight) and ours.untrained == ()
     assert_same_outputs(ours, hf, seed=3)
+    clozeformer.save_model(ours, tmp_path / "ours")  # exported whole, as the generator it is (not a bare T5Model)
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["architectures"] == ["T5ForConditionalGeneration"]
+    assert_same_outputs(ours, transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "ours").eval(), seed=3)
 
 
 @pytest.mark.parametrize("v11", [False, True], ids=["v1.0", "v1.1"])

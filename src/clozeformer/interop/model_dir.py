@@ -396,6 +396,5 @@ def load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> list[
     if unexpected or wrong:
         raise ValueError(f"{source}: parameters that do not fit this {model.config.model_type} model: "
                          f"{(unexpected + wrong)[:6]}")
-    model.load_state_dict(state, strict=False)
-    tied = {"mlm.embedding.weight"}
-    return [k for k in model_state if k not in state and k not in tied]
+    missing = model.load_state_dict(state, strict=False).missing_keys  # after load hooks (T5's head from shared)
+    return [k for k in missing if k != "mlm.embedding.weight"]  # tied to the word embeddings
