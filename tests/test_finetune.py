@@ -13,6 +13,7 @@ import torch
 
 from clozeformer.cli import main
 from clozeformer.interop.model_dir import save_model
+from clozeformer.models.bart import BartConfig, BartForConditionalGeneration
 from clozeformer.models.bert import BertConfig, BertForPreTraining
 from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
 from clozeformer.tasks import TaskError, task_spec
@@ -421,3 +422,19 @@ def test_a_one_token_type_bert_reads_a_pair_as_one_segment(sst2, tmp_path):
     assert set(evaluate(s["model_dir"], pairs)) >= {"accuracy", "loss"}
     one, two = predict(s["model_dir"], [{"a": "good film", "b": "x"}, {"a": "good film", "b": "awful plot"}])
     assert one["score"] != two["score"]  # the second segment is read, without token types
+
+
+def test_a_bart_token_classifier_is_said_to_load_in_clozeformer_only(tmp_path):
+    """transformers has no BartForTokenClassification: the run says so before it trains, and the model serves."""
+    tok = Tokenizer.train("bpe", [t for t, _ in textgen.labelled(200)], vocab_size=400)
+    cfg = BartConfig.preset("tiny", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id, bos_token_id=tok.bos_id,
+                            eos_token_id=tok.eos_id, decoder_start_token_id=tok.eos_id, hidden_size=32, num_heads=2,
+                            intermediate_size=64, encoder_layers=1, decoder_layers=1)
+    save_model(BartForConditionalGeneration(cfg), tmp_path / "bart", tok)
+    tags = tmp_path / "ner.jsonl"
+    tags.write_text(json.dumps({"tokens": ["the", "film", "was", "good"], "tags": ["O", "B-X", "O", "O"]}) + "\n" +
+                    json.dumps({"tokens": ["a", "plot"], "tags": ["O", "B-X"]}) + "\n")
+    with pytest.warns(UserWarning, match="transformers has no BartForTokenClassification: this model will load in "
+                                         "clozeformer"):
+        s = finetune(tmp_path / "bart", "token-classification", tags, run_dir=tmp_path / "run", **{**FAST, "epochs": 1})
+    assert len(predict(s["model_dir"], [{"tokens": ["the", "plot", "was"]}])[0]["tags"]) == 3

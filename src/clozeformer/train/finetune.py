@@ -109,6 +109,9 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     family = base.config.model_type
     spec = task_spec(task, **task_options)
     check_options(spec, family, task_options)
+    if family == "bart" and spec.kind == "token-classification":
+        warnings.warn("transformers has no BartForTokenClassification: this model will load in clozeformer "
+                      "(load_model, evaluate, predict), not in transformers")
     limit = base.config.max_length
     if limit is not None and spec.max_len > limit:
         if task_options.get("max_len") is not None:  # as pretrain and translate: a length given is a length meant
