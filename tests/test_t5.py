@@ -110,7 +110,8 @@ def test_v1_1_checkpoint_with_tied_head_loads_exactly(transformers, tmp_path, on
     assert torch.equal(ours.lm_head.weight, ours.shared.weight) and ours.untrained == ()
     assert_same_outputs(ours, hf, seed=3)
     clozeformer.save_model(ours, tmp_path / "ours")  # exported whole, as the generator it is (not a bare T5Model)
-    assert json.loads((tmp_path / "ours" / "config.json").read_text())["architectures"] == ["T5ForConditionalGeneration"]
+    config = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert config["architectures"] == ["T5ForConditionalGeneration"]
     assert_same_outputs(ours, transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "ours").eval(), seed=3)
 
 

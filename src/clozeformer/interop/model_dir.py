@@ -52,7 +52,8 @@ def electra_pair(disc: ElectraDiscriminator, gen: ElectraGenerator) -> ElectraFo
 
 # Fine-tuning heads (families.FAMILIES), by their HF architecture name (= our class name) -> (our class,
 # our parameter prefixes HF's class has no counterpart for: HF builds token/QA BERTs without the pooler).
-# BartForTokenClassification has no HF class; it is saved under its own name all the same.
+# BartForTokenClassification has no HF class; it is saved under its own name all the same (finetune says so).
+NOT_IN_TRANSFORMERS = frozenset({"BartForTokenClassification"})
 _NO_POOLER = ("BertForTokenClassification", "BertForQuestionAnswering")
 HEADS: dict[str, tuple[type, tuple[str, ...]]] = {
     head.__name__: (head, ("bert.pooler.",) if head.__name__ in _NO_POOLER else ())

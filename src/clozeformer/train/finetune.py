@@ -25,7 +25,8 @@ from torch import nn
 
 from clozeformer.families import family_of
 from clozeformer.infer import check_fits
-from clozeformer.interop.model_dir import TRANSLATOR, load_model, load_state, save_model, trained_for
+from clozeformer.interop.model_dir import (NOT_IN_TRANSFORMERS, TRANSLATOR, load_model, load_state, save_model,
+                                           trained_for)
 from clozeformer.models.electra import ElectraForPreTraining
 from clozeformer.tasks.spec import TaskError, TaskSpec, task_spec
 from clozeformer.tasks.task import (TaskData, check_labels, check_options, example, features, kind_of, label_set,
@@ -109,9 +110,6 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     family = base.config.model_type
     spec = task_spec(task, **task_options)
     check_options(spec, family, task_options)
-    if family == "bart" and spec.kind == "token-classification":
-        warnings.warn("transformers has no BartForTokenClassification: this model will load in clozeformer "
-                      "(load_model, evaluate, predict), not in transformers")
     limit = base.config.max_length
     if limit is not None and spec.max_len > limit:
         if task_options.get("max_len") is not None:  # as pretrain and translate: a length given is a length meant
@@ -124,6 +122,9 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     kind_of(spec, family).check(spec, train)
     check_labels(spec, eval_ex)
     net = _head_model(base, spec, seed)
+    if (head := type(net).__name__) in NOT_IN_TRANSFORMERS:
+        warnings.warn(f"transformers has no {head}: this model will load in clozeformer (load_model, evaluate, "
+                      "predict), not in transformers")
     net.task = spec.to_dict()
     types = getattr(base.config, "type_vocab_size", 2)
     train_f, _ = features(spec, tok, family, train_ex, token_types=types)
