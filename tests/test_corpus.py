@@ -60,6 +60,12 @@ def test_read_documents_formats(tmp_path, gz, name, text, kw, expected):
 def test_crlf_and_bom(tmp_path):
     path = write(tmp_path / "c.txt", "\ufeffHello there. Bye\r\n\r\nNext\r\n")
     assert list(read_documents(path)) == [(1, ["Hello there.", "Bye"]), (3, ["Next"])]
+    # old Mac line ends (a lone CR) end lines too, as Python reads text; a pair of escapes is one character
+    assert list(read_documents(write(tmp_path / "cr.txt", "One. Two\rThree\r\rFour\r"))) == \
+        [(1, ["One.", "Two"]), (2, ["Three"]), (4, ["Four"])]
+    assert list(read_documents(write(tmp_path / "cr.tsv", "label\ttext\r1\tgood\r0\tbad\r"))) == \
+        [(2, ["good"]), (3, ["bad"])]
+    assert list(read_documents(write(tmp_path / "pair.jsonl", '{"text": "a \\ud83d\\ude00 b"}\n'))) == [(1, ["a 😀 b"])]
 
 
 def test_iter_texts_spans_files(tmp_path):
@@ -85,6 +91,13 @@ def test_iter_texts_spans_files(tmp_path):
                                                  r"label\); name the text's column with --text-field"),
         ("ragged.csv", b"text,label\nok,1\nb,1,extra\n", r"ragged.csv:3: 3 fields where the header has 2"),
         ("head.csv", b"\n\n", r"head.csv:1: empty file \(no header row\)"),
+        ("quote.tsv", b"text\tlabel\nok\t1\n\"open\t1\nb\t1\nc\t1\n", r"quote.tsv:3: 1 fields where the header has "
+         r"2 \(text, label\); the row runs on to line 5: a quote opened there and never closed\?"),
+        ("deep.jsonl", b'{"text": "ok", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}\n",
+         r"deep.jsonl:1: JSON nested too deeply to read"),
+        ("digits.jsonl", b'{"text": "ok"}\n{"text": "ok", "n": ' + b"9" * 5000 + b"}\n",
+         r"digits.jsonl:2: a JSON number that cannot be read \(Exceeds the limit \(4300 digits\)"),
+        ("half.jsonl", b'{"text": "a\\ud800b"}\n', r"half.jsonl:1: the escape \\ud800 is half of a surrogate pair"),
     ],
 )
 def test_read_errors_name_file_and_line(tmp_path, name, data, message):

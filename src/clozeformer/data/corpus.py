@@ -37,6 +37,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 __all__ = ["CorpusError", "HubCorpus", "check_reading", "iter_texts", "read_documents", "sources"]
@@ -210,8 +211,9 @@ def read_stdin() -> Iterator[tuple[int, str]]:
 
 
 def _decoded(name: str, raw_lines) -> Iterator[tuple[int, str]]:
-    for n, raw in enumerate(raw_lines, 1):
-        raw = raw.rstrip(b"\r\n")
+    n = 0
+    for raw in (part for raw in raw_lines for part in raw.rstrip(b"\r\n").split(b"\r")):
+        n += 1  # a lone CR ends a line too (old Mac files), as Python's open() reads text
         if b"\0" in raw:
             col = raw.index(0) + 1
             raise CorpusError(f"{name}:{n}: NUL byte at column {col}; this looks like a binary file")
@@ -223,11 +225,32 @@ def _decoded(name: str, raw_lines) -> Iterator[tuple[int, str]]:
         yield n, line.removeprefix("\ufeff") if n == 1 else line
 
 
-def jsonl_text(path: Path, n: int, line: str, field: str) -> str:
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def parse_json(text: str, path, line: int | None = None) -> Any:
+    """json.loads with errors that name path:line (`line` None: the error's own line in a whole document):
+    malformed, nested too deeply, a number too long to read, or an escaped half of a surrogate pair (no
+    character: nothing downstream could encode it)."""
     try:
-        record = json.loads(line)
+        value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise CorpusError(f"{path}:{n}: malformed JSON: {e.msg} at column {e.colno}") from None
+        raise CorpusError(f"{path}:{line or e.lineno}: malformed JSON: {e.msg} at column {e.colno}") from None
+    except RecursionError:
+        raise CorpusError(f"{path}:{line or 1}: JSON nested too deeply to read") from None
+    except ValueError as e:  # an integer of more than 4,300 digits
+        raise CorpusError(f"{path}:{line or 1}: a JSON number that cannot be read ({str(e).split(':')[0]})") from None
+    if _SURROGATE_ESCAPE.search(text):  # pairs decode to one character; a lone half stays a surrogate
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise CorpusError(f"{path}:{line or 1}: the escape \\u{ord(e.object[e.start]):04x} is half of a "
+                              "surrogate pair, not a character") from None
+    return value
+
+
+def jsonl_text(path: Path, n: int, line: str, field: str) -> str:
+    record = parse_json(line, path, n)
     if not isinstance(record, dict):
         raise CorpusError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
     if field not in record:
@@ -246,19 +269,28 @@ def table_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, str]
     an empty header, a column named twice or a row of another width is a CorpusError naming file:line."""
     csv.field_size_limit(sys.maxsize)
     reader = csv.reader((line + "\n" for _, line in read_lines(path)), delimiter=delimiter)
-    header = next(reader, None)
-    if header is None or not any(h.strip() for h in header):
-        raise CorpusError(f"{path}:1: empty file (no header row)")
-    if twice := sorted({h for h in header if header.count(h) > 1}):  # a dict would keep the last silently
-        raise CorpusError(f"{path}:1: column {', '.join(map(repr, twice))} named twice in the header; name each "
-                          "once")
-    for row in reader:
-        if not row or not any(c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise CorpusError(f"{path}:{reader.line_num}: {len(row)} fields where the header has {len(header)} "
-                              f"({', '.join(header)})")
-        yield reader.line_num, dict(zip(header, row))
+    rows = iter(reader)
+    try:
+        header = next(rows, None)
+        if header is None or not any(h.strip() for h in header):
+            raise CorpusError(f"{path}:1: empty file (no header row)")
+        if twice := sorted({h for h in header if header.count(h) > 1}):  # a dict would keep the last silently
+            raise CorpusError(f"{path}:1: column {', '.join(map(repr, twice))} named twice in the header; name "
+                              "each once")
+        end = reader.line_num
+        for row in rows:
+            start, end = end + 1, reader.line_num  # a quoted field may span lines
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                runs = f"; the row runs on to line {end}: a quote opened there and never closed?" if end > start \
+                    else ""
+                raise CorpusError(f"{path}:{start}: {len(row)} fields where the header has {len(header)} "
+                                  f"({', '.join(header)}){runs}")
+            yield start, dict(zip(header, row))
+    except csv.Error as e:
+        raise CorpusError(f"{path}:{reader.line_num}: not readable as {'TSV' if delimiter == chr(9) else 'CSV'} "
+                          f"({e})") from None
 
 
 def _table_texts(path: Path, field: str) -> Iterator[tuple[int, str]]:

@@ -12,11 +12,10 @@ strict line reader), a row with too many or too few fields.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from clozeformer.data.corpus import TABLES, CorpusError, HubCorpus, check_file, read_lines, table_rows
+from clozeformer.data.corpus import TABLES, CorpusError, HubCorpus, check_file, parse_json, read_lines, table_rows
 from clozeformer.tasks.spec import TaskError
 
 Record = tuple[str, dict[str, Any]]
@@ -54,10 +53,7 @@ def _jsonl_records(path: Path) -> list[Record]:
     for n, line in read_lines(path):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TaskError(f"{path}:{n}: malformed JSON: {e.msg} at column {e.colno}") from None
+        record = parse_json(line, path, n)
         if not isinstance(record, dict):
             raise TaskError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
         records.append((f"{path}:{n}", record))
@@ -94,14 +90,11 @@ def read_squad(source: str | Path) -> list[dict[str, Any]]:
     path = Path(source)
     try:
         raw = "\n".join(line for _, line in read_lines(path))  # strict UTF-8 with file:line errors
+        if not raw.strip():
+            raise TaskError(f"{path}:1: empty file")
+        doc = parse_json(raw, path)
     except CorpusError as e:
         raise TaskError(str(e)) from None
-    if not raw.strip():
-        raise TaskError(f"{path}:1: empty file")
-    try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise TaskError(f"{path}:{e.lineno}: malformed JSON: {e.msg} at column {e.colno}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise TaskError(f"{path}: expected SQuAD v1.1 layout {{\"data\": [{{\"paragraphs\": [...]}}]}}")
     examples = []
