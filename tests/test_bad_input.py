@@ -312,6 +312,28 @@ def test_tokenizer_json_that_is_not_json(base, tmp_path, capsys):
     fails(pretrain_args(base["corpus"], tmp_path / "run", base["cache"], tokenizer=bad), capsys, expected)
 
 
+@pytest.mark.parametrize("damage, expected", [
+    ("unknown", "the WordPiece model's unknown token '[UNK]' is not in its vocabulary (the first unknown word would "
+                "fail)"),
+    ("empty", "the vocabulary is empty"),
+    ("mask", "special token '[MASK]' for role 'mask' is not in the vocabulary")])
+def test_tokenizer_json_that_cannot_tokenise(base, tmp_path, capsys, damage, expected):
+    """A tokenizer.json that parses but could not tokenise (the unknown token missing from the WordPiece vocab, no
+    vocab, a special token gone) is refused by name on loading (tokenizers raised on the first unknown word)."""
+    bad = tmp_path / "bad"
+    shutil.copytree(base["model"], bad)
+    spec = json.loads((bad / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    gone = {"unknown": ["[UNK]"], "empty": list(vocab), "mask": ["[MASK]"]}[damage]
+    for token in gone:
+        vocab.pop(token)
+    if damage != "unknown":
+        spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in gone]
+    (bad / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    fails(["fill-mask", str(bad), "a zebra [MASK]"], capsys, f"{bad / 'tokenizer.json'}: {expected}")
+    fails(pretrain_args(base["corpus"], tmp_path / "run", base["cache"], tokenizer=bad), capsys, expected)
+
+
 def test_tokenizer_config_is_data_not_paths(base, tmp_path):
     """tokenizer_config.json is read as JSON data; path-like keys in it are never followed."""
     d = tmp_path / "tok"

@@ -257,6 +257,12 @@ class Tokenizer:
         """sentinels: the tokens of sentinel 0, 1, ...; None finds <extra_id_0>, ... in the vocab.
         clean_up_spaces: decode joins " ." and " n't" as transformers' clean_up_tokenization_spaces does (a
         WordPiece imported with it; never ours); model_max_length: what its tokenizer_config.json says."""
+        if backend.get_vocab_size(with_added_tokens=True) == 0:
+            raise TokenizerError("the vocabulary is empty")
+        unk = getattr(backend.model, "unk_token", None)  # WordPiece's (and a BPE's) stand-in for unknown pieces
+        if unk is not None and backend.model.token_to_id(unk) is None:
+            raise TokenizerError(f"the {type(backend.model).__name__} model's unknown token {unk!r} is not in its "
+                                 "vocabulary (the first unknown word would fail)")
         for role, token in specials.items():
             if backend.token_to_id(token) is None:
                 raise TokenizerError(f"special token {token!r} for role {role!r} is not in the vocabulary")
@@ -479,8 +485,11 @@ class Tokenizer:
             or config.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output") is True)
         longest = config.get("model_max_length")
         longest = longest if isinstance(longest, int) and 0 < longest < _NO_LIMIT else None
-        return cls(backend, specials, lowercase=lowercase, sentinels=sentinels, clean_up_spaces=clean_up,
-                   model_max_length=longest)
+        try:
+            return cls(backend, specials, lowercase=lowercase, sentinels=sentinels, clean_up_spaces=clean_up,
+                       model_max_length=longest)
+        except TokenizerError as e:
+            raise TokenizerError(f"{path}: {e}") from None
 
     @staticmethod
     def _from_vocab_json(vocab: Path, merges: Path, config: dict) -> Backend:
