@@ -24,6 +24,7 @@ from clozeformer.tasks.spec import TaskSpec, parse_label, parse_regression, regr
 from clozeformer.tasks.task import kind_of, load_examples, score
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.finetune import _BestKeeper, evaluate, finetune, predict
+from clozeformer.train.loop import TrainingError
 import textgen
 from batches import TIMINGS
 
@@ -91,10 +92,18 @@ def test_resume_is_exact(sst2, trained, tmp_path):
     shutil.rmtree(run / "checkpoints" / "step-0000100")  # as if killed after epoch 3's checkpoint
     with pytest.raises(ValueError, match=r"at step 75 \(3 epochs of 25 steps\), past epochs 2; give --epochs 4 or"):
         finetune(d / "bert", "sst2", train, dev, run_dir=run, keep_last=2, resume=True, **{**FAST, "epochs": 2})
-    # without epochs the run keeps its own 4 (the default 3 stopped it short, or refused it)
-    again = finetune(d / "bert", "sst2", train, dev, run_dir=run, keep_last=2, resume=True,
+    # without epochs the run keeps its own 4 (the default 3 stopped it short, or refused it); the data is known
+    # by its content, not by the path typed
+    elsewhere = tmp_path / "copy" / "train.tsv"
+    elsewhere.parent.mkdir()
+    shutil.copy(train, elsewhere)
+    again = finetune(d / "bert", "sst2", elsewhere, dev, run_dir=run, keep_last=2, resume=True,
                      **{k: v for k, v in FAST.items() if k != "epochs"})
     assert again["epochs"] == 4
+    flipped = elsewhere.read_text().replace("\t1\n", "\t2\n").replace("\t0\n", "\t1\n").replace("\t2\n", "\t0\n")
+    elsewhere.write_text(flipped)  # every label flipped, as many rows
+    with pytest.raises(TrainingError, match=r"data changed \(train: "):
+        finetune(d / "bert", "sst2", elsewhere, dev, run_dir=run, keep_last=2, resume=True, **{**FAST, "epochs": 5})
     rows = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     want = [(r["step"], r.get("loss")) for r in rows(d / "run")]
     assert [(r["step"], r.get("loss")) for r in rows(run)] == want

@@ -39,7 +39,7 @@ from clozeformer.data.corpus import CorpusError, HubCorpus, check_file, format_o
 from clozeformer.io import atomic_files, write_json
 from clozeformer.tokenizer import Tokenizer
 
-__all__ = ["TokenCache", "default_cache_dir", "load_corpus"]
+__all__ = ["TokenCache", "default_cache_dir", "digest", "load_corpus"]
 
 FORMAT_VERSION = 3  # 2: special-token strings in the text are plain text; 3: .tsv/.csv read as tables
 _FILES = ("tokens.bin", "sentences.bin", "documents.bin")
@@ -76,16 +76,19 @@ class TokenCache:
         return [self.sentence(i) for i in range(self.doc_offsets[d], self.doc_offsets[d + 1])]
 
 
-def _file_digest(path: Path) -> str:
-    if isinstance(path, HubCorpus):  # named, not hashed: a hub dataset is identified by its name and options
-        return hashlib.sha256(path.spec.encode("utf-8")).hexdigest()
-    check_file(path)
-    with open(path, "rb") as f:
+def digest(source) -> str:
+    """sha256 of a file's bytes, or of a hub dataset's name and options (named, not hashed): what a run's data
+    is, whatever path names it."""
+    source = sources(source)[0]
+    if isinstance(source, HubCorpus):
+        return hashlib.sha256(source.spec.encode("utf-8")).hexdigest()
+    check_file(source)
+    with open(source, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _cache_key(paths: list[Path], tokenizer: Tokenizer, text_field: str, blank_line_docs: bool) -> str:
-    digests = [f"{format_of(p)}:{_file_digest(p)}" for p in paths]  # one content read as text or as a table
+    digests = [f"{format_of(p)}:{digest(p)}" for p in paths]  # one content read as text or as a table
     parts = [str(FORMAT_VERSION), *digests, tokenizer.fingerprint, text_field, str(blank_line_docs)]
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
