@@ -274,6 +274,11 @@ def test_stdout_is_the_summary_alone_and_resume_says_where(corpus, wordpiece, tm
     assert json.loads(out)["steps"] == 6 and "resumed from step 4" in err
     argv[argv.index("--steps") + 1] = "5"  # fewer steps than the run has taken: nothing to train
     fails(argv + ["--resume"], capsys, "is at step 6, past steps 5; give --steps above 6")
+    (tmp_path / "r" / "checkpoints" / "step-0000099").mkdir()  # empty (a crash, a copy): not where the run is
+    argv[argv.index("--steps") + 1] = "7"
+    assert main([str(a) for a in argv] + ["--resume"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["steps"] == 7 and "skipping checkpoint step-0000099" in err and "resumed from step 6" in err
     # the tiny recipe's warmup is a share of the steps: extending the run may change it (it was refused)
     del argv[argv.index("--warmup"): argv.index("--warmup") + 2]
     argv[argv.index("--run-dir") + 1] = tmp_path / "r2"

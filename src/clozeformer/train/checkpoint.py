@@ -171,25 +171,33 @@ def verify(ckpt: Path) -> dict[str, Any]:
     return state
 
 
-def _run_kind(ckpt: Path) -> str:
-    """What wrote a checkpoint, from its trainer_state.json: a fine-tuning (its data names the task), a
-    translation (its stage) or a pretraining run."""
+def _state(ckpt: Path) -> dict[str, Any] | None:
+    """A checkpoint's trainer_state.json where it reads and names the directory's step (its files unchecked: an
+    empty or damaged directory says nothing of the run; restoring verifies the rest)."""
     try:
         state = read_json(ckpt / STATE_FILE, kind=dict)
     except (ValueError, OSError):
-        return "unknown"  # a damaged newest checkpoint is skipped later, with a warning
+        return None
+    return state if state.get("step") == _step_of(ckpt) else None
+
+
+def _described(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(checkpoint, its state) for each whose state reads, oldest first."""
+    return [(c, state) for c in list_checkpoints(run_dir) if (state := _state(c)) is not None]
+
+
+def _run_kind(state: dict[str, Any]) -> str:
+    """What wrote a checkpoint: a fine-tuning (its data names the task), a translation (its stage) or a
+    pretraining run."""
     data = state.get("data") if isinstance(state.get("data"), dict) else {}
     return "fine-tuning" if "task" in data else "translation" if "stage" in state else "pretraining"
 
 
 def run_section(run_dir: Path, section: str) -> dict[str, Any]:
-    """One section ("train_config", "model_config", …) of the newest checkpoint's state in `run_dir` ({} where
-    none reads): what a run resumed without its options keeps of its own."""
-    found = list_checkpoints(run_dir)
-    try:
-        saved = read_json(found[-1] / STATE_FILE, kind=dict).get(section) if found else None
-    except (ValueError, OSError):
-        return {}
+    """One section ("train_config", "model_config", …) of the newest readable checkpoint's state in `run_dir` ({}
+    where none reads): what a run resumed without its options keeps of its own."""
+    described = _described(run_dir)
+    saved = described[-1][1].get(section) if described else None
     return saved if isinstance(saved, dict) else {}
 
 
@@ -210,13 +218,14 @@ def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: i
         raise ValueError(f"--run-dir {run_dir} is a file, not a directory")
     found = list_checkpoints(run_dir)
     if resume:
-        if to_resume and not found:
+        described = _described(run_dir)  # an empty or damaged directory says nothing of the run
+        if to_resume and not described:
             raise ValueError(f"--resume: {run_dir} holds no checkpoint to continue; leave out --resume to start "
                              "a run there")
-        if found and run is not None and (kind := _run_kind(found[-1])) not in (run, "unknown"):
+        if described and run is not None and (kind := _run_kind(described[-1][1])) != run:
             raise ValueError(f"--resume: {run_dir} holds a {kind} run; this command continues {run} runs (give "
                              "the run directory it wrote)")
-        if found and steps is not None and (step := _step_of(found[-1])) > steps:
+        if described and steps is not None and (step := _step_of(described[-1][0])) > steps:
             if per_epoch:
                 raise ValueError(f"--resume: {run_dir} is at step {step} ({step / per_epoch:g} epochs of {per_epoch} "
                                  f"steps), past epochs {steps // per_epoch}; give --epochs {step // per_epoch + 1} "
