@@ -5,6 +5,7 @@ directory, no cache), no traceback and no hang."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -309,6 +310,27 @@ def test_small_vocabularies_and_input_files_are_named(corpus, tmp_path, capsys):
     fails(["generate", tmp_path, "--input", tmp_path / "latin1.txt"], capsys, "latin1.txt:1: not valid UTF-8")
 
 
+def test_a_run_directory_another_run_is_training_in_is_refused(corpus, wordpiece, tmp_path, capsys):
+    """Two runs into one --run-dir overwrote each other's tokenizer and checkpoints, and both exited 0: the
+    second is refused before any work while the first holds the directory; after it, the directory is free."""
+    fcntl = pytest.importorskip("fcntl")
+    run = tmp_path / "run"
+    run.mkdir()
+    argv = ["pretrain", "--corpus", corpus, *TINY, "--tokenizer", wordpiece, "--steps", "2", "--max-len", "16",
+            "--batch-size", "4", "--run-dir", run, "--cache-dir", tmp_path / "cache"]
+    held = os.open(run, os.O_RDONLY)  # as a run in another process holds it
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        fails(argv, capsys, f"{run} is in use by another run", "give another --run-dir")
+        fails(["finetune", "--model", wordpiece, "--task", "sst2", "--train", corpus, "--run-dir", run], capsys,
+              f"{run} is in use by another run")
+        assert list(run.iterdir()) == [] and not (tmp_path / "cache").exists()
+    finally:
+        os.close(held)
+    assert main([str(a) for a in argv]) == 0
+    assert (run / "model" / "config.json").is_file()
+
+
 def test_an_output_directory_holding_something_else_is_never_overwritten(corpus, wordpiece, tmp_path, capsys):
     """convert, train-tokenizer and demo write only into a new or empty directory (demo: or its own earlier
     one); pretrain does not start a new run where a finished one saved its model. Each refuses before any
@@ -369,6 +391,11 @@ def test_output_paths_are_checked_before_any_work(corpus, tmp_path, capsys):
     fails(["noise", "--objective", "mlm", "a b c", "--html", tmp_path], capsys, "--html", "is a directory")
     fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "r", "--cache-dir", tmp_path / "afile"], capsys,
           "--cache-dir", "is a file, not a directory")
+    assert not (tmp_path / "r").exists()
+    with pytest.MonkeyPatch.context() as env:  # the variable, named as such (a bare Errno 20 after the tokenizer)
+        env.setenv("CLOZEFORMER_CACHE", str(tmp_path / "afile"))
+        fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "r"], capsys,
+              f"$CLOZEFORMER_CACHE {tmp_path / 'afile'} is a file, not a directory")
     assert not (tmp_path / "r").exists()
     # an existing file is overwritten only where it is one the command writes, and never the input (predict
     # wrote its predictions over its own input; --html over a model's config.json)

@@ -15,12 +15,16 @@ inside the checkpoint (no separators, no "..", no symlink out), or the checkpoin
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import inspect
 import os
 import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,11 @@ from torch import nn
 
 from clozeformer.interop.model_dir import load_weights, save_model
 from clozeformer.io import load_tensors, member, read_json, save_tensors, write_json
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs there are not held
+    fcntl = None
 
 STATE_FILE = "trainer_state.json"
 REQUIRED_FILES = ("config.json", "model.safetensors", "optimizer.safetensors")
@@ -238,6 +247,54 @@ def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: i
         what = f"checkpoints up to {found[-1].name}" if found else ", ".join(saved)
         raise ValueError(f"{run_dir} already holds a run ({what}); continue it with --resume, or give another "
                          "--run-dir")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir` for one run (rank 0; made if new, and removed again if the run leaves it empty): another
+    process running into it is refused before any work, as is a directory that takes no files. Two runs in one
+    directory overwrote each other's tokenizer and checkpoints and both said they had finished."""
+    from clozeformer.train.distributed import env_rank  # distributed imports this module
+
+    run_dir = Path(run_dir)
+    if env_rank() != 0 or (run_dir.exists() and not run_dir.is_dir()) or fcntl is None:
+        yield  # not a directory: check_fresh says so
+        return
+    made = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{run_dir} is in use by another run (a clozeformer process is training there); wait "
+                             "for it to end, or give another --run-dir") from None
+        for d in (run_dir, run_dir / "checkpoints"):  # a read-only one failed at the first save, the work lost
+            if d.is_dir():
+                try:
+                    tempfile.TemporaryFile(dir=d).close()
+                except OSError as e:
+                    raise OSError(f"cannot write into {d} ({e.strerror})") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+        if made:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if empty: a run refused before its first file
+
+
+def holds_run_dir(fn: Callable) -> Callable:
+    """`fn` (pretrain, finetune, train_translation) runs holding its `run_dir` argument (run_lock)."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def held(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        with run_lock(bound.arguments["run_dir"]):
+            return fn(*args, **kwargs)
+
+    return held
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:

@@ -34,7 +34,7 @@ from clozeformer.tasks.task import (TaskData, check_labels, check_options, examp
                                     load_examples, metrics_fn, steps_per_epoch)
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
-from clozeformer.train.checkpoint import check_fresh, run_budget
+from clozeformer.train.checkpoint import check_fresh, holds_run_dir, run_budget
 from clozeformer.train.config import TrainConfig
 from clozeformer.train.loop import evaluate as evaluate_batches, fit
 
@@ -81,6 +81,7 @@ def _load(model_dir: str | Path) -> tuple[nn.Module, Tokenizer]:
     return model, check_fits(Tokenizer.load(model_dir), model, model_dir)
 
 
+@holds_run_dir
 def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: str | Path | None = None, *,
              run_dir: str | Path = "runs/finetune", epochs: int | None = None, batch_size: int = 32, lr: float = 5e-5,
              warmup_ratio: float = 0.1, weight_decay: float = 0.01, early_stopping: int | None = None,

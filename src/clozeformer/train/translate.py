@@ -25,7 +25,7 @@ from clozeformer.interop.model_dir import load_model, save_model, trained_for
 from clozeformer.models.bart import BartForConditionalGeneration, BartForTranslation
 from clozeformer.tasks import metrics
 from clozeformer.tokenizer import Tokenizer
-from clozeformer.train.checkpoint import check_fresh, latest_checkpoint
+from clozeformer.train.checkpoint import check_fresh, holds_run_dir, latest_checkpoint
 from clozeformer.train.config import TrainConfig
 from clozeformer.train.loop import fit
 from clozeformer.train.pretrain import seq2seq_metrics
@@ -40,6 +40,7 @@ def bleu(model, source_tok: Tokenizer, target_tok: Tokenizer, pairs: list[tuple[
 MAX_SOURCE_LAYERS = 24
 
 
+@holds_run_dir
 def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_field: str, target_field: str,
                       run_dir: str | Path = "runs/translate", eval_file: str | Path | None = None,
                       test_file: str | Path | None = None, source_tokenizer: str | Path | None = None,
