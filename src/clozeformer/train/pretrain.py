@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from clozeformer.config import MIN_MAX_LEN
-from clozeformer.data.cache import load_corpus
+from clozeformer.data.cache import default_cache_dir, load_corpus
 from clozeformer.data.corpus import check_reading, iter_texts, sources
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
                                        full_stop_ids, noise_ids)
@@ -39,7 +39,7 @@ from clozeformer.io import read_json
 from clozeformer.objectives.denoise import PRESETS
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train import distributed
-from clozeformer.train.checkpoint import check_fresh, list_checkpoints, run_budget, run_section
+from clozeformer.train.checkpoint import check_fresh, holds_run_dir, list_checkpoints, run_budget, run_section
 from clozeformer.tasks.metrics import Pooled
 from clozeformer.train.config import TrainConfig
 from clozeformer.train.loop import count_tokens, fit
@@ -229,6 +229,7 @@ class PlateauAlarm:
         return "memorising" in self.said
 
 
+@holds_run_dir
 def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str | None = None,
              run_dir: str | Path = "runs/pretrain", tokenizer: str | Path | Tokenizer | None = None,
              vocab_size: int | None = None, lowercase: bool | None = None,
@@ -295,8 +296,11 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
         train = {**(train or {}), **run_budget(Path(run_dir))}  # the run's own budget, not the default 1000 steps
     train, mlm_rate, weight_init = _recipe(family, small, train, mlm_rate, weight_init)
     check_fresh(Path(run_dir), resume, steps=None if train.minutes > 0 else train.steps, run="pretraining")
-    if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
-        raise ValueError(f"--cache-dir {cache_dir} is a file, not a directory")
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if cache_root.exists() and not cache_root.is_dir():  # before a tokenizer is trained
+        said = "--cache-dir" if cache_dir is not None else "$CLOZEFORMER_CACHE" if os.environ.get(
+            "CLOZEFORMER_CACHE") else "the token cache"
+        raise ValueError(f"{said} {cache_root} is a file, not a directory")
     run_dir = Path(run_dir)
     corpus = sources(corpus)  # paths, or hf: dataset names
     dist = distributed.init(train.device)
