@@ -198,6 +198,12 @@ def test_label_set_and_file_errors(sst2, trained, tmp_path):
     one = write_tsv(tmp_path / "one.tsv", ["sentence", "label"], [["a", "1"], ["b", "1"]])
     with pytest.raises(TaskError, match="at least two labels"):
         finetune(d / "bert", "sst2", one, run_dir=tmp_path / "r", **FAST)
+    under = write_tsv(tmp_path / "under.tsv", ["sentence", "label"], [["a", "1_000"], ["b", "2"]])
+    with pytest.raises(TaskError, match=r"under\.tsv:2: label '1_000' is not a number \(regression\)"):
+        finetune(d / "bert", "regression", under, run_dir=tmp_path / "r", **FAST)
+    (tmp_path / "tags.jsonl").write_text(json.dumps({"tokens": ["a", "b"], "tags": ["O", None]}) + "\n")
+    with pytest.raises(TaskError, match=r"tags\.jsonl:1: tags\[1\] is null, not a string or a number"):
+        finetune(d / "bert", "token-classification", tmp_path / "tags.jsonl", run_dir=tmp_path / "r", **FAST)
     flat = write_tsv(tmp_path / "flat.tsv", ["sentence", "label"], [["a", "2.5"], ["b", "2.50"]])
     with pytest.raises(TaskError, match=r"flat\.tsv: regression needs at least two distinct values to learn from; "
                                         r"every label is 2\.5"):

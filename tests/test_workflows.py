@@ -67,11 +67,18 @@ def test_numeric_labels_are_one_class_per_value(bert_dir, tmp_path):
     assert s["labels"] == ["0", "1"]
     dev = write_jsonl(tmp_path / "dev.jsonl", [{"sentence": t, "label": float(y)} for t, y in sentences(6, 4)])
     assert evaluate(s["model_dir"], dev)["examples"] == 6  # 1.0 in the eval file is the class "1"
+    # integers are one class each, however long (through float two 18-digit ones were one class)
+    rows = [{"sentence": t, "label": [10 ** 17 + 1, "100000000000000000"][i % 2]} for i, (t, _) in
+            enumerate(sentences(8, 5))]
+    s = finetune(bert_dir, "classification", write_jsonl(tmp_path / "big.jsonl", rows), run_dir=tmp_path / "big",
+                 epochs=1, batch_size=8, progress=False)
+    assert s["labels"] == ["100000000000000000", "100000000000000001"]
 
 
 @pytest.mark.parametrize("labels, says", [
     (["0.25", "0.5", "0.75", "1"], "regression"),
     (["Pos", "pos", "neg"], "differ only in case"),
+    (["0", "1", "positive"], r"labels \['0', '1'\] are numbers beside words \('positive'\)"),
 ])
 def test_an_odd_label_set_is_named(bert_dir, tmp_path, labels, says):
     rows = [{"sentence": t, "label": labels[i % len(labels)]} for i, (t, _) in enumerate(sentences(24, 5))]

@@ -10,6 +10,7 @@ Shapes: B batch, T length, C classes, L fixed width of pooled eval tensors.
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -30,25 +31,38 @@ from clozeformer.tasks.spec import METRICS, TaskError, TaskSpec, parse_label, pa
 MAX_TARGET = 1e15  # regression targets: the squared error stays finite in fp32
 
 
+_INTEGRAL = re.compile(r"[+-]?[0-9]+(\.0*)?")
+
+
 def class_label(label: str) -> str:
-    """A class label as one string per class: a number with an integral value in any spelling
-    (1, "1", 1.0, "+1", "01") becomes "1"; every other label is kept as written."""
-    try:
-        value = float(label)
-    except ValueError:
-        return label
-    return str(int(value)) if value.is_integer() else label
+    """A class label as one string per class: an integer in any spelling (1, "1", 1.0, "+1", "01") becomes
+    "1", exactly however long; every other label is kept as written."""
+    return str(int(label.split(".")[0])) if _INTEGRAL.fullmatch(label) else label
+
+
+def _strings(where: str, column: str, values: list) -> list[str]:
+    """A record's list of tokens or tags as strings: numbers are spelt out, anything else is refused by place."""
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            kind = "null" if v is None else type(v).__name__
+            raise TaskError(f"{where}: {column}[{i}] is {kind}, not a string or a number")
+    return [str(v) for v in values]
 
 
 def _warn_odd_labels(found: set[str], rows: int, numeric: bool) -> None:
     """One warning when a classification label set looks like the wrong column or the wrong kind."""
-    fractions = [s for s in found if not numeric and _is_number(s)]
+    numbers = sorted(s for s in found if not numeric and _is_number(s))
+    words = sorted(found - set(numbers))
+    fractions = [s for s in numbers if not _INTEGRAL.fullmatch(s)]
     folded: dict[str, set[str]] = {}
     for s in found:
         folded.setdefault(s.strip().lower(), set()).add(s)
     clashes = [sorted(v) for v in folded.values() if len(v) > 1]
-    if fractions:
-        why = f"labels {sorted(fractions)[:3]} are fractional numbers: for a score use the regression task"
+    if fractions and not words:
+        why = f"labels {fractions[:3]} are fractional numbers: for a score use the regression task"
+    elif numbers and words:
+        why = f"labels {numbers[:3]} are numbers beside words ({', '.join(map(repr, words[:3]))}): is the label " \
+              "column the right one, or two labellings mixed?"
     elif len(found) > 20 and len(found) > rows // 2:
         why = f"{len(found)} classes from {rows} rows: is the label column the right one?"
     elif clashes:
@@ -275,9 +289,11 @@ class Regression(_Sentences):
 
     def parse(self, where, label):
         try:
-            value = float(label)
+            value = float(label) if "_" not in label else None  # Python's 1_000 is no number in a data file
         except ValueError:
-            raise TaskError(f"{where}: label {label!r} is not a number (regression)") from None
+            value = None
+        if value is None:
+            raise TaskError(f"{where}: label {label!r} is not a number (regression)")
         if not abs(value) <= MAX_TARGET:  # nan, inf, or a square that overflows the loss
             raise TaskError(f"{where}: label {label!r} is out of range; allowed: a finite number of magnitude "
                             f"≤ {MAX_TARGET:g} (regression)")
@@ -314,13 +330,13 @@ class TokenClassification(Kind):
 
     def example(self, spec, record, labelled):
         where = record[0]
-        tokens = field(record, spec.tokens_column, list)
-        ex = {"where": where, "tokens": [str(t) for t in tokens]}
+        tokens = _strings(where, spec.tokens_column, field(record, spec.tokens_column, list))
+        ex = {"where": where, "tokens": tokens}
         if labelled:
-            tags = field(record, spec.tags_column, list)
+            tags = _strings(where, spec.tags_column, field(record, spec.tags_column, list))
             if len(tags) != len(tokens):
                 raise TaskError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
-            ex["tags"] = [str(t) for t in tags]
+            ex["tags"] = [class_label(t) for t in tags]
         if not tokens:
             raise TaskError(f"{where}: no tokens")
         return ex
