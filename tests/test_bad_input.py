@@ -379,6 +379,33 @@ def test_pickled_weights_refused_without_allow_pickle(base, tmp_path, capsys):
     fails(["fill-mask", str(d), "a [MASK]", "--allow-pickle"], capsys, "pytorch_model.bin: not a readable torch file")
 
 
+@pytest.mark.parametrize("damage, expected", [
+    ("nan", "holds NaN or infinite values; the weights are damaged"),  # fill-mask answered NaN scores, exit 0
+    ("int", "holds int32 values, not floating point"),  # cast without a word
+    ("gone", "not in the checkpoint (bert.embeddings.tok.weight); the file is incomplete"),  # "not one … reads"
+    ("architectures", "architectures must be a list of class names, got str 'BertForPreTraining'"),  # read 'B'
+])
+def test_damaged_weights_and_config_are_named(base, tmp_path, capsys, damage, expected):
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "m"
+    shutil.copytree(base["model"], d)
+    tensors = load_file(str(d / "model.safetensors"))
+    name = "bert.embeddings.word_embeddings.weight"
+    if damage == "nan":
+        tensors[name][3, 5] = float("nan")
+    elif damage == "int":
+        tensors[name] = tensors[name].to(torch.int32)
+    elif damage == "gone":
+        del tensors[name]
+    else:
+        config = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**config, "architectures": "BertForPreTraining"}))
+    save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
+    fails(["fill-mask", str(d), "a [MASK]"], capsys, expected)
+    fails(["convert", str(d), str(tmp_path / "out")], capsys, expected)
+
+
 def test_safetensors_preferred_and_never_unpickled(base, tmp_path, capsys):
     """Beside model.safetensors a pickle is never opened; a pickle named .safetensors is not unpickled either."""
     d = tmp_path / "both"

@@ -201,6 +201,10 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     if isinstance(hf_cfg.get("clozeformer"), dict) and "source_encoder" in hf_cfg["clozeformer"]:
         raise ConfigError(f"{directory} is the source encoder of the translator in {directory.parent}; load that "
                           f"directory (clozeformer generate {directory.parent} --input FILE)")
+    arches = hf_cfg.get("architectures")
+    if arches is not None and not (isinstance(arches, list) and all(isinstance(a, str) for a in arches)):
+        raise ConfigError(f"{config_file}: architectures must be a list of class names, got "
+                          f"{type(arches).__name__} {arches!r}")
     kind = hf_cfg.get("model_type")
     if kind not in FAMILIES:
         raise ConfigError(f"{config_file}: model_type {kind!r} is not supported; known: {sorted(FAMILIES)}")
@@ -249,9 +253,11 @@ def load_model(path: str | Path, *, allow_pickle: bool = False) -> nn.Module:
     missing = [k for k in load_state(model, state, str(weights)) if not k.startswith(_skipped(model))]
     if absent := [k for k in missing if k.startswith(mapping.body)]:  # a head may start fresh, the model not
         arch = next(iter(hf_cfg.get("architectures") or []), "?")
+        heads = {h.__name__ for h in FAMILIES[kind].heads.values()}
+        why = "the file is incomplete" if arch in (*mapping.reads, *heads) else \
+            f"its architecture {arch} is not one clozeformer reads"
         raise ValueError(f"{weights}: {len(absent)} of the {kind} model's own parameters are not in the checkpoint "
-                         f"({', '.join(absent[:3])}{'…' if len(absent) > 3 else ''}); its architecture {arch} is "
-                         f"not one clozeformer reads")
+                         f"({', '.join(absent[:3])}{'…' if len(absent) > 3 else ''}); {why}")
     if FAMILIES[kind].generates:
         model.generation_defaults, model.generation_unsupported = _generation_defaults(directory, hf_cfg, kind, cfg)
     model.untrained = tuple(missing)  # random weights: fill-mask refuses an untrained head, save_model drops it
@@ -397,5 +403,10 @@ def load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> list[
     if unexpected or wrong:
         raise ValueError(f"{source}: parameters that do not fit this {model.config.model_type} model: "
                          f"{(unexpected + wrong)[:6]}")
+    for k, t in state.items():  # damaged weights answered NaN scores, integer ones were cast without a word
+        if not t.is_floating_point():
+            raise ValueError(f"{source}: {k} holds {str(t.dtype).removeprefix('torch.')} values, not floating point")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{source}: {k} holds NaN or infinite values; the weights are damaged")
     missing = model.load_state_dict(state, strict=False).missing_keys  # after load hooks (T5's head from shared)
     return [k for k in missing if k != "mlm.embedding.weight"]  # tied to the word embeddings

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from clozeformer.io import atomic_write
 from clozeformer.tasks.metrics import Pooled
 from clozeformer.train import distributed
-from clozeformer.train.checkpoint import check_fresh, latest_checkpoint, restore
+from clozeformer.train.checkpoint import check_fresh, latest_checkpoint, list_checkpoints, restore
 from clozeformer.train.config import TrainConfig, fast_bf16, lr_factor
 from clozeformer.nn.functional import IGNORE
 
@@ -344,9 +344,10 @@ def fit(model: nn.Module, data, cfg: TrainConfig, run_dir: str | Path, *, metric
 
             if (log_now or eval_now or save_now) and nonfinite.new() and cfg.nan_policy == "stop":
                 bar.close()  # the host reads the step's results here, and only here
-                raise TrainingError(f"non-finite loss at step {nonfinite.first_step}; stopped. Checkpoints in "
-                                    f"{run_dir / 'checkpoints'} are intact; lower the learning rate or use "
-                                    f"nan_policy='skip'")
+                kept = (f"checkpoints in {run_dir / 'checkpoints'} are intact" if list_checkpoints(run_dir) else
+                        "no checkpoint was saved before it")
+                raise TrainingError(f"non-finite loss at step {nonfinite.first_step}; stopped ({kept}); lower the "
+                                    "learning rate or use nan_policy='skip'")
             if log_now and math.isfinite(loss_value := float(loss_sum)):
                 tps = window[0] / max(time.perf_counter() - window_start, 1e-9)
                 log.write({"step": step, "split": "train", "loss": loss_value, "lr": lr,
