@@ -358,6 +358,8 @@ def test_an_output_directory_holding_something_else_is_never_overwritten(corpus,
     fails(["pretrain", "--corpus", corpus, "--tokenizer", wordpiece, "--run-dir", run, "--cache-dir",
            tmp_path / "cache", *TINY], capsys, f"{run} already holds a run (model/)", "--resume")
     assert [p.name for p in run.iterdir()] == ["model"] and not (tmp_path / "cache").exists()
+    fails(["pretrain", "--corpus", corpus, "--tokenizer", wordpiece, "--run-dir", src, "--cache-dir",
+           tmp_path / "cache", *TINY], capsys, f"--run-dir {src} is a model directory (config.json)")
 
 
 @pytest.mark.parametrize("command", ["predict", "generate"])

@@ -242,6 +242,8 @@ def check_fresh(run_dir: Path, resume: bool, *, to_resume: bool = True, steps: i
             raise ValueError(f"--resume: {run_dir} is at step {step}, past steps {steps}; give --steps above {step} "
                              "to train further")
         return
+    if (run_dir / "config.json").is_file():  # a model directory, not a run's: the run would write into it
+        raise ValueError(f"--run-dir {run_dir} is a model directory (config.json); give a new directory for the run")
     saved = [f"{name}/" for name in ("model", "best", "last") if (run_dir / name).exists()]
     if found or saved:
         what = f"checkpoints up to {found[-1].name}" if found else ", ".join(saved)
