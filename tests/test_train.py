@@ -503,3 +503,15 @@ def test_resume_refuses_a_run_of_another_kind_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="is at step 2, past steps 1"):
         check_fresh(tmp_path, True, run="fine-tuning", steps=1)
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoints"]
+
+
+@pytest.mark.parametrize("damage", [b'{"step": 1}\n\xff\xfe\n', b'{"step": 1}\n[1, 2]\n', b'{"split": "eval"}\n'])
+def test_a_damaged_metrics_log_is_named_on_resume(tmp_path, damage):
+    """Bad bytes, a row that is no object, a row without a step: the file is named (a bare codec or KeyError)."""
+    from clozeformer.train.loop import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(damage)
+    with pytest.raises(TrainingError, match=rf"{path}: not a metrics log this run wrote .*; move it aside"):
+        MetricsLog(path, resume_step=1)
+    assert path.read_bytes() == damage  # left as it was

@@ -146,9 +146,14 @@ class MetricsLog:
         if not enabled:
             return
         if resume_step is not None and path.exists():
-            text = path.read_text()
-            complete = text[: text.rfind("\n") + 1]  # only newline-terminated lines were fully written
-            self.rows = [r for r in map(json.loads, complete.splitlines()) if r["step"] <= resume_step]
+            try:
+                text = path.read_text(encoding="utf-8")
+                complete = text[: text.rfind("\n") + 1]  # only newline-terminated lines were fully written
+                rows = [json.loads(line) for line in complete.splitlines()]
+                self.rows = [r for r in rows if r["step"] <= resume_step]
+            except (UnicodeDecodeError, ValueError, TypeError, KeyError) as e:  # bytes, JSON, a row without a step
+                raise TrainingError(f"{path}: not a metrics log this run wrote ({type(e).__name__}: {e}); move it "
+                                    "aside to resume (the checkpoints do not depend on it)") from None
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def write(self, row: dict) -> None:
