@@ -384,6 +384,7 @@ def test_pickled_weights_refused_without_allow_pickle(base, tmp_path, capsys):
     ("int", "holds int32 values, not floating point"),  # cast without a word
     ("gone", "not in the checkpoint (bert.embeddings.tok.weight); the file is incomplete"),  # "not one … reads"
     ("architectures", "architectures must be a list of class names, got str 'BertForPreTraining'"),  # read 'B'
+    ("flat", "bert.layers.0.attn.qkv.weight: its pieces in the checkpoint differ in shape"),  # torch.cat's traceback
 ])
 def test_damaged_weights_and_config_are_named(base, tmp_path, capsys, damage, expected):
     from safetensors.torch import load_file, save_file
@@ -398,6 +399,9 @@ def test_damaged_weights_and_config_are_named(base, tmp_path, capsys, damage, ex
         tensors[name] = tensors[name].to(torch.int32)
     elif damage == "gone":
         del tensors[name]
+    elif damage == "flat":
+        query = "bert.encoder.layer.0.attention.self.query.weight"
+        tensors[query] = tensors[query].flatten()
     else:
         config = json.loads((d / "config.json").read_text())
         (d / "config.json").write_text(json.dumps({**config, "architectures": "BertForPreTraining"}))

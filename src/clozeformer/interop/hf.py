@@ -67,10 +67,14 @@ def _pieces_of(table: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, int, i
 
 
 def _join(parts: dict[str, list]) -> dict[str, Tensor]:
-    """Our fused tensors from their HF pieces, in order (q, k, v -> qkv); every piece must be there."""
+    """Our fused tensors from their HF pieces, in order (q, k, v -> qkv); every piece must be there, and of
+    one shape (a flattened or transposed one is refused by name, not left to torch.cat)."""
     for key, pieces in parts.items():
         if any(p is None for p in pieces):
             raise ValueError(f"{key}: the checkpoint lacks part of this projection")
+        if len({tuple(p.shape) for p in pieces}) > 1:
+            raise ValueError(f"{key}: its pieces in the checkpoint differ in shape "
+                             f"({', '.join(str(tuple(p.shape)) for p in pieces)})")
     return {key: torch.cat(pieces) for key, pieces in parts.items()}
 
 
@@ -142,12 +146,9 @@ def bert_state_from_hf(hf: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[s
                 ignored.append(key)
             continue
         ours[new] = t
-    for layer, kind in sorted({(i, k) for i, k, _ in qkv}):
-        absent = [n for n in _QKV if (layer, kind, n) not in qkv]
-        if absent:
-            raise ValueError(f"layer {layer}: attention {kind} has no {'/'.join(absent)} tensor")
-        ours[f"bert.layers.{layer}.attn.qkv.{kind}"] = torch.cat([qkv[(layer, kind, n)] for n in _QKV])
-    return ours, ignored
+    parts = {f"bert.layers.{layer}.attn.qkv.{kind}": [qkv.get((layer, kind, n)) for n in _QKV]
+             for layer, kind in sorted({(i, k) for i, k, _ in qkv})}
+    return {**ours, **_join(parts)}, ignored
 
 
 def _encoder_keys(cfg) -> dict:
