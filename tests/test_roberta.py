@@ -101,6 +101,9 @@ def test_pretrain_then_finetune(tmp_path):
     tok = Tokenizer.load(s["model_dir"])
     (preds,) = fill_mask(mlm_model(model), tok, "the film was <mask> .", top_k=3)  # RoBERTa's mask token
     assert len(preds) == 3
+    with pytest.raises(ValueError, match=r"no <mask> in 'the film was \[MASK\] \.' \(this model's mask token is "
+                                         r"<mask>, not \[MASK\]\)"):
+        fill_mask(mlm_model(model), tok, "the film was [MASK] .")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["fill-mask", s["model_dir"], "the film was <mask> .", "--top-k", "3"]) == 0

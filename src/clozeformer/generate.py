@@ -163,7 +163,8 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     """
     if unsupported := getattr(model, "generation_unsupported", None):
         raise ValueError(f"the checkpoint's generation settings {unsupported} change what transformers generates "
-                         "and are not implemented here; remove them from its generation_config.json")
+                         "and are not implemented here; remove them from its generation_config.json (its "
+                         "config.json where it has none)")
     cfg = GenerationConfig(**{**generation_defaults(model), **options})
     mc = model.config
     start = mc.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id

@@ -60,7 +60,9 @@ def fill_mask_input(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: in
         if tokenizer.mask_id in tokenizer.encode(text, specials=True):
             raise ValueError(f"every {mask_token} in the text lies beyond the model's {model.config.max_length} "
                              f"positions; shorten the text before it")
-        raise ValueError(f"no {mask_token} in {text!r}")
+        also = f" (this model's mask token is {mask_token}, not [MASK])" if "[MASK]" in text and \
+            mask_token != "[MASK]" else ""
+        raise ValueError(f"no {mask_token} in {text!r}{also}")
     return ids, where
 
 
@@ -174,7 +176,8 @@ def generate_texts(model: nn.Module, tokenizer: Tokenizer, texts: list[str], *, 
                   default=0)
     if longest > limit:
         warnings.warn(f"text of {longest} tokens truncated to the model's {limit} positions" if
-                      model.config.max_length else f"text of {longest} tokens truncated to {limit} (LENGTH_CAP)")
+                      model.config.max_length else f"text of {longest} tokens truncated to {limit}, the most one "
+                      "source may hold")
     g = torch.Generator(device=device).manual_seed(seed)
     outputs = []
     for i in range(0, len(texts), batch_size):
