@@ -147,7 +147,7 @@ def test_bad_set_is_refused_before_tokenising(corpus, tmp_path, capsys, model, s
     (["--model", "electra", "--noise", "token-masking"], "noise 'token-masking' is a BART noise preset"),
     (["--model", "bart", "--mlm-rate", "0.3"], "mlm_rate 0.3: BART's masking is part of its noise preset"),
     (["--tokenizer", "WORDPIECE", "--vocab-size", "300"], "vocab_size shapes a tokenizer trained on the corpus"),
-    (["--tokenizer", "WORDPIECE", "--cased"], "lowercase shapes a tokenizer"),
+    (["--tokenizer", "WORDPIECE", "--cased"], "lowercase=False (--cased) shapes a tokenizer"),
 ], ids=["whole-word-bart", "whole-word-t5", "noise-electra", "mlm-rate-bart", "vocab-size-tokenizer",
         "cased-tokenizer"])
 def test_an_option_the_run_would_not_use_is_refused(corpus, wordpiece, tmp_path, capsys, argv, expected):
@@ -181,7 +181,7 @@ def test_what_a_continued_model_would_not_use_is_refused(corpus, wordpiece, tmp_
     other = Tokenizer.train("wordpiece", corpus.read_text(encoding="utf-8").splitlines()[::-1], vocab_size=300)
     other.save(tmp_path / "other")  # as many ids, numbered otherwise: the embeddings would mean other tokens
     for extra, expected in ((["--weight-init", "mimetic"], "weight_init 'mimetic' initialises a new model"),
-                            (["--lowercase"], "lowercase shapes a tokenizer trained on the corpus; --init"),
+                            (["--lowercase"], "lowercase=True (--lowercase) shapes a tokenizer trained on the corpus; --init"),
                             (["--config", "base"], "config 'base' is not the size of the model continued from"),
                             (["--warmup-fraction", "0.2"], "warmup_fraction 0.2 is a share of a --minutes budget"),
                             (["--tokenizer", tmp_path / "other"], "numbers its tokens otherwise than --init")):
@@ -196,7 +196,8 @@ def test_a_batch_larger_than_the_corpus_is_refused_before_training(corpus, tmp_p
     """Each batch would repeat the corpus's rows many times (100,000 rows were killed for memory)."""
     fails(["pretrain", "--corpus", corpus, "--run-dir", tmp_path / "run", "--cache-dir", tmp_path / "cache",
            "--config", "tiny", "--vocab-size", "300", "--batch-size", "100000", "--steps", "1", "--quiet"], capsys,
-          "batch_size 100000 is more than the", "training rows")
+          "batch_size 100000 is more than the", "training rows",
+          f"(--tokenizer {tmp_path / 'run' / 'tokenizer'} reuses the one just trained)")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -324,11 +324,13 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--noise", help="bart: noise preset (default bart-base; bart-large, text-infilling, "
                                    "token-masking, token-deletion, sentence-permutation, document-rotation, "
                                    "token-insertion)")
-    p.add_argument("--lowercase", action="store_true", help="lowercase when training a tokenizer (bart/t5: cased "
-                                                            "by default; bert/electra: uncased unless --cased)")
-    p.add_argument("--config", help="preset of a new model: tiny, mini (default), small, base")
+    p.add_argument("--lowercase", action="store_true", help="lowercase when training a tokenizer (roberta/bart/t5: "
+                                                            "cased by default; bert/electra: uncased unless --cased)")
+    p.add_argument("--config", help="preset of a new model: tiny, mini (default); small (bert, roberta, electra, t5), "
+                                    "base (all but electra), small-v1_1, base-v1_1 (t5)")
     p.add_argument("--corpus", nargs="+", required=True,
-                   help=".txt / .jsonl files, optionally .gz, or hf:NAME[:CONFIG][?split=&field=&data_files=] "
+                   help=".txt / .jsonl / .tsv / .csv files, optionally .gz, or "
+                        "hf:NAME[:CONFIG][?split=&field=&data_files=] "
                         "to stream a `datasets` dataset (e.g. hf:allenai/c4:en)")
     p.add_argument("--run-dir", default="runs/pretrain")
     p.add_argument("--tokenizer", help="existing tokenizer (dir or file); default: train one on the corpus")
@@ -350,15 +352,18 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--minutes", type=POSITIVE, help="time budget: warmup and decay over elapsed time, stop when spent")
     p.add_argument("--steps", type=COUNT, help="optimizer steps (default 1000; under --minutes, no limit)")
     p.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: the recipe's)")
-    p.add_argument("--warmup", type=NONNEGATIVE, help="warmup steps (default 100)")
-    p.add_argument("--warmup-fraction", type=SHARE, help="under --minutes: warmup share of the budget")
+    p.add_argument("--warmup", type=NONNEGATIVE, help="warmup steps (default 100; a new tiny/mini model's recipe: "
+                                                      "30%% of --steps)")
+    p.add_argument("--warmup-fraction", type=SHARE, help="warmup share of a --minutes budget (default 0.1; the "
+                                                          "tiny/mini recipe's 0.3), or of a new tiny/mini model's "
+                                                          "--steps")
     p.add_argument("--schedule", choices=["linear", "cosine", "constant"], help="decay after warmup (default linear)")
     p.add_argument("--betas", type=SHARE, nargs=2, metavar=("B1", "B2"), help="AdamW betas (default: the recipe's)")
     p.add_argument("--weight-decay", type=number(float, 0), help="default 0.01")
     p.add_argument("--relative-lr", action=argparse.BooleanOptionalAction,
                    help=RELATIVE_LR_HELP + " (default: the recipe's; on for new tiny/mini T5)")
     p.add_argument("--clip", type=POSITIVE, help="gradient norm clip (default 1.0)")
-    p.add_argument("--grad-accum", type=COUNT)
+    p.add_argument("--grad-accum", type=COUNT, help="micro-batches per optimizer step (default 1)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--eval-every", type=COUNT, help="default 200")
     p.add_argument("--eval-batches", type=COUNT, help="default 8")
@@ -500,11 +505,13 @@ def _finetune_parser(sub) -> None:
     p.add_argument("--prefix", help='T5 input prefix, e.g. "summarize: " or "translate English to German: "')
     p.add_argument("--pair-prefix", help='T5: before the second text of a pair (e.g. "sentence2: ")')
     p.add_argument("--label-words", nargs="+", metavar="LABEL=WORD", help="T5: target word per label")
-    p.add_argument("--max-len", type=MAX_LEN)
-    p.add_argument("--stride", type=NONNEGATIVE, help="extractive QA: tokens shared by neighbouring windows")
-    p.add_argument("--max-answer-len", type=COUNT)
-    p.add_argument("--max-new-tokens", type=COUNT)
-    p.add_argument("--num-beams", type=COUNT)
+    p.add_argument("--max-len", type=MAX_LEN, help="tokens per example (default 128; extractive QA 384; at most "
+                                                   "the model's positions)")
+    p.add_argument("--stride", type=NONNEGATIVE, help="extractive QA: tokens shared by neighbouring windows "
+                                                      "(default a third of --max-len)")
+    p.add_argument("--max-answer-len", type=COUNT, help="extractive QA: longest answer in tokens (default 30)")
+    p.add_argument("--max-new-tokens", type=COUNT, help="seq2seq and T5's answers: tokens generated (default 64)")
+    p.add_argument("--num-beams", type=COUNT, help="seq2seq and T5's answers: beam width (default 1, greedy)")
     p.set_defaults(fn=cmd_finetune)
 
 
@@ -513,7 +520,7 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--batch-size", type=COUNT, default=32)
-    p.add_argument("--max-rows", type=COUNT)
+    p.add_argument("--max-rows", type=COUNT, help="read only the first N rows (default: all)")
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_evaluate)
 
@@ -526,7 +533,7 @@ def _predict_parser(sub) -> None:
     p.add_argument("--output", help="default: stdout")
     p.add_argument("--format", default="jsonl", choices=["jsonl", "tsv"])
     p.add_argument("--batch-size", type=COUNT, default=32)
-    p.add_argument("--max-rows", type=COUNT)
+    p.add_argument("--max-rows", type=COUNT, help="read only the first N rows (default: all)")
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_predict)
 

@@ -320,8 +320,11 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
                        mlm_rate=mlm_rate, noise=noise, seed=train.seed, eval_fraction=eval_fraction)
     data.cross_document = cross_document
     if batch_size > len(data.train_examples):  # every batch would repeat rows (and a huge one exhausts memory)
+        again = f" (--tokenizer {run_dir / 'tokenizer'} reuses the one just trained)" if tokenizer is None and \
+            init is None and (run_dir / "tokenizer").is_dir() else ""
         raise ValueError(f"batch_size {batch_size} is more than the {len(data.train_examples):,} training rows this "
-                         f"corpus gives at max_len {max_len}; allowed: ≤ {len(data.train_examples):,}, or more text")
+                         f"corpus gives at max_len {max_len}; allowed: ≤ {len(data.train_examples):,}, or more "
+                         f"text{again}")
     sample = [count_tokens(data.train_batch(i)) for i in range(4)]
     real = sum(c[1] for c in sample) / max(1, sum(c[2] for c in sample))
     entropy = unigram_entropy(cache.tokens, tok.vocab_size)
@@ -475,7 +478,8 @@ def _check_applies(family: str, recipe: Objective, init, tokenizer, vocab_size, 
     if mlm_rate is not None and recipe.uses_noise:
         raise ValueError(f"mlm_rate {mlm_rate}: BART's masking is part of its noise preset; choose one with --noise "
                          "(e.g. text-infilling, token-masking)")
-    given = [name for name, value in (("vocab_size", vocab_size), ("lowercase", lowercase)) if value is not None]
+    casing = None if lowercase is None else f"lowercase={lowercase} ({'--lowercase' if lowercase else '--cased'})"
+    given = [name for name, value in (("vocab_size", vocab_size), (casing, lowercase)) if value is not None]
     source = f"--tokenizer {tokenizer}" if tokenizer is not None else f"--init {init}" if init is not None else None
     if given and source:
         raise ValueError(f"{', '.join(given)} shape{'s' if len(given) == 1 else ''} a tokenizer trained on the corpus; "
