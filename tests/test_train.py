@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -515,3 +516,18 @@ def test_a_damaged_metrics_log_is_named_on_resume(tmp_path, damage):
     with pytest.raises(TrainingError, match=rf"{path}: not a metrics log this run wrote .*; move it aside"):
         MetricsLog(path, resume_step=1)
     assert path.read_bytes() == damage  # left as it was
+
+
+@pytest.mark.parametrize("given, says", [
+    (dict(steps=2.5), "steps must be an int, got float 2.5"),  # trained 3 steps, then failed after saving
+    (dict(steps=True), "steps must be an int, got bool True"),  # trained 1 step
+    (dict(warmup_steps=float("nan")), "warmup_steps must be an int, got float nan"),  # trained at lr 0
+    (dict(seed="abc"), "seed must be an int, got str 'abc'"),  # torch's ValueError after the tokenizer
+    (dict(betas=(0.9,)), r"betas must be two numbers \(B1, B2\), got \(0.9,\)"),  # IndexError in torch.optim
+    (dict(lr="1e-3"), "lr must be a float, got str '1e-3'"),
+    (dict(compile="no"), "compile must be a bool, got str 'no'"),
+])
+def test_train_config_fields_are_of_their_type(given, says):
+    with pytest.raises(TypeError, match=says):
+        TrainConfig(**given)
+    assert TrainConfig(betas=[0.9, 0.98], minutes=3, steps=np.int64(5)).betas == (0.9, 0.98)  # lists, ints, numpy

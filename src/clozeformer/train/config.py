@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 
 from clozeformer.train import distributed
 
+_KINDS = {"int": numbers.Integral, "float": numbers.Real, "bool": bool, "str": str}  # a field's annotation -> type
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device runs it natively (fast_bf16), else fp32
 SCHEDULES = ("linear", "cosine", "constant")
 CLOCKS = ("wall", "process")
@@ -54,6 +56,16 @@ class TrainConfig:
     clock: str = "wall"  # "wall", or "process": CPU seconds / threads, immune to other jobs on the machine
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # each of the declared type: "2" and 2.5 steps, nan warmup, a seed
+            value = getattr(self, f.name)  # "abc" failed deep in torch, or trained on after writing files
+            kind = _KINDS.get(f.type)
+            if kind is not None and (not isinstance(value, kind) or (f.type != "bool" and isinstance(value, bool))):
+                raise TypeError(f"{f.name} must be {'an' if f.type == 'int' else 'a'} {f.type}, got "
+                                f"{type(value).__name__} {value!r}")
+        if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2 and all(
+                isinstance(b, numbers.Real) and not isinstance(b, bool) for b in self.betas)):
+            raise TypeError(f"betas must be two numbers (B1, B2), got {self.betas!r}")
+        object.__setattr__(self, "betas", tuple(self.betas))
         if self.steps == 0:
             object.__setattr__(self, "steps", 1 << 62 if self.minutes > 0 else 1000)
         if self.precision not in PRECISIONS:
@@ -66,8 +78,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1")
         floats = ("lr", "minutes", "warmup_fraction", "weight_decay", "eps", "clip_norm", "label_smoothing",
-                  "layer_decay")
-        if bad := [f"{name}={getattr(self, name)}" for name in floats if not math.isfinite(getattr(self, name))]:
+                  "layer_decay", "betas")
+        finite = lambda v: all(map(math.isfinite, v)) if isinstance(v, tuple) else math.isfinite(v)  # noqa: E731
+        if bad := [f"{name}={getattr(self, name)}" for name in floats if not finite(getattr(self, name))]:
             raise ValueError(f"{', '.join(bad)}: must be a finite number")
         if self.lr <= 0 or self.warmup_steps < 0 or self.eps <= 0:
             raise ValueError(f"lr and eps must be > 0 and warmup_steps ≥ 0, got {self.lr}, {self.eps} and "
