@@ -213,12 +213,24 @@ def test_label_set_and_file_errors(sst2, trained, tmp_path):
     assert [str(w.message) for w in said] == ["every gold label of the 2 rows is '1': MCC and correlations are "
                                               "undefined on them and read 0.0"]  # ours alone, not sklearn's too
     # the Python API checks what the CLI's types check, before the run directory is made
-    for bad, match in (({"warmup_ratio": 2.0}, r"warmup_ratio 2.0 is out of range"), ({"epochs": 0}, "got 0"),
+    for bad, match in (({"warmup_ratio": 2.0}, r"warmup_ratio 2.0 is out of range"),
+                       ({"epochs": 0}, "epochs 0 is out of range; allowed: an integer ≥ 1"),
+                       ({"max_train_rows": -1}, "max_train_rows -1 is out of range"),  # dropped the last row
                        ({"lr": float("inf")}, "lr=inf: must be a finite number"),
                        ({"max_eval_rows": 10}, "max_eval_rows 10 limits the eval file; there is none")):
         with pytest.raises(ValueError, match=match):
             finetune(d / "bert", "sst2", train, run_dir=tmp_path / "refused", **{**FAST, **bad})
         assert not (tmp_path / "refused").exists()
+    for bad, match in (({"epochs": 1.5}, "epochs must be int or None, got float 1.5"),  # trained 1.5, said 1
+                       ({"batch_size": True}, "batch_size must be int, got bool True"),
+                       ({"seed": "x"}, "seed must be int, got str 'x'")):
+        with pytest.raises(TypeError, match=match):
+            finetune(d / "bert", "sst2", train, run_dir=tmp_path / "refused", **{**FAST, **bad})
+        assert not (tmp_path / "refused").exists()
+    with pytest.raises(TypeError, match="model must be str or Path, got Tokenizer"):
+        evaluate(Tokenizer.load(d / "bert"), train)
+    with pytest.raises(ValueError, match="max_rows 0 is out of range"):
+        predict(d / "bert", ["a film"], max_rows=0)
 
 
 @pytest.mark.parametrize("options, unread", [

@@ -519,13 +519,13 @@ def test_a_damaged_metrics_log_is_named_on_resume(tmp_path, damage):
 
 
 @pytest.mark.parametrize("given, says", [
-    (dict(steps=2.5), "steps must be an int, got float 2.5"),  # trained 3 steps, then failed after saving
-    (dict(steps=True), "steps must be an int, got bool True"),  # trained 1 step
-    (dict(warmup_steps=float("nan")), "warmup_steps must be an int, got float nan"),  # trained at lr 0
-    (dict(seed="abc"), "seed must be an int, got str 'abc'"),  # torch's ValueError after the tokenizer
+    (dict(steps=2.5), "steps must be int, got float 2.5"),  # trained 3 steps, then failed after saving
+    (dict(steps=True), "steps must be int, got bool True"),  # trained 1 step
+    (dict(warmup_steps=float("nan")), "warmup_steps must be int, got float nan"),  # trained at lr 0
+    (dict(seed="abc"), "seed must be int, got str 'abc'"),  # torch's ValueError after the tokenizer
     (dict(betas=(0.9,)), r"betas must be two numbers \(B1, B2\), got \(0.9,\)"),  # IndexError in torch.optim
-    (dict(lr="1e-3"), "lr must be a float, got str '1e-3'"),
-    (dict(compile="no"), "compile must be a bool, got str 'no'"),
+    (dict(lr="1e-3"), "lr must be float, got str '1e-3'"),
+    (dict(compile="no"), "compile must be bool, got str 'no'"),
 ])
 def test_train_config_fields_are_of_their_type(given, says):
     with pytest.raises(TypeError, match=says):

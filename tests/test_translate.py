@@ -175,3 +175,20 @@ def test_a_batch_larger_than_the_data_holds_each_row_once(buckets):
     for k in range(3):
         for ids in (pairs.train_batch(k)["input_ids"], task.train_batch(k)["input_ids"]):
             assert sorted(ids[:, 0].tolist()) == list(range(5, 25))  # every row, once
+
+
+@pytest.mark.parametrize("bad, error, says", [
+    (dict(max_new_tokens=0), ValueError, "max_new_tokens 0 is out of range"),  # after both stages and the save
+    (dict(num_beams=0), ValueError, "num_beams 0 is out of range"),  # ran beam 4 and called it so
+    (dict(batch_size=0), ValueError, "batch_size 0 is out of range"),  # range() arg 3 must not be zero
+    (dict(buckets=-1), ValueError, "buckets -1 is out of range; allowed: an integer ≥ 0"),
+    (dict(source_layers=1.5), TypeError, "source_layers must be int, got float 1.5"),
+    (dict(max_len=1), ValueError, "max_len 1 is out of range; allowed: an integer ≥ 8"),
+])
+def test_translation_arguments_are_checked_before_any_work(setup, tmp_path, bad, error, says):
+    tmp, _ = setup
+    with pytest.raises(error, match=says):
+        train_translation(tmp / "bart", tmp / "train.jsonl", source_field="en", target_field="de",
+                          run_dir=tmp_path / "run", test_file=tmp / "test.jsonl", source_vocab_size=300,
+                          stage1={"steps": 1}, stage2={"steps": 1}, progress=False, **bad)
+    assert not (tmp_path / "run").exists()

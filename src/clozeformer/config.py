@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import inspect
 import math
+import numbers
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,6 +36,46 @@ _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 class ConfigError(ValueError):
     pass
+
+
+# A public function's argument annotations (strings) -> the types a value of them may have.
+ARG_TYPES = {"int": numbers.Integral, "float": numbers.Real, "bool": bool, "str": str, "Path": os.PathLike,
+             "None": type(None)}
+
+
+def check_type(name: str, value: Any, annotation: str) -> None:
+    """`value`, given for `name`, against a simple annotation ("int", "float | None", "str | Path", …; any other
+    annotation passes): a TypeError naming both, where the value would fail deep inside, or silently mean
+    something else ("no" as a flag, 2.5 steps, a Tokenizer where a path goes)."""
+    parts = [a.strip() for a in annotation.split("|")]
+    if not all(a in ARG_TYPES for a in parts):
+        return
+    if not isinstance(value, tuple(ARG_TYPES[a] for a in parts)) or (isinstance(value, bool) and "bool" not in parts):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise TypeError(f"{name} must be {' or '.join(parts)}, got {type(value).__name__} {shown}")
+
+
+def at_least(low: int, **values: Any) -> None:
+    """Each named count (None: not given) is at least `low`, else a ValueError naming it and the range."""
+    for name, value in values.items():
+        if value is not None and not value >= low:
+            raise ValueError(f"{name} {value} is out of range; allowed: an integer ≥ {low}")
+
+
+def typed(fn: Callable) -> Callable:
+    """Check each call's arguments against `fn`'s simple annotations (check_type), before any work."""
+    signature = inspect.signature(fn)
+    annotations = {n: p.annotation for n, p in signature.parameters.items()
+                   if isinstance(p.annotation, str) and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        for name, value in signature.bind(*args, **kwargs).arguments.items():
+            if name in annotations:
+                check_type(name, value, annotations[name])
+        return fn(*args, **kwargs)
+
+    return checked
 
 
 @dataclass(frozen=True)

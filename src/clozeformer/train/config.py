@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
+from clozeformer.config import check_type
 from clozeformer.train import distributed
 
-_KINDS = {"int": numbers.Integral, "float": numbers.Real, "bool": bool, "str": str}  # a field's annotation -> type
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the device runs it natively (fast_bf16), else fp32
 SCHEDULES = ("linear", "cosine", "constant")
 CLOCKS = ("wall", "process")
@@ -57,11 +57,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # each of the declared type: "2" and 2.5 steps, nan warmup, a seed
-            value = getattr(self, f.name)  # "abc" failed deep in torch, or trained on after writing files
-            kind = _KINDS.get(f.type)
-            if kind is not None and (not isinstance(value, kind) or (f.type != "bool" and isinstance(value, bool))):
-                raise TypeError(f"{f.name} must be {'an' if f.type == 'int' else 'a'} {f.type}, got "
-                                f"{type(value).__name__} {value!r}")
+            check_type(f.name, getattr(self, f.name), f.type)  # "abc" failed deep in torch, or trained on
         if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2 and all(
                 isinstance(b, numbers.Real) and not isinstance(b, bool) for b in self.betas)):
             raise TypeError(f"betas must be two numbers (B1, B2), got {self.betas!r}")

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from clozeformer.config import at_least, typed
 from clozeformer.data.cache import digest
 from clozeformer.families import family_of
 from clozeformer.infer import check_fits
@@ -81,6 +82,7 @@ def _load(model_dir: str | Path) -> tuple[nn.Module, Tokenizer]:
     return model, check_fits(Tokenizer.load(model_dir), model, model_dir)
 
 
+@typed
 @holds_run_dir
 def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: str | Path | None = None, *,
              run_dir: str | Path = "runs/finetune", epochs: int | None = None, batch_size: int = 32, lr: float = 5e-5,
@@ -98,8 +100,8 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     stops after N evaluations without a new best; layer_decay < 1 trains each layer at that factor of the lr
     of the layer above (the head at `lr`); relative_lr scales each matrix's lr by its size
     (TrainConfig.relative_lr)."""
-    if epochs is not None and epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be ≥ 1, got {epochs} and {batch_size}")
+    at_least(1, epochs=epochs, batch_size=batch_size, max_train_rows=max_train_rows, max_eval_rows=max_eval_rows,
+             keep_last=keep_last, log_every=log_every)
     if not 0 <= warmup_ratio < 1:
         raise ValueError(f"warmup_ratio {warmup_ratio} is out of range; allowed: a share in [0, 1)")
     if early_stopping is not None and (early_stopping < 1 or eval is None):
@@ -237,9 +239,11 @@ def _run(model: nn.Module, spec: TaskSpec, tok: Tokenizer, examples: list[dict],
     return feats, [{k: v.to(dev) for k, v in b.items()} for b in data.eval_batches()], wins
 
 
+@typed
 def evaluate(model: str | Path, data: str | Path, *, batch_size: int = 32, device: str = "auto",
              max_rows: int | None = None) -> dict[str, float]:
     """The metrics of a fine-tuned model directory on a labelled file (read as in training)."""
+    at_least(1, batch_size=batch_size, max_rows=max_rows)  # -1 rows dropped the last row without a word
     net, tok = _load(model)
     spec = _task_of(net, model)
     examples = load_examples(spec, data, "validation")[:max_rows]
@@ -252,11 +256,15 @@ def evaluate(model: str | Path, data: str | Path, *, batch_size: int = 32, devic
 
 
 @torch.no_grad()
+@typed
 def predict(model: str | Path, inputs: str | Path | list[dict | str], *, batch_size: int = 32, device: str = "auto",
             max_rows: int | None = None) -> list[dict[str, Any]]:
     """Predictions of a fine-tuned model directory for a file (or a list of records, or of texts for the
     task's text column), one dict per input:
     its input fields plus "label" (+ "score"), "score" (regression), "tags", "answer" or "output"."""
+    at_least(1, batch_size=batch_size, max_rows=max_rows)
+    if isinstance(inputs, list) and not inputs:
+        raise ValueError("predict: no inputs (an empty list)")
     net, tok = _load(model)
     spec = _task_of(net, model)
     family = net.config.model_type

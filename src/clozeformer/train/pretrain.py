@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from clozeformer.config import MIN_MAX_LEN
+from clozeformer.config import MAX_VOCAB, MIN_MAX_LEN, typed
 from clozeformer.data.cache import default_cache_dir, load_corpus
 from clozeformer.data.corpus import check_reading, iter_texts, sources
 from clozeformer.data.pretrain import (BertPretrainData, DenoisePretrainData, MLMSpec, SpanPretrainData,
@@ -229,6 +229,7 @@ class PlateauAlarm:
         return "memorising" in self.said
 
 
+@typed
 @holds_run_dir
 def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str | None = None,
              run_dir: str | Path = "runs/pretrain", tokenizer: str | Path | Tokenizer | None = None,
@@ -261,6 +262,8 @@ def pretrain(corpus: Sequence[str | Path], *, model: str = "bert", config: str |
     """
     if model not in FAMILIES:
         raise ValueError(f"unknown model family {model!r}; choose from {sorted(FAMILIES)}")
+    if vocab_size is not None and not 1 <= vocab_size <= MAX_VOCAB:  # 0 was taken as the default 8000
+        raise ValueError(f"vocab_size {vocab_size} is out of range; allowed: 1 … {MAX_VOCAB:,}")
     family = FAMILIES[model]
     recipe = OBJECTIVES[family.objective]
     _check_applies(model, recipe, init, tokenizer, vocab_size, lowercase, whole_word, mlm_rate, noise, weight_init)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from clozeformer.config import LENGTH_CAP, MAX_NUM_BEAMS, MIN_MAX_LEN, at_least, typed
 from clozeformer.data.cache import digest
 from clozeformer.data.pairs import PairData, read_pairs
 from clozeformer.infer import generate_texts
@@ -40,13 +41,15 @@ def bleu(model, source_tok: Tokenizer, target_tok: Tokenizer, pairs: list[tuple[
 MAX_SOURCE_LAYERS = 24
 
 
+@typed
 @holds_run_dir
 def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_field: str, target_field: str,
                       run_dir: str | Path = "runs/translate", eval_file: str | Path | None = None,
                       test_file: str | Path | None = None, source_tokenizer: str | Path | None = None,
                       source_vocab_size: int | None = None, source_layers: int = 2, max_len: int = 128,
-                      batch_size: int = 32, buckets: int = 0, stage1: TrainConfig = TrainConfig(steps=1000, lr=5e-4),
-                      stage2: TrainConfig = TrainConfig(steps=200, lr=5e-5), num_beams: int | None = None,
+                      batch_size: int = 32, buckets: int = 0,
+                      stage1: TrainConfig | dict[str, Any] = TrainConfig(steps=1000, lr=5e-4),
+                      stage2: TrainConfig | dict[str, Any] = TrainConfig(steps=200, lr=5e-5), num_beams: int | None = None,
                       max_new_tokens: int = 64, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train a BART-based translator in two stages; returns a summary (BLEU on `test_file` if given).
 
@@ -54,6 +57,14 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     Without `source_tokenizer` a byte-level BPE of `source_vocab_size` ids (default 8000) is trained on the
     sources; `num_beams` (default 4) is the beam search scored beside greedy decoding on `test_file`.
     """
+    stage1, stage2 = (TrainConfig(**cfg) if isinstance(cfg, dict) else cfg for cfg in (stage1, stage2))  # as pretrain
+    at_least(1, batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
+             source_vocab_size=source_vocab_size)
+    at_least(0, buckets=buckets)
+    at_least(MIN_MAX_LEN, max_len=max_len)
+    if max_new_tokens > LENGTH_CAP or (num_beams or 1) > MAX_NUM_BEAMS:  # checked here, not after both stages
+        raise ValueError(f"max_new_tokens {max_new_tokens} and num_beams {num_beams}: allowed: max_new_tokens ≤ "
+                         f"{LENGTH_CAP}, num_beams ≤ {MAX_NUM_BEAMS}")
     if source_tokenizer is not None and source_vocab_size is not None:
         raise ValueError(f"source_vocab_size {source_vocab_size} shapes a source tokenizer trained on the pairs; "
                          f"--source-tokenizer {source_tokenizer} brings its own (leave it out)")
