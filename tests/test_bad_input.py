@@ -672,3 +672,31 @@ def test_member_helper():
     for bad in ("../x", "a/b", "a\\b", "/abs", ".", "..", "", "nul\0", None):
         with pytest.raises(UnsafeFileError):
             member(base, bad)
+
+
+def test_python_api_arguments_are_named_before_any_work(base, tmp_path):
+    """The API's hostile arguments, each named before any work (a str read letter by letter, another model's
+    tokenizer indexed past the vocabulary, "" saved into the current directory, a Tokenizer for a path)."""
+    import clozeformer
+    from clozeformer.infer import fill_mask, generate_texts
+    from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
+
+    model, tok = clozeformer.load_model(base["model"]), clozeformer.load_tokenizer(base["model"])
+    big = Tokenizer.train("wordpiece", lines() * 3, vocab_size=2000)
+    assert big.vocab_size > model.config.vocab_size
+    with pytest.raises(ValueError, match="the tokenizer given: the tokenizer has .* ids but the model's vocabulary"):
+        fill_mask(model, big, "a [MASK] b")
+    with pytest.raises(TypeError, match="top_k must be int, got float 2.5"):
+        fill_mask(model, tok, "a [MASK] b", top_k=2.5)
+    with pytest.raises(ValueError, match="directory '' names nothing"):
+        clozeformer.save_model(model, "")
+    with pytest.raises(ValueError, match="the tokenizer given: the tokenizer has"):
+        clozeformer.save_model(model, tmp_path / "out", big)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(TypeError, match="model must be str or Path, got Tokenizer"):
+        clozeformer.evaluate(tok, base["corpus"])
+    t5 = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id))
+    with pytest.raises(TypeError, match="texts must be a list of strings, got str"):
+        generate_texts(t5, tok, "the cat")
+    with pytest.raises(ValueError, match="batch_size 0 is out of range"):
+        generate_texts(t5, tok, ["the cat"], batch_size=0)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from clozeformer.config import LENGTH_CAP
+from clozeformer.config import LENGTH_CAP, at_least, typed
+from clozeformer.interop.model_dir import check_fits
 from clozeformer.data.packing import pad_rows
 from clozeformer.tokenizer import Tokenizer
 
@@ -22,12 +23,14 @@ class Prediction:
 
 
 @torch.no_grad()
+@typed
 def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[list[Prediction]]:
     """Top-k predictions for every [MASK] in `text` (one list per mask, left to right).
 
     `model`: a BERT with its MLM head, an ELECTRA generator, or an ELECTRA pair (its generator).
     """
     model = mlm_model(model)
+    check_fits(tokenizer, model, "the tokenizer given")  # another's ids indexed past the vocabulary
     ids, where = fill_mask_input(model, tokenizer, text, top_k)
     model.eval()
     device = next(model.parameters()).device
@@ -144,20 +147,8 @@ def load_generator(path, *, allow_pickle: bool = False) -> tuple[nn.Module, Toke
     return model, tok, None
 
 
-def check_fits(tok: Tokenizer, model: nn.Module, path) -> Tokenizer:
-    """A tokenizer that belongs to the model: no more ids than its vocabulary holds (a larger one would index
-    past it) and the padding id its config names (another family's tokenizer.json loaded and answered)."""
-    if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f"{path}: the tokenizer has {tok.vocab_size} ids but the model's vocabulary holds "
-                         f"{model.config.vocab_size}; they do not belong together")
-    pad = getattr(model.config, "pad_token_id", None)
-    if pad is not None and "pad" in tok.specials and tok.pad_id != pad:
-        raise ValueError(f"{path}: the tokenizer pads with id {tok.pad_id} ({tok.specials['pad']}), the model's "
-                         f"config.json with {pad}; they do not belong together")
-    return tok
-
-
 @torch.no_grad()
+@typed
 def generate_texts(model: nn.Module, tokenizer: Tokenizer, texts: list[str], *, batch_size: int = 16,
                    prefix: str = "", seed: int = 0, target_tokenizer: Tokenizer | None = None, **options) -> list[str]:
     """Decoded outputs of `model.generate` for each source text (prefixed, truncated to fit).
@@ -167,6 +158,11 @@ def generate_texts(model: nn.Module, tokenizer: Tokenizer, texts: list[str], *, 
     """
     if not hasattr(model, "generate"):
         raise ValueError(f"a {type(model).__name__} does not generate text; use a BART or T5 model")
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):  # a str was read letter by letter
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    at_least(1, batch_size=batch_size)
+    if target_tokenizer is None:
+        check_fits(tokenizer, model, "the tokenizer given")
     model.eval()
     device = next(model.parameters()).device
     limit = model.config.max_length or LENGTH_CAP  # T5's positions set no limit: ours bounds its attention

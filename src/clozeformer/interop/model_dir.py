@@ -100,6 +100,19 @@ def _optional(model: nn.Module) -> tuple[str, ...]:
     return ("bert.pooler.",) if isinstance(model, BertForPreTraining) and model.nsp is None else ()
 
 
+def check_fits(tok, model: nn.Module, path):
+    """A tokenizer that belongs to the model: no more ids than its vocabulary holds (a larger one would index
+    past it) and the padding id its config names (another family's tokenizer.json loaded and answered)."""
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{path}: the tokenizer has {tok.vocab_size} ids but the model's vocabulary holds "
+                         f"{model.config.vocab_size}; they do not belong together")
+    pad = getattr(model.config, "pad_token_id", None)
+    if pad is not None and "pad" in tok.specials and tok.pad_id != pad:
+        raise ValueError(f"{path}: the tokenizer pads with id {tok.pad_id} ({tok.specials['pad']}), the model's "
+                         f"config.json with {pad}; they do not belong together")
+    return tok
+
+
 def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, source_tokenizer=None) -> Path:
     """Write `model` (and its tokenizer) as a HF-layout directory.
 
@@ -108,6 +121,10 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, *, sourc
     A BART translator is BART's directory plus `source/` (the new encoder, in our names,
     with `source_tokenizer`): transformers loads the BART part and ignores source/.
     """
+    if not str(directory).strip():  # "" is the current directory: the files would land among others
+        raise ValueError(f"directory {str(directory)!r} names nothing; give a directory for the model")
+    if tokenizer is not None and not isinstance(model, ElectraForPreTraining):
+        check_fits(tokenizer, model, "the tokenizer given")  # saved beside a model it would index past
     directory = Path(directory)
     if isinstance(model, BartForTranslation):
         src = model.source

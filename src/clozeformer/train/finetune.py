@@ -26,9 +26,8 @@ from torch import nn
 from clozeformer.config import at_least, typed
 from clozeformer.data.cache import digest
 from clozeformer.families import family_of
-from clozeformer.infer import check_fits
-from clozeformer.interop.model_dir import (NOT_IN_TRANSFORMERS, TRANSLATOR, load_model, load_state, save_model,
-                                           trained_for)
+from clozeformer.interop.model_dir import (NOT_IN_TRANSFORMERS, TRANSLATOR, check_fits, load_model, load_state,
+                                           save_model, trained_for)
 from clozeformer.models.electra import ElectraForPreTraining
 from clozeformer.tasks.spec import TaskError, TaskSpec, task_spec
 from clozeformer.tasks.task import (TaskData, check_labels, check_options, example, features, kind_of, label_set,
