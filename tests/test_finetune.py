@@ -465,3 +465,15 @@ def test_a_bart_token_classifier_is_said_to_load_in_clozeformer_only(tmp_path):
                                          "clozeformer"):
         s = finetune(tmp_path / "bart", "token-classification", tags, run_dir=tmp_path / "run", **{**FAST, "epochs": 1})
     assert len(predict(s["model_dir"], [{"tokens": ["the", "plot", "was"]}])[0]["tags"]) == 3
+
+
+@pytest.mark.parametrize("given, error, says", [
+    (dict(num_beams=0), TaskError, "num_beams 0 is out of range; allowed: 1 ≤ num_beams ≤ 256"),  # at step 0's eval
+    (dict(num_beams=2.5), TypeError, "num_beams must be int, got float 2.5"),
+    (dict(max_query_len=0), TaskError, "max_query_len 0 is out of range"),  # kept the whole question
+    (dict(prefix=5), TypeError, "prefix must be str, got int 5"),
+    (dict(label_words=["a", "b"]), TypeError, "label_words must be a dict of label -> word, got list"),
+])
+def test_task_options_are_of_their_type_and_range(given, error, says):
+    with pytest.raises(error, match=says):
+        task_spec("sst2", **given)

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from clozeformer.config import LENGTH_CAP, MIN_MAX_LEN
+from clozeformer.config import LENGTH_CAP, MAX_NUM_BEAMS, MIN_MAX_LEN, check_type
 
 KINDS = ("classification", "regression", "token-classification", "extractive-qa", "seq2seq")
 
@@ -58,6 +58,10 @@ class TaskSpec:
     preset: str | None = None
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # a prefix 5, 2.5 beams: failed deep in a run, after its first files
+            check_type(f.name, getattr(self, f.name), f.type)
+        if self.label_words is not None and not isinstance(self.label_words, dict):
+            raise TypeError(f"label_words must be a dict of label -> word, got {type(self.label_words).__name__}")
         if self.kind not in KINDS:
             raise TaskError(f"unknown task kind {self.kind!r}; choose from {', '.join(KINDS)} or a preset "
                             f"({', '.join(PRESETS)})")
@@ -70,7 +74,8 @@ class TaskSpec:
             raise TaskError(f"{', '.join(f'{k} {v!r}' for k, v in reads.items())}: each must be its own column (the "
                             "label would be read as text, or one text as both)")
         for name, low, high in (("max_len", MIN_MAX_LEN, None), ("max_new_tokens", 1, LENGTH_CAP),
-                                ("max_answer_len", 1, None), ("stride", 0, None)):
+                                ("max_answer_len", 1, None), ("stride", 0, None), ("max_query_len", 1, None),
+                                ("num_beams", 1, MAX_NUM_BEAMS)):
             value = getattr(self, name)
             if value is not None and not (low <= value and (high is None or value <= high)):
                 raise TaskError(f"{name} {value} is out of range; allowed: {name} ≥ {low}" if high is None else
