@@ -107,3 +107,12 @@ def test_explicit_mask_rejects_ragged_rows_and_too_few_sentinels():
     with pytest.raises(ValueError, match="sentinel"):
         span_corruption(torch.zeros(1, 568, dtype=torch.long), sentinel_ids=SENTINELS[:5], eos_id=EOS,
                         generator=torch.Generator())
+
+
+def test_span_arguments_out_of_range_are_named():
+    """density 0 or 2 and mean_span 0 masked nonsense or divided by zero; inputs_length 10**12 never returned."""
+    for density, mean_span in ((0.0, 3.0), (2.0, 3.0), (float("nan"), 3.0), (0.15, 0)):
+        with pytest.raises(ValueError, match="allowed: 0 < density < 1, mean_span ≥ 1"):
+            span_lengths(512, density, mean_span)
+    with pytest.raises(ValueError, match="inputs_length 1000000000000 is out of range"):
+        span_lengths(10 ** 12)

@@ -38,6 +38,8 @@ def noise_counts(length: int, density: float = DENSITY, mean_span: float = MEAN_
     """
     if length < 2:
         raise ValueError(f"span corruption needs at least 2 tokens, got {length}")
+    if not 0 < density < 1 or not mean_span >= 1:  # nan, 0 or 2 gave masks that mean nothing
+        raise ValueError(f"density {density} and mean_span {mean_span}: allowed: 0 < density < 1, mean_span ≥ 1")
     n = min(max(round(length * density), 1), length - 1)
     k = min(max(round(n / mean_span), 1), n, length - n)
     return n, k
@@ -53,8 +55,8 @@ def span_lengths(inputs_length: int, density: float = DENSITY, mean_span: float 
         n, k = noise_counts(raw, density, mean_span)
         return raw - n + k + 1, n + k + 1
 
-    if inputs_length < 2:
-        raise ValueError(f"inputs_length must be at least 2, got {inputs_length}")
+    if not 2 <= inputs_length <= 1 << 20:  # found by stepping up from inputs_length: 10**12 never returned
+        raise ValueError(f"inputs_length {inputs_length} is out of range; allowed: 2 … {1 << 20:,}")
     raw = max(inputs_length - 1, 2)
     while lengths(raw + 1)[0] <= inputs_length:
         raw += 1
