@@ -229,8 +229,10 @@ def test_config_length_and_clean_up_survive_a_save_and_decode_as_transformers_do
         assert len(hf(text, truncation=True)["input_ids"]) == 16
         assert Tokenizer.load(tmp_path / directory).decode(ids) == hf.decode(ids, skip_special_tokens=True)
     assert tok.decode(ids).startswith("hello, world. it's") == (clean_up and kind == "wordpiece")
-    bert = BertForPreTraining(BertConfig.preset("tiny", vocab_size=tok.vocab_size, max_positions=24))
-    save_model(bert, tmp_path / "model", Tokenizer.train(kind, SMALL_CORPUS, vocab_size=300))
+    fresh = Tokenizer.train(kind, SMALL_CORPUS, vocab_size=300)
+    bert = BertForPreTraining(BertConfig.preset("tiny", vocab_size=fresh.vocab_size, pad_token_id=fresh.pad_id,
+                                                max_positions=24))
+    save_model(bert, tmp_path / "model", fresh)
     hf = transformers.AutoTokenizer.from_pretrained(tmp_path / "model")
     assert len(hf(text, truncation=True)["input_ids"]) == 24
 
@@ -549,3 +551,13 @@ def test_cli_train_tokenizer_kinds(kind, tmp_path, capsys):
     assert tok.decode(tok.encode(KO_PHRASE)) == KO_PHRASE
     if kind != "unigram":
         assert main(argv[:-2] + ["--kind", kind, "--extra-ids", "3"]) == 1
+
+
+def test_training_texts_must_be_texts():
+    """One str was trained on letter by letter (a vocabulary of single characters); no text gave a vocabulary of
+    special tokens alone, which tokenised everything as [UNK]."""
+    with pytest.raises(TypeError, match="texts must be an iterable of strings .*, not one str"):
+        Tokenizer.train("wordpiece", "hello world", vocab_size=100)
+    for kind in ("wordpiece", "unigram"):
+        with pytest.raises(TokenizerError, match="no text to learn from"):
+            Tokenizer.train(kind, ["  ", ""], vocab_size=400)

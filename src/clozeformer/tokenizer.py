@@ -412,7 +412,12 @@ class Tokenizer:
             raise TokenizerError(f"unknown tokenizer kind {kind!r}; choose from {', '.join(KINDS)}")
         if not 1 <= kwargs.get("vocab_size", 1) <= MAX_VOCAB:  # tokenizers aborts the process when it cannot allocate
             raise TokenizerError(f"vocab_size {kwargs['vocab_size']} is out of range; allowed: 1 … {MAX_VOCAB:,}")
+        if isinstance(texts, str):  # one str is an iterable of letters: a vocabulary of single characters
+            raise TypeError("texts must be an iterable of strings (one per line or document), not one str")
         tok = getattr(cls, f"train_{kind}")(texts, **kwargs)
+        if tok.vocab_size <= len(set(tok.specials.values()) | set(tok.sentinels)):
+            raise TokenizerError("no text to learn from: the vocabulary holds only the special tokens (the texts "
+                                 "were empty or blank)")
         if "vocab_size" in kwargs and tok.vocab_size > kwargs["vocab_size"]:
             warnings.warn(f"vocab_size={kwargs['vocab_size']} is below the corpus' alphabet: the vocabulary holds "
                           f"{tok.vocab_size} ids (every character, the specials and no merged pieces)")
