@@ -347,3 +347,24 @@ def test_a_source_longer_than_the_cap_is_truncated_with_a_warning():
     with pytest.raises(TaskError, match=rf"max_new_tokens 100000 is out of range; allowed: 1 ≤ max_new_tokens ≤ "
                                         rf"{LENGTH_CAP}"):
         TaskSpec(kind="seq2seq", max_new_tokens=100_000)
+
+
+def test_generate_refuses_ids_options_and_masks_it_would_misread(one_thread):
+    """A forced id of -2 wrapped to V-2, 2.5 new tokens made 3, "no" as do_sample sampled, a [1, T] mask was
+    broadcast over the batch, float ids failed in the embedding."""
+    model = T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=64)).eval()
+    ids = torch.tensor([[5, 6, 7, 1], [8, 9, 1, 0]])
+    for options, error, says in ((dict(forced_bos_token_id=-2), ValueError, r"forced_bos_token_id -2: allowed: an "
+                                  r"id in 0 … 63"),
+                                 (dict(pad_token_id=10 ** 6), ValueError, "pad_token_id 1000000"),
+                                 (dict(max_new_tokens=2.5), TypeError, "max_new_tokens must be int or None"),
+                                 (dict(do_sample="no"), TypeError, "do_sample must be bool, got str 'no'"),
+                                 (dict(num_beams=True), TypeError, "num_beams must be int, got bool True")):
+        with pytest.raises(error, match=says):
+            model.generate(ids, **{"max_new_tokens": 3, **options})
+    with pytest.raises(ValueError, match=r"attention_mask \(1, 4\) must be the shape of input_ids \(2, 4\)"):
+        model.generate(ids, torch.ones(1, 4, dtype=torch.long), max_new_tokens=3)
+    with pytest.raises(TypeError, match="input_ids must hold integer ids, got torch.float32"):
+        model.generate(ids.float(), max_new_tokens=3)
+    with pytest.raises(TypeError, match="input_ids must be a tensor of ids"):
+        model.generate([[5, 6, 1]], max_new_tokens=3)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clozeformer.config import LENGTH_CAP, MAX_LENGTH_PENALTY, MAX_NUM_BEAMS
+from clozeformer.config import LENGTH_CAP, MAX_LENGTH_PENALTY, MAX_NUM_BEAMS, check_type
 
 __all__ = ["GenerationConfig", "generate", "generation_defaults"]
 
@@ -55,6 +55,8 @@ class GenerationConfig:
     num_return_sequences: int = 1
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # 2.5 new tokens, True beams, "no" as do_sample (it sampled)
+            check_type(f.name, getattr(self, f.name), f.type)
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.max_length is not None and self.max_length < 2:
@@ -170,8 +172,20 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     start = mc.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
     eos = mc.eos_token_id if eos_token_id is None else eos_token_id
     pad = mc.pad_token_id if pad_token_id is None else pad_token_id
-    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids must be [batch, length] with length ≥ 1, got {tuple(input_ids.shape)}")
+    if not isinstance(input_ids, Tensor):
+        raise TypeError(f"input_ids must be a tensor of ids [batch, length], got {type(input_ids).__name__}")
+    if input_ids.dim() != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be [batch, length] with both ≥ 1, got {tuple(input_ids.shape)}")
+    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must hold integer ids, got {input_ids.dtype}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:  # [1, T] was broadcast silently
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must be the shape of input_ids "
+                         f"{tuple(input_ids.shape)}")
+    ids = {"decoder_start_token_id": start, "eos_token_id": eos, "pad_token_id": pad,
+           "forced_bos_token_id": cfg.forced_bos_token_id, "forced_eos_token_id": cfg.forced_eos_token_id}
+    if bad := {k: v for k, v in ids.items() if v is not None and not 0 <= v < mc.vocab_size}:  # -2 wrapped to V-2
+        raise ValueError(f"{', '.join(f'{k} {v}' for k, v in bad.items())}: allowed: an id in 0 … "
+                         f"{mc.vocab_size - 1}")
     if attention_mask is None:  # as transformers: pad tokens in the input are padding (unless pad is eos)
         attention_mask = (input_ids != pad).long() if pad != eos else torch.ones_like(input_ids)
     max_length, min_length = cfg.lengths(mc.max_length)
