@@ -231,6 +231,8 @@ def test_label_set_and_file_errors(sst2, trained, tmp_path):
         evaluate(Tokenizer.load(d / "bert"), train)
     with pytest.raises(ValueError, match="max_rows 0 is out of range"):
         predict(d / "bert", ["a film"], max_rows=0)
+    with pytest.raises(TaskError, match="input 2: empty text"):
+        predict(trained["model_dir"], ["a film", "   "])
 
 
 @pytest.mark.parametrize("options, unread", [

@@ -275,6 +275,8 @@ def predict(model: str | Path, inputs: str | Path | list[dict | str], *, batch_s
                      else '{"question": "…", "context": "…"}')
             raise TaskError(f"{'an' if spec.kind[0] in 'aeiou' else 'a'} {spec.kind} model reads JSON records such as "
                             f"{shape}, one per line, not bare text")
+        if blank := [i + 1 for i, r in enumerate(inputs) if isinstance(r, str) and not r.strip()]:
+            raise TaskError(f"input {blank[0]}: empty text (nothing to predict from)")  # it was answered
         examples = [example(spec, (f"input {i + 1}", r if isinstance(r, dict) else {text: r}), labelled=False)
                     for i, r in enumerate(inputs)]
     else:
