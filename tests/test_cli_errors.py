@@ -593,7 +593,8 @@ def test_generate_with_a_tokenizer_larger_than_the_model(corpus, tmp_path, capsy
 
     bpe = Tokenizer.train("bpe", corpus.read_text(encoding="utf-8").splitlines()[:200], vocab_size=400)
     save_model(BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=300, hidden_size=32, num_heads=2,
-                                                              intermediate_size=64)), tmp_path / "bart", bpe)
+                                                              intermediate_size=64)), tmp_path / "bart")
+    bpe.save(tmp_path / "bart")  # copied in beside it (save_model itself refuses the pair)
     (tmp_path / "in.txt").write_text("a line\n")
     fails(["generate", tmp_path / "bart", "--input", tmp_path / "in.txt"], capsys,
           f"the tokenizer has {bpe.vocab_size} ids but the model's vocabulary holds 300")
@@ -604,7 +605,8 @@ def test_another_familys_tokenizer_in_a_model_directory(corpus, wordpiece, tmp_p
     and fill-mask answered; fine-tuning trained on it."""
     bpe = Tokenizer.train("bpe", corpus.read_text(encoding="utf-8").splitlines()[:200], vocab_size=300)
     save_model(BertForPreTraining(BertConfig.preset("tiny", vocab_size=300, hidden_size=32, num_layers=1, num_heads=2,
-                                                    intermediate_size=64)), tmp_path / "bert", bpe)
+                                                    intermediate_size=64)), tmp_path / "bert")
+    bpe.save(tmp_path / "bert")  # copied in beside it (save_model itself refuses the pair)
     (tmp_path / "t.tsv").write_text("sentence\tlabel\na film\t1\nthe film\t0\n")
     for argv in (["fill-mask", tmp_path / "bert", "a <mask> b"],
                  ["finetune", "--model", tmp_path / "bert", "--task", "sst2", "--train", tmp_path / "t.tsv",
