@@ -21,7 +21,7 @@ from clozeformer.data.pretrain import BertPretrainData
 from clozeformer.tokenizer import Tokenizer
 from clozeformer.train.checkpoint import list_checkpoints
 from clozeformer.train.config import TrainConfig
-from clozeformer.train.loop import TrainingInterrupted
+from clozeformer.train.loop import StopSignals, TrainingInterrupted
 from clozeformer.train.pretrain import pretrain
 import textgen
 from batches import rows
@@ -207,7 +207,15 @@ def test_signal_mid_step_stops_after_the_step(env, tmp_path, monkeypatch):
 
 
 def test_second_signal_stops_at_once(env, tmp_path, monkeypatch):
+    # twice at once is one stop: under torchrun a Ctrl-C or a SIGTERM to every process reaches each rank twice
+    # (directly and forwarded), and stopped it without a checkpoint
     with monkeypatch.context() as m:
+        signal_at(m, 2 * 2, signal.SIGINT, times=2)
+        with pytest.raises(TrainingInterrupted):
+            run(env, tmp_path / "echo")
+    assert list_checkpoints(tmp_path / "echo")
+    with monkeypatch.context() as m:
+        m.setattr(StopSignals, "ECHO", 0.0)  # a second signal later than the echo window
         signal_at(m, 2 * 2, signal.SIGINT, times=2)
         with pytest.raises(KeyboardInterrupt) as info:
             run(env, tmp_path / "r")

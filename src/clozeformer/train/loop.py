@@ -166,14 +166,18 @@ class MetricsLog:
 class StopSignals:
     """While active, SIGINT and SIGTERM only set `signum`, so the loop can stop between steps.
 
-    A second signal raises KeyboardInterrupt at once. Handlers can only be installed from
-    the main thread; elsewhere this does nothing and signals keep their usual effect.
+    A second signal raises KeyboardInterrupt at once, unless it comes within ECHO seconds of the first: under
+    torchrun a Ctrl-C (the terminal signals the whole process group) or a scheduler's SIGTERM to every process
+    reaches each rank twice, directly and forwarded by torchrun, and stopped it without a checkpoint. Handlers
+    can only be installed from the main thread; elsewhere this does nothing and signals keep their usual effect.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    ECHO = 2.0  # seconds
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._first = 0.0
         self._previous: dict = {}
 
     def __enter__(self) -> "StopSignals":
@@ -187,8 +191,10 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum is not None:
+            if time.monotonic() - self._first < self.ECHO:
+                return  # the same stop, delivered twice
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self._first = signum, time.monotonic()
 
 
 def dropout_seed(seed: int, step: int, rank: int) -> int:
