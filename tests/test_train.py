@@ -531,3 +531,21 @@ def test_train_config_fields_are_of_their_type(given, says):
     with pytest.raises(TypeError, match=says):
         TrainConfig(**given)
     assert TrainConfig(betas=[0.9, 0.98], minutes=3, steps=np.int64(5)).betas == (0.9, 0.98)  # lists, ints, numpy
+
+
+def test_an_optimizer_restored_keeps_its_own_implementation_flags():
+    """An FSDP run saves fused=False in its param_groups; loaded into the fused AdamW of a DDP or one-process
+    resume, the optimizer stepped unfused while the fused path's found_inf was passed (an AssertionError)."""
+    from clozeformer.train.checkpoint import load_optimizer, optimizer_tensors
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    saved = torch.optim.AdamW([weight], lr=1e-3, fused=False)
+    weight.grad = torch.ones(3)
+    saved.step()
+    tensors, groups = optimizer_tensors(saved)
+    resumed = torch.optim.AdamW([weight], lr=1e-3, fused=True)
+    load_optimizer(resumed, tensors, groups)
+    assert resumed.param_groups[0]["fused"] is True and resumed.param_groups[0]["lr"] == 1e-3
+    weight.grad = torch.ones(3)
+    resumed.step()  # the fused kernel, with the restored moments
+    assert int(resumed.state[weight]["step"]) == 2

@@ -62,7 +62,14 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, sd["param_groups"]
 
 
+_IMPLEMENTATION = ("fused", "foreach", "capturable", "differentiable")  # how this optimizer steps, not its state
+
+
 def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    """Restore `opt` from a checkpoint's tensors and param_groups, keeping its own implementation flags: an FSDP
+    run's groups said fused=False, and a DDP or one-process resume then stepped unfused with a fused scaler."""
+    groups = [{**g, **{k: now[k] for k in _IMPLEMENTATION if k in now}} for g, now in zip(groups, opt.param_groups)] \
+        + groups[len(opt.param_groups):]
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
         if key.startswith("state."):
