@@ -68,10 +68,11 @@ def one_process(env, run_dir, *extra) -> dict:
     return json.loads(out.getvalue())
 
 
-def torchrun(env, run_dir, *extra) -> str:
-    """Two ranks on CPU through torchrun (`python -m torch.distributed.run`); returns stdout."""
+def torchrun(env, run_dir, *extra, argv=None) -> str:
+    """Two ranks on CPU through torchrun (`python -m torch.distributed.run`) of pretraining (or `argv`); returns
+    stdout."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "clozeformer", *args(env, run_dir, *extra)]
+           "-m", "clozeformer", *(argv or args(env, run_dir, *extra))]
     scratch = Path(run_dir).parent / "torchrun-tmp"  # torchrun's own temporary directories, not left in /tmp
     scratch.mkdir(exist_ok=True)
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
@@ -245,3 +246,14 @@ def test_fsdp_in_one_process_says_it_trains_unsharded(monkeypatch):
     with pytest.warns(UserWarning, match="--fsdp shards the model over torchrun's processes; this run has one"):
         par = distributed.parallelize(model, opt, torch.optim.AdamW, distributed.init("cpu"), fsdp=True)
     assert par.model is model
+
+
+def test_finetune_under_torchrun_prints_one_summary(single, tmp_path):
+    """Every rank printed its JSON summary (stdout no longer parsed as JSON); rank 0 alone prints, as pretrain."""
+    rows = textgen.labelled(64)
+    train = tmp_path / "train.tsv"
+    train.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
+    out = torchrun(None, tmp_path / "ft", argv=["finetune", "--model", str(single[0] / "model"), "--task", "sst2",
+                                                "--train", str(train), "--epochs", "1", "--batch-size", "8",
+                                                "--max-len", "32", "--run-dir", str(tmp_path / "ft"), "--quiet"])
+    assert json.loads(out)["task"] == "classification"

@@ -37,8 +37,15 @@ def cmd_demo(args) -> None:
     run_demo(args.out, minutes=args.minutes, steps=args.steps, progress=not args.quiet)
 
 
-def cmd_pretrain(args) -> None:
+def _print_summary(summary: dict) -> None:
+    """A training run's JSON summary on stdout, once: under torchrun by rank 0 alone (stdout pipes into jq)."""
     from clozeformer.train import distributed
+
+    if distributed.env_rank() == 0:
+        print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_pretrain(args) -> None:
     from clozeformer.train.pretrain import pretrain
 
     given = dict(steps=args.steps, minutes=args.minutes, lr=args.lr, warmup_steps=args.warmup,
@@ -73,8 +80,7 @@ def cmd_pretrain(args) -> None:
                        model_overrides={k: _value(v) for k, v in overrides.items()}, text_field=args.text_field,
                        blank_line_docs=args.blank_line_docs, cache_dir=args.cache_dir, resume=args.resume,
                        progress=not args.quiet)
-    if distributed.env_rank() == 0:  # under torchrun, one summary
-        print(json.dumps(summary, indent=2))
+    _print_summary(summary)
 
 
 def cmd_fill_mask(args) -> None:
@@ -182,7 +188,7 @@ def cmd_translate(args) -> None:
                                 stage1=TrainConfig(steps=steps[1], lr=args.stage1_lr, **common),
                                 stage2=TrainConfig(steps=steps[2], lr=args.stage2_lr, **common),
                                 num_beams=args.num_beams, resume=args.resume, progress=not args.quiet)
-    print(json.dumps(summary, indent=2, default=str))
+    _print_summary(summary)
 
 
 def _task_options(args) -> dict:
@@ -213,7 +219,7 @@ def cmd_finetune(args) -> None:
                        max_eval_rows=args.max_eval_rows, keep_last=args.keep_last, resume=args.resume,
                        compile=args.compile, label_smoothing=args.label_smoothing, layer_decay=args.layer_decay,
                        relative_lr=args.relative_lr, progress=not args.quiet, **_task_options(args))
-    print(json.dumps(summary, indent=2, default=str))
+    _print_summary(summary)
 
 
 def cmd_evaluate(args) -> None:
