@@ -449,3 +449,22 @@ def test_nsp_when_no_row_has_a_second_segment():
                     generator=torch.Generator().manual_seed(0))
     assert out["input_ids"][:, :4].tolist() == [[NCLS, t, NSEP, NSEP] for t in (7, 8, 9)]
     assert out["attention_mask"].sum(1).tolist() == [4, 4, 4]
+
+
+def test_objective_rates_out_of_range_are_named():
+    """rate 0 or nan still masked a token a row, rate 2 every token, a mask id outside the vocabulary was written
+    into the input, next_prob 2 made every pair IsNext."""
+    from clozeformer.objectives.mlm import mlm_mask
+    from clozeformer.objectives.nsp import nsp_pairs
+
+    ids, g = torch.arange(5, 25).reshape(2, 10), torch.Generator().manual_seed(0)
+    for kw in (dict(rate=0.0), dict(rate=float("nan")), dict(rate=2.0), dict(mask_frac=0.8, random_frac=0.5),
+               dict(mask_frac=-1.0)):
+        with pytest.raises(ValueError, match="allowed: 0 < rate < 1, mask_frac and random_frac ≥ 0 with a sum ≤ 1"):
+            mlm_mask(ids, mask_id=4, vocab_size=30, special_ids=[0, 1, 2, 3, 4], generator=g, **kw)
+    with pytest.raises(ValueError, match="mask_id 500 is not an id of the 30-id vocabulary"):
+        mlm_mask(ids, mask_id=500, vocab_size=30, special_ids=[0], generator=g)
+    one = torch.tensor([3])
+    with pytest.raises(ValueError, match="next_prob 2.0 is out of range"):
+        nsp_pairs(ids, one.repeat(2), ids, one.repeat(2), torch.tensor([0, 1]), max_len=16, cls_id=2, sep_id=3,
+                  pad_id=0, generator=g, next_prob=2.0)

@@ -47,6 +47,11 @@ def mlm_mask(input_ids: Tensor, *, mask_id: int, vocab_size: int, special_ids: S
     special_ids: never selected (include the pad id). continuation: bool [V], True for
     word-continuation pieces ("##ing"); given, masking is whole-word.
     """
+    if not 0 < rate < 1 or not (0 <= mask_frac and 0 <= random_frac and mask_frac + random_frac <= 1):
+        raise ValueError(f"rate {rate}, mask_frac {mask_frac}, random_frac {random_frac}: allowed: 0 < rate < 1, "
+                         "mask_frac and random_frac ≥ 0 with a sum ≤ 1")  # rate 0 or nan masked 1 token a row
+    if not 0 <= mask_id < vocab_size:
+        raise ValueError(f"mask_id {mask_id} is not an id of the {vocab_size}-id vocabulary")
     b, t = input_ids.shape
     specials = torch.as_tensor(special_ids, dtype=input_ids.dtype)
     eligible = ~torch.isin(input_ids, specials)  # [B, T]

@@ -34,6 +34,8 @@ def nsp_pairs(a: Tensor, a_len: Tensor, b: Tensor, b_len: Tensor, doc: Tensor, *
     the room its true A + B took, so a random B is truncated to fit the same slot); L is the
     largest limit.
     """
+    if not 0 <= next_prob <= 1:  # 2, -1 or nan gave labels all one way
+        raise ValueError(f"next_prob {next_prob} is out of range; allowed: a probability in [0, 1]")
     n = a.shape[0]
     if b.shape[1] == 0:  # no row has a B (one-token documents): one padding column keeps the gathers below valid
         b = b.new_full((n, 1), pad_id)
