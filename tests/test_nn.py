@@ -255,3 +255,17 @@ def test_varlen_offsets_follow_rows_and_segments():
     p = Packed(torch.tensor([[1, 1, 2, 0], [1, 2, 2, 2], [1, 1, 1, 1]]), varlen=True)
     assert p.offsets.tolist() == [0, 2, 3, 4, 7, 11]
     assert p.lengths == (1, 4)
+
+
+def test_a_mask_of_another_batch_is_refused_not_broadcast():
+    """bert(ids [2, T], attention_mask [1, T]) broadcast the one mask over the batch and answered."""
+    from clozeformer.models.bart import BartConfig, BartForConditionalGeneration
+    from clozeformer.models.bert import BertConfig, BertForPreTraining
+
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 0]])
+    bert = BertForPreTraining(BertConfig.preset("tiny", vocab_size=32)).eval()
+    with pytest.raises(ValueError, match=r"attention_mask \(1, 4\) does not match the batch: expected \(2, 4\)"):
+        bert(ids, attention_mask=torch.ones(1, 4, dtype=torch.long))
+    bart = BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=32)).eval()
+    with pytest.raises(ValueError, match=r"attention_mask \(2, 3\) does not match the batch: expected \(2, 4\)"):
+        bart(ids, torch.ones(2, 3, dtype=torch.long), decoder_input_ids=ids)

@@ -117,19 +117,21 @@ class Stack(nn.ModuleList):
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None, *, context: Tensor | None = None,
                 context_mask: Tensor | None = None, cache: Cache | None = None, bias=None) -> Tensor:
+        start = cache.length if cache is not None else 0
+        for name, m, want in (("attention_mask", attention_mask, (x.shape[0], start + x.shape[1])),
+                              ("context_mask", context_mask, None if context is None else tuple(context.shape[:2]))):
+            if m is not None and want is not None and tuple(m.shape) != want:  # [1, T] was broadcast over the batch
+                raise ValueError(f"{name} {tuple(m.shape)} does not match the batch: expected {want}")
         if self.decoder and bias is None and cache is None:
             y = self._decode_per_document(x, attention_mask, context, context_mask)
             if y is not None:
                 return y
-        start = cache.length if cache is not None else 0
         t = x.shape[1]
         s = start + t
         segments, sources = segment_ids(attention_mask), segment_ids(context_mask)
         if segments is not None:
             mask = segment_mask(segments, segments)  # [B, 1, T, T]
         else:
-            if attention_mask is not None and attention_mask.shape[1] != s:
-                raise ValueError(f"attention_mask covers {attention_mask.shape[1]} positions, expected {s}")
             mask = padding_mask(attention_mask)  # [B, 1, 1, S], or None when nothing is padded
         causal = self.decoder
         if bias is not None:
