@@ -269,3 +269,19 @@ def test_a_mask_of_another_batch_is_refused_not_broadcast():
     bart = BartForConditionalGeneration(BartConfig.preset("tiny", vocab_size=32)).eval()
     with pytest.raises(ValueError, match=r"attention_mask \(2, 3\) does not match the batch: expected \(2, 4\)"):
         bart(ids, torch.ones(2, 3, dtype=torch.long), decoder_input_ids=ids)
+
+
+@pytest.mark.parametrize("ids, says", [
+    (torch.tensor([5, 6, 7]), r"input_ids must be a 2-D integer tensor \[batch, length\] of at least one id, got "
+                              r"torch.int64 \(3,\)"),  # IndexError: tuple index out of range
+    (torch.tensor([[5.0, 6.0]]), "got torch.float32"),
+    (torch.zeros(0, 4, dtype=torch.long), r"\(0, 4\)"),  # cannot reshape a tensor of 0 elements
+])
+def test_ids_every_model_reads_are_named_when_malformed(ids, says):
+    from clozeformer.models.bert import BertConfig, BertForPreTraining
+    from clozeformer.models.t5 import T5Config, T5ForConditionalGeneration
+
+    for model in (BertForPreTraining(BertConfig.preset("tiny", vocab_size=32)),
+                  T5ForConditionalGeneration(T5Config.preset("tiny", vocab_size=32))):
+        with pytest.raises(ValueError, match=says):
+            model.eval()(ids, decoder_input_ids=torch.tensor([[0]])) if hasattr(model, "encode") else model(ids)

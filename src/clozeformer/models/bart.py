@@ -27,7 +27,7 @@ from clozeformer.generate import Generates
 from clozeformer.models.heads import SpanHead, span_loss, sparse_lm_loss
 from clozeformer.models.output import Output
 from clozeformer.nn import Cache, Stack, TransformerLayer, init_weights, segment_ids, segment_positions
-from clozeformer.nn.functional import IGNORE, dropout
+from clozeformer.nn.functional import IGNORE, check_ids, dropout
 from clozeformer.nn.position import learned_positions
 
 
@@ -131,7 +131,7 @@ class BartModel(nn.Module):
         init_weights(self, cfg.initializer_range)
 
     def embed(self, ids: Tensor) -> Tensor:
-        return self.shared(ids) * self.embed_scale  # [B, T] -> [B, T, D]
+        return self.shared(check_ids(ids)) * self.embed_scale  # [B, T] -> [B, T, D]
 
     def encode(self, input_ids: Tensor | None, attention_mask: Tensor | None = None, *,
                embeds: Tensor | None = None) -> Tensor:

@@ -17,7 +17,7 @@ from clozeformer.models.heads import (MLMHead, Pooler, SpanHead, masked_lm_loss,
                                       token_loss)
 from clozeformer.models.output import Output
 from clozeformer.nn import Stack, TransformerLayer, init_weights, segment_ids, segment_positions, segment_starts
-from clozeformer.nn.functional import IGNORE, dropout
+from clozeformer.nn.functional import IGNORE, check_ids, dropout
 from clozeformer.nn.position import learned_positions
 
 
@@ -105,7 +105,7 @@ def bert_layers(cfg, dim: int | None = None, heads: int | None = None, ffn: int 
 
 
 def check_length(input_ids: Tensor, max_positions: int) -> None:
-    if input_ids.shape[1] > max_positions:
+    if check_ids(input_ids).shape[1] > max_positions:
         raise ValueError(f"sequence length {input_ids.shape[1]} exceeds max_positions {max_positions}; "
                          "truncate the input")
 

@@ -31,7 +31,7 @@ from clozeformer.models.bart import shift_right
 from clozeformer.models.heads import sparse_lm_loss
 from clozeformer.models.output import Output
 from clozeformer.nn import Cache, Stack, TransformerLayer
-from clozeformer.nn.functional import IGNORE, dropout
+from clozeformer.nn.functional import IGNORE, check_ids, dropout
 from clozeformer.nn.position import RelativePositionBias
 
 
@@ -149,13 +149,13 @@ class T5ForConditionalGeneration(Generates, nn.Module):
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Source ids [B, S] -> encoder output [B, S, D]."""
-        return self.encoder(self.shared(input_ids), attention_mask)
+        return self.encoder(self.shared(check_ids(input_ids)), attention_mask)
 
     def decode_hidden(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, attention_mask: Tensor | None = None,
                       cache: Cache | None = None, decoder_attention_mask: Tensor | None = None) -> Tensor:
         """New decoder ids [B, T] -> decoder output [B, T, D]; `attention_mask` is the encoder's [B, S]."""
-        return self.decoder(self.shared(decoder_input_ids), decoder_attention_mask, context=encoder_hidden,
-                            context_mask=attention_mask, cache=cache)
+        return self.decoder(self.shared(check_ids(decoder_input_ids, "decoder_input_ids")), decoder_attention_mask,
+                            context=encoder_hidden, context_mask=attention_mask, cache=cache)
 
     def decode(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, attention_mask: Tensor | None = None,
                cache: Cache | None = None) -> Tensor:

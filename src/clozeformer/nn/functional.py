@@ -22,6 +22,17 @@ _LEVELS = 65536
 IGNORE = -100  # label of a position without a target (PyTorch's cross-entropy default, as transformers)
 
 
+def check_ids(ids: Tensor, name: str = "input_ids") -> Tensor:
+    """`ids` as every model reads them: a 2-D integer tensor [B, T] with B, T ≥ 1 (its shape and dtype only:
+    reading the values would wait for the device). 1-D or float ids failed deep in an embedding."""
+    if not isinstance(ids, Tensor):
+        raise TypeError(f"{name} must be a tensor of ids [batch, length], got {type(ids).__name__}")
+    if ids.dim() != 2 or 0 in ids.shape or ids.is_floating_point() or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must be a 2-D integer tensor [batch, length] of at least one id, got "
+                         f"{ids.dtype} {tuple(ids.shape)}")
+    return ids
+
+
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[Tensor, float]:
     """(bool mask, scale) with P(keep) = 1 − round(p·65536)/65536."""
     t = round(p * _LEVELS)
