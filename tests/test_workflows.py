@@ -309,12 +309,27 @@ def test_precision_auto_is_bf16_only_where_the_device_runs_it_natively():
 def test_the_demo_runs_twice_into_its_directory(tmp_path, capsys):
     """A new run never overwrites another's checkpoints, but a demo replaces the demo before it."""
     from clozeformer.cli import main
+    from clozeformer.demo import run_demo
 
     for _ in range(2):
         capsys.readouterr()
         assert main(["demo", "--steps", "1", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
         assert "probe hits:" in capsys.readouterr().out
     assert [p.name for p in (tmp_path / "demo" / "checkpoints").iterdir()] == ["step-0000001"]
+    # a rerun interrupted before it has a model of its own leaves the earlier one as it was (it was deleted first)
+    before = (tmp_path / "demo" / "model" / "model.safetensors").read_bytes()
+
+    def interrupted(*args, **kwargs):
+        (tmp_path / "demo" / "metrics.jsonl").write_text("{}\n")  # a partial output of the new run
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("clozeformer.demo.pretrain", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_demo(tmp_path / "demo", steps=1, progress=False)
+    assert (tmp_path / "demo" / "model" / "model.safetensors").read_bytes() == before
+    assert (tmp_path / "demo" / "metrics.jsonl").read_text() != "{}\n"
+    assert not (tmp_path / "demo" / ".earlier-run").exists()
 
 
 def test_outputs_answer_to_transformers_names(bert_dir):

@@ -99,17 +99,40 @@ def run_demo(out_dir: str | Path = "runs/demo", *, minutes: float | None = None,
     if minutes is not None and steps is not None:
         raise ValueError(f"minutes {minutes:g} and steps {steps}: the demo trains for a time or for a number of "
                          "steps; give one")
-    minutes = 2.5 if minutes is None else minutes
-    t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    earlier = out_dir / ".earlier-run"  # an earlier demo's outputs, set aside until this run has its own
     if (out_dir / "stdlib_docs.txt").is_file():  # an earlier demo's directory (it wrote that first): replaced
-        for path in (out_dir / name for name in ("checkpoints", "model", "tokenizer", "metrics.jsonl", "loss.png")):
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        _remove(earlier)
+        earlier.mkdir()
+        for name in _OUTPUTS:
+            if (out_dir / name).exists():
+                os.replace(out_dir / name, earlier / name)
     else:  # anything else is not the demo's to replace
         check_new_dir(out_dir, "--out")
+    try:
+        summary = _run_demo(out_dir, 2.5 if minutes is None else minutes, steps, progress)
+    except BaseException:  # interrupted or failed: the earlier run comes back, whole
+        for name in (p.name for p in earlier.iterdir()) if earlier.is_dir() else ():
+            _remove(out_dir / name)
+            os.replace(earlier / name, out_dir / name)
+        raise
+    finally:
+        _remove(earlier)
+    return summary
+
+
+_OUTPUTS = ("checkpoints", "model", "tokenizer", "metrics.jsonl", "loss.png")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _run_demo(out_dir: Path, minutes: float, steps: int | None, progress: bool) -> dict:
+    t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"clozeformer demo: a tiny BERT pretrained on the Python {sys.version_info.major}."
           f"{sys.version_info.minor} standard library's documentation, on this machine, offline.\n")
