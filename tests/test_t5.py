@@ -59,6 +59,20 @@ def assert_same_outputs(ours, hf, seed=0):
     return out
 
 
+def test_a_source_of_padding_alone_reads_as_transformers_reads_it(transformers, tmp_path, one_thread):
+    """A batch row whose attention_mask is all 0: transformers' additive mask makes its attention even, as ours
+    does in self-attention; in cross-attention a boolean mask read nothing, 2.4 logits apart."""
+    hf = hf_model(transformers, False)
+    hf.save_pretrained(tmp_path)
+    ours = clozeformer.load_model(tmp_path)
+    ids, mask, labels = batch(0)
+    mask[1] = 0
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask, labels=labels).logits
+        out = ours(ids, mask, labels=labels).logits
+    assert (out - ref).abs().max() < TOL
+
+
 @pytest.mark.parametrize("v11", [False, True], ids=["v1.0", "v1.1"])
 def test_load_transformers_directory_matches_logits_and_loss(transformers, tmp_path, v11, one_thread):
     hf = hf_model(transformers, v11)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clozeformer.nn import attention
-from clozeformer.nn.attention import (KV, Attention, Cache, Packed, causal_mask, causal_varlen, padding_mask,
+from clozeformer.nn.attention import (KV, Attention, Cache, Packed, additive, causal_mask, causal_varlen, padding_mask,
                                       segment_ids, segment_mask)
 from clozeformer.nn.functional import dropout
 from clozeformer.nn.position import RelativePositionBias, local_, sinusoidal_
@@ -150,6 +150,9 @@ class Stack(nn.ModuleList):
             cross_mask = segment_mask(segments, sources)  # [B, 1, T, S_enc]
         else:
             cross_mask = padding_mask(context_mask)  # [B, 1, 1, S_enc] or None
+            if bias is not None and cross_mask is not None:  # T5 masks additively, as its self-attention does here
+                cross_mask = additive(cross_mask, x.dtype)  # and as transformers' T5: a source of padding alone
+                #                                              is read evenly, where a boolean mask reads nothing
         for i, layer in enumerate(self):
             x = layer(x, mask, causal=causal, context=context, context_mask=cross_mask,
                       cache=cache.layers[i] if cache is not None else None)
