@@ -378,7 +378,7 @@ def test_generate_refuses_ids_options_and_masks_it_would_misread(one_thread):
             model.generate(ids, **{"max_new_tokens": 3, **options})
     with pytest.raises(ValueError, match=r"attention_mask \(1, 4\) must be the shape of input_ids \(2, 4\)"):
         model.generate(ids, torch.ones(1, 4, dtype=torch.long), max_new_tokens=3)
-    with pytest.raises(TypeError, match="input_ids must hold integer ids, got torch.float32"):
+    with pytest.raises(ValueError, match=r"input_ids must be a 2-D integer tensor .* got torch.float32 \(2, 4\)"):
         model.generate(ids.float(), max_new_tokens=3)
     with pytest.raises(TypeError, match="input_ids must be a tensor of ids"):
         model.generate([[5, 6, 1]], max_new_tokens=3)

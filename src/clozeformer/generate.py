@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clozeformer.config import LENGTH_CAP, MAX_LENGTH_PENALTY, MAX_NUM_BEAMS, check_type
+from clozeformer.nn.functional import check_ids
 
 __all__ = ["GenerationConfig", "generate", "generation_defaults"]
 
@@ -172,12 +173,7 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *, 
     start = mc.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
     eos = mc.eos_token_id if eos_token_id is None else eos_token_id
     pad = mc.pad_token_id if pad_token_id is None else pad_token_id
-    if not isinstance(input_ids, Tensor):
-        raise TypeError(f"input_ids must be a tensor of ids [batch, length], got {type(input_ids).__name__}")
-    if input_ids.dim() != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
-        raise ValueError(f"input_ids must be [batch, length] with both ≥ 1, got {tuple(input_ids.shape)}")
-    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-        raise TypeError(f"input_ids must hold integer ids, got {input_ids.dtype}")
+    check_ids(input_ids)
     if attention_mask is not None and attention_mask.shape != input_ids.shape:  # [1, T] was broadcast silently
         raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must be the shape of input_ids "
                          f"{tuple(input_ids.shape)}")
