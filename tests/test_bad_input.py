@@ -172,13 +172,18 @@ def test_blank_lines_are_skipped(base, tmp_path, capsys):
 
 
 def test_100k_character_line_is_split_into_windows(base, tmp_path, capsys):
+    from clozeformer.data.corpus import _bounded
+
     long_line = " ".join(lines(2000))[:100_000]
     assert len(long_line) == 100_000
     path = tmp_path / "long.txt"
     path.write_text(long_line + "\n" + "\n".join(lines(40)) + "\n", encoding="utf-8")
     tok = Tokenizer.load(base["tok"])
-    cache = load_corpus(path, tok, cache_dir=tmp_path / "cache", blank_line_docs=True)  # the whole line: one sentence
-    assert cache.n_sentences == 41 and len(cache.sentence(0)) > 15_000
+    cache = load_corpus(path, tok, cache_dir=tmp_path / "cache", blank_line_docs=True)
+    # the line is cut at spaces into sentences of at most 10,000 characters (tokenising one 50 MB line took 6 GB)
+    cut = _bounded(long_line)
+    assert len(cut) >= 10 and max(map(len, cut)) <= 10_000 and " ".join(cut) == long_line.strip()
+    assert cache.n_sentences == 40 + len(cut) and len(cache.sentence(0)) > 1_500
     chunks = sentence_chunks(cache, np.arange(cache.n_documents), 29)
     assert (chunks[:, 1] - chunks[:, 0]).max() <= 29 and len(chunks) >= len(cache.sentence(0)) // 29
     for i, extra in enumerate([[], ["--no-nsp"], ["--blank-line-docs"]]):
@@ -195,11 +200,20 @@ def test_huge_document_is_tokenised_in_pieces(base, tmp_path, monkeypatch):
     path.write_text("\n".join(lines(300)) + "\n\n" + "\n".join(lines(30)) + "\n", encoding="utf-8")
     tok = Tokenizer.load(base["tok"])
     whole = load_corpus(path, tok, cache_dir=tmp_path / "a", blank_line_docs=True)
+    lines_doc = tmp_path / "one_line.txt"  # one document per line: a 40,000-character line, then short ones
+    lines_doc.write_text(" ".join(lines(800))[:40_000] + "\n" + "\n".join(lines(30)) + "\n", encoding="utf-8")
+    whole_line = load_corpus(lines_doc, tok, cache_dir=tmp_path / "a")
     monkeypatch.setattr(cache_mod, "_PIECE_SENTENCES", 7)
     pieces = load_corpus(path, tok, cache_dir=tmp_path / "b", blank_line_docs=True, batch_docs=3, batch_chars=500)
-    assert pieces.n_documents == whole.n_documents == 2
+    monkeypatch.setattr(cache_mod, "_PIECE_CHARS", 300)  # and by characters: a long document in many pieces
+    by_chars = load_corpus(path, tok, cache_dir=tmp_path / "c", blank_line_docs=True, batch_docs=3, batch_chars=500)
+    line_pieces = load_corpus(lines_doc, tok, cache_dir=tmp_path / "d", batch_docs=3, batch_chars=500)
+    assert pieces.n_documents == by_chars.n_documents == whole.n_documents == 2
+    assert line_pieces.n_documents == whole_line.n_documents == 31
     for name in ("tokens", "sent_offsets", "doc_offsets"):
         assert (getattr(pieces, name) == getattr(whole, name)).all()
+        assert (getattr(by_chars, name) == getattr(whole, name)).all()
+        assert (getattr(line_pieces, name) == getattr(whole_line, name)).all()
 
 
 # ---- lengths, vocabularies, configs -------------------------------------------------------

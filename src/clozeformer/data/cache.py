@@ -41,11 +41,12 @@ from clozeformer.tokenizer import Tokenizer
 
 __all__ = ["TokenCache", "default_cache_dir", "digest", "load_corpus"]
 
-FORMAT_VERSION = 3  # 2: special-token strings in the text are plain text; 3: .tsv/.csv read as tables
+FORMAT_VERSION = 4  # 2: special-token strings are plain text; 3: .tsv/.csv read as tables; 4: long sentences cut
 _FILES = ("tokens.bin", "sentences.bin", "documents.bin")
 # A document is tokenised in pieces of at most this many sentences (bounds memory; any
 # number above a batch's worth does).
 _PIECE_SENTENCES = 4096
+_PIECE_CHARS = 1_000_000  # and about this many characters (tokenising holds ~100 bytes a character)
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def _batches(paths: list[Path], options: dict, batch_docs: int, batch_chars: int
     """Lists of (sentences, ends_document) pieces: at most batch_docs pieces or about batch_chars characters."""
     batch, chars = [], 0
     for path in paths:
-        for _, sentences, ends in source_pieces(path, **options, max_sentences=_PIECE_SENTENCES):
+        for _, sentences, ends in source_pieces(path, **options, max_sentences=_PIECE_SENTENCES,
+                                                max_chars=_PIECE_CHARS):
             batch.append((sentences, ends))
             chars += sum(map(len, sentences))
             if len(batch) >= batch_docs or chars >= batch_chars:

@@ -11,8 +11,8 @@ Skipped, not errors: blank (whitespace-only) lines, JSONL records whose text is 
 sentences that tokenise to nothing (e.g. only control characters) and documents left with
 no sentence. A file with no text at all is an error (CorpusError "empty corpus"); so is
 invalid UTF-8, a NUL byte (a binary file), malformed JSON or a missing field, each named
-as file:line. Lines of any length work (a 100k-character line is one document whose
-sentences are cut into windows later).
+as file:line. Lines of any length work (a 100k-character line is one document; a sentence
+longer than 10,000 characters is cut at spaces, and windows cut sentences further later).
 
 A corpus may also be a Hugging Face `datasets` dataset, named `hf:NAME[:CONFIG]` with
 optional `?split=train&field=text&data_files=…` (e.g. `hf:allenai/c4:en`, as T5 used, or
@@ -52,7 +52,35 @@ class CorpusError(ValueError):
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+    return [c for s in (p.strip() for p in _SENTENCE_END.split(text)) if s for c in _bounded(s)]
+
+
+# Characters of one sentence: a longer one (a line without sentence ends) is cut at spaces into sentences of at
+# most this, so tokenising it holds a bounded amount (one 50 MB line took 6 GB); windows cut them further.
+_LONGEST_SENTENCE = 10_000
+
+
+def _bounded(sentence: str) -> list[str]:
+    out, start = [], 0
+    while len(sentence) - start > _LONGEST_SENTENCE:
+        cut = sentence.rfind(" ", start + 1, start + _LONGEST_SENTENCE)
+        cut = cut if cut > start else start + _LONGEST_SENTENCE  # no space: cut inside the word
+        out.append(sentence[start:cut])
+        start = cut
+    out.append(sentence[start:])
+    return [c for c in (c.strip() for c in out) if c]
+
+
+def _pieces(sentences: list[str], cap: int, max_chars: int) -> Iterator[tuple[list[str], bool]]:
+    """(sentences, last) runs of at most `cap` sentences and about `max_chars` characters (one sentence at least)."""
+    i = 0
+    while i < len(sentences):
+        j, size = i, 0
+        while j < len(sentences) and j - i < cap and (j == i or size + len(sentences[j]) <= max_chars):
+            size += len(sentences[j])
+            j += 1
+        yield sentences[i:j], j == len(sentences)
+        i = j
 
 
 @dataclass(frozen=True)
@@ -302,34 +330,37 @@ def _table_texts(path: Path, field: str) -> Iterator[tuple[int, str]]:
 
 
 def source_pieces(
-    path, *, text_field: str = "text", blank_line_docs: bool = False, max_sentences: int | None = None
+    path, *, text_field: str = "text", blank_line_docs: bool = False, max_sentences: int | None = None,
+    max_chars: int | None = None,
 ) -> Iterator[tuple[int, list[str], bool]]:
-    """(first line number, sentences, ends_document) for one source, max_sentences at most per piece."""
+    """(first line number, sentences, ends_document) for one source, at most max_sentences and about max_chars
+    characters per piece."""
     kind = format_of(path)
-    cap = max_sentences or sys.maxsize
+    cap, budget = max_sentences or sys.maxsize, max_chars or sys.maxsize
     found = False
     if blank_line_docs and kind == "text":
-        start, sentences = 0, []
+        start, sentences, size = 0, [], 0
         for n, line in itertools.chain(read_lines(path), [(0, "")]):  # a blank sentinel ends the last document
             if line := line.strip():
-                if len(sentences) == cap:  # a very long document: hand on what we have
-                    yield start, sentences, False
-                    start, sentences = 0, []
-                start = start or n
-                sentences.append(line)
+                for sentence in _bounded(line):
+                    if sentences and (len(sentences) == cap or size + len(sentence) > budget):  # a very long
+                        yield start, sentences, False  # document: hand on what we have
+                        start, sentences, size = 0, [], 0
+                    start = start or n
+                    sentences.append(sentence)
+                    size += len(sentence)
             elif sentences:
                 found = True
                 yield start, sentences, True
-                start, sentences = 0, []
+                start, sentences, size = 0, [], 0
     else:  # one document per line (record)
         records = path.texts(text_field) if kind == "hf" else _table_texts(path, text_field) if kind in ("tsv", "csv") \
             else ((n, jsonl_text(path, n, line, text_field) if kind == "jsonl" else line)
                   for n, line in read_lines(path) if line.strip())
         for n, text in records:
-            sentences = split_sentences(text)
-            for i in range(0, len(sentences), cap):
+            for piece, last in _pieces(split_sentences(text), cap, budget):
                 found = True
-                yield n, sentences[i : i + cap], i + cap >= len(sentences)
+                yield n, piece, last
     if not found:
         raise CorpusError(f"{path.spec if kind == 'hf' else path}: empty corpus (no text)")
 
