@@ -39,7 +39,7 @@ from clozeformer.data.corpus import CorpusError, HubCorpus, check_file, format_o
 from clozeformer.io import atomic_files, write_json
 from clozeformer.tokenizer import Tokenizer
 
-__all__ = ["TokenCache", "default_cache_dir", "digest", "load_corpus"]
+__all__ = ["TokenCache", "content_id", "default_cache_dir", "digest", "load_corpus"]
 
 FORMAT_VERSION = 4  # 2: special-token strings are plain text; 3: .tsv/.csv read as tables; 4: long sentences cut
 _FILES = ("tokens.bin", "sentences.bin", "documents.bin")
@@ -86,6 +86,11 @@ def digest(source) -> str:
     check_file(source)
     with open(source, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def content_id(source) -> str:
+    """A run's data file as its checkpoints record it: its content's sha256 (16 hex digits), not the path typed."""
+    return f"sha256:{digest(source)[:16]}"
 
 
 def _cache_key(paths: list[Path], tokenizer: Tokenizer, text_field: str, blank_line_docs: bool) -> str:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from clozeformer.config import at_least, typed
-from clozeformer.data.cache import digest
+from clozeformer.data.cache import content_id
 from clozeformer.families import family_of
 from clozeformer.interop.model_dir import (NOT_IN_TRANSFORMERS, TRANSLATOR, check_fits, load_model, load_state,
                                            save_model, trained_for)
@@ -148,11 +148,9 @@ def finetune(model: str | Path, task: str | TaskSpec, train: str | Path, eval: s
     run_dir = Path(run_dir)
     main = spec.main_metric
     keeper = _BestKeeper(net, tok, run_dir, main, early_stopping)
-    # the files by their content (sha256), not the path typed: --resume from elsewhere works, an edited file is
-    # refused
-    named = lambda source: None if source is None else f"sha256:{digest(source)[:16]}"  # noqa: E731
-    state = {"data": {"train": named(train), "eval": named(eval), "task": spec.to_dict(), "batch_size": batch_size,
-                      "train_rows": len(train_ex)}}
+    # the files by their content: --resume from elsewhere works, an edited file is refused
+    state = {"data": {"train": content_id(train), "eval": None if eval is None else content_id(eval),
+                      "task": spec.to_dict(), "batch_size": batch_size, "train_rows": len(train_ex)}}
     summary = fit(net, data, cfg, run_dir, metrics_fn=metrics_fn(spec, tok, family, net, eval_ex, eval_w),
                   resume=resume, tokenizer=tok, extra_state=state, progress=progress, on_eval=keeper)
     if distributed.env_rank() == 0:

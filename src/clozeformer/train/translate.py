@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from clozeformer.config import LENGTH_CAP, MAX_NUM_BEAMS, MIN_MAX_LEN, at_least, typed
-from clozeformer.data.cache import digest
+from clozeformer.data.cache import content_id
 from clozeformer.data.pairs import PairData, read_pairs
 from clozeformer.infer import generate_texts
 from clozeformer.interop.model_dir import load_model, save_model, trained_for
@@ -104,7 +104,7 @@ def train_translation(bart_dir: str | Path, train_file: str | Path, *, source_fi
     model = BartForTranslation(bart.config, source_tok.vocab_size, source_layers=source_layers,
                                source_pad_id=source_tok.pad_id)
     model.load_state_dict(bart.state_dict(), strict=False)  # everything but the new encoder
-    state = {"data": {"train": f"sha256:{digest(train_file)[:16]}", "source_field": source_field, "target_field": target_field,
+    state = {"data": {"train": content_id(train_file), "source_field": source_field, "target_field": target_field,
                       "max_len": max_len, "batch_size": batch_size, "buckets": buckets}}
     summary: dict[str, Any] = {"source_vocab_size": source_tok.vocab_size}
     for stage, cfg in ((1, stage1), (2, stage2)):
